@@ -1,0 +1,49 @@
+# MedXIAOHE platform. `make help` lists the targets; every target installs what it needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTHON ?= python3
+PIP := $(PY) -m pip --disable-pip-version-check -q
+SOURCES := libs/medxiaohe services training-jobs tests protos/generate.py
+
+.PHONY: help venv install protos lint check test demo clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+venv: $(STAMP) ## Create .venv with pinned dependencies (torch 2.13.0 CPU first)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade "pip>=25"
+	# torch first, from the local CPU wheel: anything else would download a CUDA build
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e ".[dev]"
+	touch $@
+
+install: venv ## Alias of venv
+
+protos: venv ## Regenerate libs/medxiaohe_protos from protos/
+	$(PY) protos/generate.py
+
+lint: venv ## ruff + mypy + import contracts
+	$(VENV)/bin/ruff check $(SOURCES)
+	$(VENV)/bin/ruff format --check $(SOURCES)
+	$(VENV)/bin/mypy libs/medxiaohe services
+	$(VENV)/bin/lint-imports
+
+check: lint ## lint, protos in sync, buf lint, chart render + validation
+	$(PY) protos/generate.py --check
+	$(VENV)/bin/buf lint
+	$(VENV)/bin/medxiaohe chart check
+
+test: venv ## All tests (real weed mini, valkey, gRPC with mTLS, Celery worker)
+	$(VENV)/bin/pytest -q
+
+demo: venv ## Start the embedded platform and exercise it
+	$(VENV)/bin/medxiaohe demo
+
+clean: ## Remove the venv and local state
+	rm -rf $(VENV) .medxiaohe .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Settings, the error taxonomy and logging, shared by every part of the platform."""

@@ -1,0 +1,64 @@
+"""Structured JSON logging that cannot leak record content.
+
+Two rules keep PHI out of log lines by construction rather than by discipline:
+
+* the line carries the message *template* (``record.msg``), never its interpolated arguments,
+  so ``log.info("tagging %s", text)`` writes "tagging %s";
+* extra fields are written only when their name is on ``SAFE_FIELDS`` (identifiers, counts,
+  codes, timings); any other extra field is dropped.
+
+Exceptions are written as their type and the code locations of the traceback, without the
+exception message, which may quote input.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import traceback
+from typing import Any
+
+SAFE_FIELDS = frozenset(
+    {
+        "event", "service", "rpc", "caller", "code", "latency_ms", "record_ids", "request_id",
+        "key", "uri", "size", "count", "status", "port", "address", "version", "task", "task_id",
+        "attempt", "duration_ms", "reason", "component", "signal", "grace_s", "mode",
+    }
+)
+_STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message", "asctime", "taskName",
+}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line with the message template and whitelisted fields only."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": str(record.msg),
+        }
+        for name, value in record.__dict__.items():
+            if name in SAFE_FIELDS and name not in _STANDARD_ATTRS:
+                line[name] = value
+        if record.exc_info and record.exc_info[0] is not None:
+            exc_type, _, tb = record.exc_info
+            line["exc_type"] = exc_type.__name__
+            line["exc_where"] = [
+                f"{frame.filename}:{frame.lineno}" for frame in traceback.extract_tb(tb)
+            ][-5:]
+        return json.dumps(line, default=str, separators=(",", ":"))
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Route the root logger to stderr as JSON lines; call once at process start."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.Formatter.converter = time.gmtime

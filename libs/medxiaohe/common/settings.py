@@ -1,0 +1,88 @@
+"""Typed settings, read from the environment once at process start.
+
+Every variable is ``MEDXIAOHE_<FIELD>``; nested fields use ``__``, e.g.
+``MEDXIAOHE_INGESTION__ALLOW='{"ehr-gateway": ["TagEntities", "IngestDocuments"]}'``.
+Nothing else in the code base reads ``os.environ``: build a ``Settings`` with ``from_env()``
+in ``main`` and pass it down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICE_NAMES = ("ingestion", "evidence", "report", "rubric")
+ServiceName = Literal["ingestion", "evidence", "report", "rubric"]
+
+
+class ServiceSettings(BaseModel):
+    """Settings of one gRPC service."""
+
+    model_config = {"extra": "forbid"}
+
+    allow: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description=(
+            "Caller identity (client certificate common name) -> RPC method names it may call, "
+            'e.g. {"ehr-gateway": ["TagEntities"]}; "*" allows every RPC of the service. '
+            "Health and reflection are open to every authenticated caller."
+        ),
+    )
+
+
+class Settings(BaseSettings):
+    """Everything a process of the platform is configured with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MEDXIAOHE_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    # object store
+    store_uri: str = Field(
+        ".medxiaohe/store",
+        description="Artifact store root: a local folder, file:///path, or s3://bucket/prefix.",
+    )
+    s3_endpoint: str = Field("", description="host:port of the S3 API for s3:// store URIs.")
+    s3_access_key: SecretStr = SecretStr("")
+    s3_secret_key: SecretStr = SecretStr("")
+    s3_secure: bool = Field(True, description="Use HTTPS to reach the S3 endpoint.")
+    s3_region: str = "us-east-1"
+
+    # task queue
+    broker_url: str = Field("", description="Celery broker (redis://...); empty runs tasks in-process.")
+    result_backend: str = Field("", description="Celery result backend; defaults to the broker.")
+
+    # gRPC server
+    grpc_host: str = Field("0.0.0.0", description="Address the gRPC server binds.")  # noqa: S104
+    grpc_port: int = Field(50051, ge=0, le=65535)
+    health_port: int = Field(
+        0, ge=0, le=65535,
+        description="Plaintext port serving only grpc.health.v1, for kubelet probes; 0 disables.",
+    )
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus metrics; 0 disables.")
+    tls_cert: Path | None = Field(None, description="Server certificate chain (PEM).")
+    tls_key: Path | None = Field(None, description="Server private key (PEM).")
+    tls_client_ca: Path | None = Field(None, description="CA that client certificates must chain to.")
+    insecure: bool = Field(False, description="Plaintext gRPC; only allowed on 127.0.0.1.")
+    max_message_mb: int = Field(64, ge=1, le=1024)
+    drain_grace_s: float = Field(20.0, ge=0, description="In-flight RPCs get this long after SIGTERM.")
+    health_interval_s: float = Field(2.0, gt=0, description="How often dependencies are re-checked.")
+
+    log_level: str = "INFO"
+
+    ingestion: ServiceSettings = Field(default_factory=ServiceSettings)
+    evidence: ServiceSettings = Field(default_factory=ServiceSettings)
+    report: ServiceSettings = Field(default_factory=ServiceSettings)
+    rubric: ServiceSettings = Field(default_factory=ServiceSettings)
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Read the environment (once, at start); keyword overrides win (CLI flags)."""
+        return cls(**overrides)  # type: ignore[arg-type]
+
+    def service(self, name: ServiceName) -> ServiceSettings:
+        settings: ServiceSettings = getattr(self, name)
+        return settings

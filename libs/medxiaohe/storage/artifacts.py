@@ -1,0 +1,147 @@
+"""Atomic publication of multi-object artifacts (an index, a model folder, a set of shards).
+
+Layout under an artifact prefix::
+
+    <prefix>/<version>/<file>...          the files, written first
+    <prefix>/<version>/_MANIFEST.json     written last: names, sizes and SHA-256 of every file
+    <prefix>/_LATEST                      the current version, switched by one atomic put
+
+A version exists only once its manifest does, and is never modified afterwards, so a reader
+that resolves a version sees all of it or none of it, and a reader during a publish sees the
+old version or the new one. Retrying a publish with the same content and version is a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medxiaohe.common.errors import Conflict, InvalidInput, NotFound
+from medxiaohe.storage.base import ArtifactStore, check_key
+
+MANIFEST = "_MANIFEST.json"
+LATEST = "_LATEST"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    prefix: str
+    version: str
+    files: dict[str, dict[str, Any]]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+
+    def key(self, name: str) -> str:
+        if name not in self.files:
+            raise NotFound(f"{name!r} is not part of {self.prefix} version {self.version}")
+        return f"{self.prefix}/{self.version}/{name}"
+
+    def to_json(self) -> bytes:
+        body = {
+            "prefix": self.prefix, "version": self.version, "files": self.files,
+            "metadata": self.metadata, "created_at": self.created_at,
+        }
+        return json.dumps(body, indent=2, sort_keys=True).encode()
+
+
+def _digest_of(source: bytes | Path) -> tuple[int, str]:
+    if isinstance(source, bytes):
+        return len(source), hashlib.sha256(source).hexdigest()
+    sha = hashlib.sha256()
+    with source.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(chunk)
+    return source.stat().st_size, sha.hexdigest()
+
+
+def publish(
+    store: ArtifactStore,
+    prefix: str,
+    files: Mapping[str, bytes | Path],
+    *,
+    version: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Manifest:
+    """Write files, then the manifest, then move the latest pointer; return the manifest.
+
+    Without a version, the version is derived from the content, so an identical retry lands on
+    the same version. Publishing other content under an existing version raises Conflict.
+    """
+    check_key(prefix)
+    if not files:
+        raise InvalidInput("an artifact needs at least one file")
+    for name in files:
+        check_key(name)
+        if name == MANIFEST:
+            raise InvalidInput(f"{MANIFEST} is reserved")
+    entries = {}
+    for name, source in sorted(files.items()):
+        size, sha = _digest_of(source)
+        entries[name] = {"size": size, "sha256": sha}
+    content_id = hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()[:16]
+    version = version or f"c{content_id}"
+    check_key(version)
+
+    existing = _read_manifest(store, prefix, version)
+    if existing is not None:
+        if existing.files != entries:
+            raise Conflict(f"{prefix} version {version} exists with other content")
+        manifest = existing
+    else:
+        for name, source in files.items():
+            key = f"{prefix}/{version}/{name}"
+            sha = entries[name]["sha256"]
+            if isinstance(source, bytes):
+                store.put_stream(key, [source], expected_sha256=sha)
+            else:
+                with source.open("rb") as fh:
+                    store.put_stream(
+                        key, iter(lambda fh=fh: fh.read(1 << 20), b""), expected_sha256=sha
+                    )
+        manifest = Manifest(prefix, version, entries, dict(metadata or {}), time.time())
+        store.put_bytes(f"{prefix}/{version}/{MANIFEST}", manifest.to_json())
+    store.put_bytes(f"{prefix}/{LATEST}", json.dumps({"version": version}).encode())
+    return manifest
+
+
+def _read_manifest(store: ArtifactStore, prefix: str, version: str) -> Manifest | None:
+    try:
+        body = json.loads(store.get_bytes(f"{prefix}/{version}/{MANIFEST}"))
+    except NotFound:
+        return None
+    return Manifest(
+        prefix=body["prefix"], version=body["version"], files=body["files"],
+        metadata=body.get("metadata", {}), created_at=body.get("created_at", 0.0),
+    )
+
+
+def latest_version(store: ArtifactStore, prefix: str) -> str:
+    """The version the latest pointer names; NotFound if nothing was published."""
+    try:
+        pointer = json.loads(store.get_bytes(f"{check_key(prefix)}/{LATEST}"))
+    except NotFound:
+        raise NotFound(f"nothing has been published under {prefix!r}") from None
+    version: str = pointer["version"]
+    return version
+
+
+def resolve(store: ArtifactStore, prefix: str, version: str | None = None) -> Manifest:
+    """The manifest of a complete version (the latest when None); NotFound otherwise."""
+    version = version or latest_version(store, prefix)
+    manifest = _read_manifest(store, check_key(prefix), check_key(version))
+    if manifest is None:
+        raise NotFound(f"{prefix} has no complete version {version!r}")
+    return manifest
+
+
+def read_file(store: ArtifactStore, manifest: Manifest, name: str) -> bytes:
+    """One file of a resolved version, checked against the manifest's digest."""
+    data = store.get_bytes(manifest.key(name))
+    if hashlib.sha256(data).hexdigest() != manifest.files[name]["sha256"]:
+        raise Conflict(f"{manifest.prefix}/{manifest.version}/{name} does not match its manifest")
+    return data

@@ -1,0 +1,79 @@
+"""The `medxiaohe` command line."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from medxiaohe.common.logs import setup_logging
+from medxiaohe.common.settings import SERVICE_NAMES, ServiceName, Settings
+
+app = typer.Typer(help="MedXIAOHE: medical vision-language platform.", no_args_is_help=True)
+HOME = Path(".medxiaohe")
+
+
+@app.command()
+def certs(
+    out: Annotated[Path, typer.Option(help="Folder for the PEM files.")] = HOME / "certs",
+    client: Annotated[list[str] | None, typer.Option(help="Client identity (repeatable).")] = None,
+    host: Annotated[list[str] | None, typer.Option(help="Extra server DNS name or IP.")] = None,
+) -> None:
+    """Write a development CA, a server certificate and client certificates."""
+    from medxiaohe_services.runtime.certs import DEV_CLIENT, write_dev_pki
+
+    pki = write_dev_pki(out, clients=client or [DEV_CLIENT], hosts=host)
+    typer.echo(f"CA {pki.ca}\nserver {pki.server.cert}")
+    for name, paths in pki.clients.items():
+        typer.echo(f"client {name} {paths.cert}")
+
+
+@app.command()
+def up(
+    port: Annotated[int, typer.Option(help="gRPC port for all four services.")] = 50051,
+    home: Annotated[Path, typer.Option(help="Certificates and the local store live here.")] = HOME,
+    insecure: Annotated[bool, typer.Option(help="Plaintext on 127.0.0.1 (development only).")] = False,
+) -> None:
+    """Run all four services in one process: mTLS, a local folder store, in-process tasks."""
+    from medxiaohe_services.runtime.embedded import embedded_settings
+    from medxiaohe_services.runtime.services import build_platform
+
+    settings = embedded_settings(home, port, insecure=insecure)
+    setup_logging(settings.log_level)
+    asyncio.run(build_platform(settings, list(SERVICE_NAMES)).serve_until_signal())  # type: ignore[arg-type]
+
+
+@app.command()
+def serve(
+    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICE_NAMES)}.")],
+    insecure: Annotated[bool, typer.Option(help="Plaintext on 127.0.0.1 (development only).")] = False,
+) -> None:
+    """Run one service from MEDXIAOHE_* settings, as its pod does."""
+    from medxiaohe_services.runtime.services import build_platform
+
+    if service not in SERVICE_NAMES:
+        raise typer.BadParameter(f"unknown service {service!r}; choose from {', '.join(SERVICE_NAMES)}")
+    settings = Settings.from_env(**({"insecure": True, "grpc_host": "127.0.0.1"} if insecure else {}))
+    setup_logging(settings.log_level)
+    name: ServiceName = service  # type: ignore[assignment]
+    asyncio.run(build_platform(settings, [name]).serve_until_signal())
+
+
+@app.command()
+def demo(
+    home: Annotated[Path, typer.Option(help="Where the demo keeps certificates and its store.")] = HOME,
+) -> None:
+    """Start the embedded platform, exercise it over mTLS, and stop it."""
+    from medxiaohe_services.demo import run_demo
+
+    raise typer.Exit(run_demo(home))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""`make demo`: start the embedded platform, prove it works over mTLS, and stop it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from medxiaohe_protos.ingestion.v1 import ingestion_pb2 as ing
+from medxiaohe_protos.ingestion.v1 import ingestion_pb2_grpc as ing_grpc
+from medxiaohe_services.runtime.certs import DEV_CLIENT
+from medxiaohe_services.runtime.client import secure_channel
+from medxiaohe_services.runtime.embedded import ensure_dev_pki
+from medxiaohe_services.runtime.ports import free_port
+from medxiaohe_services.runtime.services import BUILDERS
+
+SERVICES = {
+    "ingestion": "medxiaohe.ingestion.v1.IngestionService",
+    "evidence": "medxiaohe.evidence.v1.EvidenceService",
+    "report": "medxiaohe.report.v1.ReportService",
+    "rubric": "medxiaohe.rubric.v1.RubricService",
+}
+NOTE = (
+    "Synthetic demo note written for MedXIAOHE. Indication: cough and fever for three days. "
+    "Findings: patchy right lower lobe opacity. Impression: community-acquired pneumonia.\n"
+)
+
+
+def _say(ok: bool, text: str) -> bool:
+    print(f"  {'ok ' if ok else 'FAIL'} {text}", flush=True)
+    return ok
+
+
+def _wait_serving(channel: grpc.Channel, timeout: float = 60.0) -> bool:
+    stub = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            status = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2).status
+            if status == health_pb2.HealthCheckResponse.SERVING:
+                return True
+        except grpc.RpcError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def _refused(channel: grpc.Channel) -> bool:
+    try:
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3)
+    except grpc.RpcError as exc:
+        return exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED)
+    return False
+
+
+def run_demo(home: Path) -> int:
+    assert set(SERVICES) == set(BUILDERS)
+    started = time.monotonic()
+    pki = ensure_dev_pki(home)
+    port = free_port()
+    target = f"127.0.0.1:{port}"
+    print(f"MedXIAOHE embedded platform on {target} (home {home})", flush=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDXIAOHE_")}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "medxiaohe_services.cli", "up", "--port", str(port), "--home", str(home)],
+        env=env, stderr=subprocess.DEVNULL,
+    )
+    client = pki.clients[DEV_CLIENT]
+    results = []
+    try:
+        channel = secure_channel(target, pki.ca, client.cert, client.key)
+        results.append(_say(_wait_serving(channel), f"platform SERVING after {time.monotonic() - started:.1f}s"))
+        health = health_pb2_grpc.HealthStub(channel)
+        for name, full in SERVICES.items():
+            status = health.Check(health_pb2.HealthCheckRequest(service=full), timeout=5).status
+            text = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+            results.append(_say(status == health_pb2.HealthCheckResponse.SERVING, f"{name:<10} {text} over mTLS"))
+        results.append(_say(_refused(grpc.insecure_channel(target)), "plaintext client refused"))
+        results.append(_say(_refused(secure_channel(target, pki.ca)), "client without a certificate refused"))
+
+        stub = ing_grpc.IngestionServiceStub(channel)
+        data = NOTE.encode() * 2000
+        sha = hashlib.sha256(data).hexdigest()
+        chunks = [data[i : i + 65536] for i in range(0, len(data), 65536)]
+        requests = [ing.UploadArtifactRequest(key="demo/note.txt", sha256=sha, chunk=chunks[0])]
+        requests += [ing.UploadArtifactRequest(chunk=c) for c in chunks[1:]]
+        stored = stub.UploadArtifact(iter(requests), timeout=30)
+        back = b"".join(m.chunk for m in stub.DownloadArtifact(ing.DownloadArtifactRequest(key=stored.key), timeout=30))
+        results.append(_say(hashlib.sha256(back).hexdigest() == sha,
+                            f"artifact {stored.key} stored and read back ({stored.size:,} bytes, sha256 {sha[:12]}…)"))
+        try:
+            stub.TagEntities(ing.TagEntitiesRequest(text="no fever"), timeout=5)
+            results.append(_say(False, "TagEntities answered, but it is not built yet"))
+        except grpc.RpcError as exc:
+            results.append(_say(exc.code() == grpc.StatusCode.UNIMPLEMENTED,
+                                f"TagEntities is honest: {exc.code().name} (built in a later issue)"))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        code = server.wait(timeout=60)
+    results.append(_say(code == 0, f"drained and stopped on SIGTERM (exit {code})"))
+    passed = all(results)
+    print(f"{'demo passed' if passed else 'demo FAILED'} in {time.monotonic() - started:.1f}s", flush=True)
+    return 0 if passed else 1

@@ -1,0 +1,1 @@
+"""Evidence retrieval service (medxiaohe.evidence.v1.EvidenceService)."""

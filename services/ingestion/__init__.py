@@ -1,0 +1,1 @@
+"""Ingestion and entity-tagging service (medxiaohe.ingestion.v1.IngestionService)."""

@@ -1,0 +1,21 @@
+"""Wiring of the ingestion service into the runtime."""
+
+from __future__ import annotations
+
+from medxiaohe.common.settings import Settings
+from medxiaohe.storage import ArtifactStore
+from medxiaohe_protos.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
+from medxiaohe_services.ingestion.servicer import IngestionServicer
+from medxiaohe_services.runtime.server import ServiceSpec
+
+FULL_NAME = ingestion_pb2.DESCRIPTOR.services_by_name["IngestionService"].full_name
+
+
+def build(settings: Settings, store: ArtifactStore) -> ServiceSpec:
+    servicer = IngestionServicer(store)
+    return ServiceSpec(
+        name="ingestion",
+        full_name=FULL_NAME,
+        register=lambda server: ingestion_pb2_grpc.add_IngestionServiceServicer_to_server(servicer, server),
+        checks=(store.ping,),
+    )

@@ -1,0 +1,1 @@
+"""Report generation service (medxiaohe.report.v1.ReportService)."""

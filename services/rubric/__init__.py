@@ -1,0 +1,1 @@
+"""Rubric scoring service (medxiaohe.rubric.v1.RubricService)."""

@@ -1,0 +1,1 @@
+"""What every gRPC service shares: mTLS, interceptors, truthful health, metrics, draining."""

@@ -1,0 +1,41 @@
+"""Embedded defaults: everything in one process on one port, for a laptop or a demo.
+
+A local folder is the object store, tasks run in-process, and a development PKI under the home
+folder provides mTLS (client ``medxiaohe-dev`` may call every RPC unless MEDXIAOHE_*__ALLOW
+says otherwise).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from medxiaohe.common.settings import SERVICE_NAMES, ServiceSettings, Settings
+from medxiaohe_services.runtime.certs import DEV_CLIENT, DevPki, load_dev_pki, write_dev_pki
+
+
+def ensure_dev_pki(home: Path) -> DevPki:
+    """The development PKI under home/certs, written on first use."""
+    certs = home / "certs"
+    return load_dev_pki(certs) or write_dev_pki(certs, clients=[DEV_CLIENT])
+
+
+def embedded_settings(home: Path, port: int, *, insecure: bool = False) -> Settings:
+    """Settings for `medxiaohe up`: the environment where it speaks, embedded defaults elsewhere;
+    the command-line port and --insecure always win."""
+    pki = ensure_dev_pki(home)
+    env = Settings.from_env()
+    defaults: dict[str, Any] = {
+        "grpc_host": "127.0.0.1",
+        "store_uri": str(home / "store"),
+        "broker_url": "",
+        "tls_cert": pki.server.cert,
+        "tls_key": pki.server.key,
+        "tls_client_ca": pki.ca,
+    }
+    for name in SERVICE_NAMES:
+        defaults[name] = ServiceSettings(allow={DEV_CLIENT: ["*"]})
+    update = {k: v for k, v in defaults.items() if k not in env.model_fields_set}
+    if insecure:
+        update["grpc_host"] = "127.0.0.1"
+    return env.model_copy(update={**update, "grpc_port": port, "insecure": insecure})

@@ -1,0 +1,233 @@
+"""Server interceptors: audit + metrics (outermost), authorization, error mapping (innermost).
+
+grpc.aio interceptors see only the method name, so each one wraps the method handler's
+behaviour to reach the call context (peer certificate, status code) and the messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+from prometheus_client import Counter, Histogram
+
+from medxiaohe.common import errors
+
+log = logging.getLogger("medxiaohe.audit")
+
+CODES: dict[type[errors.MedxError], grpc.StatusCode] = {
+    errors.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.NotReady: grpc.StatusCode.UNAVAILABLE,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.Conflict: grpc.StatusCode.FAILED_PRECONDITION,
+}
+OPEN_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection")
+INSECURE_IDENTITY = "insecure-local"
+MAX_AUDIT_IDS = 50
+
+RPC_TOTAL = Counter(
+    "medxiaohe_rpc_total", "RPCs handled, by final status code", ["service", "method", "code"]
+)
+RPC_LATENCY = Histogram(
+    "medxiaohe_rpc_latency_seconds", "RPC latency", ["service", "method"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120),
+)
+
+Behavior = Callable[..., Any]
+Guard = Callable[[str, grpc.aio.ServicerContext, list[str]], contextlib.AbstractAsyncContextManager[None]]
+
+
+def caller_identity(context: grpc.aio.ServicerContext) -> str:
+    """Common name of the verified client certificate; a fixed name on plaintext 127.0.0.1."""
+    auth = context.auth_context()
+    names = auth.get("x509_common_name") or []
+    if names:
+        return bytes(names[0]).decode()
+    if not auth.get("transport_security_type"):
+        return INSECURE_IDENTITY
+    return ""
+
+
+def record_ids(message: Message, depth: int = 2) -> list[str]:
+    """Values of `request_id` and `*_id` string fields, one nested level deep: never content."""
+    found: list[str] = []
+    for field, value in message.ListFields():
+        if field.name == "request_id" or field.name.endswith("_id"):
+            if isinstance(value, str) and value:
+                found.append(value)
+        elif depth > 1 and field.message_type is not None:
+            items = value if field.label == field.LABEL_REPEATED else [value]
+            for item in items:
+                if isinstance(item, Message):
+                    found.extend(record_ids(item, depth - 1))
+    return found
+
+
+def _split(method: str) -> tuple[str, str]:
+    service, _, name = method.lstrip("/").rpartition("/")
+    return service, name
+
+
+class _Wrapping(grpc.aio.ServerInterceptor):
+    """Runs every call of every method inside ``self.guard``."""
+
+    guard: Guard
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        kinds = {
+            "unary_unary": grpc.unary_unary_rpc_method_handler,
+            "unary_stream": grpc.unary_stream_rpc_method_handler,
+            "stream_unary": grpc.stream_unary_rpc_method_handler,
+            "stream_stream": grpc.stream_stream_rpc_method_handler,
+        }
+        for kind, make in kinds.items():
+            behavior = getattr(handler, kind)
+            if behavior is not None:
+                wrapped = self._wrap(behavior, method, kind.startswith("stream"),
+                                     kind.endswith("stream"))
+                return make(wrapped, handler.request_deserializer, handler.response_serializer)  # type: ignore[operator]
+        return handler
+
+    def _wrap(self, behavior: Behavior, method: str, stream_in: bool, stream_out: bool) -> Behavior:
+        guard = self.guard
+
+        def tap(request: Any, ids: list[str]) -> Any:
+            if not stream_in:
+                ids.extend(record_ids(request))
+                return request
+
+            async def tapped() -> AsyncIterator[Any]:
+                async for message in request:
+                    if len(ids) < MAX_AUDIT_IDS:
+                        ids.extend(record_ids(message))
+                    yield message
+
+            return tapped()
+
+        if stream_out:
+
+            async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                ids: list[str] = []
+                async with guard(method, context, ids):
+                    responses = behavior(tap(request, ids), context)
+                    if hasattr(responses, "__aiter__"):
+                        async for response in responses:
+                            yield response
+                    else:
+                        for response in responses:
+                            yield response
+
+            return streaming
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            ids: list[str] = []
+            async with guard(method, context, ids):
+                result = behavior(tap(request, ids), context)
+                return await result if inspect.isawaitable(result) else result
+            raise AssertionError("unreachable: the guard re-raises")  # pragma: no cover
+
+        return unary
+
+
+class AuditInterceptor(_Wrapping):
+    """One JSON line per call (caller, RPC, status, latency, record ids; never payloads) and
+    Prometheus metrics."""
+
+    def __init__(self, service_label: Mapping[str, str]) -> None:
+        self._label = service_label  # full service name -> short service name
+
+    @contextlib.asynccontextmanager
+    async def guard(
+        self, method: str, context: grpc.aio.ServicerContext, ids: list[str]
+    ) -> AsyncIterator[None]:
+        start = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            yield
+            code = context.code() or grpc.StatusCode.OK  # type: ignore[assignment]
+        except BaseException:
+            code = context.code() or grpc.StatusCode.CANCELLED  # type: ignore[assignment]
+            raise
+        finally:
+            elapsed = time.perf_counter() - start
+            service, name = _split(method)
+            short = self._label.get(service, service)
+            code_name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+            RPC_TOTAL.labels(short, name, code_name).inc()
+            RPC_LATENCY.labels(short, name).observe(elapsed)
+            if service not in OPEN_SERVICES:
+                log.info(
+                    "rpc", extra={
+                        "event": "rpc", "service": short, "rpc": name,
+                        "caller": caller_identity(context), "code": code_name,
+                        "latency_ms": round(elapsed * 1000, 2),
+                        "record_ids": ids[:MAX_AUDIT_IDS],
+                    },
+                )
+
+
+class AuthzInterceptor(_Wrapping):
+    """Lets a call through only if the caller's identity may call that RPC of that service."""
+
+    def __init__(self, allow: Mapping[str, Mapping[str, Iterable[str]]]) -> None:
+        # full service name -> caller identity -> allowed method names ("*" for all)
+        self._allow = {svc: {c: set(m) for c, m in callers.items()} for svc, callers in allow.items()}
+
+    def allowed(self, caller: str, method: str) -> bool:
+        service, name = _split(method)
+        if service in OPEN_SERVICES:
+            return bool(caller)
+        methods = self._allow.get(service, {}).get(caller, set())
+        return "*" in methods or name in methods
+
+    @contextlib.asynccontextmanager
+    async def guard(
+        self, method: str, context: grpc.aio.ServicerContext, ids: list[str]
+    ) -> AsyncIterator[None]:
+        caller = caller_identity(context)
+        if not self.allowed(caller, method):
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"caller {caller or '(unauthenticated)'!r} may not call {_split(method)[1]}",
+            )
+        yield
+
+
+class ErrorInterceptor(_Wrapping):
+    """Maps the library's error taxonomy to status codes, once for every handler."""
+
+    @contextlib.asynccontextmanager
+    async def guard(
+        self, method: str, context: grpc.aio.ServicerContext, ids: list[str]
+    ) -> AsyncIterator[None]:
+        try:
+            yield
+        except errors.MedxError as exc:
+            code = next(
+                (c for cls, c in CODES.items() if isinstance(exc, cls)), grpc.StatusCode.INTERNAL
+            )
+            await context.abort(code, str(exc))
+        except (grpc.aio.AbortError, grpc.aio.UsageError, GeneratorExit):
+            raise
+        except NotImplementedError:
+            # The generated base servicer raises this for RPCs that are not built yet.
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{_split(method)[1]} is not implemented yet")
+        except Exception:
+            log.exception("unhandled error", extra={"rpc": _split(method)[1]})
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")

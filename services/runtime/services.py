@@ -1,0 +1,25 @@
+"""The four services, by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from medxiaohe.common.settings import ServiceName, Settings
+from medxiaohe.storage import ArtifactStore, open_store
+from medxiaohe_services.evidence import service as evidence
+from medxiaohe_services.ingestion import service as ingestion
+from medxiaohe_services.report import service as report
+from medxiaohe_services.rubric import service as rubric
+from medxiaohe_services.runtime.server import Platform, ServiceSpec
+
+BUILDERS: dict[str, Callable[[Settings, ArtifactStore], ServiceSpec]] = {
+    "ingestion": ingestion.build,
+    "evidence": evidence.build,
+    "report": report.build,
+    "rubric": rubric.build,
+}
+
+
+def build_platform(settings: Settings, names: Sequence[ServiceName]) -> Platform:
+    store = open_store(settings.store_uri, settings)
+    return Platform(settings, [BUILDERS[name](settings, store) for name in names])
