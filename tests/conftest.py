@@ -1,0 +1,57 @@
+"""Shared fixtures: certificates, real S3 (weed mini), real Valkey, settings for servers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from medxiaohe.common.settings import Settings
+from medxiaohe_services.runtime.certs import DevPki, write_dev_pki
+from tests.servers import S3_KEY, S3_SECRET, Weed, start_weed
+
+ALLOWED, LIMITED = "ehr-gateway", "ris-viewer"
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> DevPki:
+    """A CA with a server certificate and two clients: one allowed everything, one limited."""
+    return write_dev_pki(tmp_path_factory.mktemp("pki"), clients=[ALLOWED, LIMITED])
+
+
+@pytest.fixture(scope="session")
+def foreign_pki(tmp_path_factory: pytest.TempPathFactory) -> DevPki:
+    """Certificates from another CA, with the same client names."""
+    return write_dev_pki(tmp_path_factory.mktemp("foreign"), clients=[ALLOWED], ca_name="Other CA")
+
+
+@pytest.fixture(scope="session")
+def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Weed]:
+    server = start_weed(tmp_path_factory.mktemp("weed"))
+    yield server
+    server.stop()
+
+
+def server_settings(pki: DevPki, store_uri: str, **extra: object) -> Settings:
+    """mTLS on an ephemeral 127.0.0.1 port; ALLOWED may call everything, LIMITED only downloads."""
+    allow = {"allow": {ALLOWED: ["*"], LIMITED: ["DownloadArtifact"]}}
+    values: dict[str, object] = {
+        "grpc_host": "127.0.0.1", "grpc_port": 0, "store_uri": store_uri,
+        "tls_cert": pki.server.cert, "tls_key": pki.server.key, "tls_client_ca": pki.ca,
+        "health_interval_s": 0.2, "ingestion": allow, "evidence": allow, "report": allow,
+        "rubric": allow, **extra,
+    }
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def s3_settings(weed_endpoint: str, bucket: str) -> dict[str, object]:
+    return {
+        "store_uri": f"s3://{bucket}/medxiaohe", "s3_endpoint": weed_endpoint,
+        "s3_access_key": S3_KEY, "s3_secret_key": S3_SECRET, "s3_secure": False,
+    }
+
+
+@pytest.fixture
+def local_store_uri(tmp_path: Path) -> str:
+    return str(tmp_path / "store")

@@ -1,0 +1,192 @@
+"""The service runtime over real mTLS: authentication, authorization, audit, errors, reflection."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from medxiaohe.common.errors import InvalidInput
+from medxiaohe.common.logs import JsonFormatter
+from medxiaohe.common.settings import Settings
+from medxiaohe.storage import open_store
+from medxiaohe_protos.evidence.v1 import evidence_pb2, evidence_pb2_grpc
+from medxiaohe_protos.ingestion.v1 import ingestion_pb2 as ing
+from medxiaohe_protos.ingestion.v1 import ingestion_pb2_grpc as ing_grpc
+from medxiaohe_protos.report.v1 import report_pb2, report_pb2_grpc
+from medxiaohe_protos.rubric.v1 import rubric_pb2, rubric_pb2_grpc
+from medxiaohe_services.runtime.certs import DevPki
+from medxiaohe_services.runtime.client import secure_channel
+from medxiaohe_services.runtime.server import server_credentials
+from medxiaohe_services.runtime.services import BUILDERS
+from tests.conftest import ALLOWED, LIMITED, server_settings
+from tests.servers import PlatformThread, running
+
+pytestmark = pytest.mark.integration
+PHI = "Jane Q. Patient, MRN 00-123-456, seen on 2024-03-02"
+
+
+@pytest.fixture(scope="module")
+def platform(pki: DevPki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformThread]:
+    settings = server_settings(pki, str(tmp_path_factory.mktemp("store")))
+    store = open_store(settings.store_uri)
+    specs = [build(settings, store) for build in BUILDERS.values()]
+    with running(settings, specs) as thread:
+        thread.run(thread.platform.check_once())
+        yield thread
+
+
+def client(platform: PlatformThread, pki: DevPki, name: str = ALLOWED) -> grpc.Channel:
+    paths = pki.clients[name]
+    return secure_channel(platform.target, pki.ca, paths.cert, paths.key)
+
+
+def upload(channel: grpc.Channel, key: str, data: bytes) -> ing.UploadArtifactResponse:
+    chunks = [data[i : i + 1000] for i in range(0, len(data), 1000)] or [b""]
+    requests = [ing.UploadArtifactRequest(key=key, chunk=chunks[0])]
+    requests += [ing.UploadArtifactRequest(chunk=c) for c in chunks[1:]]
+    return ing_grpc.IngestionServiceStub(channel).UploadArtifact(iter(requests), timeout=10)
+
+
+def test_allowed_caller_gets_through(platform: PlatformThread, pki: DevPki) -> None:
+    data = b"x" * 4500
+    stored = upload(client(platform, pki), "notes/a.txt", data)
+    assert stored.key == "uploads/notes/a.txt" and stored.size == len(data)
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
+    stub = ing_grpc.IngestionServiceStub(client(platform, pki, LIMITED))
+    back = stub.DownloadArtifact(ing.DownloadArtifactRequest(key=stored.key, chunk_size=999))
+    assert b"".join(m.chunk for m in back) == data
+
+
+def test_plaintext_client_is_refused(platform: PlatformThread) -> None:
+    stub = health_pb2_grpc.HealthStub(grpc.insecure_channel(platform.target))
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Check(health_pb2.HealthCheckRequest(), timeout=3)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_client_from_another_ca_is_refused(
+    platform: PlatformThread, pki: DevPki, foreign_pki: DevPki
+) -> None:
+    paths = foreign_pki.clients[ALLOWED]  # same name, wrong issuer
+    channel = secure_channel(platform.target, pki.ca, paths.cert, paths.key)
+    with pytest.raises(grpc.RpcError) as err:
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_client_without_certificate_is_refused(platform: PlatformThread, pki: DevPki) -> None:
+    channel = secure_channel(platform.target, pki.ca)
+    with pytest.raises(grpc.RpcError) as err:
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_caller_not_on_allow_list_is_denied(platform: PlatformThread, pki: DevPki) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        upload(client(platform, pki, LIMITED), "notes/denied.txt", b"data")
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert LIMITED in (err.value.details() or "")
+    stub = rubric_pb2_grpc.RubricServiceStub(client(platform, pki, LIMITED))
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ScoreResponse(rubric_pb2.ScoreResponseRequest(), timeout=3)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_audit_line_per_call_with_identity_and_no_payload(
+    platform: PlatformThread, pki: DevPki, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="medxiaohe.audit")
+    time.sleep(0.3)  # the server writes a call's audit line just after the call returns
+    caplog.clear()
+    upload(client(platform, pki), "audit/phi.txt", PHI.encode())
+    stub = ing_grpc.IngestionServiceStub(client(platform, pki))
+    with pytest.raises(grpc.RpcError):
+        stub.TagEntities(ing.TagEntitiesRequest(text=PHI), timeout=3)
+    with pytest.raises(grpc.RpcError):
+        upload(client(platform, pki, LIMITED), "audit/denied.txt", PHI.encode())
+    deadline = time.monotonic() + 5
+    while len(caplog.records) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == "medxiaohe.audit"]
+    assert [(x["rpc"], x["caller"], x["code"]) for x in lines] == [
+        ("UploadArtifact", ALLOWED, "OK"),
+        ("TagEntities", ALLOWED, "UNIMPLEMENTED"),
+        ("UploadArtifact", LIMITED, "PERMISSION_DENIED"),
+    ]
+    assert all(x["latency_ms"] >= 0 and x["service"] == "ingestion" for x in lines)
+    text = caplog.text + "".join(json.dumps(x) for x in lines)
+    for fragment in ("Jane", "00-123-456", "2024-03-02"):
+        assert fragment not in text
+
+
+def test_missing_key_is_not_found_over_grpc(platform: PlatformThread, pki: DevPki) -> None:
+    stub = ing_grpc.IngestionServiceStub(client(platform, pki))
+    with pytest.raises(grpc.RpcError) as err:
+        list(stub.DownloadArtifact(ing.DownloadArtifactRequest(key="uploads/absent.bin"), timeout=5))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "uploads/absent.bin" in (err.value.details() or "")
+
+
+def test_bad_input_is_invalid_argument_and_uploads_are_immutable(
+    platform: PlatformThread, pki: DevPki
+) -> None:
+    stub = ing_grpc.IngestionServiceStub(client(platform, pki))
+    with pytest.raises(grpc.RpcError) as err:
+        list(stub.DownloadArtifact(ing.DownloadArtifactRequest(key="../etc/passwd"), timeout=5))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as err:
+        stub.UploadArtifact(iter([ing.UploadArtifactRequest(chunk=b"no key")]), timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    first = upload(client(platform, pki), "imm/x.txt", b"same")
+    assert upload(client(platform, pki), "imm/x.txt", b"same") == first  # idempotent retry
+    with pytest.raises(grpc.RpcError) as err:
+        upload(client(platform, pki), "imm/x.txt", b"different")
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+@pytest.mark.parametrize(
+    ("stub_class", "method", "request_message"),
+    [
+        (ing_grpc.IngestionServiceStub, "TagEntities", ing.TagEntitiesRequest(text="fever")),
+        (ing_grpc.IngestionServiceStub, "GetCoverage", ing.GetCoverageRequest()),
+        (evidence_pb2_grpc.EvidenceServiceStub, "RetrieveEvidence", evidence_pb2.RetrieveEvidenceRequest(query="q")),
+        (report_pb2_grpc.ReportServiceStub, "GenerateReport", report_pb2.GenerateReportRequest()),
+        (rubric_pb2_grpc.RubricServiceStub, "ScoreResponse", rubric_pb2.ScoreResponseRequest()),
+    ],
+)
+def test_rpcs_not_built_yet_are_unimplemented(
+    platform: PlatformThread, pki: DevPki, stub_class: type, method: str, request_message: object
+) -> None:
+    call = getattr(stub_class(client(platform, pki)), method)
+    with pytest.raises(grpc.RpcError) as err:
+        result = call(request_message, timeout=5)
+        list(result) if hasattr(result, "__iter__") else result
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_health_and_reflection(platform: PlatformThread, pki: DevPki) -> None:
+    channel = client(platform, pki, LIMITED)  # open to every authenticated caller
+    health = health_pb2_grpc.HealthStub(channel)
+    for spec in platform.platform.specs:
+        status = health.Check(health_pb2.HealthCheckRequest(service=spec.full_name), timeout=3)
+        assert status.status == health_pb2.HealthCheckResponse.SERVING
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    answer = next(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+    names = {s.name for s in answer.list_services_response.service}
+    assert {s.full_name for s in platform.platform.specs} <= names
+
+
+def test_plaintext_only_on_loopback(pki: DevPki) -> None:
+    with pytest.raises(InvalidInput, match=r"127\.0\.0\.1"):
+        server_credentials(Settings(insecure=True, grpc_host="0.0.0.0"))  # noqa: S104
+    with pytest.raises(InvalidInput, match="mTLS"):
+        server_credentials(Settings())
+    assert server_credentials(Settings(insecure=True, grpc_host="127.0.0.1")) is None

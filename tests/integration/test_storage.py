@@ -1,0 +1,155 @@
+"""One suite, two backends: a local folder and real S3 (weed mini through the minio SDK)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from medxiaohe.common.errors import Conflict, InvalidInput, NotFound, Unavailable
+from medxiaohe.common.settings import Settings
+from medxiaohe.storage import ArtifactStore, open_store, publish, read_file, resolve
+from medxiaohe.storage.artifacts import LATEST, MANIFEST
+from medxiaohe.storage.s3 import PART_SIZE
+from tests.conftest import s3_settings
+from tests.servers import Weed
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
+    if request.param == "local":
+        return open_store(str(tmp_path / "store"))
+    weed: Weed = request.getfixturevalue("weed")
+    values = s3_settings(weed.endpoint, f"t-{uuid.uuid4().hex[:12]}")
+    s3 = open_store(str(values["store_uri"]), Settings(**values))  # type: ignore[arg-type]
+    s3.ping()  # creates the bucket
+    return s3
+
+
+def test_put_get_stream_list_exists_delete(store: ArtifactStore) -> None:
+    store.put_bytes("a/one.txt", b"one")
+    store.put_bytes("a/two.txt", b"two" * 1000)
+    store.put_bytes("b/three.txt", b"")
+    assert store.get_bytes("a/one.txt") == b"one"
+    assert b"".join(store.iter_chunks("a/two.txt", chunk_size=7)) == b"two" * 1000
+    assert [o.key for o in store.list("a/")] == ["a/one.txt", "a/two.txt"]
+    assert [o.key for o in store.list()] == ["a/one.txt", "a/two.txt", "b/three.txt"]
+    assert store.stat("a/two.txt").size == 3000
+    assert store.exists("b/three.txt") and store.get_bytes("b/three.txt") == b""
+    store.delete("a/one.txt")
+    store.delete("a/one.txt")  # idempotent
+    assert not store.exists("a/one.txt")
+
+
+def test_missing_key_is_not_found(store: ArtifactStore) -> None:
+    with pytest.raises(NotFound):
+        store.get_bytes("nope/missing.bin")
+    with pytest.raises(NotFound):
+        store.stat("nope/missing.bin")
+    with pytest.raises(NotFound):
+        store.presign("nope/missing.bin")
+
+
+@pytest.mark.parametrize("key", ["", "/abs", "a/../b", "a//b", "./a", "a\\b", ".partial/x", "a\nb"])
+def test_unsafe_keys_are_rejected(store: ArtifactStore, key: str) -> None:
+    with pytest.raises(InvalidInput):
+        store.put_bytes(key, b"x")
+
+
+def test_50mb_multipart_round_trip(store: ArtifactStore, tmp_path: Path) -> None:
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(50 * 1024 * 1024))
+    info = store.put_file("big/blob.bin", source)
+    assert info.size == source.stat().st_size
+    if "s3://" in store.uri:  # really went up in parts: S3's multipart etag is "<md5>-<parts>"
+        parts = -(-info.size // PART_SIZE)
+        assert store.stat("big/blob.bin").etag.endswith(f"-{parts}")
+    back = tmp_path / "back.bin"
+    store.get_file("big/blob.bin", back)
+    assert hashlib.sha256(back.read_bytes()).hexdigest() == info.sha256
+    assert info.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
+
+
+def test_digest_mismatch_stores_nothing(store: ArtifactStore) -> None:
+    with pytest.raises(InvalidInput):
+        store.put_stream("x/y.bin", [b"abc"], expected_sha256="0" * 64)
+    assert not store.exists("x/y.bin")
+    assert list(store.list()) == []
+    good = hashlib.sha256(b"abc").hexdigest()
+    assert store.put_stream("x/y.bin", [b"a", b"bc"], expected_sha256=good).sha256 == good
+
+
+def test_presigned_url_reads_the_object(store: ArtifactStore) -> None:
+    store.put_bytes("p/q.txt", b"presigned")
+    url = store.presign("p/q.txt")
+    assert url.startswith(("http://127.0.0.1", "file://"))
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (our own server)
+        assert response.read() == b"presigned"
+
+
+def test_publish_resolve_and_idempotent_retry(store: ArtifactStore, tmp_path: Path) -> None:
+    big = tmp_path / "weights.bin"
+    big.write_bytes(b"w" * 4096)
+    first = publish(store, "models/tiny", {"config.json": b"{}", "weights.bin": big})
+    again = publish(store, "models/tiny", {"config.json": b"{}", "weights.bin": big})
+    assert again.version == first.version
+    assert resolve(store, "models/tiny").version == first.version
+    assert read_file(store, resolve(store, "models/tiny"), "weights.bin") == b"w" * 4096
+    with pytest.raises(Conflict):
+        publish(store, "models/tiny", {"config.json": b"{1}"}, version=first.version)
+    with pytest.raises(NotFound):
+        resolve(store, "models/absent")
+
+
+def test_half_written_version_is_invisible(store: ArtifactStore) -> None:
+    v1 = publish(store, "idx/x", {"a": b"1", "b": b"1"}, version="v1")
+    # a publisher that died after its files and before its manifest
+    store.put_bytes("idx/x/v2/a", b"2")
+    store.put_bytes("idx/x/v2/b", b"2")
+    assert resolve(store, "idx/x").version == v1.version
+    with pytest.raises(NotFound):
+        resolve(store, "idx/x", "v2")
+
+
+def test_reader_during_publish_sees_one_version_whole(store: ArtifactStore) -> None:
+    names = [f"part-{i}" for i in range(4)]
+    publish(store, "idx/live", dict.fromkeys(names, b"v0"), version="v0")
+    seen: set[str] = set()
+    mixed: list[str] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        while not done.is_set():
+            manifest = resolve(store, "idx/live")
+            contents = {read_file(store, manifest, n).decode() for n in names}
+            if contents != {manifest.version}:
+                mixed.append(f"{manifest.version}: {contents}")
+            seen.add(manifest.version)
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for i in range(1, 9):
+        publish(store, "idx/live", {n: f"v{i}".encode() for n in names}, version=f"v{i}")
+    done.set()
+    for t in threads:
+        t.join()
+    assert not mixed
+    assert len(seen) >= 2  # the readers really overlapped the publishes
+    assert store.get_bytes(f"idx/live/{LATEST}") and store.exists(f"idx/live/v8/{MANIFEST}")
+
+
+def test_unreachable_s3_is_unavailable() -> None:
+    values = s3_settings("127.0.0.1:9", "nobucket")
+    store = open_store(str(values["store_uri"]), Settings(**values))  # type: ignore[arg-type]
+    with pytest.raises(Unavailable):
+        store.ping()
+    with pytest.raises(Unavailable):
+        store.get_bytes("a")
