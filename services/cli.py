@@ -71,6 +71,23 @@ def demo(
     raise typer.Exit(run_demo(home))
 
 
+chart_app = typer.Typer(help="The Helm chart.", no_args_is_help=True)
+app.add_typer(chart_app, name="chart")
+
+
+@chart_app.command("check")
+def chart_check() -> None:
+    """Lint the chart, render it for default values and every profile, validate every object."""
+    from medxiaohe_services.deploy.manifests import CHART, check_chart
+
+    report = check_chart(sorted((CHART / "profiles").glob("*.yaml")))
+    for label, problems in report.items():
+        typer.echo(f"{label}: {'ok' if not problems else f'{len(problems)} problem(s)'}")
+        for problem in problems:
+            typer.echo(f"  {problem}")
+    raise typer.Exit(1 if any(report.values()) else 0)
+
+
 def main() -> None:
     app()
 

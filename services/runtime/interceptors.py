@@ -64,7 +64,7 @@ def record_ids(message: Message, depth: int = 2) -> list[str]:
             if isinstance(value, str) and value:
                 found.append(value)
         elif depth > 1 and field.message_type is not None:
-            items = value if field.label == field.LABEL_REPEATED else [value]
+            items = value if field.is_repeated else [value]
             for item in items:
                 if isinstance(item, Message):
                     found.extend(record_ids(item, depth - 1))

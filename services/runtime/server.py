@@ -26,6 +26,8 @@ from medxiaohe_services.runtime.interceptors import (
 log = logging.getLogger("medxiaohe.server")
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+# SERVING from start to drain whatever the dependencies say: the liveness probe's service.
+LIVENESS = "medxiaohe.liveness"
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ class Platform:
             self.port = server.add_secure_port(address, creds)
         for name in ["", *names]:
             await self.health.set(name, NOT_SERVING)
+        await self.health.set(LIVENESS, SERVING)
         await server.start()
         self._server = server
         if self.settings.health_port:

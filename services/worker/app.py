@@ -30,7 +30,6 @@ def make_app(settings: Settings) -> MedxCelery:
         "medxiaohe",
         broker=settings.broker_url or "memory://",
         backend=settings.result_backend or settings.broker_url or "cache+memory://",
-        include=["medxiaohe_services.worker.tasks"],
         set_as_current=False,
     )
     app.settings = settings

@@ -1,0 +1,1 @@
+"""Kubernetes manifests: rendering the chart and validating objects offline (no cluster)."""

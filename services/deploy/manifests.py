@@ -1,0 +1,95 @@
+"""Render the Helm chart without helm or a cluster, and validate every object strictly.
+
+Built-in kinds are checked with kubernetes-validate in strict mode (unknown fields fail);
+KServe resources against the CRD schemas in ../shared/schemas/ (the path is an argument).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "medxiaohe"
+KUBE_VERSION = "1.33.0"
+
+
+def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def render_chart(
+    values_files: Iterable[Path] = (),
+    values: Mapping[str, Any] | None = None,
+    *,
+    chart: Path = CHART,
+    release: str = "medxiaohe",
+    namespace: str = "medxiaohe",
+) -> list[dict[str, Any]]:
+    """The chart's objects for the given values files (in order) and overrides."""
+    merged: dict[str, Any] = {}
+    for path in values_files:
+        merged = deep_merge(merged, yaml.safe_load(path.read_text()) or {})
+    merged = deep_merge(merged, values or {})
+    loaded = helm.Chart.load(chart)
+    full = deep_merge(loaded.values, merged)
+    loaded.validate_schema(full)
+    rendered = loaded.render(full, name=release, namespace=namespace, is_install=True)
+    objects = []
+    for _, text in sorted(rendered.items()):
+        objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return objects
+
+
+def crd_schema(crd_file: Path, version: str) -> dict[str, Any]:
+    crd = yaml.safe_load(crd_file.read_text())
+    for entry in crd["spec"]["versions"]:
+        if entry["name"] == version:
+            schema: dict[str, Any] = entry["schema"]["openAPIV3Schema"]
+            return schema
+    raise KeyError(f"{crd_file.name} has no version {version}")
+
+
+def validate_object(obj: Mapping[str, Any], crds: Mapping[str, dict[str, Any]] | None = None) -> list[str]:
+    """Problems with one object; empty when it is valid. ``crds``: kind -> openAPIV3Schema."""
+    name = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+    if crds and obj.get("kind") in crds:
+        validator = jsonschema.Draft7Validator(crds[obj["kind"]])
+        return [f"{name}: {e.json_path}: {e.message}" for e in validator.iter_errors(obj)]
+    try:
+        kubernetes_validate.validate(dict(obj), KUBE_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        return [f"{name}: {'.'.join(map(str, exc.path))}: {exc.message}"]
+    except (kubernetes_validate.SchemaNotFoundError, kubernetes_validate.InvalidSchemaError) as exc:
+        return [f"{name}: no schema: {exc}"]
+    return []
+
+
+def check_chart(profiles: Iterable[Path] = ()) -> dict[str, list[str]]:
+    """Render the default values and each profile; problems per variant (empty lists: clean)."""
+    report: dict[str, list[str]] = {}
+    lint = helm.lint(CHART, strict=True)
+    report["lint"] = [m["error"] for m in lint["messages"] if m["severity"] >= 2] + list(lint["errors"])
+    for label, files in [("default", []), *[(p.stem, [p]) for p in profiles]]:
+        problems: list[str] = []
+        try:
+            objects = render_chart(files)
+        except helm.HelmError as exc:
+            report[label] = [f"render failed: {exc}"]
+            continue
+        for obj in objects:
+            problems.extend(validate_object(obj))
+        report[label] = problems
+    return report

@@ -1,0 +1,22 @@
+"""`make demo` end to end: the embedded platform in its own process, exercised over mTLS."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_passes(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "medxiaohe_services.cli", "demo", "--home", str(tmp_path)],
+        capture_output=True, text=True, timeout=180, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "demo passed" in result.stdout
+    assert "FAIL" not in result.stdout
+    assert (tmp_path / "store" / "uploads" / "demo" / "note.txt").is_file()

@@ -1,0 +1,74 @@
+"""Library core: logging that cannot leak payloads, settings from the environment, the taxonomy."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import pytest
+
+from medxiaohe.common import errors
+from medxiaohe.common.logs import JsonFormatter
+from medxiaohe.common.settings import Settings
+from medxiaohe_protos.ingestion.v1 import ingestion_pb2 as ing
+from medxiaohe_services.runtime.interceptors import CODES, record_ids
+
+PHI = "John Smith, DOB 1950-01-01, MRN 1234567"
+
+
+def format_record(msg: str, *args: object, exc: bool = False, **extra: object) -> dict[str, object]:
+    record = logging.LogRecord("t", logging.INFO, __file__, 1, msg, args, None)
+    if exc:
+        try:
+            raise ValueError(PHI)
+        except ValueError:
+            record.exc_info = sys.exc_info()
+    record.__dict__.update(extra)
+    line: dict[str, object] = json.loads(JsonFormatter().format(record))
+    return line
+
+
+def test_log_lines_keep_the_template_not_the_arguments() -> None:
+    line = format_record("tagging %s", PHI)
+    assert line["msg"] == "tagging %s" and PHI not in json.dumps(line)
+
+
+def test_log_lines_drop_unknown_fields_and_exception_messages() -> None:
+    line = format_record("failed", exc=True, text=PHI, rpc="TagEntities", record_ids=["d1"])
+    assert line["rpc"] == "TagEntities" and line["record_ids"] == ["d1"]
+    assert "text" not in line and line["exc_type"] == "ValueError"
+    assert PHI not in json.dumps(line)
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDXIAOHE_GRPC_PORT", "6000")
+    monkeypatch.setenv("MEDXIAOHE_REPORT__ALLOW", '{"ris": ["GenerateReport"]}')
+    monkeypatch.setenv("MEDXIAOHE_S3_SECRET_KEY", "hunter2")
+    settings = Settings.from_env()
+    assert settings.grpc_port == 6000
+    assert settings.service("report").allow == {"ris": ["GenerateReport"]}
+    assert "hunter2" not in repr(settings)
+    assert Settings.from_env(grpc_port=7000).grpc_port == 7000  # explicit overrides win
+
+
+def test_unknown_and_invalid_settings_fail_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDXIAOHE_GRPC_PORT", "99999")
+    with pytest.raises(ValueError, match="grpc_port"):
+        Settings.from_env()
+    with pytest.raises(ValueError, match="extra"):
+        Settings(ingestion={"allow": {}, "alow": {}})  # type: ignore[arg-type]
+
+
+def test_every_error_class_maps_to_a_status_code() -> None:
+    classes = set(errors.MedxError.__subclasses__())
+    assert classes == set(CODES)
+    assert len({CODES[c] for c in classes}) >= 5
+
+
+def test_audit_record_ids_are_ids_only() -> None:
+    request = ing.IngestDocumentsRequest(
+        document=ing.Document(document_id="doc-7", content=PHI.encode(), patient_key="pk-1",
+                              metadata={"name": PHI}),
+    )
+    assert record_ids(request) == ["doc-7"]

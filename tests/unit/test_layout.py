@@ -1,0 +1,56 @@
+"""House rules that a test can check: packaging, layering, proto style, module size."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+from google.protobuf import descriptor
+
+from medxiaohe_protos.evidence.v1 import evidence_pb2
+from medxiaohe_protos.ingestion.v1 import ingestion_pb2
+from medxiaohe_protos.report.v1 import report_pb2
+from medxiaohe_protos.rubric.v1 import rubric_pb2
+
+ROOT = Path(__file__).resolve().parents[2]
+ROOTS = {"medxiaohe": "libs/medxiaohe", "medxiaohe_protos": "libs/medxiaohe_protos",
+         "medxiaohe_services": "services"}
+
+
+def test_every_package_is_listed_in_pyproject() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert config["package-dir"] == ROOTS
+    found = set()
+    for name, folder in ROOTS.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / folder)
+            found.add(".".join([name, *rel.parts]))
+    assert found == set(config["packages"])
+
+
+def test_domain_library_never_imports_transport() -> None:
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "lint-imports")], cwd=ROOT, capture_output=True, text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rpcs_are_verb_noun_with_their_own_messages() -> None:
+    modules = [ingestion_pb2, evidence_pb2, report_pb2, rubric_pb2]
+    services: list[descriptor.ServiceDescriptor] = [
+        s for m in modules for s in m.DESCRIPTOR.services_by_name.values()
+    ]
+    assert len(services) == 4
+    for service in services:
+        for method in service.methods:
+            assert method.input_type.name == f"{method.name}Request"
+            assert method.output_type.name == f"{method.name}Response"
+
+
+def test_modules_stay_small() -> None:
+    for folder in ("libs/medxiaohe", "services"):
+        for path in (ROOT / folder).rglob("*.py"):
+            assert len(path.read_text().splitlines()) <= 500, path
