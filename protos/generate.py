@@ -32,13 +32,21 @@ def generate(out: Path) -> None:
         sources = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
         bindir = Path(sys.executable).parent
         cmd = [
-            sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTOS}",
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{PROTOS}",
             f"--plugin=protoc-gen-mypy={bindir / 'protoc-gen-mypy'}",
             f"--plugin=protoc-gen-mypy_grpc={bindir / 'protoc-gen-mypy_grpc'}",
-            f"--python_out={raw}", f"--grpc_python_out={raw}",
-            f"--mypy_out={raw}", f"--mypy_grpc_out={raw}", *sources,
+            f"--python_out={raw}",
+            f"--grpc_python_out={raw}",
+            f"--mypy_out={raw}",
+            f"--mypy_grpc_out={raw}",
+            *sources,
         ]
-        subprocess.run(cmd, check=True)
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode:
+            sys.exit(f"protoc failed:\n{done.stderr}")
         out.mkdir(parents=True, exist_ok=True)
         (out / "__init__.py").write_text(HEADER)
         for path in sorted((raw / "medxiaohe").rglob("*")):

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
 from medxiaohe.common.logs import setup_logging
 from medxiaohe.common.settings import SERVICE_NAMES, ServiceName, Settings
 
@@ -34,7 +33,9 @@ def certs(
 def up(
     port: Annotated[int, typer.Option(help="gRPC port for all four services.")] = 50051,
     home: Annotated[Path, typer.Option(help="Certificates and the local store live here.")] = HOME,
-    insecure: Annotated[bool, typer.Option(help="Plaintext on 127.0.0.1 (development only).")] = False,
+    insecure: Annotated[
+        bool, typer.Option(help="Plaintext on 127.0.0.1 (development only).")
+    ] = False,
 ) -> None:
     """Run all four services in one process: mTLS, a local folder store, in-process tasks."""
     from medxiaohe_services.runtime.embedded import embedded_settings
@@ -48,14 +49,20 @@ def up(
 @app.command()
 def serve(
     service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICE_NAMES)}.")],
-    insecure: Annotated[bool, typer.Option(help="Plaintext on 127.0.0.1 (development only).")] = False,
+    insecure: Annotated[
+        bool, typer.Option(help="Plaintext on 127.0.0.1 (development only).")
+    ] = False,
 ) -> None:
     """Run one service from MEDXIAOHE_* settings, as its pod does."""
     from medxiaohe_services.runtime.services import build_platform
 
     if service not in SERVICE_NAMES:
-        raise typer.BadParameter(f"unknown service {service!r}; choose from {', '.join(SERVICE_NAMES)}")
-    settings = Settings.from_env(**({"insecure": True, "grpc_host": "127.0.0.1"} if insecure else {}))
+        raise typer.BadParameter(
+            f"unknown service {service!r}; choose from {', '.join(SERVICE_NAMES)}"
+        )
+    settings = Settings.from_env(
+        **({"insecure": True, "grpc_host": "127.0.0.1"} if insecure else {})
+    )
     setup_logging(settings.log_level)
     name: ServiceName = service  # type: ignore[assignment]
     asyncio.run(build_platform(settings, [name]).serve_until_signal())
@@ -63,7 +70,9 @@ def serve(
 
 @app.command()
 def demo(
-    home: Annotated[Path, typer.Option(help="Where the demo keeps certificates and its store.")] = HOME,
+    home: Annotated[
+        Path, typer.Option(help="Where the demo keeps certificates and its store.")
+    ] = HOME,
 ) -> None:
     """Start the embedded platform, exercise it over mTLS, and stop it."""
     from medxiaohe_services.demo import run_demo

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2 as ing
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2_grpc as ing_grpc
 from medxiaohe_services.runtime.certs import DEV_CLIENT
@@ -69,21 +68,41 @@ def run_demo(home: Path) -> int:
     print(f"MedXIAOHE embedded platform on {target} (home {home})", flush=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDXIAOHE_")}
     server = subprocess.Popen(
-        [sys.executable, "-m", "medxiaohe_services.cli", "up", "--port", str(port), "--home", str(home)],
-        env=env, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "medxiaohe_services.cli",
+            "up",
+            "--port",
+            str(port),
+            "--home",
+            str(home),
+        ],
+        env=env,
+        stderr=subprocess.DEVNULL,
     )
     client = pki.clients[DEV_CLIENT]
     results = []
     try:
         channel = secure_channel(target, pki.ca, client.cert, client.key)
-        results.append(_say(_wait_serving(channel), f"platform SERVING after {time.monotonic() - started:.1f}s"))
+        results.append(
+            _say(
+                _wait_serving(channel), f"platform SERVING after {time.monotonic() - started:.1f}s"
+            )
+        )
         health = health_pb2_grpc.HealthStub(channel)
         for name, full in SERVICES.items():
             status = health.Check(health_pb2.HealthCheckRequest(service=full), timeout=5).status
             text = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
-            results.append(_say(status == health_pb2.HealthCheckResponse.SERVING, f"{name:<10} {text} over mTLS"))
+            results.append(
+                _say(
+                    status == health_pb2.HealthCheckResponse.SERVING, f"{name:<10} {text} over mTLS"
+                )
+            )
         results.append(_say(_refused(grpc.insecure_channel(target)), "plaintext client refused"))
-        results.append(_say(_refused(secure_channel(target, pki.ca)), "client without a certificate refused"))
+        results.append(
+            _say(_refused(secure_channel(target, pki.ca)), "client without a certificate refused")
+        )
 
         stub = ing_grpc.IngestionServiceStub(channel)
         data = NOTE.encode() * 2000
@@ -92,19 +111,34 @@ def run_demo(home: Path) -> int:
         requests = [ing.UploadArtifactRequest(key="demo/note.txt", sha256=sha, chunk=chunks[0])]
         requests += [ing.UploadArtifactRequest(chunk=c) for c in chunks[1:]]
         stored = stub.UploadArtifact(iter(requests), timeout=30)
-        back = b"".join(m.chunk for m in stub.DownloadArtifact(ing.DownloadArtifactRequest(key=stored.key), timeout=30))
-        results.append(_say(hashlib.sha256(back).hexdigest() == sha,
-                            f"artifact {stored.key} stored and read back ({stored.size:,} bytes, sha256 {sha[:12]}…)"))
+        back = b"".join(
+            m.chunk
+            for m in stub.DownloadArtifact(ing.DownloadArtifactRequest(key=stored.key), timeout=30)
+        )
+        results.append(
+            _say(
+                hashlib.sha256(back).hexdigest() == sha,
+                f"artifact {stored.key} stored and read back "
+                f"({stored.size:,} bytes, sha256 {sha[:12]}…)",
+            )
+        )
         try:
             stub.TagEntities(ing.TagEntitiesRequest(text="no fever"), timeout=5)
             results.append(_say(False, "TagEntities answered, but it is not built yet"))
         except grpc.RpcError as exc:
-            results.append(_say(exc.code() == grpc.StatusCode.UNIMPLEMENTED,
-                                f"TagEntities is honest: {exc.code().name} (built in a later issue)"))
+            results.append(
+                _say(
+                    exc.code() == grpc.StatusCode.UNIMPLEMENTED,
+                    f"TagEntities is honest: {exc.code().name} (built in a later issue)",
+                )
+            )
     finally:
         server.send_signal(signal.SIGTERM)
         code = server.wait(timeout=60)
     results.append(_say(code == 0, f"drained and stopped on SIGTERM (exit {code})"))
     passed = all(results)
-    print(f"{'demo passed' if passed else 'demo FAILED'} in {time.monotonic() - started:.1f}s", flush=True)
+    print(
+        f"{'demo passed' if passed else 'demo FAILED'} in {time.monotonic() - started:.1f}s",
+        flush=True,
+    )
     return 0 if passed else 1

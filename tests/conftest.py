@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from medxiaohe.common.settings import Settings
 from medxiaohe_services.runtime.certs import DevPki, write_dev_pki
+
 from tests.servers import S3_KEY, S3_SECRET, Weed, start_weed
 
 ALLOWED, LIMITED = "ehr-gateway", "ris-viewer"
@@ -37,18 +37,29 @@ def server_settings(pki: DevPki, store_uri: str, **extra: object) -> Settings:
     """mTLS on an ephemeral 127.0.0.1 port; ALLOWED may call everything, LIMITED only downloads."""
     allow = {"allow": {ALLOWED: ["*"], LIMITED: ["DownloadArtifact"]}}
     values: dict[str, object] = {
-        "grpc_host": "127.0.0.1", "grpc_port": 0, "store_uri": store_uri,
-        "tls_cert": pki.server.cert, "tls_key": pki.server.key, "tls_client_ca": pki.ca,
-        "health_interval_s": 0.2, "ingestion": allow, "evidence": allow, "report": allow,
-        "rubric": allow, **extra,
+        "grpc_host": "127.0.0.1",
+        "grpc_port": 0,
+        "store_uri": store_uri,
+        "tls_cert": pki.server.cert,
+        "tls_key": pki.server.key,
+        "tls_client_ca": pki.ca,
+        "health_interval_s": 0.2,
+        "ingestion": allow,
+        "evidence": allow,
+        "report": allow,
+        "rubric": allow,
+        **extra,
     }
     return Settings(**values)  # type: ignore[arg-type]
 
 
 def s3_settings(weed_endpoint: str, bucket: str) -> dict[str, object]:
     return {
-        "store_uri": f"s3://{bucket}/medxiaohe", "s3_endpoint": weed_endpoint,
-        "s3_access_key": S3_KEY, "s3_secret_key": S3_SECRET, "s3_secure": False,
+        "store_uri": f"s3://{bucket}/medxiaohe",
+        "s3_endpoint": weed_endpoint,
+        "s3_access_key": S3_KEY,
+        "s3_secret_key": S3_SECRET,
+        "s3_secure": False,
     }
 
 

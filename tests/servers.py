@@ -1,4 +1,4 @@
-"""Real servers for tests, started on 127.0.0.1: SeaweedFS (`weed mini`), Valkey, the gRPC platform."""
+"""Real servers for tests, started on 127.0.0.1: SeaweedFS (`weed mini`) and the gRPC platform."""
 
 from __future__ import annotations
 
@@ -13,10 +13,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from minio import Minio
-
 from medxiaohe.common.settings import Settings
 from medxiaohe_services.runtime.server import Platform, ServiceSpec
+from minio import Minio
 
 S3_KEY, S3_SECRET = "medxiaohe-test", "medxiaohe-test-secret"
 
@@ -63,10 +62,21 @@ def start_weed(data_dir: Path, s3_port: int | None = None, timeout: float = 60.0
     s3 = s3_port or rest[0]
     data_dir.mkdir(parents=True, exist_ok=True)
     cmd = [
-        binary, "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-        "-master.telemetry=false", f"-master.port={master}", f"-volume.port={volume}",
-        f"-filer.port={filer}", f"-s3.port={s3}", f"-admin.port={admin}", "-admin.ui=false",
-        f"-s3.port.iceberg={iceberg}", f"-s3.port.lance={lance}", "-webdav=false",
+        binary,
+        "mini",
+        f"-dir={data_dir}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-master.telemetry=false",
+        f"-master.port={master}",
+        f"-volume.port={volume}",
+        f"-filer.port={filer}",
+        f"-s3.port={s3}",
+        f"-admin.port={admin}",
+        "-admin.ui=false",
+        f"-s3.port.iceberg={iceberg}",
+        f"-s3.port.lance={lance}",
+        "-webdav=false",
     ]
     env = {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "PATH": "/usr/bin:/bin"}
     log = (data_dir / "weed.log").open("wb")

@@ -47,7 +47,7 @@ def render_chart(
     full = deep_merge(loaded.values, merged)
     loaded.validate_schema(full)
     rendered = loaded.render(full, name=release, namespace=namespace, is_install=True)
-    objects = []
+    objects: list[dict[str, Any]] = []
     for _, text in sorted(rendered.items()):
         objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
     return objects
@@ -62,7 +62,9 @@ def crd_schema(crd_file: Path, version: str) -> dict[str, Any]:
     raise KeyError(f"{crd_file.name} has no version {version}")
 
 
-def validate_object(obj: Mapping[str, Any], crds: Mapping[str, dict[str, Any]] | None = None) -> list[str]:
+def validate_object(
+    obj: Mapping[str, Any], crds: Mapping[str, dict[str, Any]] | None = None
+) -> list[str]:
     """Problems with one object; empty when it is valid. ``crds``: kind -> openAPIV3Schema."""
     name = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
     if crds and obj.get("kind") in crds:
@@ -81,7 +83,9 @@ def check_chart(profiles: Iterable[Path] = ()) -> dict[str, list[str]]:
     """Render the default values and each profile; problems per variant (empty lists: clean)."""
     report: dict[str, list[str]] = {}
     lint = helm.lint(CHART, strict=True)
-    report["lint"] = [m["error"] for m in lint["messages"] if m["severity"] >= 2] + list(lint["errors"])
+    report["lint"] = [m["error"] for m in lint["messages"] if m["severity"] >= 2] + list(
+        lint["errors"]
+    )
     for label, files in [("default", []), *[(p.stem, [p]) for p in profiles]]:
         problems: list[str] = []
         try:

@@ -15,10 +15,12 @@ FULL_NAME = evidence_pb2.DESCRIPTOR.services_by_name["EvidenceService"].full_nam
 
 
 def build(settings: Settings, store: ArtifactStore) -> ServiceSpec:
-    servicer = evidence_pb2_grpc.EvidenceServiceServicer()
+    servicer = evidence_pb2_grpc.EvidenceServiceServicer()  # type: ignore[abstract]  # base: UNIMPLEMENTED
     return ServiceSpec(
         name="evidence",
         full_name=FULL_NAME,
-        register=lambda server: evidence_pb2_grpc.add_EvidenceServiceServicer_to_server(servicer, server),
+        register=lambda server: evidence_pb2_grpc.add_EvidenceServiceServicer_to_server(
+            servicer, server
+        ),
         checks=(store.ping,),
     )

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
-
 from medxiaohe.common.errors import InvalidInput
 from medxiaohe.storage import ArtifactStore
 from medxiaohe.storage.uploads import put_upload
@@ -25,7 +24,9 @@ class IngestionServicer(pb_grpc.IngestionServiceServicer):
         self.store = store
 
     async def UploadArtifact(
-        self, request_iterator: AsyncIterator[pb.UploadArtifactRequest], context: grpc.aio.ServicerContext
+        self,
+        request_iterator: AsyncIterator[pb.UploadArtifactRequest],
+        context: grpc.aio.ServicerContext,
     ) -> pb.UploadArtifactResponse:
         key = expected = ""
         with tempfile.NamedTemporaryFile(prefix="medxiaohe-upload-") as spool:
@@ -51,7 +52,9 @@ class IngestionServicer(pb_grpc.IngestionServiceServicer):
         if not 0 <= request.chunk_size <= MAX_CHUNK:
             raise InvalidInput(f"chunk_size must be between 0 and {MAX_CHUNK}")
         size = (await asyncio.to_thread(self.store.stat, request.key)).size
-        chunks = await asyncio.to_thread(self.store.iter_chunks, request.key, request.chunk_size or (1 << 20))
+        chunks = await asyncio.to_thread(
+            self.store.iter_chunks, request.key, request.chunk_size or (1 << 20)
+        )
         first = True
         while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
             yield pb.DownloadArtifactResponse(chunk=chunk, size=size if first else 0)

@@ -15,10 +15,12 @@ FULL_NAME = report_pb2.DESCRIPTOR.services_by_name["ReportService"].full_name
 
 
 def build(settings: Settings, store: ArtifactStore) -> ServiceSpec:
-    servicer = report_pb2_grpc.ReportServiceServicer()
+    servicer = report_pb2_grpc.ReportServiceServicer()  # type: ignore[abstract]  # base: UNIMPLEMENTED
     return ServiceSpec(
         name="report",
         full_name=FULL_NAME,
-        register=lambda server: report_pb2_grpc.add_ReportServiceServicer_to_server(servicer, server),
+        register=lambda server: report_pb2_grpc.add_ReportServiceServicer_to_server(
+            servicer, server
+        ),
         checks=(store.ping,),
     )

@@ -7,7 +7,9 @@ from pathlib import Path
 import grpc
 
 
-def channel_credentials(ca: Path, cert: Path | None = None, key: Path | None = None) -> grpc.ChannelCredentials:
+def channel_credentials(
+    ca: Path, cert: Path | None = None, key: Path | None = None
+) -> grpc.ChannelCredentials:
     return grpc.ssl_channel_credentials(
         root_certificates=ca.read_bytes(),
         private_key=key.read_bytes() if key else None,

@@ -15,9 +15,8 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import Message
-from prometheus_client import Counter, Histogram
-
 from medxiaohe.common import errors
+from prometheus_client import Counter, Histogram
 
 log = logging.getLogger("medxiaohe.audit")
 
@@ -37,12 +36,16 @@ RPC_TOTAL = Counter(
     "medxiaohe_rpc_total", "RPCs handled, by final status code", ["service", "method", "code"]
 )
 RPC_LATENCY = Histogram(
-    "medxiaohe_rpc_latency_seconds", "RPC latency", ["service", "method"],
+    "medxiaohe_rpc_latency_seconds",
+    "RPC latency",
+    ["service", "method"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120),
 )
 
 Behavior = Callable[..., Any]
-Guard = Callable[[str, grpc.aio.ServicerContext, list[str]], contextlib.AbstractAsyncContextManager[None]]
+Guard = Callable[
+    [str, grpc.aio.ServicerContext, list[str]], contextlib.AbstractAsyncContextManager[None]
+]
 
 
 def caller_identity(context: grpc.aio.ServicerContext) -> str:
@@ -76,7 +79,7 @@ def _split(method: str) -> tuple[str, str]:
     return service, name
 
 
-class _Wrapping(grpc.aio.ServerInterceptor):
+class _Wrapping(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no stubs
     """Runs every call of every method inside ``self.guard``."""
 
     guard: Guard
@@ -89,7 +92,7 @@ class _Wrapping(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        method: str = handler_call_details.method
         kinds = {
             "unary_unary": grpc.unary_unary_rpc_method_handler,
             "unary_stream": grpc.unary_stream_rpc_method_handler,
@@ -99,9 +102,10 @@ class _Wrapping(grpc.aio.ServerInterceptor):
         for kind, make in kinds.items():
             behavior = getattr(handler, kind)
             if behavior is not None:
-                wrapped = self._wrap(behavior, method, kind.startswith("stream"),
-                                     kind.endswith("stream"))
-                return make(wrapped, handler.request_deserializer, handler.response_serializer)  # type: ignore[operator]
+                wrapped = self._wrap(
+                    behavior, method, kind.startswith("stream"), kind.endswith("stream")
+                )
+                return make(wrapped, handler.request_deserializer, handler.response_serializer)
         return handler
 
     def _wrap(self, behavior: Behavior, method: str, stream_in: bool, stream_out: bool) -> Behavior:
@@ -122,7 +126,9 @@ class _Wrapping(grpc.aio.ServerInterceptor):
 
         if stream_out:
 
-            async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def streaming(
+                request: Any, context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[Any]:
                 ids: list[str] = []
                 async with guard(method, context, ids):
                     responses = behavior(tap(request, ids), context)
@@ -160,9 +166,9 @@ class AuditInterceptor(_Wrapping):
         code = grpc.StatusCode.OK
         try:
             yield
-            code = context.code() or grpc.StatusCode.OK  # type: ignore[assignment]
+            code = context.code() or grpc.StatusCode.OK
         except BaseException:
-            code = context.code() or grpc.StatusCode.CANCELLED  # type: ignore[assignment]
+            code = context.code() or grpc.StatusCode.CANCELLED
             raise
         finally:
             elapsed = time.perf_counter() - start
@@ -173,9 +179,13 @@ class AuditInterceptor(_Wrapping):
             RPC_LATENCY.labels(short, name).observe(elapsed)
             if service not in OPEN_SERVICES:
                 log.info(
-                    "rpc", extra={
-                        "event": "rpc", "service": short, "rpc": name,
-                        "caller": caller_identity(context), "code": code_name,
+                    "rpc",
+                    extra={
+                        "event": "rpc",
+                        "service": short,
+                        "rpc": name,
+                        "caller": caller_identity(context),
+                        "code": code_name,
                         "latency_ms": round(elapsed * 1000, 2),
                         "record_ids": ids[:MAX_AUDIT_IDS],
                     },
@@ -187,7 +197,9 @@ class AuthzInterceptor(_Wrapping):
 
     def __init__(self, allow: Mapping[str, Mapping[str, Iterable[str]]]) -> None:
         # full service name -> caller identity -> allowed method names ("*" for all)
-        self._allow = {svc: {c: set(m) for c, m in callers.items()} for svc, callers in allow.items()}
+        self._allow = {
+            svc: {c: set(m) for c, m in callers.items()} for svc, callers in allow.items()
+        }
 
     def allowed(self, caller: str, method: str) -> bool:
         service, name = _split(method)
@@ -227,7 +239,9 @@ class ErrorInterceptor(_Wrapping):
             raise
         except NotImplementedError:
             # The generated base servicer raises this for RPCs that are not built yet.
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{_split(method)[1]} is not implemented yet")
+            await context.abort(
+                grpc.StatusCode.UNIMPLEMENTED, f"{_split(method)[1]} is not implemented yet"
+            )
         except Exception:
             log.exception("unhandled error", extra={"rpc": _split(method)[1]})
             await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")

@@ -12,8 +12,6 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import start_http_server
-
 from medxiaohe.common.errors import InvalidInput, MedxError
 from medxiaohe.common.settings import ServiceName, Settings
 from medxiaohe_services.runtime.interceptors import (
@@ -22,6 +20,7 @@ from medxiaohe_services.runtime.interceptors import (
     AuthzInterceptor,
     ErrorInterceptor,
 )
+from prometheus_client import start_http_server
 
 log = logging.getLogger("medxiaohe.server")
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -101,8 +100,9 @@ class Platform:
             spec.register(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = [s.full_name for s in self.specs]
-        reflection.enable_server_reflection([*names, "grpc.health.v1.Health",
-                                             reflection.SERVICE_NAME], server)
+        reflection.enable_server_reflection(
+            [*names, "grpc.health.v1.Health", reflection.SERVICE_NAME], server
+        )
         address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
         if creds is None:
             self.port = server.add_insecure_port(address)
@@ -117,14 +117,22 @@ class Platform:
             # kubelet's native gRPC probes speak plaintext: this port serves health only.
             self._health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
-            self._health_server.add_insecure_port(f"{self.settings.grpc_host}:{self.settings.health_port}")
+            self._health_server.add_insecure_port(
+                f"{self.settings.grpc_host}:{self.settings.health_port}"
+            )
             await self._health_server.start()
         if self.settings.metrics_port:
             start_http_server(self.settings.metrics_port, addr=self.settings.grpc_host)
         self._watch = asyncio.create_task(self._watch_dependencies())
-        log.info("serving", extra={"event": "start", "port": self.port,
-                                   "service": ",".join(s.name for s in self.specs),
-                                   "mode": "insecure" if creds is None else "mtls"})
+        log.info(
+            "serving",
+            extra={
+                "event": "start",
+                "port": self.port,
+                "service": ",".join(s.name for s in self.specs),
+                "mode": "insecure" if creds is None else "mtls",
+            },
+        )
         return self.port
 
     async def check_once(self) -> None:
@@ -143,15 +151,24 @@ class Platform:
                         log.warning("not ready", extra={"service": spec.name, "reason": reason})
                     break
             await self._set(spec.full_name, status)
-        overall = SERVING if all(self._status.get(s.full_name) == SERVING for s in self.specs) else NOT_SERVING
+        overall = (
+            SERVING
+            if all(self._status.get(s.full_name) == SERVING for s in self.specs)
+            else NOT_SERVING
+        )
         await self._set("", overall)
 
     async def _set(self, name: str, status: int) -> None:
         if self._status.get(name) != status:
             self._status[name] = status
             await self.health.set(name, status)
-            log.info("health", extra={"service": name or "*", "status":
-                                      health_pb2.HealthCheckResponse.ServingStatus.Name(status)})
+            log.info(
+                "health",
+                extra={
+                    "service": name or "*",
+                    "status": health_pb2.HealthCheckResponse.ServingStatus.Name(status),
+                },
+            )
 
     async def _watch_dependencies(self) -> None:
         while True:

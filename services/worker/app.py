@@ -10,7 +10,6 @@ from __future__ import annotations
 from functools import cached_property
 
 from celery import Celery
-
 from medxiaohe.common.settings import Settings
 from medxiaohe.storage import ArtifactStore, open_store
 

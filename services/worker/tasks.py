@@ -11,8 +11,11 @@ from medxiaohe_services.worker.app import MedxCelery
 
 def register(app: MedxCelery) -> None:
     @app.task(  # type: ignore[untyped-decorator]
-        name="medxiaohe.digest_artifact", shared=False,
-        autoretry_for=(Unavailable,), retry_backoff=True, max_retries=5,
+        name="medxiaohe.digest_artifact",
+        shared=False,
+        autoretry_for=(Unavailable,),
+        retry_backoff=True,
+        max_retries=5,
     )
     def digest_artifact_task(key: str) -> dict[str, Any]:
         """SHA-256 and size of an artifact, recorded once beside it under digests/."""

@@ -14,7 +14,10 @@ pytestmark = pytest.mark.integration
 def test_demo_passes(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "medxiaohe_services.cli", "demo", "--home", str(tmp_path)],
-        capture_output=True, text=True, timeout=180, check=False,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "demo passed" in result.stdout

@@ -12,7 +12,6 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
 from medxiaohe.common.errors import InvalidInput
 from medxiaohe.common.logs import JsonFormatter
 from medxiaohe.common.settings import Settings
@@ -26,6 +25,7 @@ from medxiaohe_services.runtime.certs import DevPki
 from medxiaohe_services.runtime.client import secure_channel
 from medxiaohe_services.runtime.server import server_credentials
 from medxiaohe_services.runtime.services import BUILDERS
+
 from tests.conftest import ALLOWED, LIMITED, server_settings
 from tests.servers import PlatformThread, running
 
@@ -58,7 +58,8 @@ def upload(channel: grpc.Channel, key: str, data: bytes) -> ing.UploadArtifactRe
 def test_allowed_caller_gets_through(platform: PlatformThread, pki: DevPki) -> None:
     data = b"x" * 4500
     stored = upload(client(platform, pki), "notes/a.txt", data)
-    assert stored.key == "uploads/notes/a.txt" and stored.size == len(data)
+    assert stored.key == "uploads/notes/a.txt"
+    assert stored.size == len(data)
     assert stored.sha256 == hashlib.sha256(data).hexdigest()
     stub = ing_grpc.IngestionServiceStub(client(platform, pki, LIMITED))
     back = stub.DownloadArtifact(ing.DownloadArtifactRequest(key=stored.key, chunk_size=999))
@@ -115,7 +116,9 @@ def test_audit_line_per_call_with_identity_and_no_payload(
     deadline = time.monotonic() + 5
     while len(caplog.records) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
-    lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == "medxiaohe.audit"]
+    lines = [
+        json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == "medxiaohe.audit"
+    ]
     assert [(x["rpc"], x["caller"], x["code"]) for x in lines] == [
         ("UploadArtifact", ALLOWED, "OK"),
         ("TagEntities", ALLOWED, "UNIMPLEMENTED"),
@@ -130,7 +133,9 @@ def test_audit_line_per_call_with_identity_and_no_payload(
 def test_missing_key_is_not_found_over_grpc(platform: PlatformThread, pki: DevPki) -> None:
     stub = ing_grpc.IngestionServiceStub(client(platform, pki))
     with pytest.raises(grpc.RpcError) as err:
-        list(stub.DownloadArtifact(ing.DownloadArtifactRequest(key="uploads/absent.bin"), timeout=5))
+        list(
+            stub.DownloadArtifact(ing.DownloadArtifactRequest(key="uploads/absent.bin"), timeout=5)
+        )
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     assert "uploads/absent.bin" in (err.value.details() or "")
 
@@ -157,7 +162,11 @@ def test_bad_input_is_invalid_argument_and_uploads_are_immutable(
     [
         (ing_grpc.IngestionServiceStub, "TagEntities", ing.TagEntitiesRequest(text="fever")),
         (ing_grpc.IngestionServiceStub, "GetCoverage", ing.GetCoverageRequest()),
-        (evidence_pb2_grpc.EvidenceServiceStub, "RetrieveEvidence", evidence_pb2.RetrieveEvidenceRequest(query="q")),
+        (
+            evidence_pb2_grpc.EvidenceServiceStub,
+            "RetrieveEvidence",
+            evidence_pb2.RetrieveEvidenceRequest(query="q"),
+        ),
         (report_pb2_grpc.ReportServiceStub, "GenerateReport", report_pb2.GenerateReportRequest()),
         (rubric_pb2_grpc.RubricServiceStub, "ScoreResponse", rubric_pb2.ScoreResponseRequest()),
     ],
@@ -166,9 +175,13 @@ def test_rpcs_not_built_yet_are_unimplemented(
     platform: PlatformThread, pki: DevPki, stub_class: type, method: str, request_message: object
 ) -> None:
     call = getattr(stub_class(client(platform, pki)), method)
-    with pytest.raises(grpc.RpcError) as err:
+
+    def invoke() -> object:
         result = call(request_message, timeout=5)
-        list(result) if hasattr(result, "__iter__") else result
+        return list(result) if hasattr(result, "__iter__") else result  # drain streamed replies
+
+    with pytest.raises(grpc.RpcError) as err:
+        invoke()
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
@@ -179,7 +192,9 @@ def test_health_and_reflection(platform: PlatformThread, pki: DevPki) -> None:
         status = health.Check(health_pb2.HealthCheckRequest(service=spec.full_name), timeout=3)
         assert status.status == health_pb2.HealthCheckResponse.SERVING
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-    answer = next(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+    answer = next(
+        stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    )
     names = {s.name for s in answer.list_services_response.service}
     assert {s.full_name for s in platform.platform.specs} <= names
 

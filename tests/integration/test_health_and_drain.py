@@ -13,13 +13,13 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from medxiaohe.storage import open_store
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2 as ing
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2_grpc as ing_grpc
 from medxiaohe_services.runtime.certs import DevPki
 from medxiaohe_services.runtime.client import secure_channel
 from medxiaohe_services.runtime.services import BUILDERS
+
 from tests.conftest import ALLOWED, s3_settings, server_settings
 from tests.servers import free_ports, running, start_weed
 
@@ -47,7 +47,9 @@ def test_not_serving_while_s3_is_down_then_serving(pki: DevPki, tmp_path: Path) 
     spec = BUILDERS["ingestion"](settings, store)
     with running(settings, [spec]) as server:
         paths = pki.clients[ALLOWED]
-        stub = health_pb2_grpc.HealthStub(secure_channel(server.target, pki.ca, paths.cert, paths.key))
+        stub = health_pb2_grpc.HealthStub(
+            secure_channel(server.target, pki.ca, paths.cert, paths.key)
+        )
         time.sleep(0.5)  # several dependency checks have run against the closed port
         assert wait_status(stub, spec.full_name, NOT_SERVING, 2) == NOT_SERVING
         assert wait_status(stub, "", NOT_SERVING, 2) == NOT_SERVING
@@ -67,15 +69,20 @@ def test_sigterm_lets_an_in_flight_stream_finish(pki: DevPki, tmp_path: Path) ->
     store.put_bytes("uploads/big.bin", data)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("MEDXIAOHE_")},
-        "MEDXIAOHE_GRPC_HOST": "127.0.0.1", "MEDXIAOHE_GRPC_PORT": str(port),
-        "MEDXIAOHE_HEALTH_PORT": str(health_port), "MEDXIAOHE_STORE_URI": store.uri,
-        "MEDXIAOHE_TLS_CERT": str(pki.server.cert), "MEDXIAOHE_TLS_KEY": str(pki.server.key),
-        "MEDXIAOHE_TLS_CLIENT_CA": str(pki.ca), "MEDXIAOHE_DRAIN_GRACE_S": "30",
+        "MEDXIAOHE_GRPC_HOST": "127.0.0.1",
+        "MEDXIAOHE_GRPC_PORT": str(port),
+        "MEDXIAOHE_HEALTH_PORT": str(health_port),
+        "MEDXIAOHE_STORE_URI": store.uri,
+        "MEDXIAOHE_TLS_CERT": str(pki.server.cert),
+        "MEDXIAOHE_TLS_KEY": str(pki.server.key),
+        "MEDXIAOHE_TLS_CLIENT_CA": str(pki.ca),
+        "MEDXIAOHE_DRAIN_GRACE_S": "30",
         "MEDXIAOHE_INGESTION__ALLOW": f'{{"{ALLOWED}": ["*"]}}',
     }
     server = subprocess.Popen(
         [sys.executable, "-m", "medxiaohe_services.cli", "serve", "ingestion"],
-        env=env, stderr=subprocess.PIPE,
+        env=env,
+        stderr=subprocess.PIPE,
     )
     try:
         probe = health_pb2_grpc.HealthStub(grpc.insecure_channel(f"127.0.0.1:{health_port}"))

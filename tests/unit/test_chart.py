@@ -7,7 +7,6 @@ from typing import Any
 
 import helm_python as helm
 import pytest
-
 from medxiaohe_services.deploy.manifests import CHART, crd_schema, render_chart, validate_object
 
 SCHEMAS = Path(__file__).resolve().parents[3] / "shared" / "schemas"
@@ -21,7 +20,12 @@ def by_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any
 @pytest.mark.parametrize("profiles", [[], [GPU]], ids=["default", "gpu"])
 def test_every_object_validates_strictly(profiles: list[Path]) -> None:
     objects = render_chart(profiles)
-    assert {o["kind"] for o in objects} == {"Deployment", "Service", "NetworkPolicy", "ServiceAccount"}
+    assert {o["kind"] for o in objects} == {
+        "Deployment",
+        "Service",
+        "NetworkPolicy",
+        "ServiceAccount",
+    }
     problems = [p for o in objects for p in validate_object(o)]
     assert problems == []
 
@@ -34,7 +38,9 @@ def test_strict_validation_catches_unknown_fields() -> None:
 
 def test_pods_are_restricted_and_probed_over_native_grpc() -> None:
     deployments = by_kind(render_chart(), "Deployment")
-    assert set(deployments) == {f"medxiaohe-{s}" for s in ("ingestion", "evidence", "report", "rubric")}
+    assert set(deployments) == {
+        f"medxiaohe-{s}" for s in ("ingestion", "evidence", "report", "rubric")
+    }
     for name, deployment in deployments.items():
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
@@ -47,7 +53,9 @@ def test_pods_are_restricted_and_probed_over_native_grpc() -> None:
         assert container["livenessProbe"]["grpc"]["service"] == "medxiaohe.liveness"
         mounts = {m["name"]: m for m in container["volumeMounts"]}
         assert mounts["tls"]["readOnly"] is True
-        assert {v["name"]: v for v in pod["volumes"]}["tls"]["secret"]["secretName"] == "medxiaohe-tls"
+        assert {v["name"]: v for v in pod["volumes"]}["tls"]["secret"][
+            "secretName"
+        ] == "medxiaohe-tls"
         env = {e["name"]: e for e in container["env"]}
         assert env["MEDXIAOHE_S3_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "secretKey"
         assert container["args"] == ["serve", name.removeprefix("medxiaohe-")]
@@ -72,13 +80,23 @@ def test_gpu_profile_requests_gpus_on_gpu_nodes() -> None:
     report = deployments["medxiaohe-report"]["spec"]["template"]["spec"]
     assert report["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert report["tolerations"][0]["key"] == "nvidia.com/gpu"
-    assert "nvidia.com/gpu" not in deployments["medxiaohe-ingestion"]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert (
+        "nvidia.com/gpu"
+        not in deployments["medxiaohe-ingestion"]["spec"]["template"]["spec"]["containers"][0][
+            "resources"
+        ]["limits"]
+    )
 
 
 def test_allow_lists_reach_the_settings() -> None:
     allow = {"ris-viewer": ["GenerateReport"]}
-    deployment = by_kind(render_chart(values={"services": {"report": {"allow": allow}}}), "Deployment")
-    env = {e["name"]: e.get("value") for e in deployment["medxiaohe-report"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    deployment = by_kind(
+        render_chart(values={"services": {"report": {"allow": allow}}}), "Deployment"
+    )
+    env = {
+        e["name"]: e.get("value")
+        for e in deployment["medxiaohe-report"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
     assert env["MEDXIAOHE_REPORT__ALLOW"] == '{"ris-viewer":["GenerateReport"]}'
 
 
@@ -102,9 +120,14 @@ def test_kserve_resources_validate_against_the_crd() -> None:
         pytest.skip(f"KServe CRD schema not found at {crd_file}")
     crds = {"InferenceService": crd_schema(crd_file, "v1beta1")}
     isvc = {
-        "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
         "metadata": {"name": "tiny"},
-        "spec": {"predictor": {"model": {"modelFormat": {"name": "huggingface"}, "storageUri": "s3://m/tiny"}}},
+        "spec": {
+            "predictor": {
+                "model": {"modelFormat": {"name": "huggingface"}, "storageUri": "s3://m/tiny"}
+            }
+        },
     }
     assert validate_object(isvc, crds) == []
     isvc["spec"]["predictor"]["minReplicas"] = "two"

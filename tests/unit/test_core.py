@@ -7,7 +7,6 @@ import logging
 import sys
 
 import pytest
-
 from medxiaohe.common import errors
 from medxiaohe.common.logs import JsonFormatter
 from medxiaohe.common.settings import Settings
@@ -31,13 +30,16 @@ def format_record(msg: str, *args: object, exc: bool = False, **extra: object) -
 
 def test_log_lines_keep_the_template_not_the_arguments() -> None:
     line = format_record("tagging %s", PHI)
-    assert line["msg"] == "tagging %s" and PHI not in json.dumps(line)
+    assert line["msg"] == "tagging %s"
+    assert PHI not in json.dumps(line)
 
 
 def test_log_lines_drop_unknown_fields_and_exception_messages() -> None:
     line = format_record("failed", exc=True, text=PHI, rpc="TagEntities", record_ids=["d1"])
-    assert line["rpc"] == "TagEntities" and line["record_ids"] == ["d1"]
-    assert "text" not in line and line["exc_type"] == "ValueError"
+    assert line["rpc"] == "TagEntities"
+    assert line["record_ids"] == ["d1"]
+    assert "text" not in line
+    assert line["exc_type"] == "ValueError"
     assert PHI not in json.dumps(line)
 
 
@@ -68,7 +70,8 @@ def test_every_error_class_maps_to_a_status_code() -> None:
 
 def test_audit_record_ids_are_ids_only() -> None:
     request = ing.IngestDocumentsRequest(
-        document=ing.Document(document_id="doc-7", content=PHI.encode(), patient_key="pk-1",
-                              metadata={"name": PHI}),
+        document=ing.Document(
+            document_id="doc-7", content=PHI.encode(), patient_key="pk-1", metadata={"name": PHI}
+        ),
     )
     assert record_ids(request) == ["doc-7"]

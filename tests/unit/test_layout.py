@@ -8,15 +8,17 @@ import tomllib
 from pathlib import Path
 
 from google.protobuf import descriptor
-
 from medxiaohe_protos.evidence.v1 import evidence_pb2
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2
 from medxiaohe_protos.report.v1 import report_pb2
 from medxiaohe_protos.rubric.v1 import rubric_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
-ROOTS = {"medxiaohe": "libs/medxiaohe", "medxiaohe_protos": "libs/medxiaohe_protos",
-         "medxiaohe_services": "services"}
+ROOTS = {
+    "medxiaohe": "libs/medxiaohe",
+    "medxiaohe_protos": "libs/medxiaohe_protos",
+    "medxiaohe_services": "services",
+}
 
 
 def test_every_package_is_listed_in_pyproject() -> None:
@@ -32,7 +34,10 @@ def test_every_package_is_listed_in_pyproject() -> None:
 
 def test_domain_library_never_imports_transport() -> None:
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "lint-imports")], cwd=ROOT, capture_output=True, text=True,
+        [str(Path(sys.executable).parent / "lint-imports")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -54,3 +59,12 @@ def test_modules_stay_small() -> None:
     for folder in ("libs/medxiaohe", "services"):
         for path in (ROOT / folder).rglob("*.py"):
             assert len(path.read_text().splitlines()) <= 500, path
+
+
+def test_readme_documents_every_setting() -> None:
+    from medxiaohe.common.settings import SERVICE_NAMES, Settings
+
+    readme = (ROOT / "README.md").read_text()
+    for name in Settings.model_fields:
+        if name not in SERVICE_NAMES:
+            assert f"`MEDXIAOHE_{name.upper()}`" in readme, name

@@ -22,13 +22,37 @@ from typing import Any
 
 SAFE_FIELDS = frozenset(
     {
-        "event", "service", "rpc", "caller", "code", "latency_ms", "record_ids", "request_id",
-        "key", "uri", "size", "count", "status", "port", "address", "version", "task", "task_id",
-        "attempt", "duration_ms", "reason", "component", "signal", "grace_s", "mode",
+        "event",
+        "service",
+        "rpc",
+        "caller",
+        "code",
+        "latency_ms",
+        "record_ids",
+        "request_id",
+        "key",
+        "uri",
+        "size",
+        "count",
+        "status",
+        "port",
+        "address",
+        "version",
+        "task",
+        "task_id",
+        "attempt",
+        "duration_ms",
+        "reason",
+        "component",
+        "signal",
+        "grace_s",
+        "mode",
     }
 )
 _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
-    "message", "asctime", "taskName",
+    "message",
+    "asctime",
+    "taskName",
 }
 
 

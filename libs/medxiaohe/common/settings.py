@@ -46,37 +46,55 @@ class Settings(BaseSettings):
         description="Artifact store root: a local folder, file:///path, or s3://bucket/prefix.",
     )
     s3_endpoint: str = Field("", description="host:port of the S3 API for s3:// store URIs.")
-    s3_access_key: SecretStr = SecretStr("")
-    s3_secret_key: SecretStr = SecretStr("")
+    s3_access_key: SecretStr = Field(SecretStr(""), description="S3 access key.")
+    s3_secret_key: SecretStr = Field(SecretStr(""), description="S3 secret key.")
     s3_secure: bool = Field(True, description="Use HTTPS to reach the S3 endpoint.")
-    s3_region: str = "us-east-1"
+    s3_region: str = Field("us-east-1", description="S3 region used for request signing.")
 
     # task queue
-    broker_url: str = Field("", description="Celery broker (redis://...); empty runs tasks in-process.")
+    broker_url: str = Field(
+        "", description="Celery broker (redis://...); empty runs tasks in-process."
+    )
     result_backend: str = Field("", description="Celery result backend; defaults to the broker.")
 
     # gRPC server
     grpc_host: str = Field("0.0.0.0", description="Address the gRPC server binds.")  # noqa: S104
-    grpc_port: int = Field(50051, ge=0, le=65535)
+    grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port (mTLS); 0 picks one.")
     health_port: int = Field(
-        0, ge=0, le=65535,
+        0,
+        ge=0,
+        le=65535,
         description="Plaintext port serving only grpc.health.v1, for kubelet probes; 0 disables.",
     )
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus metrics; 0 disables.")
     tls_cert: Path | None = Field(None, description="Server certificate chain (PEM).")
     tls_key: Path | None = Field(None, description="Server private key (PEM).")
-    tls_client_ca: Path | None = Field(None, description="CA that client certificates must chain to.")
+    tls_client_ca: Path | None = Field(
+        None, description="CA that client certificates must chain to."
+    )
     insecure: bool = Field(False, description="Plaintext gRPC; only allowed on 127.0.0.1.")
-    max_message_mb: int = Field(64, ge=1, le=1024)
-    drain_grace_s: float = Field(20.0, ge=0, description="In-flight RPCs get this long after SIGTERM.")
-    health_interval_s: float = Field(2.0, gt=0, description="How often dependencies are re-checked.")
+    max_message_mb: int = Field(64, ge=1, le=1024, description="Largest gRPC message, MiB.")
+    drain_grace_s: float = Field(
+        20.0, ge=0, description="In-flight RPCs get this long after SIGTERM."
+    )
+    health_interval_s: float = Field(
+        2.0, gt=0, description="How often dependencies are re-checked."
+    )
 
-    log_level: str = "INFO"
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
 
-    ingestion: ServiceSettings = Field(default_factory=ServiceSettings)
-    evidence: ServiceSettings = Field(default_factory=ServiceSettings)
-    report: ServiceSettings = Field(default_factory=ServiceSettings)
-    rubric: ServiceSettings = Field(default_factory=ServiceSettings)
+    ingestion: ServiceSettings = Field(
+        default_factory=ServiceSettings, description="The ingestion service: its caller allow-list."
+    )
+    evidence: ServiceSettings = Field(
+        default_factory=ServiceSettings, description="The evidence service: its caller allow-list."
+    )
+    report: ServiceSettings = Field(
+        default_factory=ServiceSettings, description="The report service: its caller allow-list."
+    )
+    rubric: ServiceSettings = Field(
+        default_factory=ServiceSettings, description="The rubric service: its caller allow-list."
+    )
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

@@ -16,8 +16,15 @@ from medxiaohe.storage.base import ArtifactStore, ObjectInfo
 from medxiaohe.storage.local import LocalStore
 
 __all__ = [
-    "ArtifactStore", "LocalStore", "Manifest", "ObjectInfo", "latest_version", "open_store",
-    "publish", "read_file", "resolve",
+    "ArtifactStore",
+    "LocalStore",
+    "Manifest",
+    "ObjectInfo",
+    "latest_version",
+    "open_store",
+    "publish",
+    "read_file",
+    "resolve",
 ]
 
 
@@ -34,9 +41,14 @@ def open_store(uri: str, settings: Settings | None = None) -> ArtifactStore:
         from medxiaohe.storage.s3 import S3Store
 
         return S3Store(
-            settings.s3_endpoint, parsed.netloc, parsed.path,
+            settings.s3_endpoint,
+            parsed.netloc,
+            parsed.path,
             access_key=settings.s3_access_key.get_secret_value(),
             secret_key=settings.s3_secret_key.get_secret_value(),
-            secure=settings.s3_secure, region=settings.s3_region,
+            secure=settings.s3_secure,
+            region=settings.s3_region,
         )
-    raise InvalidInput(f"unsupported store URI scheme {parsed.scheme!r} (use a path, file:// or s3://)")
+    raise InvalidInput(
+        f"unsupported store URI scheme {parsed.scheme!r} (use a path, file:// or s3://)"
+    )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,8 +43,11 @@ class Manifest:
 
     def to_json(self) -> bytes:
         body = {
-            "prefix": self.prefix, "version": self.version, "files": self.files,
-            "metadata": self.metadata, "created_at": self.created_at,
+            "prefix": self.prefix,
+            "version": self.version,
+            "files": self.files,
+            "metadata": self.metadata,
+            "created_at": self.created_at,
         }
         return json.dumps(body, indent=2, sort_keys=True).encode()
 
@@ -53,10 +56,14 @@ def _digest_of(source: bytes | Path) -> tuple[int, str]:
     if isinstance(source, bytes):
         return len(source), hashlib.sha256(source).hexdigest()
     sha = hashlib.sha256()
-    with source.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            sha.update(chunk)
+    for chunk in _file_chunks(source):
+        sha.update(chunk)
     return source.stat().st_size, sha.hexdigest()
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as fh:
+        yield from iter(lambda: fh.read(1 << 20), b"")
 
 
 def publish(
@@ -79,7 +86,7 @@ def publish(
         check_key(name)
         if name == MANIFEST:
             raise InvalidInput(f"{MANIFEST} is reserved")
-    entries = {}
+    entries: dict[str, dict[str, Any]] = {}
     for name, source in sorted(files.items()):
         size, sha = _digest_of(source)
         entries[name] = {"size": size, "sha256": sha}
@@ -96,13 +103,8 @@ def publish(
         for name, source in files.items():
             key = f"{prefix}/{version}/{name}"
             sha = entries[name]["sha256"]
-            if isinstance(source, bytes):
-                store.put_stream(key, [source], expected_sha256=sha)
-            else:
-                with source.open("rb") as fh:
-                    store.put_stream(
-                        key, iter(lambda fh=fh: fh.read(1 << 20), b""), expected_sha256=sha
-                    )
+            chunks = [source] if isinstance(source, bytes) else _file_chunks(source)
+            store.put_stream(key, chunks, expected_sha256=sha)
         manifest = Manifest(prefix, version, entries, dict(metadata or {}), time.time())
         store.put_bytes(f"{prefix}/{version}/{MANIFEST}", manifest.to_json())
     store.put_bytes(f"{prefix}/{LATEST}", json.dumps({"version": version}).encode())
@@ -115,8 +117,11 @@ def _read_manifest(store: ArtifactStore, prefix: str, version: str) -> Manifest 
     except NotFound:
         return None
     return Manifest(
-        prefix=body["prefix"], version=body["version"], files=body["files"],
-        metadata=body.get("metadata", {}), created_at=body.get("created_at", 0.0),
+        prefix=body["prefix"],
+        version=body["version"],
+        files=body["files"],
+        metadata=body.get("metadata", {}),
+        created_at=body.get("created_at", 0.0),
     )
 
 

@@ -6,7 +6,7 @@ import io
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
-from typing import NoReturn
+from typing import BinaryIO, NoReturn, cast
 
 import urllib3
 from minio import Minio
@@ -76,8 +76,12 @@ class S3Store(ArtifactStore):
             maxsize=16,
         )
         self._client = Minio(
-            endpoint, access_key=access_key, secret_key=secret_key, secure=secure,
-            region=region, http_client=http,
+            endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=secure,
+            region=region,
+            http_client=http,
         )
 
     def _name(self, key: str) -> str:
@@ -100,7 +104,11 @@ class S3Store(ArtifactStore):
         target = self.prefix + PARTIAL_PREFIX + uuid.uuid4().hex if expected_sha256 else name
         try:
             result = self._client.put_object(
-                self.bucket, target, _ChunkReader(hashing), length=-1, part_size=PART_SIZE
+                self.bucket,
+                target,
+                cast(BinaryIO, _ChunkReader(hashing)),
+                length=-1,
+                part_size=PART_SIZE,
             )
             if expected_sha256:
                 try:
