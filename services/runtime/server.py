@@ -144,9 +144,9 @@ class Platform:
                     await asyncio.wait_for(
                         asyncio.to_thread(check), timeout=max(self.settings.health_interval_s, 1.0)
                     )
-                except (MedxError, OSError, TimeoutError) as exc:
+                except Exception as exc:  # any failing check means not ready, never a crash
                     status = NOT_SERVING
-                    reason = type(exc).__name__ if not isinstance(exc, MedxError) else str(exc)
+                    reason = str(exc) if isinstance(exc, MedxError) else type(exc).__name__
                     if self._status.get(spec.full_name) != NOT_SERVING:
                         log.warning("not ready", extra={"service": spec.name, "reason": reason})
                     break

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import grpc
@@ -27,7 +28,7 @@ from medxiaohe_services.runtime.server import server_credentials
 from medxiaohe_services.runtime.services import BUILDERS
 
 from tests.conftest import ALLOWED, LIMITED, server_settings
-from tests.servers import PlatformThread, running
+from tests.servers import PlatformThread, free_ports, running
 
 pytestmark = pytest.mark.integration
 PHI = "Jane Q. Patient, MRN 00-123-456, seen on 2024-03-02"
@@ -35,7 +36,10 @@ PHI = "Jane Q. Patient, MRN 00-123-456, seen on 2024-03-02"
 
 @pytest.fixture(scope="module")
 def platform(pki: DevPki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformThread]:
-    settings = server_settings(pki, str(tmp_path_factory.mktemp("store")))
+    (metrics_port,) = free_ports(1)
+    settings = server_settings(
+        pki, str(tmp_path_factory.mktemp("store")), metrics_port=metrics_port
+    )
     store = open_store(settings.store_uri)
     specs = [build(settings, store) for build in BUILDERS.values()]
     with running(settings, specs) as thread:
@@ -205,3 +209,17 @@ def test_plaintext_only_on_loopback(pki: DevPki) -> None:
     with pytest.raises(InvalidInput, match="mTLS"):
         server_credentials(Settings())
     assert server_credentials(Settings(insecure=True, grpc_host="127.0.0.1")) is None
+
+
+def test_prometheus_metrics_count_calls_by_code(platform: PlatformThread, pki: DevPki) -> None:
+    with pytest.raises(grpc.RpcError):
+        upload(client(platform, pki, LIMITED), "metrics/denied.txt", b"x")
+    url = f"http://127.0.0.1:{platform.platform.settings.metrics_port}/metrics"
+    time.sleep(0.2)  # counted as the call ends
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    assert (
+        'medxiaohe_rpc_total{code="PERMISSION_DENIED",method="UploadArtifact",service="ingestion"}'
+        in text
+    )
+    assert "medxiaohe_rpc_latency_seconds_bucket" in text
