@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import signal
 import subprocess
 import sys
@@ -66,7 +65,7 @@ def run_demo(home: Path) -> int:
     port = free_port()
     target = f"127.0.0.1:{port}"
     print(f"MedXIAOHE embedded platform on {target} (home {home})", flush=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDXIAOHE_")}
+    server_log = home / "demo-server.log"  # JSON lines; no payloads by construction
     server = subprocess.Popen(
         [
             sys.executable,
@@ -78,8 +77,7 @@ def run_demo(home: Path) -> int:
             "--home",
             str(home),
         ],
-        env=env,
-        stderr=subprocess.DEVNULL,
+        stderr=server_log.open("wb"),
     )
     client = pki.clients[DEV_CLIENT]
     results = []
@@ -137,6 +135,8 @@ def run_demo(home: Path) -> int:
         code = server.wait(timeout=60)
     results.append(_say(code == 0, f"drained and stopped on SIGTERM (exit {code})"))
     passed = all(results)
+    if not passed:
+        print(f"server log: {server_log}", flush=True)
     print(
         f"{'demo passed' if passed else 'demo FAILED'} in {time.monotonic() - started:.1f}s",
         flush=True,

@@ -240,7 +240,8 @@ class ErrorInterceptor(_Wrapping):
         except NotImplementedError:
             # The generated base servicer raises this for RPCs that are not built yet.
             await context.abort(
-                grpc.StatusCode.UNIMPLEMENTED, f"{_split(method)[1]} is not implemented yet"
+                grpc.StatusCode.UNIMPLEMENTED,
+                f"{_split(method)[1]} is not part of this release yet",
             )
         except Exception:
             log.exception("unhandled error", extra={"rpc": _split(method)[1]})
