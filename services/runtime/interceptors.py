@@ -83,6 +83,7 @@ class _Wrapping(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships
     """Runs every call of every method inside ``self.guard``."""
 
     guard: Guard
+    collects_ids = False  # only the audit needs record ids; others leave the stream untouched
 
     async def intercept_service(
         self,
@@ -112,6 +113,8 @@ class _Wrapping(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships
         guard = self.guard
 
         def tap(request: Any, ids: list[str]) -> Any:
+            if not self.collects_ids:
+                return request
             if not stream_in:
                 ids.extend(record_ids(request))
                 return request
@@ -154,6 +157,8 @@ class _Wrapping(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships
 class AuditInterceptor(_Wrapping):
     """One JSON line per call (caller, RPC, status, latency, record ids; never payloads) and
     Prometheus metrics."""
+
+    collects_ids = True
 
     def __init__(self, service_label: Mapping[str, str]) -> None:
         self._label = service_label  # full service name -> short service name
