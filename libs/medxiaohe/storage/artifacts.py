@@ -16,13 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medxiaohe.common.errors import Conflict, InvalidInput, NotFound
-from medxiaohe.storage.base import ArtifactStore, check_key
+from medxiaohe.storage.base import ArtifactStore, check_key, digest_of, file_chunks
 
 MANIFEST = "_MANIFEST.json"
 LATEST = "_LATEST"
@@ -52,20 +52,6 @@ class Manifest:
         return json.dumps(body, indent=2, sort_keys=True).encode()
 
 
-def _digest_of(source: bytes | Path) -> tuple[int, str]:
-    if isinstance(source, bytes):
-        return len(source), hashlib.sha256(source).hexdigest()
-    sha = hashlib.sha256()
-    for chunk in _file_chunks(source):
-        sha.update(chunk)
-    return source.stat().st_size, sha.hexdigest()
-
-
-def _file_chunks(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as fh:
-        yield from iter(lambda: fh.read(1 << 20), b"")
-
-
 def publish(
     store: ArtifactStore,
     prefix: str,
@@ -88,7 +74,7 @@ def publish(
             raise InvalidInput(f"{MANIFEST} is reserved")
     entries: dict[str, dict[str, Any]] = {}
     for name, source in sorted(files.items()):
-        size, sha = _digest_of(source)
+        size, sha = digest_of([source] if isinstance(source, bytes) else file_chunks(source))
         entries[name] = {"size": size, "sha256": sha}
     content_id = hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()[:16]
     version = version or f"c{content_id}"
@@ -103,7 +89,7 @@ def publish(
         for name, source in files.items():
             key = f"{prefix}/{version}/{name}"
             sha = entries[name]["sha256"]
-            chunks = [source] if isinstance(source, bytes) else _file_chunks(source)
+            chunks = [source] if isinstance(source, bytes) else file_chunks(source)
             store.put_stream(key, chunks, expected_sha256=sha)
         manifest = Manifest(prefix, version, entries, dict(metadata or {}), time.time())
         store.put_bytes(f"{prefix}/{version}/{MANIFEST}", manifest.to_json())

@@ -63,6 +63,19 @@ class HashingChunks:
         return self._sha.hexdigest()
 
 
+def file_chunks(path: Path, chunk_size: int = CHUNK) -> Iterator[bytes]:
+    with path.open("rb") as fh:
+        yield from iter(lambda: fh.read(chunk_size), b"")
+
+
+def digest_of(chunks: Iterable[bytes]) -> tuple[int, str]:
+    """Size and SHA-256 (hex) of a stream of chunks."""
+    hashing = HashingChunks(chunks)
+    for _ in hashing:
+        pass
+    return hashing.size, hashing.sha256
+
+
 def check_digest(expected: str | None, actual: str) -> None:
     if expected and expected.lower() != actual:
         raise InvalidInput("content does not match the given sha256; nothing was stored")
@@ -87,8 +100,7 @@ class ArtifactStore(ABC):
         return self.put_stream(key, [data])
 
     def put_file(self, key: str, path: Path) -> ObjectInfo:
-        with path.open("rb") as fh:
-            return self.put_stream(key, iter(lambda: fh.read(CHUNK), b""))
+        return self.put_stream(key, file_chunks(path))
 
     @abstractmethod
     def iter_chunks(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]:

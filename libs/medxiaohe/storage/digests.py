@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from medxiaohe.common.errors import NotFound
-from medxiaohe.storage.base import ArtifactStore, HashingChunks, check_key
+from medxiaohe.storage.base import ArtifactStore, check_key, digest_of
 
 DIGESTS = "digests/"
 
@@ -38,10 +38,8 @@ def digest_artifact(store: ArtifactStore, key: str) -> Digest:
             return Digest(key, record["size"], record["sha256"], info.etag, computed=False)
     except NotFound:
         pass
-    hashing = HashingChunks(store.iter_chunks(key))
-    for _ in hashing:
-        pass
-    digest = Digest(key, hashing.size, hashing.sha256, info.etag, computed=True)
+    size, sha256 = digest_of(store.iter_chunks(key))
+    digest = Digest(key, size, sha256, info.etag, computed=True)
     body = {"key": key, "size": digest.size, "sha256": digest.sha256, "etag": info.etag}
     store.put_bytes(record_key, json.dumps(body, sort_keys=True).encode())
     return digest
