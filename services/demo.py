@@ -11,20 +11,15 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2 as ing
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2_grpc as ing_grpc
 from medxiaohe_services.runtime.certs import DEV_CLIENT
 from medxiaohe_services.runtime.client import secure_channel
 from medxiaohe_services.runtime.embedded import ensure_dev_pki
 from medxiaohe_services.runtime.ports import free_port
-from medxiaohe_services.runtime.services import BUILDERS
+from medxiaohe_services.runtime.services import FULL_NAMES
 
-SERVICES = {
-    "ingestion": "medxiaohe.ingestion.v1.IngestionService",
-    "evidence": "medxiaohe.evidence.v1.EvidenceService",
-    "report": "medxiaohe.report.v1.ReportService",
-    "rubric": "medxiaohe.rubric.v1.RubricService",
-}
 NOTE = (
     "Synthetic demo note written for MedXIAOHE. Indication: cough and fever for three days. "
     "Findings: patchy right lower lobe opacity. Impression: community-acquired pneumonia.\n"
@@ -59,7 +54,6 @@ def _refused(channel: grpc.Channel) -> bool:
 
 
 def run_demo(home: Path) -> int:
-    assert set(SERVICES) == set(BUILDERS)
     started = time.monotonic()
     pki = ensure_dev_pki(home)
     port = free_port()
@@ -89,7 +83,7 @@ def run_demo(home: Path) -> int:
             )
         )
         health = health_pb2_grpc.HealthStub(channel)
-        for name, full in SERVICES.items():
+        for name, full in FULL_NAMES.items():
             status = health.Check(health_pb2.HealthCheckRequest(service=full), timeout=5).status
             text = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
             results.append(

@@ -20,6 +20,14 @@ BUILDERS: dict[str, Callable[[Settings, ArtifactStore], ServiceSpec]] = {
 }
 
 
+FULL_NAMES: dict[str, str] = {
+    "ingestion": ingestion.FULL_NAME,
+    "evidence": evidence.FULL_NAME,
+    "report": report.FULL_NAME,
+    "rubric": rubric.FULL_NAME,
+}
+
+
 def build_platform(settings: Settings, names: Sequence[ServiceName]) -> Platform:
     store = open_store(settings.store_uri, settings)
     return Platform(settings, [BUILDERS[name](settings, store) for name in names])
