@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from medxiaohe.common.logs import setup_logging
 from medxiaohe.common.settings import SERVICE_NAMES, ServiceName, Settings
 

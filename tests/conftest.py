@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from medxiaohe.common.settings import Settings
 from medxiaohe_services.runtime.certs import DevPki, write_dev_pki
-
 from tests.servers import S3_KEY, S3_SECRET, Weed, start_weed
 
 ALLOWED, LIMITED = "ehr-gateway", "ris-viewer"

@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from minio import Minio
+
 from medxiaohe.common.settings import Settings
 from medxiaohe_services.runtime.server import Platform, ServiceSpec
-from minio import Minio
 
 S3_KEY, S3_SECRET = "medxiaohe-test", "medxiaohe-test-secret"
 

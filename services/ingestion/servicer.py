@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
+
 from medxiaohe.common.errors import InvalidInput
 from medxiaohe.storage import ArtifactStore
 from medxiaohe.storage.uploads import put_upload

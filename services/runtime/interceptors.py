@@ -15,8 +15,9 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import Message
-from medxiaohe.common import errors
 from prometheus_client import Counter, Histogram
+
+from medxiaohe.common import errors
 
 log = logging.getLogger("medxiaohe.audit")
 

@@ -12,6 +12,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
 from medxiaohe.common.errors import InvalidInput, MedxError
 from medxiaohe.common.settings import ServiceName, Settings
 from medxiaohe_services.runtime.interceptors import (
@@ -20,7 +22,6 @@ from medxiaohe_services.runtime.interceptors import (
     AuthzInterceptor,
     ErrorInterceptor,
 )
-from prometheus_client import start_http_server
 
 log = logging.getLogger("medxiaohe.server")
 SERVING = health_pb2.HealthCheckResponse.SERVING

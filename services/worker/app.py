@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import cached_property
 
 from celery import Celery
+
 from medxiaohe.common.settings import Settings
 from medxiaohe.storage import ArtifactStore, open_store
 

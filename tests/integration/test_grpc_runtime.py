@@ -13,6 +13,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
 from medxiaohe.common.errors import InvalidInput
 from medxiaohe.common.logs import JsonFormatter
 from medxiaohe.common.settings import Settings
@@ -26,7 +27,6 @@ from medxiaohe_services.runtime.certs import DevPki
 from medxiaohe_services.runtime.client import secure_channel
 from medxiaohe_services.runtime.server import server_credentials
 from medxiaohe_services.runtime.services import BUILDERS
-
 from tests.conftest import ALLOWED, LIMITED, server_settings
 from tests.servers import PlatformThread, free_ports, running
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from medxiaohe.storage import open_store
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2 as ing
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2_grpc as ing_grpc
 from medxiaohe_services.runtime.certs import DevPki
 from medxiaohe_services.runtime.client import secure_channel
 from medxiaohe_services.runtime.services import BUILDERS
-
 from tests.conftest import ALLOWED, s3_settings, server_settings
 from tests.servers import free_ports, running, start_weed
 

@@ -10,12 +10,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from medxiaohe.common.errors import Conflict, InvalidInput, NotFound, Unavailable
 from medxiaohe.common.settings import Settings
 from medxiaohe.storage import ArtifactStore, open_store, publish, read_file, resolve
 from medxiaohe.storage.artifacts import LATEST, MANIFEST
 from medxiaohe.storage.s3 import PART_SIZE
-
 from tests.conftest import s3_settings
 from tests.servers import Weed
 

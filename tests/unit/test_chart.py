@@ -7,6 +7,7 @@ from typing import Any
 
 import helm_python as helm
 import pytest
+
 from medxiaohe_services.deploy.manifests import CHART, crd_schema, render_chart, validate_object
 
 SCHEMAS = Path(__file__).resolve().parents[3] / "shared" / "schemas"

@@ -7,6 +7,7 @@ import logging
 import sys
 
 import pytest
+
 from medxiaohe.common import errors
 from medxiaohe.common.logs import JsonFormatter
 from medxiaohe.common.settings import Settings

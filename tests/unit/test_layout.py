@@ -8,6 +8,7 @@ import tomllib
 from pathlib import Path
 
 from google.protobuf import descriptor
+
 from medxiaohe_protos.evidence.v1 import evidence_pb2
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2
 from medxiaohe_protos.report.v1 import report_pb2
