@@ -10,6 +10,7 @@ import typer
 
 from medxiaohe.common.logs import setup_logging
 from medxiaohe.common.settings import SERVICE_NAMES, ServiceName, Settings
+from medxiaohe_services.cli import met
 
 app = typer.Typer(help="MedXIAOHE: medical vision-language platform.", no_args_is_help=True)
 HOME = Path(".medxiaohe")
@@ -81,6 +82,8 @@ def demo(
     raise typer.Exit(run_demo(home))
 
 
+app.add_typer(met.app, name="met")
+
 chart_app = typer.Typer(help="The Helm chart.", no_args_is_help=True)
 app.add_typer(chart_app, name="chart")
 
@@ -100,7 +103,3 @@ def chart_check() -> None:
 
 def main() -> None:
     app()
-
-
-if __name__ == "__main__":
-    main()

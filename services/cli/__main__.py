@@ -1,0 +1,3 @@
+from medxiaohe_services.cli import main
+
+main()
