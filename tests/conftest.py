@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from medxiaohe.common.settings import Settings
+from medxiaohe.entities.build import build_tree
+from medxiaohe.entities.tree import EntityTree
 from medxiaohe_services.runtime.certs import DevPki, write_dev_pki
 from tests.servers import S3_KEY, S3_SECRET, Weed, start_weed
 
@@ -66,3 +68,20 @@ def s3_settings(weed_endpoint: str, bucket: str) -> dict[str, object]:
 @pytest.fixture
 def local_store_uri(tmp_path: Path) -> str:
     return str(tmp_path / "store")
+
+
+@pytest.fixture(scope="session")
+def full_tree() -> EntityTree:
+    """The Medical Entity Tree from the real vocabularies (about 30 s, built once per run)."""
+    return build_tree(version="test")
+
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def shared_data(relative: str) -> Path:
+    """A file under ../shared/data, or a skip that says where it was looked for."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"{path} is absent (public data sets live in ../shared/data)")
+    return path

@@ -28,7 +28,7 @@ STOP_FORMS = frozenset(
     other others disease diseases disorder disorders syndrome syndromes abnormality
     abnormalities finding findings condition conditions normal abnormal unspecified unknown
     multiple single type phenotype susceptibility injury injuries encounter sequela history
-    status problem problems complication complications infection lesion lesions tumor tumour
+    status problem problems complication complications infection lesion lesions
     mutation deficiency failure defect defects anomaly anomalies change changes
     """.split()  # noqa: SIM905
 )

@@ -51,7 +51,7 @@ def plural_variants(form: str) -> list[str]:
     prefix = f"{head} " if head else ""
     if last.endswith("ies") and len(last) > 4:
         return [prefix + last[:-3] + "y"]
-    if last.endswith(("ses", "xes", "ches", "shes")):
+    if last.endswith(("sses", "uses", "xes", "ches", "shes")):  # abscesses, viruses
         return [prefix + last[:-2]]
     if last.endswith(("us", "is", "ss")):
         return [prefix + last + "es"]

@@ -3,14 +3,19 @@ match, each mention linked to its node ids and its path to the root, then ConTex
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from bisect import bisect_right
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import ahocorasick
 
+from medxiaohe.entities.abbreviations import defined_abbreviations, occurrences
 from medxiaohe.entities.context import Assertion, assert_spans
 from medxiaohe.entities.normalize import normalize_text
 from medxiaohe.entities.tree import EntityTree
+
+_RUNS = re.compile(r"  +")
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,43 @@ class Mention:
     confidence: float = 1.0
 
 
+def _leftmost_longest(
+    matches: list[tuple[int, int, tuple[int, ...]]],
+) -> list[tuple[int, int, tuple[int, ...]]]:
+    matches.sort(key=lambda m: (m[0], m[0] - m[1]))
+    chosen = []
+    covered = 0
+    for start, end, nodes in matches:
+        if start >= covered:
+            chosen.append((start, end, nodes))
+            covered = end
+    return chosen
+
+
+def _collapse_spaces(norm: str) -> tuple[str, Callable[[int], int]]:
+    """``norm`` with runs of spaces shortened to one ("type - 2" reads "type 2"), and a map
+    from positions in the result back to positions in ``norm``."""
+    runs = list(_RUNS.finditer(norm))
+    if not runs:
+        return norm, lambda i: i
+    pieces, kept_at, resumes_at = [], [], []
+    previous = collapsed = 0
+    for run in runs:
+        piece = norm[previous : run.start() + 1]
+        pieces.append(piece)
+        collapsed += len(piece)
+        previous = run.end()
+        kept_at.append(collapsed)
+        resumes_at.append(previous)
+    pieces.append(norm[previous:])
+
+    def to_norm(i: int) -> int:
+        k = bisect_right(kept_at, i) - 1
+        return i if k < 0 else resumes_at[k] + i - kept_at[k]
+
+    return "".join(pieces), to_norm
+
+
 class DictionaryTagger:
     """Matches every surface form of the tree. Build once per tree (about a second), then tag."""
 
@@ -41,21 +83,29 @@ class DictionaryTagger:
         self._types = tree.columns["type"]
 
     def spans(self, text: str) -> list[tuple[int, int, tuple[int, ...]]]:
-        """Leftmost-longest (start, end, node indices) matches on token boundaries."""
-        norm = " " + normalize_text(text)
+        """Leftmost-longest (start, end, node indices) matches on token boundaries, including
+        later uses of abbreviations that the text defines."""
+        found = self._dictionary_spans(text)
+        defined = defined_abbreviations(text, [(s, e) for s, e, _ in found])
+        if not defined:
+            return found
+        extra = [
+            (start, end, found[index][2])
+            for short, index in defined.items()
+            for start, end in occurrences(text, short)
+        ]
+        return _leftmost_longest(found + extra)
+
+    def _dictionary_spans(self, text: str) -> list[tuple[int, int, tuple[int, ...]]]:
+        norm, to_original = _collapse_spaces(" " + normalize_text(text))
         last = len(norm) - 1
         found = []
         for end, (length, nodes) in self._automaton.iter(norm):
             if end == last or norm[end + 1] == " ":
-                found.append((end - length + 1, end, nodes))
-        found.sort(key=lambda m: (m[0], m[0] - m[1]))
-        chosen = []
-        covered = 0
-        for start, end, nodes in found:
-            if start >= covered:
-                chosen.append((start, end, nodes))
-                covered = end
-        return chosen
+                # positions in norm are one past those in text (the leading space)
+                first = to_original(end - length + 2) - 1
+                found.append((first, to_original(end), nodes))
+        return _leftmost_longest(found)
 
     def tag(
         self, text: str, types: Iterable[str] | None = None, *, assertions: bool = True
