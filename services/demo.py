@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from medxiaohe_protos.common.v1 import common_pb2
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2 as ing
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2_grpc as ing_grpc
 from medxiaohe_services.runtime.certs import DEV_CLIENT
@@ -20,6 +21,9 @@ from medxiaohe_services.runtime.embedded import ensure_dev_pki
 from medxiaohe_services.runtime.ports import free_port
 from medxiaohe_services.runtime.services import FULL_NAMES
 
+SENTENCE = (
+    "No fever. History of type 2 diabetes mellitus; possible pneumonia. Mother had breast cancer."
+)
 NOTE = (
     "Synthetic demo note written for MedXIAOHE. Indication: cough and fever for three days. "
     "Findings: patchy right lower lobe opacity. Impression: community-acquired pneumonia.\n"
@@ -31,7 +35,7 @@ def _say(ok: bool, text: str) -> bool:
     return ok
 
 
-def _wait_serving(channel: grpc.Channel, timeout: float = 60.0) -> bool:
+def _wait_serving(channel: grpc.Channel, timeout: float = 180.0) -> bool:
     stub = health_pb2_grpc.HealthStub(channel)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -73,6 +77,7 @@ def run_demo(home: Path) -> int:
         ],
         stderr=server_log.open("wb"),
     )
+    print("  waiting for SERVING (a first run builds the Medical Entity Tree: ~40 s)", flush=True)
     client = pki.clients[DEV_CLIENT]
     results = []
     try:
@@ -114,16 +119,12 @@ def run_demo(home: Path) -> int:
                 f"({stored.size:,} bytes, sha256 {sha[:12]}…)",
             )
         )
-        try:
-            stub.TagEntities(ing.TagEntitiesRequest(text="no fever"), timeout=5)
-            results.append(_say(False, "TagEntities answered, but it is not built yet"))
-        except grpc.RpcError as exc:
-            results.append(
-                _say(
-                    exc.code() == grpc.StatusCode.UNIMPLEMENTED,
-                    f"TagEntities is honest: {exc.code().name} (built in a later issue)",
-                )
-            )
+        tagged = stub.TagEntities(ing.TagEntitiesRequest(text=SENTENCE), timeout=10)
+        print(f"    TagEntities: {SENTENCE!r}", flush=True)
+        for m in tagged.mentions:
+            state = common_pb2.Assertion.Name(m.assertion).removeprefix("ASSERTION_").lower()
+            print(f"      {m.text!r:<28} {m.node_id:<16} {m.entity_type:<10} {state}", flush=True)
+        results.append(_say(len(tagged.mentions) >= 3, "entities tagged against the MET"))
     finally:
         server.send_signal(signal.SIGTERM)
         code = server.wait(timeout=60)

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from medxiaohe.common.settings import Settings
-from medxiaohe.entities.build import build_tree
-from medxiaohe.entities.tree import EntityTree
+from medxiaohe.entities.build import ROOT, build_tree
+from medxiaohe.entities.tree import EntityTree, NodeRecord
+from medxiaohe.storage import open_store
 from medxiaohe_services.runtime.certs import DevPki, write_dev_pki
 from tests.servers import S3_KEY, S3_SECRET, Weed, start_weed
 
@@ -85,3 +86,34 @@ def shared_data(relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent (public data sets live in ../shared/data)")
     return path
+
+
+def small_records() -> list[NodeRecord]:
+    """A hand-made tree of a dozen nodes, for tests that need no vocabulary."""
+
+    def node(
+        node_id: str, name: str, parent: str, source: str = "ICD-10-CM", **kw: object
+    ) -> NodeRecord:
+        return NodeRecord(id=node_id, name=name, parents=[parent], source=source, **kw)  # type: ignore[arg-type]
+
+    return [
+        NodeRecord(id=ROOT, name="Medical Entity Tree", parents=[], source="MET"),
+        node("MET:disease", "Diseases", ROOT, "MET"),
+        node("MET:phenotype", "Phenotypes", ROOT, "MET"),
+        node("ICD10CM:chapter-04", "Endocrine diseases", "MET:disease"),
+        node("ICD10CM:E08-E13", "Diabetes mellitus", "ICD10CM:chapter-04"),
+        node("ICD10CM:E11", "Type 2 diabetes mellitus", "ICD10CM:E08-E13"),
+        node("ICD10CM:E11.9", "Type 2 diabetes mellitus without complications", "ICD10CM:E11"),
+        node("ICD10CM:J44.9", "Chronic obstructive pulmonary disease, unspecified", "MET:disease"),
+        node("ICD10CM:J18.9", "Pneumonia, unspecified organism", "MET:disease"),
+        node("HP:0001250", "Seizure", "MET:phenotype", "HPO", synonyms=["Epileptic seizure"]),
+        node("HP:0002027", "Abdominal pain", "MET:phenotype", "HPO"),
+        node("HP:0001945", "Fever", "MET:phenotype", "HPO"),
+        node("ORPHA:558", "Marfan syndrome", "MET:disease", "Orphanet", rare=True),
+        node("HP:0000002", "Abnormality", "MET:phenotype", "HPO"),
+    ]
+
+
+def publish_small_tree(store_uri: str) -> str:
+    """Publish the small tree into a local store; returns its version."""
+    return build_tree(small_records()).save(open_store(store_uri)).version

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from medxiaohe.common.settings import Settings
+from medxiaohe.entities.loader import TaggerLoader
 from medxiaohe.storage import ArtifactStore
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
 from medxiaohe_services.ingestion.servicer import IngestionServicer
@@ -12,12 +13,15 @@ FULL_NAME = ingestion_pb2.DESCRIPTOR.services_by_name["IngestionService"].full_n
 
 
 def build(settings: Settings, store: ArtifactStore) -> ServiceSpec:
-    servicer = IngestionServicer(store)  # type: ignore[abstract]  # unbuilt RPCs: UNIMPLEMENTED
+    tagging = TaggerLoader(
+        store, settings.met_version or None, build_if_missing=settings.met_build_if_missing
+    )
+    servicer = IngestionServicer(store, tagging)  # type: ignore[abstract]  # unbuilt: UNIMPLEMENTED
     return ServiceSpec(
         name="ingestion",
         full_name=FULL_NAME,
         register=lambda server: ingestion_pb2_grpc.add_IngestionServiceServicer_to_server(
             servicer, server
         ),
-        checks=(store.ping,),
+        checks=(store.ping, tagging.check),
     )

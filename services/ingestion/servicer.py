@@ -10,19 +10,41 @@ from pathlib import Path
 
 import grpc
 
+from medxiaohe import __version__
 from medxiaohe.common.errors import InvalidInput
+from medxiaohe.entities.loader import TaggerLoader
 from medxiaohe.storage import ArtifactStore
 from medxiaohe.storage.uploads import put_upload
+from medxiaohe_protos.common.v1 import common_pb2
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2 as pb
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2_grpc as pb_grpc
+from medxiaohe_services.ingestion import convert
 
 SPOOL_IN_MEMORY = 8 << 20  # uploads larger than this are spooled to disk before storing
 MAX_CHUNK = 4 << 20
 
 
 class IngestionServicer(pb_grpc.IngestionServiceServicer):
-    def __init__(self, store: ArtifactStore) -> None:
+    def __init__(self, store: ArtifactStore, tagging: TaggerLoader) -> None:
         self.store = store
+        self.tagging = tagging
+
+    async def TagEntities(
+        self, request: pb.TagEntitiesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TagEntitiesResponse:
+        text = convert.text_to_tag(request.text)
+        tagger = self.tagging.tagger
+        known = set(tagger.tree.columns["type"])
+        unknown = sorted(set(request.entity_types) - known)
+        if unknown:
+            raise InvalidInput(f"unknown entity types {unknown}; known: {sorted(known)}")
+        mentions = await asyncio.to_thread(tagger.tag, text, request.entity_types or None)
+        return pb.TagEntitiesResponse(
+            mentions=[convert.mention_to_proto(m) for m in mentions],
+            provenance=common_pb2.Provenance(
+                code_version=__version__, entity_tree_version=tagger.tree.version
+            ),
+        )
 
     async def UploadArtifact(
         self,

@@ -29,6 +29,7 @@ def embedded_settings(home: Path, port: int, *, insecure: bool = False) -> Setti
         "grpc_host": "127.0.0.1",
         "store_uri": str(home / "store"),
         "broker_url": "",
+        "met_build_if_missing": True,
         "tls_cert": pki.server.cert,
         "tls_key": pki.server.key,
         "tls_client_ca": pki.ca,

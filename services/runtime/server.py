@@ -159,6 +159,10 @@ class Platform:
         )
         await self._set("", overall)
 
+    def is_serving(self) -> bool:
+        """Whether every service reported SERVING at the last check."""
+        return self._status.get("") == SERVING
+
     async def _set(self, name: str, status: int) -> None:
         if self._status.get(name) != status:
             self._status[name] = status

@@ -27,7 +27,7 @@ from medxiaohe_services.runtime.certs import DevPki
 from medxiaohe_services.runtime.client import secure_channel
 from medxiaohe_services.runtime.server import server_credentials
 from medxiaohe_services.runtime.services import BUILDERS
-from tests.conftest import ALLOWED, LIMITED, server_settings
+from tests.conftest import ALLOWED, LIMITED, publish_small_tree, server_settings
 from tests.servers import PlatformThread, free_ports, running
 
 pytestmark = pytest.mark.integration
@@ -40,10 +40,16 @@ def platform(pki: DevPki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     settings = server_settings(
         pki, str(tmp_path_factory.mktemp("store")), metrics_port=metrics_port
     )
+    publish_small_tree(settings.store_uri)
     store = open_store(settings.store_uri)
     specs = [build(settings, store) for build in BUILDERS.values()]
     with running(settings, specs) as thread:
-        thread.run(thread.platform.check_once())
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the entity tree loads in the background
+            thread.run(thread.platform.check_once())
+            if thread.platform.is_serving():
+                break
+            time.sleep(0.1)
         yield thread
 
 
@@ -113,8 +119,7 @@ def test_audit_line_per_call_with_identity_and_no_payload(
     caplog.clear()
     upload(client(platform, pki), "audit/phi.txt", PHI.encode())
     stub = ing_grpc.IngestionServiceStub(client(platform, pki))
-    with pytest.raises(grpc.RpcError):
-        stub.TagEntities(ing.TagEntitiesRequest(text=PHI), timeout=3)
+    assert stub.TagEntities(ing.TagEntitiesRequest(text=PHI + " has a fever"), timeout=5).mentions
     with pytest.raises(grpc.RpcError):
         upload(client(platform, pki, LIMITED), "audit/denied.txt", PHI.encode())
     deadline = time.monotonic() + 5
@@ -125,7 +130,7 @@ def test_audit_line_per_call_with_identity_and_no_payload(
     ]
     assert [(x["rpc"], x["caller"], x["code"]) for x in lines] == [
         ("UploadArtifact", ALLOWED, "OK"),
-        ("TagEntities", ALLOWED, "UNIMPLEMENTED"),
+        ("TagEntities", ALLOWED, "OK"),
         ("UploadArtifact", LIMITED, "PERMISSION_DENIED"),
     ]
     assert all(x["latency_ms"] >= 0 and x["service"] == "ingestion" for x in lines)
@@ -164,7 +169,7 @@ def test_bad_input_is_invalid_argument_and_uploads_are_immutable(
 @pytest.mark.parametrize(
     ("stub_class", "method", "request_message"),
     [
-        (ing_grpc.IngestionServiceStub, "TagEntities", ing.TagEntitiesRequest(text="fever")),
+        (ing_grpc.IngestionServiceStub, "GetGapReport", ing.GetGapReportRequest()),
         (ing_grpc.IngestionServiceStub, "GetCoverage", ing.GetCoverageRequest()),
         (
             evidence_pb2_grpc.EvidenceServiceStub,
@@ -223,3 +228,29 @@ def test_prometheus_metrics_count_calls_by_code(platform: PlatformThread, pki: D
         in text
     )
     assert "medxiaohe_rpc_latency_seconds_bucket" in text
+
+
+def test_tag_entities_over_grpc(platform: PlatformThread, pki: DevPki) -> None:
+    from medxiaohe_protos.common.v1 import common_pb2
+
+    stub = ing_grpc.IngestionServiceStub(client(platform, pki))
+    text = "Patient denies fever. History of type-2 diabetes mellitus."
+    reply = stub.TagEntities(ing.TagEntitiesRequest(text=text), timeout=5)
+    got = [(m.text, m.node_id, m.assertion) for m in reply.mentions]
+    assert got == [
+        ("fever", "HP:0001945", common_pb2.ASSERTION_NEGATED),
+        ("type-2 diabetes mellitus", "ICD10CM:E11", common_pb2.ASSERTION_HISTORICAL),
+    ]
+    for m in reply.mentions:
+        assert text[m.span.start : m.span.end] == m.text
+        assert m.path[0] == "MET:root"
+    assert reply.provenance.entity_tree_version
+    only = stub.TagEntities(ing.TagEntitiesRequest(text=text, entity_types=["disease"]), timeout=5)
+    assert [m.entity_type for m in only.mentions] == ["disease"]
+    for bad in (
+        ing.TagEntitiesRequest(text="  "),
+        ing.TagEntitiesRequest(text="x", entity_types=["drug"]),
+    ):
+        with pytest.raises(grpc.RpcError) as err:
+            stub.TagEntities(bad, timeout=5)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

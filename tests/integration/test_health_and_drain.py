@@ -20,7 +20,7 @@ from medxiaohe_protos.ingestion.v1 import ingestion_pb2_grpc as ing_grpc
 from medxiaohe_services.runtime.certs import DevPki
 from medxiaohe_services.runtime.client import secure_channel
 from medxiaohe_services.runtime.services import BUILDERS
-from tests.conftest import ALLOWED, s3_settings, server_settings
+from tests.conftest import ALLOWED, publish_small_tree, s3_settings, server_settings
 from tests.servers import free_ports, running, start_weed
 
 pytestmark = pytest.mark.integration
@@ -44,7 +44,7 @@ def test_not_serving_while_s3_is_down_then_serving(pki: DevPki, tmp_path: Path) 
     s3 = s3_settings(f"127.0.0.1:{s3_port}", "health")
     settings = server_settings(pki, str(s3.pop("store_uri")), **s3)
     store = open_store(settings.store_uri, settings)
-    spec = BUILDERS["ingestion"](settings, store)
+    spec = BUILDERS["evidence"](settings, store)  # depends on the store alone
     with running(settings, [spec]) as server:
         paths = pki.clients[ALLOWED]
         stub = health_pb2_grpc.HealthStub(
@@ -65,6 +65,7 @@ def test_not_serving_while_s3_is_down_then_serving(pki: DevPki, tmp_path: Path) 
 def test_sigterm_lets_an_in_flight_stream_finish(pki: DevPki, tmp_path: Path) -> None:
     port, health_port = free_ports(2)
     store = open_store(str(tmp_path / "store"))
+    publish_small_tree(str(tmp_path / "store"))
     data = os.urandom(6 << 20)
     store.put_bytes("uploads/big.bin", data)
     env = {

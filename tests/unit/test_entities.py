@@ -9,36 +9,12 @@ from medxiaohe.entities.context import Assertion
 from medxiaohe.entities.forms import drop_reason
 from medxiaohe.entities.normalize import normalize_term, normalize_text, plural_variants, uninvert
 from medxiaohe.entities.tagger import DictionaryTagger
-from medxiaohe.entities.tree import NodeRecord
-
-
-def records() -> list[NodeRecord]:
-    def node(
-        node_id: str, name: str, parent: str, source: str = "ICD-10-CM", **kw: object
-    ) -> NodeRecord:
-        return NodeRecord(id=node_id, name=name, parents=[parent], source=source, **kw)  # type: ignore[arg-type]
-
-    return [
-        NodeRecord(id=ROOT, name="Medical Entity Tree", parents=[], source="MET"),
-        node("MET:disease", "Diseases", ROOT, "MET"),
-        node("MET:phenotype", "Phenotypes", ROOT, "MET"),
-        node("ICD10CM:chapter-04", "Endocrine diseases", "MET:disease"),
-        node("ICD10CM:E08-E13", "Diabetes mellitus", "ICD10CM:chapter-04"),
-        node("ICD10CM:E11", "Type 2 diabetes mellitus", "ICD10CM:E08-E13"),
-        node("ICD10CM:E11.9", "Type 2 diabetes mellitus without complications", "ICD10CM:E11"),
-        node("ICD10CM:J44.9", "Chronic obstructive pulmonary disease, unspecified", "MET:disease"),
-        node("ICD10CM:J18.9", "Pneumonia, unspecified organism", "MET:disease"),
-        node("HP:0001250", "Seizure", "MET:phenotype", "HPO", synonyms=["Epileptic seizure"]),
-        node("HP:0002027", "Abdominal pain", "MET:phenotype", "HPO"),
-        node("HP:0001945", "Fever", "MET:phenotype", "HPO"),
-        node("ORPHA:558", "Marfan syndrome", "MET:disease", "Orphanet", rare=True),
-        node("HP:0000002", "Abnormality", "MET:phenotype", "HPO"),
-    ]
+from tests.conftest import small_records
 
 
 @pytest.fixture(scope="module")
 def tagger() -> DictionaryTagger:
-    return DictionaryTagger(build_tree(records(), version="test"))
+    return DictionaryTagger(build_tree(small_records(), version="test"))
 
 
 def test_text_normalization_keeps_offsets() -> None:

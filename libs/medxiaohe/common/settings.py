@@ -81,6 +81,11 @@ class Settings(BaseSettings):
         2.0, gt=0, description="How often dependencies are re-checked."
     )
 
+    met_version: str = Field("", description="Entity tree version to load; the latest when empty.")
+    met_build_if_missing: bool = Field(
+        False, description="Build the entity tree (about 30 s) when the store has none."
+    )
+
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
 
     ingestion: ServiceSettings = Field(
