@@ -161,7 +161,7 @@ class Platform:
 
     def is_serving(self) -> bool:
         """Whether every service reported SERVING at the last check."""
-        return self._status.get("") == SERVING
+        return bool(self._status.get("") == SERVING)
 
     async def _set(self, name: str, status: int) -> None:
         if self._status.get(name) != status:
