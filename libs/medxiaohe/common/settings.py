@@ -81,6 +81,10 @@ class Settings(BaseSettings):
         2.0, gt=0, description="How often dependencies are re-checked."
     )
 
+    deid_secret: SecretStr = Field(
+        SecretStr(""),
+        description="Keys the per-patient date shift of de-identification; set it in production.",
+    )
     met_version: str = Field("", description="Entity tree version to load; the latest when empty.")
     met_build_if_missing: bool = Field(
         False, description="Build the entity tree (about 30 s) when the store has none."

@@ -59,11 +59,13 @@ def publish(
     *,
     version: str | None = None,
     metadata: Mapping[str, Any] | None = None,
+    move_latest: bool = True,
 ) -> Manifest:
     """Write files, then the manifest, then move the latest pointer; return the manifest.
 
     Without a version, the version is derived from the content, so an identical retry lands on
     the same version. Publishing other content under an existing version raises Conflict.
+    Sets of parts (shards) pass ``move_latest=False``: each part is complete on its own.
     """
     check_key(prefix)
     if not files:
@@ -93,7 +95,8 @@ def publish(
             store.put_stream(key, chunks, expected_sha256=sha)
         manifest = Manifest(prefix, version, entries, dict(metadata or {}), time.time())
         store.put_bytes(f"{prefix}/{version}/{MANIFEST}", manifest.to_json())
-    store.put_bytes(f"{prefix}/{LATEST}", json.dumps({"version": version}).encode())
+    if move_latest:
+        store.put_bytes(f"{prefix}/{LATEST}", json.dumps({"version": version}).encode())
     return manifest
 
 

@@ -1,0 +1,166 @@
+"""Parquet shards, each published atomically with its manifest as the completion marker, so a
+retried shard never duplicates output and a re-run skips finished shards."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from medxiaohe.common.errors import NotFound
+from medxiaohe.corpus.coverage import CoverageCounts
+from medxiaohe.corpus.record import Record
+from medxiaohe.storage import ArtifactStore, Manifest, publish, read_file, resolve
+
+MENTION = pa.struct(
+    [
+        ("start", pa.int32()),
+        ("end", pa.int32()),
+        ("text", pa.string()),
+        ("node_id", pa.string()),
+        ("entity_type", pa.string()),
+        ("assertion", pa.string()),
+        ("tagger", pa.string()),
+    ]
+)
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("kind", pa.string()),
+        ("text", pa.string()),
+        ("patient_key", pa.string()),
+        ("licence", pa.string()),
+        ("metadata", pa.string()),
+        ("image_uris", pa.list_(pa.string())),
+        ("content_hash", pa.string()),
+        ("mentions", pa.list_(MENTION)),
+        ("dropped", pa.string()),
+    ]
+)
+
+
+def shards_prefix(dataset: str) -> str:
+    return f"corpus/{dataset}/shards"
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    shard_id: str
+    kept: int
+    dropped: int
+    skipped: bool  # finished by an earlier run
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "shard_id": self.shard_id,
+            "kept": self.kept,
+            "dropped": self.dropped,
+            "skipped": self.skipped,
+        }
+
+
+def _row(record: Record) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "source": record.source,
+        "kind": record.kind,
+        "text": record.text,
+        "patient_key": record.patient_key,
+        "licence": record.licence,
+        "metadata": json.dumps(record.metadata, sort_keys=True),
+        "image_uris": record.image_uris,
+        "content_hash": record.content_hash,
+        "dropped": record.dropped,
+        "mentions": [
+            {
+                "start": m.start,
+                "end": m.end,
+                "text": m.text,
+                "node_id": m.node_id,
+                "entity_type": m.entity_type,
+                "assertion": m.assertion.value,
+                "tagger": m.tagger,
+            }
+            for m in record.mentions
+        ],
+    }
+
+
+def _parquet(rows: list[dict[str, Any]]) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), sink, compression="zstd")
+    return sink.getvalue()
+
+
+def shard_done(store: ArtifactStore, dataset: str, shard_id: str) -> Manifest | None:
+    try:
+        return resolve(store, shards_prefix(dataset), shard_id)
+    except NotFound:
+        return None
+
+
+def write_shard(
+    store: ArtifactStore, dataset: str, shard_id: str, records: Iterable[Record]
+) -> ShardResult:
+    """records.parquet (kept), dropped.parquet (with reasons), images, coverage.json: one
+    atomically published version per shard."""
+    prefix = shards_prefix(dataset)
+    files: dict[str, bytes] = {}
+    kept: list[dict[str, Any]] = []
+    dropped: list[dict[str, Any]] = []
+    coverage = CoverageCounts()
+    for record in records:
+        if not record.dropped:
+            for name, data in sorted(record.attachments.items()):
+                path = f"images/{len(files):05d}-{name}"
+                files[path] = data
+                record.image_uris.append(f"{prefix}/{shard_id}/{path}")
+            coverage.add(record)
+        (dropped if record.dropped else kept).append(_row(record))
+    files["records.parquet"] = _parquet(kept)
+    files["dropped.parquet"] = _parquet(dropped)
+    files["coverage.json"] = coverage.to_json()
+    publish(
+        store,
+        prefix,
+        files,
+        version=shard_id,
+        move_latest=False,
+        metadata={"kept": len(kept), "dropped": len(dropped)},
+    )
+    return ShardResult(shard_id, len(kept), len(dropped), skipped=False)
+
+
+def list_shards(store: ArtifactStore, dataset: str) -> list[Manifest]:
+    """Every complete shard of a dataset."""
+    prefix = shards_prefix(dataset) + "/"
+    versions = sorted(
+        {
+            o.key[len(prefix) :].split("/", 1)[0]
+            for o in store.list(prefix)
+            if o.key.endswith("/_MANIFEST.json")
+        }
+    )
+    return [resolve(store, shards_prefix(dataset), v) for v in versions]
+
+
+def read_records(
+    store: ArtifactStore, manifest: Manifest, name: str = "records.parquet"
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = pq.read_table(
+        io.BytesIO(read_file(store, manifest, name))
+    ).to_pylist()
+    return rows
+
+
+def dataset_coverage(store: ArtifactStore, dataset: str) -> CoverageCounts:
+    total = CoverageCounts()
+    for manifest in list_shards(store, dataset):
+        total.merge(CoverageCounts.from_json(read_file(store, manifest, "coverage.json")))
+    return total

@@ -1,0 +1,140 @@
+"""Pipeline steps. Each is small, takes records and returns records; a record that a step
+drops keeps flowing with ``dropped`` set, so the shard writer can keep it with its reason."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from medxiaohe.corpus.deid import deidentify
+from medxiaohe.corpus.record import Record
+from medxiaohe.entities.tagger import DictionaryTagger
+
+
+class Step(Protocol):
+    name: str
+
+    def run(self, records: Iterable[Record]) -> Iterator[Record]: ...
+
+
+def run_pipeline(steps: Iterable[Step], records: Iterable[Record]) -> Iterator[Record]:
+    stream: Iterable[Record] = records
+    for step in steps:
+        stream = step.run(stream)
+    yield from stream
+
+
+@dataclass
+class Deidentify:
+    """Safe Harbor de-identification of the text; runs before anything is stored."""
+
+    secret: str  # keys the per-patient date shift: keep it out of the code and the logs
+    name: str = "deidentify"
+
+    def run(self, records: Iterable[Record]) -> Iterator[Record]:
+        for record in records:
+            if not record.dropped and record.text:
+                record.text, spans = deidentify(
+                    record.text, self.secret, record.patient_key, record.known_phi
+                )
+                record.extra["phi_removed"] = len(spans)
+            record.known_phi = []
+            yield record
+
+
+@dataclass
+class QualityFilter:
+    """Rules that keep or drop a record with a reason (texts of studies may be empty)."""
+
+    min_words: int = 3
+    max_chars: int = 2_000_000
+    min_alpha_ratio: float = 0.5
+    max_duplicate_line_ratio: float = 0.5
+    name: str = "quality"
+
+    def reason(self, record: Record) -> str:
+        text = record.text
+        if record.kind == "study" and not text.strip():
+            return ""
+        words = text.split()
+        if len(words) < self.min_words:
+            return f"fewer than {self.min_words} words"
+        if len(text) > self.max_chars:
+            return f"longer than {self.max_chars} characters"
+        letters = sum(c.isalpha() for c in text)
+        if letters / max(1, len(text) - text.count(" ")) < self.min_alpha_ratio:
+            return f"less than {self.min_alpha_ratio:.0%} letters"
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if len(lines) >= 4 and 1 - len(set(lines)) / len(lines) > self.max_duplicate_line_ratio:
+            return f"more than {self.max_duplicate_line_ratio:.0%} repeated lines"
+        return ""
+
+    def run(self, records: Iterable[Record]) -> Iterator[Record]:
+        for record in records:
+            if not record.dropped:
+                record.dropped = self.reason(record)
+            yield record
+
+
+@dataclass
+class Tag:
+    """Medical Entity Tree mentions, with their assertions."""
+
+    tagger: DictionaryTagger
+    name: str = "tag"
+
+    def run(self, records: Iterable[Record]) -> Iterator[Record]:
+        for record in records:
+            if not record.dropped and record.text:
+                record.mentions = self.tagger.tag(record.text)
+            yield record
+
+
+@dataclass
+class Dedup:
+    """Exact duplicates by normalized-text hash, near duplicates by MinHash LSH (datasketch).
+
+    ``seen`` holds the hashes of what is already stored, so a re-sent document is dropped."""
+
+    threshold: float = 0.8
+    num_perm: int = 64
+    shingle: int = 5
+    seen: set[str] = field(default_factory=set)
+    name: str = "dedup"
+
+    def __post_init__(self) -> None:
+        from datasketch import MinHashLSH
+
+        self._lsh = MinHashLSH(threshold=self.threshold, num_perm=self.num_perm)
+
+    def _minhash(self, text: str) -> object:
+        from datasketch import MinHash
+
+        words = text.lower().split()
+        grams = {
+            " ".join(words[i : i + self.shingle])
+            for i in range(max(1, len(words) - self.shingle + 1))
+        }
+        minhash = MinHash(num_perm=self.num_perm)
+        minhash.update_batch([g.encode() for g in grams])
+        return minhash
+
+    def run(self, records: Iterable[Record]) -> Iterator[Record]:
+        for record in records:
+            if record.dropped or not record.text.strip():
+                yield record
+                continue
+            digest = record.content_hash
+            if digest in self.seen:
+                record.dropped = "exact duplicate"
+                yield record
+                continue
+            minhash = self._minhash(record.text)
+            near = self._lsh.query(minhash)
+            if near:
+                record.dropped = f"near duplicate of {near[0]}"
+            else:
+                self._lsh.insert(f"{record.source}/{record.id}#{digest[:8]}", minhash)
+                self.seen.add(digest)
+            yield record
