@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from medxiaohe.common.errors import InvalidInput
+from medxiaohe.corpus.coverage import NodeCoverage
+from medxiaohe.corpus.ingest import read_payload
+from medxiaohe.corpus.readers import pseudonym
+from medxiaohe.corpus.record import Record
 from medxiaohe.entities.context import Assertion
 from medxiaohe.entities.tagger import Mention
 from medxiaohe_protos.common.v1 import common_pb2 as common
+from medxiaohe_protos.ingestion.v1 import ingestion_pb2
 
 MAX_TEXT_CHARS = 1_000_000
 ASSERTIONS = {
@@ -35,4 +40,96 @@ def mention_to_proto(mention: Mention) -> common.EntityMention:
         assertion=ASSERTIONS[mention.assertion],
         confidence=mention.confidence,
         tagger=mention.tagger,
+    )
+
+
+DOCUMENT_KINDS = {
+    ingestion_pb2.DOCUMENT_FORMAT_TEXT: "text",
+    ingestion_pb2.DOCUMENT_FORMAT_FHIR_JSON: "fhir",
+    ingestion_pb2.DOCUMENT_FORMAT_HL7V2: "hl7",
+}
+STUDY_KINDS = {
+    ingestion_pb2.STUDY_FILE_FORMAT_DICOM: "dicom",
+    ingestion_pb2.STUDY_FILE_FORMAT_PNG: "image",
+    ingestion_pb2.STUDY_FILE_FORMAT_JPEG: "image",
+}
+
+
+def _stamp(
+    records: list[Record],
+    record_id: str,
+    source: str,
+    patient_key: str,
+    licence: str,
+    metadata: dict[str, str],
+) -> list[Record]:
+    for i, record in enumerate(records):
+        record.id = record_id if len(records) == 1 else f"{record_id}/{record.id or i}"
+        record.source = source or record.source
+        record.patient_key = pseudonym(patient_key) if patient_key else record.patient_key
+        record.licence = licence
+        record.metadata = {**record.metadata, **metadata}
+    return records
+
+
+def document_records(document: ingestion_pb2.Document) -> list[Record]:
+    """Records of one streamed document; InvalidInput says what is wrong with it."""
+    if not document.document_id:
+        raise InvalidInput("document_id is required")
+    kind = DOCUMENT_KINDS.get(document.format)
+    if kind is None:
+        raise InvalidInput("format must be TEXT, FHIR_JSON or HL7V2")
+    if not document.content:
+        raise InvalidInput("content is empty")
+    records = read_payload(kind, document.content, document.document_id)
+    return _stamp(
+        records,
+        document.document_id,
+        document.source,
+        document.patient_key,
+        document.licence,
+        dict(document.metadata),
+    )
+
+
+def study_record(study: ingestion_pb2.Study) -> Record:
+    """One record per study: its text, the rendered images, de-identified DICOM metadata."""
+    if not study.study_id:
+        raise InvalidInput("study_id is required")
+    if not study.files:
+        raise InvalidInput("a study needs at least one file")
+    texts, attachments, metadata = [study.text] if study.text else [], {}, {}
+    for number, file in enumerate(study.files):
+        kind = STUDY_KINDS.get(file.format)
+        if kind is None:
+            raise InvalidInput(f"file {number}: format must be DICOM, PNG or JPEG")
+        file_id = file.file_id or str(number)
+        (record,) = read_payload(kind, file.content, f"{study.study_id}/{file_id}")
+        if record.text:
+            texts.append(record.text)
+        metadata.update(record.metadata)
+        for name, data in record.attachments.items():
+            attachments[f"{file_id}-{name}"] = data
+    record = Record(
+        id=study.study_id, source="", text="\n".join(texts), kind="study", attachments=attachments
+    )
+    return _stamp(
+        [record],
+        study.study_id,
+        study.source,
+        study.patient_key,
+        study.licence,
+        {**metadata, **study.metadata},
+    )[0]
+
+
+def node_coverage(node: NodeCoverage) -> ingestion_pb2.NodeCoverage:
+    return ingestion_pb2.NodeCoverage(
+        node_id=node.node_id,
+        name=node.name,
+        level=node.level,
+        mentions=node.mentions,
+        rolled_up_mentions=node.rolled_up_mentions,
+        documents=node.documents,
+        rare=node.rare,
     )

@@ -6,6 +6,7 @@ from medxiaohe.common.settings import Settings
 from medxiaohe.entities.loader import TaggerLoader
 from medxiaohe.storage import ArtifactStore
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
+from medxiaohe_services.ingestion.corpus import CorpusWriter
 from medxiaohe_services.ingestion.servicer import IngestionServicer
 from medxiaohe_services.runtime.server import ServiceSpec
 
@@ -16,7 +17,9 @@ def build(settings: Settings, store: ArtifactStore) -> ServiceSpec:
     tagging = TaggerLoader(
         store, settings.met_version or None, build_if_missing=settings.met_build_if_missing
     )
-    servicer = IngestionServicer(store, tagging)  # type: ignore[abstract]  # unbuilt: UNIMPLEMENTED
+    secret = settings.deid_secret.get_secret_value() or "development-only"
+    corpus = CorpusWriter(store, settings.ingest_dataset, secret, tagging)
+    servicer = IngestionServicer(store, tagging, corpus)
     return ServiceSpec(
         name="ingestion",
         full_name=FULL_NAME,

@@ -7,27 +7,137 @@ import asyncio
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 
 from medxiaohe import __version__
 from medxiaohe.common.errors import InvalidInput
+from medxiaohe.corpus.record import Record
 from medxiaohe.entities.loader import TaggerLoader
 from medxiaohe.storage import ArtifactStore
 from medxiaohe.storage.uploads import put_upload
 from medxiaohe_protos.common.v1 import common_pb2
+from medxiaohe_protos.common.v1.common_pb2 import RecordError
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2 as pb
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2_grpc as pb_grpc
 from medxiaohe_services.ingestion import convert
+from medxiaohe_services.ingestion.corpus import DUPLICATE, CorpusWriter, content_key
 
 SPOOL_IN_MEMORY = 8 << 20  # uploads larger than this are spooled to disk before storing
 MAX_CHUNK = 4 << 20
+MAX_DEPTH = 4
+MAX_NODES = 10_000
+Reply = TypeVar("Reply", pb.IngestDocumentsResponse, pb.IngestStudiesResponse)
 
 
 class IngestionServicer(pb_grpc.IngestionServiceServicer):
-    def __init__(self, store: ArtifactStore, tagging: TaggerLoader) -> None:
+    def __init__(self, store: ArtifactStore, tagging: TaggerLoader, corpus: CorpusWriter) -> None:
         self.store = store
         self.tagging = tagging
+        self.corpus = corpus
+
+    async def IngestDocuments(
+        self,
+        request_iterator: AsyncIterator[pb.IngestDocumentsRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> pb.IngestDocumentsResponse:
+        records, rejected, keys = [], [], []
+        async for message in request_iterator:
+            document = message.document
+            keys.append(content_key(document.document_id, document.content))
+            try:
+                records.extend(convert.document_records(document))
+            except InvalidInput as exc:
+                rejected.append(RecordError(record_id=document.document_id, reason=str(exc)))
+        if not keys:
+            raise InvalidInput("the stream carried no documents")
+        return await self._write(keys, records, rejected, pb.IngestDocumentsResponse)
+
+    async def IngestStudies(
+        self,
+        request_iterator: AsyncIterator[pb.IngestStudiesRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> pb.IngestStudiesResponse:
+        records, rejected, keys = [], [], []
+        async for message in request_iterator:
+            study = message.study
+            keys.append(content_key(study.study_id, study.SerializeToString(deterministic=True)))
+            try:
+                records.append(convert.study_record(study))
+            except InvalidInput as exc:
+                rejected.append(RecordError(record_id=study.study_id, reason=str(exc)))
+        if not keys:
+            raise InvalidInput("the stream carried no studies")
+        return await self._write(keys, records, rejected, pb.IngestStudiesResponse)
+
+    async def _write(
+        self,
+        keys: list[str],
+        records: list[Record],
+        rejected: list[RecordError],
+        response: type[Reply],
+    ) -> Reply:
+        self.tagging.check()  # NotReady before doing any work
+        result, uri = await asyncio.to_thread(self.corpus.write, keys, records)
+        if result.skipped:  # the same call again: everything in it is stored already
+            return response(duplicates=len(keys), shard_uris=[uri])
+        duplicates = sum(reason.startswith(DUPLICATE) for _, reason in result.drops)
+        rejected += [
+            RecordError(record_id=i, reason=r)
+            for i, r in result.drops
+            if not r.startswith(DUPLICATE)
+        ]
+        return response(
+            accepted=result.kept,
+            duplicates=duplicates,
+            rejected=rejected,
+            shard_uris=[uri] if result.kept or result.dropped else [],
+        )
+
+    async def GetCoverage(
+        self, request: pb.GetCoverageRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetCoverageResponse:
+        if not 0 <= request.depth <= MAX_DEPTH:
+            raise InvalidInput(f"depth must be between 0 and {MAX_DEPTH}")
+        tree = self.tagging.tagger.tree
+        if request.node_id:
+            tree.node(request.node_id)  # NotFound for an unknown node
+        coverage = await asyncio.to_thread(self.corpus.coverage, request.source)
+        nodes = coverage.subtree(request.node_id, request.depth)[:MAX_NODES]
+        return pb.GetCoverageResponse(
+            nodes=[convert.node_coverage(n) for n in nodes], provenance=self._provenance()
+        )
+
+    async def GetGapReport(
+        self, request: pb.GetGapReportRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetGapReportResponse:
+        if request.min_mentions < 0 or not 0 <= request.max_gaps <= MAX_NODES:
+            raise InvalidInput(f"min_mentions must be >= 0 and max_gaps between 0 and {MAX_NODES}")
+        known = set(self.tagging.tagger.tree.columns["type"])
+        if request.entity_type and request.entity_type not in known:
+            raise InvalidInput(
+                f"unknown entity type {request.entity_type!r}; known: {sorted(known)}"
+            )
+        coverage = await asyncio.to_thread(self.corpus.coverage)
+        gaps = coverage.gaps(
+            request.min_mentions or 1,
+            request.max_gaps or 100,
+            request.rare_only,
+            request.entity_type,
+        )
+        return pb.GetGapReportResponse(
+            gaps=[
+                pb.CoverageGap(node=convert.node_coverage(n), path=path, reason=reason)
+                for n, path, reason in gaps
+            ],
+            provenance=self._provenance(),
+        )
+
+    def _provenance(self) -> common_pb2.Provenance:
+        return common_pb2.Provenance(
+            code_version=__version__, entity_tree_version=self.tagging.tagger.tree.version
+        )
 
     async def TagEntities(
         self, request: pb.TagEntitiesRequest, context: grpc.aio.ServicerContext
@@ -41,9 +151,7 @@ class IngestionServicer(pb_grpc.IngestionServiceServicer):
         mentions = await asyncio.to_thread(tagger.tag, text, request.entity_types or None)
         return pb.TagEntitiesResponse(
             mentions=[convert.mention_to_proto(m) for m in mentions],
-            provenance=common_pb2.Provenance(
-                code_version=__version__, entity_tree_version=tagger.tree.version
-            ),
+            provenance=self._provenance(),
         )
 
     async def UploadArtifact(

@@ -85,6 +85,9 @@ class Settings(BaseSettings):
         SecretStr(""),
         description="Keys the per-patient date shift of de-identification; set it in production.",
     )
+    ingest_dataset: str = Field(
+        "ingested", description="Dataset that streamed documents and studies are written to."
+    )
     met_version: str = Field("", description="Entity tree version to load; the latest when empty.")
     met_build_if_missing: bool = Field(
         False, description="Build the entity tree (about 30 s) when the store has none."

@@ -16,31 +16,52 @@ from medxiaohe.corpus.steps import Dedup, Deidentify, QualityFilter, Step, Tag, 
 from medxiaohe.entities.tagger import DictionaryTagger
 from medxiaohe.storage import ArtifactStore
 
-SUFFIXES = (".txt", ".jsonl", ".json", ".hl7", ".dcm", ".png", ".jpg", ".jpeg")
+KINDS = {
+    ".txt": "text",
+    ".jsonl": "jsonl",
+    ".json": "fhir",
+    ".hl7": "hl7",
+    ".dcm": "dicom",
+    ".png": "image",
+    ".jpg": "image",
+    ".jpeg": "image",
+}
 
 
-def read_blob(name: str, data: bytes, store_caption: str = "") -> list[Record]:
+def read_payload(kind: str, data: bytes, record_id: str, caption: str = "") -> list[Record]:
+    """Records of one payload of a known kind; InvalidInput when it is malformed."""
+    if kind == "text":
+        return [Record(id=record_id, source="text", text=_utf8(data, record_id))]
+    if kind == "jsonl":
+        return list(readers.read_jsonl_lines(_utf8(data, record_id).splitlines(), record_id))
+    if kind == "fhir":
+        return readers.read_fhir(data)
+    if kind == "hl7":
+        return [readers.read_hl7(_utf8(data, record_id))]
+    if kind == "dicom":
+        return [read_dicom(data, record_id)]
+    if kind == "image":
+        return [readers.read_image_caption(data, caption, record_id)]
+    raise InvalidInput(f"unsupported payload kind {kind!r}")
+
+
+def read_blob(name: str, data: bytes, caption: str = "") -> list[Record]:
     """Records of one file by its suffix; a malformed file is one dropped record with the reason."""
     path = PurePosixPath(name)
-    suffix = path.suffix.lower()
+    kind = KINDS.get(path.suffix.lower())
+    if kind is None:
+        return [
+            Record(
+                id=path.stem,
+                source="unknown",
+                text="",
+                dropped=f"unsupported file type {path.suffix!r}",
+            )
+        ]
     try:
-        if suffix == ".txt":
-            return [Record(id=path.stem, source="text", text=_utf8(data, name))]
-        if suffix == ".jsonl":
-            return list(readers.read_jsonl_lines(_utf8(data, name).splitlines(), path.stem))
-        if suffix == ".json":
-            return readers.read_fhir(data)
-        if suffix == ".hl7":
-            return [readers.read_hl7(_utf8(data, name))]
-        if suffix == ".dcm":
-            return [read_dicom(data, path.stem)]
-        if suffix in (".png", ".jpg", ".jpeg"):
-            return [readers.read_image_caption(data, store_caption, path.stem)]
+        return read_payload(kind, data, path.stem, caption)
     except InvalidInput as exc:
-        return [Record(id=path.stem, source=suffix.lstrip("."), text="", dropped=str(exc))]
-    return [
-        Record(id=path.stem, source="unknown", text="", dropped=f"unsupported file type {suffix!r}")
-    ]
+        return [Record(id=path.stem, source=kind, text="", dropped=str(exc))]
 
 
 def _utf8(data: bytes, name: str) -> str:
@@ -112,12 +133,13 @@ class ShardIngestor:
             yield from read_blob(key, self.store.get_bytes(key), caption)
 
     def process(self, spec: ShardSpec) -> ShardResult:
-        done = shard_done(self.store, self.dataset, spec.shard_id)
+        return self.process_records(spec.shard_id, self.records_of(spec.keys))
+
+    def process_records(self, shard_id: str, records: Iterable[Record]) -> ShardResult:
+        """Run the pipeline into one shard, unless that shard is already complete."""
+        done = shard_done(self.store, self.dataset, shard_id)
         if done is not None:
-            return ShardResult(
-                spec.shard_id, done.metadata["kept"], done.metadata["dropped"], skipped=True
-            )
-        records = run_pipeline(
-            default_steps(self.tagger, self.secret, self.seen), self.records_of(spec.keys)
-        )
-        return write_shard(self.store, self.dataset, spec.shard_id, records)
+            meta = done.metadata
+            return ShardResult(shard_id, meta["kept"], meta["dropped"], skipped=True)
+        steps = default_steps(self.tagger, self.secret, self.seen)
+        return write_shard(self.store, self.dataset, shard_id, run_pipeline(steps, records))

@@ -98,7 +98,7 @@ def _fhir_resources(data: Any) -> list[Any]:
             raise InvalidInput("bundle entry without a resource")
         try:
             model = get_fhir_model_class(item["resourceType"])
-        except KeyError:
+        except (KeyError, ValueError):  # the library raises a bare error for unknown types
             raise InvalidInput(f"unknown FHIR resource type {item['resourceType']!r}") from None
         try:
             resources.append(model.model_validate(item))

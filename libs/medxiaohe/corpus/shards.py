@@ -55,6 +55,7 @@ class ShardResult:
     kept: int
     dropped: int
     skipped: bool  # finished by an earlier run
+    drops: tuple[tuple[str, str], ...] = ()  # (record id, reason) of the dropped records
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -134,7 +135,8 @@ def write_shard(
         move_latest=False,
         metadata={"kept": len(kept), "dropped": len(dropped)},
     )
-    return ShardResult(shard_id, len(kept), len(dropped), skipped=False)
+    drops = tuple((row["id"], row["dropped"]) for row in dropped)
+    return ShardResult(shard_id, len(kept), len(dropped), skipped=False, drops=drops)
 
 
 def list_shards(store: ArtifactStore, dataset: str) -> list[Manifest]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from medxiaohe.corpus.deid import deidentify
 from medxiaohe.corpus.record import Record
@@ -106,9 +106,11 @@ class Dedup:
     def __post_init__(self) -> None:
         from datasketch import MinHashLSH
 
-        self._lsh = MinHashLSH(threshold=self.threshold, num_perm=self.num_perm)
+        # LSH banding finds candidates at a lower similarity; each is then checked exactly
+        self._lsh = MinHashLSH(threshold=max(0.1, self.threshold - 0.2), num_perm=self.num_perm)
+        self._signatures: dict[str, Any] = {}
 
-    def _minhash(self, text: str) -> object:
+    def _minhash(self, text: str) -> Any:
         from datasketch import MinHash
 
         words = text.lower().split()
@@ -131,10 +133,16 @@ class Dedup:
                 yield record
                 continue
             minhash = self._minhash(record.text)
-            near = self._lsh.query(minhash)
+            near = [
+                key
+                for key in self._lsh.query(minhash)
+                if minhash.jaccard(self._signatures[key]) >= self.threshold
+            ]
             if near:
-                record.dropped = f"near duplicate of {near[0]}"
+                record.dropped = f"near duplicate of {sorted(near)[0]}"
             else:
-                self._lsh.insert(f"{record.source}/{record.id}#{digest[:8]}", minhash)
+                key = f"{record.source}/{record.id}#{digest[:8]}"
+                self._lsh.insert(key, minhash)
+                self._signatures[key] = minhash
                 self.seen.add(digest)
             yield record

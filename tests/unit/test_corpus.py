@@ -1,0 +1,149 @@
+"""Readers on valid and malformed input, de-identification, filters and dedup."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pydicom
+import pytest
+
+from medxiaohe.common.errors import InvalidInput
+from medxiaohe.corpus import readers, samples
+from medxiaohe.corpus.deid import Phi, deidentify, find_phi
+from medxiaohe.corpus.dicom import read_dicom
+from medxiaohe.corpus.ingest import read_blob
+from medxiaohe.corpus.record import Record
+from medxiaohe.corpus.steps import Dedup, QualityFilter
+from medxiaohe.eval.deid import generate_notes, score
+
+
+def test_text_and_jsonl() -> None:
+    assert read_blob("a.txt", b"fever and cough")[0].text == "fever and cough"
+    assert "UTF-8" in read_blob("a.txt", b"\xff\xfe")[0].dropped
+    rows = read_blob("c.jsonl", b'{"id": "x", "text": "t1"}\n\n{"text": 3}\nnot json\n')
+    assert [(r.id, r.dropped[:6]) for r in rows] == [
+        ("x", ""),
+        ("c:3", "line 3"),
+        ("c:4", "line 4"),
+    ]
+
+
+def test_fhir_bundle_and_errors() -> None:
+    records = readers.read_fhir(json.dumps(samples.fhir_bundle()).encode())
+    assert [r.id for r in records] == ["Condition/c1", "DiagnosticReport/r1"]
+    assert "intracranial hemorrhage" in records[1].text  # the base64 text attachment
+    assert records[0].patient_key == records[1].patient_key != ""
+    assert "Sorrel Amberline" in records[1].known_phi
+    with pytest.raises(InvalidInput, match="not JSON"):
+        readers.read_fhir(b"{")
+    with pytest.raises(InvalidInput, match="unknown FHIR resource type"):
+        readers.read_fhir(
+            json.dumps(
+                {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Nope"}}]}
+            ).encode()
+        )
+    with pytest.raises(InvalidInput, match="invalid FHIR Condition"):
+        readers.read_fhir(json.dumps({"resourceType": "Condition", "code": 5}).encode())
+
+
+def test_hl7_with_any_line_endings_and_errors() -> None:
+    for ending in ("\r", "\n", "\r\n"):
+        record = readers.read_hl7(samples.HL7.replace("\r", ending))
+        assert record.id == "hl7:MSG00017"
+        assert "right lower lobe" in record.text
+        assert "Idris Pellworth" in record.known_phi
+    with pytest.raises(InvalidInput, match="ORU"):
+        readers.read_hl7(samples.HL7.replace("ORU^R01", "ADT^A01"))
+    with pytest.raises(InvalidInput, match="MSH"):
+        readers.read_hl7("PID|1")
+
+
+def test_dicom_is_deidentified_and_rendered() -> None:
+    record = read_dicom(samples.dicom_bytes(), "study-1")
+    assert record.attachments["image.png"].startswith(b"\x89PNG")
+    assert record.metadata["Modality"] == "CR"
+    assert record.kind == "study"
+    assert record.patient_key  # pseudonym of the original PatientID
+    with pytest.raises(InvalidInput, match="not a DICOM"):
+        read_dicom(b"not dicom at all" * 10, "bad")
+
+
+def test_dicom_headers_lose_identifiers() -> None:
+    from dicognito.anonymizer import Anonymizer
+
+    dataset = pydicom.dcmread(io.BytesIO(samples.dicom_bytes()))
+    Anonymizer(seed="medxiaohe").anonymize(dataset)
+    assert "Pellworth" not in str(dataset.PatientName)
+    assert dataset.PatientID != "77120045"
+    assert dataset.InstitutionName != "General Hospital"
+
+
+def test_image_caption() -> None:
+    record = readers.read_image_caption(samples.png_bytes(), "a nodule", "img")
+    assert record.attachments["image.png"]
+    assert record.text == "a nodule"
+    with pytest.raises(InvalidInput, match="PNG or JPEG"):
+        readers.read_image_caption(b"GIF89a....", "x", "img")
+
+
+def test_deidentification_shifts_dates_consistently_per_patient() -> None:
+    text = "Seen 03/14/2024 and again 2024-03-20 by Dr. Amara Quist, MRN 48213377."
+    out_a, spans = deidentify(text, "secret", "patient-a")
+    out_a2, _ = deidentify(text, "secret", "patient-a")
+    out_b, _ = deidentify(text, "secret", "patient-b")
+    assert out_a == out_a2
+    assert out_a != out_b
+    assert "Quist" not in out_a
+    assert "48213377" not in out_a
+    assert "03/14/2024" not in out_a
+    assert {s.type for s in spans} == {Phi.DATE, Phi.NAME, Phi.ID}
+    # the interval between the two dates survives the shift
+    import datetime as dt
+
+    first, second = out_a.split("Seen ")[1].split(" and again ")
+    second = second.split(" ")[0]
+    gap = dt.date.fromisoformat(second) - dt.datetime.strptime(first, "%m/%d/%Y").date()
+    assert gap.days == 6
+
+
+def test_phi_recall_on_the_synthetic_set() -> None:
+    notes = generate_notes()
+    assert len(notes) >= 200
+    result = score(notes, lambda n: find_phi(n.text, [n.patient_name]))
+    assert result["all"]["recall"] >= 0.95
+    assert result["all"]["precision"] >= 0.9
+    for kind in ("DATE", "ID", "PHONE", "EMAIL", "AGE", "ADDRESS"):
+        assert result[kind]["recall"] >= 0.9, (kind, result[kind])
+
+
+def test_quality_filter_reasons() -> None:
+    check = QualityFilter()
+    assert check.reason(Record("a", "s", "ok")) == "fewer than 3 words"
+    assert "letters" in check.reason(Record("b", "s", "12 34 56 78 90 11 22"))
+    assert "repeated" in check.reason(Record("c", "s", "same line here\n" * 6))
+    assert check.reason(Record("d", "s", "", kind="study")) == ""
+    assert check.reason(Record("e", "s", "Fever and cough for three days.")) == ""
+
+
+def test_dedup_exact_and_near_duplicates() -> None:
+    base = (
+        "Frontal and lateral views of the chest show patchy opacity in the right lower lobe "
+        "concerning for pneumonia with a small right pleural effusion. The cardiomediastinal "
+        "silhouette is within normal limits. No pneumothorax is seen. The osseous structures "
+        "are intact. Degenerative changes of the thoracic spine are noted. Recommend follow up "
+        "radiographs in six weeks to document resolution of the consolidation."
+    )
+    records = [
+        Record("1", "s", base),
+        Record("2", "s", base.upper()),  # same after normalization
+        Record("3", "s", base.replace("six weeks", "4 weeks")),  # near duplicate
+        Record("4", "s", "Normal chest radiograph without focal consolidation or effusion today."),
+    ]
+    out = {r.id: r.dropped for r in Dedup().run(records)}
+    assert out["1"] == ""
+    assert out["4"] == ""
+    assert out["2"] == "exact duplicate"
+    assert out["3"].startswith("near duplicate of")
+    seen = {Record("x", "s", base).content_hash}
+    assert next(iter(Dedup(seen=seen).run([Record("5", "s", base)]))).dropped == "exact duplicate"
