@@ -71,15 +71,8 @@ def _utf8(data: bytes, name: str) -> str:
         raise InvalidInput(f"{name} is not UTF-8 text") from None
 
 
-def default_steps(
-    tagger: DictionaryTagger, secret: str, seen: set[str] | None = None
-) -> list[Step]:
-    return [
-        Deidentify(secret),
-        QualityFilter(),
-        Tag(tagger),
-        Dedup(seen=seen if seen is not None else set()),
-    ]
+def default_steps(tagger: DictionaryTagger, secret: str, dedup: Dedup) -> list[Step]:
+    return [Deidentify(secret), QualityFilter(), Tag(tagger), dedup]
 
 
 def stored_hashes(store: ArtifactStore, dataset: str) -> set[str]:
@@ -123,6 +116,10 @@ class ShardIngestor:
     secret: str
     seen: set[str] = field(default_factory=set)
 
+    def __post_init__(self) -> None:
+        # one Dedup for every shard of the run: duplicates across shards are found too
+        self.dedup = Dedup(seen=self.seen)
+
     def records_of(self, keys: Iterable[str]) -> Iterator[Record]:
         captions = {k for k in keys if k.endswith(".caption")}
         for key in keys:
@@ -139,7 +136,12 @@ class ShardIngestor:
         """Run the pipeline into one shard, unless that shard is already complete."""
         done = shard_done(self.store, self.dataset, shard_id)
         if done is not None:
+            # a resumed run must dedup against what the finished shard holds
+            for row in read_records(self.store, done):
+                self.dedup.remember(
+                    f"{row['source']}/{row['id']}", row["text"], row["content_hash"]
+                )
             meta = done.metadata
             return ShardResult(shard_id, meta["kept"], meta["dropped"], skipped=True)
-        steps = default_steps(self.tagger, self.secret, self.seen)
+        steps = default_steps(self.tagger, self.secret, self.dedup)
         return write_shard(self.store, self.dataset, shard_id, run_pipeline(steps, records))

@@ -98,8 +98,8 @@ class Dedup:
     ``seen`` holds the hashes of what is already stored, so a re-sent document is dropped."""
 
     threshold: float = 0.8
-    num_perm: int = 64
-    shingle: int = 5
+    num_perm: int = 128
+    shingle: int = 3
     seen: set[str] = field(default_factory=set)
     name: str = "dedup"
 
@@ -141,8 +141,15 @@ class Dedup:
             if near:
                 record.dropped = f"near duplicate of {sorted(near)[0]}"
             else:
-                key = f"{record.source}/{record.id}#{digest[:8]}"
-                self._lsh.insert(key, minhash)
-                self._signatures[key] = minhash
-                self.seen.add(digest)
+                self._insert(f"{record.source}/{record.id}#{digest[:8]}", minhash, digest)
             yield record
+
+    def _insert(self, key: str, minhash: Any, digest: str) -> None:
+        self._lsh.insert(key, minhash)
+        self._signatures[key] = minhash
+        self.seen.add(digest)
+
+    def remember(self, key: str, text: str, digest: str) -> None:
+        """Count an already stored record (from a finished shard) as seen."""
+        if digest not in self.seen:
+            self._insert(key, self._minhash(text), digest)
