@@ -169,8 +169,7 @@ def test_bad_input_is_invalid_argument_and_uploads_are_immutable(
 @pytest.mark.parametrize(
     ("stub_class", "method", "request_message"),
     [
-        (ing_grpc.IngestionServiceStub, "GetGapReport", ing.GetGapReportRequest()),
-        (ing_grpc.IngestionServiceStub, "GetCoverage", ing.GetCoverageRequest()),
+        (evidence_pb2_grpc.EvidenceServiceStub, "GetPassage", evidence_pb2.GetPassageRequest()),
         (
             evidence_pb2_grpc.EvidenceServiceStub,
             "RetrieveEvidence",
