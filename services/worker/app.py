@@ -12,6 +12,8 @@ from functools import cached_property
 from celery import Celery
 
 from medxiaohe.common.settings import Settings
+from medxiaohe.entities.tagger import DictionaryTagger
+from medxiaohe.entities.tree import EntityTree
 from medxiaohe.storage import ArtifactStore, open_store
 
 
@@ -21,6 +23,12 @@ class MedxCelery(Celery):  # type: ignore[misc]
     @cached_property
     def store(self) -> ArtifactStore:
         return open_store(self.settings.store_uri, self.settings)
+
+    @cached_property
+    def tagger(self) -> DictionaryTagger:
+        """Loaded on a worker's first tagging task, then kept."""
+        tree = EntityTree.load(self.store, version=self.settings.met_version or None)
+        return DictionaryTagger(tree)
 
 
 def make_app(settings: Settings) -> MedxCelery:

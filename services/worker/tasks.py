@@ -20,3 +20,18 @@ def register(app: MedxCelery) -> None:
     def digest_artifact_task(key: str) -> dict[str, Any]:
         """SHA-256 and size of an artifact, recorded once beside it under digests/."""
         return digest_artifact(app.store, key).as_dict()
+
+    @app.task(  # type: ignore[untyped-decorator]
+        name="medxiaohe.ingest_shard",
+        shared=False,
+        autoretry_for=(Unavailable,),
+        retry_backoff=True,
+        max_retries=5,
+    )
+    def ingest_shard_task(dataset: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """One shard of a bulk ingest; a finished shard is skipped, so redelivery is safe."""
+        from medxiaohe.corpus.ingest import ShardIngestor, ShardSpec
+
+        secret = app.settings.deid_secret.get_secret_value() or "development-only"
+        ingestor = ShardIngestor(app.store, dataset, app.tagger, secret)
+        return ingestor.process(ShardSpec(spec["shard_id"], tuple(spec["keys"]))).as_dict()

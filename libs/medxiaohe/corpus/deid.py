@@ -62,7 +62,7 @@ _RULES: list[tuple[Phi, re.Pattern[str], int]] = [
             r"acct\.?|account(?: number| no\.?)?|"
             r"(?:patient|member|policy|insurance|subscriber|encounter|visit|accession|order|specimen|lab|"
             r"license|device|serial|plan)\s?(?:id|#|number|no\.?)|id|ssn|health plan(?: number)?)"
-            r"\s*(?:is|:|#|no\.?)?\s*([A-Z0-9][A-Z0-9-]{3,})\b",
+            r"\b(?:\s*(?:is|:|#|no\.?)\s*|\s+)([A-Z0-9][A-Z0-9-]{3,})\b",
             re.I,
         ),
         1,

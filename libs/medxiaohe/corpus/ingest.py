@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from medxiaohe.common.errors import InvalidInput
 from medxiaohe.corpus import readers
@@ -15,6 +15,7 @@ from medxiaohe.corpus.shards import ShardResult, list_shards, read_records, shar
 from medxiaohe.corpus.steps import Dedup, Deidentify, QualityFilter, Step, Tag, run_pipeline
 from medxiaohe.entities.tagger import DictionaryTagger
 from medxiaohe.storage import ArtifactStore
+from medxiaohe.storage.uploads import put_upload
 
 KINDS = {
     ".txt": "text",
@@ -95,15 +96,33 @@ class ShardSpec:
 
 
 def plan_shards(keys: Sequence[str], per_shard: int) -> list[ShardSpec]:
+    """Shards of up to ``per_shard`` inputs; an image and its .caption stay together."""
     if per_shard < 1:
         raise InvalidInput("files per shard must be at least 1")
-    ordered = sorted(keys)
+    groups: dict[str, list[str]] = {}
+    for key in sorted(keys):
+        groups.setdefault(str(PurePosixPath(key).with_suffix("")), []).append(key)
+    ordered = list(groups.values())
     specs = []
     for start in range(0, len(ordered), per_shard):
-        chunk = tuple(ordered[start : start + per_shard])
+        chunk = tuple(k for group in ordered[start : start + per_shard] for k in group)
         digest = hashlib.sha256("\n".join(chunk).encode()).hexdigest()[:10]
         specs.append(ShardSpec(f"shard-{start // per_shard:05d}-{digest}", chunk))
     return specs
+
+
+def upload_inputs(store: ArtifactStore, dataset: str, paths: Iterable[Path]) -> list[str]:
+    """Put input files (folders walked) into the store, once; returns their keys. The key keeps
+    the file name and a digest of its folder, so re-runs map files to the same keys."""
+    keys = []
+    for path in paths:
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            if file.suffix.lower() not in (*KINDS, ".caption"):
+                continue
+            folder = hashlib.sha256(str(file.parent.resolve()).encode()).hexdigest()[:8]
+            keys.append(put_upload(store, f"ingest/{dataset}/{folder}/{file.name}", file).key)
+    return keys
 
 
 @dataclass
