@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from medxiaohe.corpus import samples
 from medxiaohe_protos.common.v1 import common_pb2
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2 as ing
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2_grpc as ing_grpc
@@ -55,6 +57,94 @@ def _refused(channel: grpc.Channel) -> bool:
     except grpc.RpcError as exc:
         return exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED)
     return False
+
+
+def _sample_requests() -> tuple[list[ing.IngestDocumentsRequest], list[ing.IngestStudiesRequest]]:
+    def doc(doc_id: str, fmt: int, content: bytes, patient: str) -> ing.IngestDocumentsRequest:
+        return ing.IngestDocumentsRequest(
+            document=ing.Document(
+                document_id=doc_id,
+                source="demo-ehr",
+                format=fmt,
+                content=content,
+                patient_key=patient,
+            )
+        )
+
+    documents = [
+        doc(name, ing.DOCUMENT_FORMAT_TEXT, text.encode(), "demo-patient-1")
+        for name, text in samples.NOTES.items()
+    ]
+    documents.append(
+        doc(
+            "bundle-1",
+            ing.DOCUMENT_FORMAT_FHIR_JSON,
+            json.dumps(samples.fhir_bundle()).encode(),
+            "demo-patient-2",
+        )
+    )
+    documents.append(
+        doc("oru-1", ing.DOCUMENT_FORMAT_HL7V2, samples.HL7.encode(), "demo-patient-3")
+    )
+    studies = [
+        ing.IngestStudiesRequest(
+            study=ing.Study(
+                study_id="cxr-1",
+                source="demo-pacs",
+                patient_key="demo-patient-3",
+                text="Chest radiograph: patchy right lower lobe opacity, possible pneumonia.",
+                files=[
+                    ing.StudyFile(
+                        file_id="dcm",
+                        format=ing.STUDY_FILE_FORMAT_DICOM,
+                        content=samples.dicom_bytes(),
+                    )
+                ],
+            )
+        ),
+        ing.IngestStudiesRequest(
+            study=ing.Study(
+                study_id="img-1",
+                source="demo-pacs",
+                text=samples.CAPTION,
+                files=[
+                    ing.StudyFile(
+                        file_id="png", format=ing.STUDY_FILE_FORMAT_PNG, content=samples.png_bytes()
+                    )
+                ],
+            )
+        ),
+    ]
+    return documents, studies
+
+
+def _ingest_samples(stub: ing_grpc.IngestionServiceStub) -> bool:
+    documents, studies = _sample_requests()
+    docs = stub.IngestDocuments(iter(documents), timeout=120)
+    stds = stub.IngestStudies(iter(studies), timeout=120)
+    print(
+        f"    IngestDocuments: {docs.accepted} stored, {docs.duplicates} duplicates, "
+        f"{len(docs.rejected)} rejected",
+        flush=True,
+    )
+    for error in docs.rejected:
+        print(f"      rejected {error.record_id!r}: {error.reason}", flush=True)
+    print(f"    IngestStudies:   {stds.accepted} stored, {stds.duplicates} duplicates", flush=True)
+    coverage = stub.GetCoverage(ing.GetCoverageRequest(depth=1), timeout=30)
+    print(
+        "    coverage (rolled-up mentions):",
+        ", ".join(f"{n.name.split(',')[0]} {n.rolled_up_mentions}" for n in coverage.nodes[1:]),
+        flush=True,
+    )
+    gaps = stub.GetGapReport(ing.GetGapReportRequest(min_mentions=1, max_gaps=3), timeout=30)
+    for gap in gaps.gaps:
+        print(
+            f"      gap: {gap.node.node_id:<12} {gap.node.name[:50]:<50} {gap.reason}", flush=True
+        )
+    stored_before = docs.accepted + docs.duplicates + stds.accepted + stds.duplicates
+    return _say(
+        stored_before > 0 and len(gaps.gaps) == 3, "sample set ingested; coverage and gaps reported"
+    )
 
 
 def run_demo(home: Path) -> int:
@@ -125,6 +215,7 @@ def run_demo(home: Path) -> int:
             state = common_pb2.Assertion.Name(m.assertion).removeprefix("ASSERTION_").lower()
             print(f"      {m.text!r:<28} {m.node_id:<16} {m.entity_type:<10} {state}", flush=True)
         results.append(_say(len(tagged.mentions) >= 3, "entities tagged against the MET"))
+        results.append(_ingest_samples(stub))
     finally:
         server.send_signal(signal.SIGTERM)
         code = server.wait(timeout=60)

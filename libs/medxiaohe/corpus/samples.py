@@ -53,6 +53,9 @@ HL7 = (
 )
 
 
+CAPTION = "Round well-circumscribed opacity, suspicious for a pulmonary nodule."
+
+
 def fhir_bundle() -> dict[str, object]:
     report = base64.b64encode(
         b"CT head without contrast: no acute intracranial hemorrhage. Chronic small vessel "
