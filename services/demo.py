@@ -60,7 +60,9 @@ def _refused(channel: grpc.Channel) -> bool:
 
 
 def _sample_requests() -> tuple[list[ing.IngestDocumentsRequest], list[ing.IngestStudiesRequest]]:
-    def doc(doc_id: str, fmt: int, content: bytes, patient: str) -> ing.IngestDocumentsRequest:
+    def doc(
+        doc_id: str, fmt: ing.DocumentFormat.ValueType, content: bytes, patient: str
+    ) -> ing.IngestDocumentsRequest:
         return ing.IngestDocumentsRequest(
             document=ing.Document(
                 document_id=doc_id,

@@ -15,10 +15,10 @@ from medxiaohe.entities.context import Assertion, assert_spans
 from medxiaohe.entities.normalize import normalize_text
 from medxiaohe.entities.tree import EntityTree
 
-_RUNS = re.compile(r"  +")
+_SPACED_HYPHEN = re.compile(r"(?<=\w)\s*[-/']\s*(?=\w)")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Mention:
     start: int
     end: int
@@ -45,19 +45,24 @@ def _leftmost_longest(
     return chosen
 
 
-def _collapse_spaces(norm: str) -> tuple[str, Callable[[int], int]]:
-    """``norm`` with runs of spaces shortened to one ("type - 2" reads "type 2"), and a map
-    from positions in the result back to positions in ``norm``."""
-    runs = list(_RUNS.finditer(norm))
+def _join_hyphenated(text: str, norm: str) -> tuple[str, Callable[[int], int]]:
+    """``norm`` with a spaced hyphen or slash read as one space ("Tay - Sachs" reads
+    "tay sachs"), and a map from positions in the result back to positions in ``norm``.
+    Other runs of spaces stay: a match never crosses ", " or ". "."""
+    if not (
+        " -" in text or "- " in text or " /" in text or "/ " in text or " '" in text or "' " in text
+    ):
+        return norm, _identity
+    runs = [m for m in _SPACED_HYPHEN.finditer(text) if m.end() - m.start() > 1]
     if not runs:
-        return norm, lambda i: i
+        return norm, _identity
     pieces, kept_at, resumes_at = [], [], []
     previous = collapsed = 0
-    for run in runs:
-        piece = norm[previous : run.start() + 1]
+    for run in runs:  # positions in norm are one past those in text (its leading space)
+        piece = norm[previous : run.start() + 2]
         pieces.append(piece)
         collapsed += len(piece)
-        previous = run.end()
+        previous = run.end() + 1
         kept_at.append(collapsed)
         resumes_at.append(previous)
     pieces.append(norm[previous:])
@@ -67,6 +72,10 @@ def _collapse_spaces(norm: str) -> tuple[str, Callable[[int], int]]:
         return i if k < 0 else resumes_at[k] + i - kept_at[k]
 
     return "".join(pieces), to_norm
+
+
+def _identity(i: int) -> int:
+    return i
 
 
 class DictionaryTagger:
@@ -81,6 +90,14 @@ class DictionaryTagger:
         automaton.make_automaton()
         self._automaton = automaton
         self._types = tree.columns["type"]
+        self._paths: dict[int, tuple[str, ...]] = {}
+
+    def _path(self, index: int) -> tuple[str, ...]:
+        path = self._paths.get(index)
+        if path is None:
+            path = tuple(self.tree.ids[i] for i in self.tree.path_indices(index))
+            self._paths[index] = path
+        return path
 
     def spans(self, text: str) -> list[tuple[int, int, tuple[int, ...]]]:
         """Leftmost-longest (start, end, node indices) matches on token boundaries, including
@@ -97,15 +114,42 @@ class DictionaryTagger:
         return _leftmost_longest(found + extra)
 
     def _dictionary_spans(self, text: str) -> list[tuple[int, int, tuple[int, ...]]]:
-        norm, to_original = _collapse_spaces(" " + normalize_text(text))
-        last = len(norm) - 1
-        found = []
-        for end, (length, nodes) in self._automaton.iter(norm):
-            if end == last or norm[end + 1] == " ":
-                # positions in norm are one past those in text (the leading space)
-                first = to_original(end - length + 2) - 1
-                found.append((first, to_original(end), nodes))
-        return _leftmost_longest(found)
+        norm, to_original = _join_hyphenated(text, " " + normalize_text(text))
+        if to_original is _identity:  # positions in norm are one past those in text
+            return self._scan(norm)
+        return [
+            (to_original(start + 1) - 1, to_original(end), nodes)
+            for start, end, nodes in self._scan(norm)
+        ]
+
+    def _scan(self, norm: str) -> list[tuple[int, int, tuple[int, ...]]]:
+        """Leftmost-longest keys that end on a token boundary, in one C pass (iter_long);
+        where the longest key runs into a longer word ("fever" in "feverish"), the longest
+        shorter key that ends on a boundary is taken instead and the pass resumes after it."""
+        automaton, last = self._automaton, len(norm) - 1
+        found: list[tuple[int, int, tuple[int, ...]]] = []
+        position = 0
+        while True:
+            for end, (length, nodes) in automaton.iter_long(norm, position):
+                start = end - length + 1
+                if end == last or norm[end + 1] == " ":
+                    found.append((start, end, nodes))
+                    continue
+                stop = norm.find(" ", end + 1)
+                shorter = [
+                    (e, value)
+                    for e, value in automaton.iter(norm, start, last + 1 if stop < 0 else stop)
+                    if e - value[0] + 1 == start and (e == last or norm[e + 1] == " ")
+                ]
+                if shorter:
+                    e, (_, best_nodes) = max(shorter, key=lambda m: m[1][0])
+                    found.append((start, e, best_nodes))
+                    position = e + 1
+                else:
+                    position = start + 1
+                break
+            else:
+                return found
 
     def tag(
         self, text: str, types: Iterable[str] | None = None, *, assertions: bool = True
@@ -132,7 +176,7 @@ class DictionaryTagger:
                     text=text[start:end],
                     node_id=tree.ids[best],
                     node_ids=tuple(tree.ids[n] for n in candidates),
-                    path=tuple(tree.ids[i] for i in tree.path_indices(best)),
+                    path=self._path(best),
                     entity_type=self._types[best],
                     assertion=state,
                 )
