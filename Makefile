@@ -8,7 +8,7 @@ PYTHON ?= python3
 PIP := $(PY) -m pip --disable-pip-version-check -q
 SOURCES := libs/medxiaohe services training-jobs tests protos/generate.py
 
-.PHONY: help venv install protos lint check test demo clean
+.PHONY: help venv install protos lint check test demo clean met bench-tagging bench-ingest
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -46,5 +46,16 @@ test: venv ## All tests (real weed mini, valkey, gRPC with mTLS, Celery worker)
 demo: venv ## Start the embedded platform and exercise it
 	$(VENV)/bin/medxiaohe demo
 
+met: venv ## Build the Medical Entity Tree into the local store (about 35 s)
+	$(VENV)/bin/medxiaohe met build
+
+bench-tagging: venv ## Tagger vs spaCy PhraseMatcher and medspaCy (creates .venv-medspacy once)
+	$(VENV)/bin/medxiaohe met stats >/dev/null 2>&1 || $(VENV)/bin/medxiaohe met build >/dev/null
+	$(VENV)/bin/medxiaohe bench tagging
+
+bench-ingest: venv ## Ingest pipeline vs datatrove (creates .venv-datatrove once)
+	$(VENV)/bin/medxiaohe met stats >/dev/null 2>&1 || $(VENV)/bin/medxiaohe met build >/dev/null
+	$(VENV)/bin/medxiaohe bench ingest
+
 clean: ## Remove the venv and local state
-	rm -rf $(VENV) .medxiaohe .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-medspacy .venv-datatrove .medxiaohe .mypy_cache .ruff_cache .pytest_cache

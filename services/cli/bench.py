@@ -30,3 +30,17 @@ def tagging(
 
     setup_logging("WARNING")
     typer.echo(json.dumps(run(EntityTree.load(store_from(store)), docs, terms, repeats)))
+
+
+@app.command()
+def ingest(
+    docs: Annotated[int, typer.Option(min=10, help="Documents to ingest.")] = 4000,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed repeats (median).")] = 3,
+    store: StoreOption = None,
+) -> None:
+    """Our corpus pipeline vs datatrove's reader, filter, MinHash dedup and writer."""
+    from medxiaohe.bench.ingest import run
+    from medxiaohe.entities.tree import EntityTree
+
+    setup_logging("WARNING")
+    typer.echo(json.dumps(run(EntityTree.load(store_from(store)), docs, repeats)))
