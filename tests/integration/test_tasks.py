@@ -85,3 +85,40 @@ def test_embedded_mode_runs_tasks_in_process(tmp_path: Path) -> None:
     assert result["sha256"] == hashlib.sha256(b"abc").hexdigest()
     with pytest.raises(NotFound):
         app.tasks["medxiaohe.digest_artifact"].delay("missing.bin").get()
+
+
+def test_bulk_ingest_through_celery(broker_url: str, worker: str, tmp_path: Path) -> None:
+    """`medxiaohe ingest` with a broker: one task per shard on the worker; a re-run skips all."""
+    import json
+
+    from medxiaohe.corpus.samples import write_samples
+    from medxiaohe.corpus.shards import list_shards
+    from tests.conftest import publish_small_tree
+
+    publish_small_tree(worker)
+    write_samples(tmp_path / "in")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MEDXIAOHE_")},
+        "MEDXIAOHE_BROKER_URL": broker_url,
+        "MEDXIAOHE_STORE_URI": worker,
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "medxiaohe_services.cli",
+        "ingest",
+        str(tmp_path / "in"),
+        "--dataset",
+        "celery",
+        "--files-per-shard",
+        "4",
+    ]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert first.returncode == 0, first.stderr[-2000:]
+    summary = json.loads(first.stdout.strip().splitlines()[-1])
+    assert summary["shards"] == 3
+    assert summary["skipped"] == 0
+    assert summary["kept"] >= 7
+    assert len(list_shards(open_store(worker), "celery")) == 3
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert json.loads(again.stdout.strip().splitlines()[-1])["skipped"] == 3
