@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -44,3 +45,18 @@ def ingest(
 
     setup_logging("WARNING")
     typer.echo(json.dumps(run(EntityTree.load(store_from(store)), docs, repeats)))
+
+
+@app.command()
+def retrieval(
+    beir_dir: Annotated[Path, typer.Option(help="BEIR folder (corpus, queries, qrels).")],
+    split: Annotated[str, typer.Option(help="qrels split to score (train for tuning).")] = "train",
+    limit_queries: Annotated[int, typer.Option(min=0, help="Score only the first N queries.")] = 0,
+) -> None:
+    """nDCG@10 and Recall@10/100 for lexical, dense, hybrid and two BM25 baselines."""
+    from medxiaohe.bench.retrieval import run
+
+    if not beir_dir.is_dir():
+        raise typer.BadParameter(f"{beir_dir} is not a folder")
+    setup_logging("WARNING")
+    typer.echo(json.dumps(run(beir_dir, split, limit_queries)))

@@ -1,0 +1,142 @@
+"""An evidence index: passages, a lexical and a dense index, hybrid search with filters, and
+its artifact in the object store (``evidence/<name>/<version>``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+
+from medxiaohe.common.errors import InvalidInput
+from medxiaohe.evidence.passages import Passage
+from medxiaohe.evidence.retrievers import DenseIndex, LexicalIndex, embed, reciprocal_rank_fusion
+from medxiaohe.storage import ArtifactStore, Manifest, publish, read_file, resolve
+
+MAX_K = 100
+CANDIDATES = 100  # per retriever, before fusion and filters
+
+
+class Mode(StrEnum):
+    HYBRID = "hybrid"
+    LEXICAL = "lexical"
+    DENSE = "dense"
+
+
+@dataclass(frozen=True)
+class Hit:
+    passage: Passage
+    rank: int
+    score: float
+    lexical_score: float
+    dense_score: float
+
+
+def artifact_prefix(name: str) -> str:
+    return f"evidence/{name}"
+
+
+class EvidenceIndex:
+    def __init__(
+        self,
+        passages: Sequence[Passage],
+        lexical: LexicalIndex,
+        dense: DenseIndex,
+        version: str = "",
+    ) -> None:
+        self.passages = list(passages)
+        self.lexical = lexical
+        self.dense = dense
+        self.version = version
+        self.by_id = {p.passage_id: i for i, p in enumerate(self.passages)}
+
+    @classmethod
+    def build(cls, passages: Sequence[Passage]) -> EvidenceIndex:
+        if not passages:
+            raise InvalidInput("an index needs at least one passage")
+        texts = [f"{p.title}\n{p.text}" if p.title else p.text for p in passages]
+        return cls(passages, LexicalIndex.build(texts), DenseIndex(embed(texts)))
+
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        mode: Mode = Mode.HYBRID,
+        sources: Sequence[str] = (),
+        entity_ids: Sequence[str] = (),
+        query_vector: np.ndarray | None = None,
+    ) -> list[Hit]:
+        if not query.strip():
+            raise InvalidInput("query is empty")
+        if not 1 <= k <= MAX_K:
+            raise InvalidInput(f"k must be between 1 and {MAX_K}")
+        pool = len(self.passages) if (sources or entity_ids) else max(CANDIDATES, k)
+        lexical: dict[int, float] = {}
+        dense: dict[int, float] = {}
+        if mode in (Mode.HYBRID, Mode.LEXICAL):
+            ids, scores = self.lexical.search(query, pool)
+            lexical = dict(zip(ids.tolist(), scores.tolist(), strict=True))
+        if mode in (Mode.HYBRID, Mode.DENSE):
+            vector = query_vector if query_vector is not None else embed([query])[0]
+            ids, scores = self.dense.search(vector, pool)
+            dense = dict(zip(ids.tolist(), scores.tolist(), strict=True))
+        wanted_sources, wanted_entities = set(sources), set(entity_ids)
+
+        def allowed(i: int) -> bool:
+            p = self.passages[i]
+            return (not wanted_sources or p.source in wanted_sources) and (
+                not wanted_entities or bool(wanted_entities.intersection(p.entity_ids))
+            )
+
+        rankings = [[i for i in ranking if allowed(i)] for ranking in (lexical, dense) if ranking]
+        fused = (
+            reciprocal_rank_fusion(rankings)
+            if mode is Mode.HYBRID
+            else [(i, (lexical or dense)[i]) for i in rankings[0]]
+            if rankings
+            else []
+        )
+        return [
+            Hit(self.passages[i], rank, score, lexical.get(i, 0.0), dense.get(i, 0.0))
+            for rank, (i, score) in enumerate(fused[:k], 1)
+        ]
+
+    def passage(self, passage_id: str) -> Passage | None:
+        i = self.by_id.get(passage_id)
+        return None if i is None else self.passages[i]
+
+    # -- artifact -------------------------------------------------------------------------
+
+    def save(self, store: ArtifactStore, name: str) -> Manifest:
+        files = {
+            "passages.jsonl": "\n".join(
+                json.dumps(p.as_dict(), sort_keys=True) for p in self.passages
+            ).encode(),
+            "lexical.zip": self.lexical.to_bytes(),
+            "dense.npy": self.dense.to_bytes(),
+        }
+        manifest = publish(
+            store,
+            artifact_prefix(name),
+            files,
+            metadata={"passages": len(self.passages), "encoder": "all-MiniLM-L6-v2"},
+        )
+        self.version = manifest.version
+        return manifest
+
+    @classmethod
+    def load(cls, store: ArtifactStore, name: str, version: str | None = None) -> EvidenceIndex:
+        manifest = resolve(store, artifact_prefix(name), version)
+        passages = [
+            Passage(**json.loads(line))
+            for line in read_file(store, manifest, "passages.jsonl").decode().splitlines()
+            if line
+        ]
+        return cls(
+            passages,
+            LexicalIndex.from_bytes(read_file(store, manifest, "lexical.zip")),
+            DenseIndex.from_bytes(read_file(store, manifest, "dense.npy")),
+            manifest.version,
+        )

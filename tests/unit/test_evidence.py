@@ -1,0 +1,107 @@
+"""Passages, fusion, metrics and the evidence index (real MiniLM weights, loaded offline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medxiaohe.common.errors import InvalidInput
+from medxiaohe.eval.retrieval import evaluate, ndcg_at
+from medxiaohe.evidence.index import EvidenceIndex, Mode
+from medxiaohe.evidence.passages import Passage, chunk
+from medxiaohe.evidence.retrievers import reciprocal_rank_fusion
+from medxiaohe.storage import open_store
+
+DOCUMENT = (
+    "Marfan syndrome is an autosomal dominant disorder of connective tissue. It is caused by "
+    "variants in FBN1. Aortic root dilatation is the main cause of morbidity.\n\nBeta blockers "
+    "slow the dilatation. Prophylactic surgery is offered above a threshold diameter. Ectopia "
+    "lentis affects most patients. Pregnancy carries a risk of aortic dissection."
+)
+
+
+def test_chunks_round_trip_exactly_to_the_source() -> None:
+    passages = chunk("doc-1", DOCUMENT, max_words=20, source="textbook", licence="CC-BY")
+    assert len(passages) > 2
+    for p in passages:
+        assert DOCUMENT[p.start : p.end] == p.text
+        assert p.source == "textbook"
+        assert p.licence == "CC-BY"
+    covered = {i for p in passages for i in range(p.start, p.end)}
+    assert all(i in covered for i, c in enumerate(DOCUMENT) if not c.isspace())
+    assert len({p.passage_id for p in passages}) == len(passages)
+
+
+def test_fusion_ranks_a_passage_only_one_retriever_finds() -> None:
+    fused = dict(reciprocal_rank_fusion([[1, 2, 3], [2, 4]]))
+    assert set(fused) == {1, 2, 3, 4}
+    assert fused[2] > fused[1] > fused[4] > 0  # both > first of one > second of one
+
+
+def test_metrics() -> None:
+    assert ndcg_at(["a", "b"], {"a": 1}, 10) == 1.0
+    assert round(ndcg_at(["x", "a"], {"a": 1}, 10), 4) == 0.6309
+    result = evaluate({"q": ["x", "a"]}, {"q": {"a": 1}})
+    assert result == {"ndcg@10": 0.6309, "recall@10": 1.0, "recall@100": 1.0}
+
+
+@pytest.fixture(scope="module")
+def index() -> EvidenceIndex:
+    passages = chunk("marfan", DOCUMENT, max_words=25, source="textbook")
+    passages.append(
+        Passage(
+            "dm#1",
+            "dm",
+            "Metformin is the first-line drug for type 2 diabetes.",
+            0,
+            54,
+            source="guideline",
+            entity_ids=["ICD10CM:E11"],
+        )
+    )
+    passages.append(
+        Passage(
+            "flu#1",
+            "flu",
+            "Influenza vaccination is recommended every autumn.",
+            0,
+            49,
+            source="guideline",
+        )
+    )
+    return EvidenceIndex.build(passages)
+
+
+def test_hybrid_search_with_filters(index: EvidenceIndex) -> None:
+    hits = index.search("What drug should a type 2 diabetic start with?", 3)
+    assert hits[0].passage.passage_id == "dm#1"
+    # the dense retriever alone finds this one: no query word occurs in it
+    dense_only = index.search("jab against the seasonal flu", 3, Mode.DENSE)
+    assert dense_only[0].passage.passage_id == "flu#1"
+    assert index.search("jab against the seasonal flu", 3, Mode.LEXICAL) == []
+    assert index.search("jab against the seasonal flu", 3)[0].passage.passage_id == "flu#1"
+    only = index.search("aortic surgery", 5, sources=["guideline"])
+    assert {h.passage.source for h in only} == {"guideline"}
+    assert [h.passage.passage_id for h in index.search("drug", 5, entity_ids=["ICD10CM:E11"])] == [
+        "dm#1"
+    ]
+
+
+@pytest.mark.parametrize(("query", "k"), [("", 5), ("fever", 0), ("fever", 101)])
+def test_bad_requests(index: EvidenceIndex, query: str, k: int) -> None:
+    with pytest.raises(InvalidInput):
+        index.search(query, k)
+
+
+def test_artifact_round_trip(index: EvidenceIndex, tmp_path: Path) -> None:
+    store = open_store(str(tmp_path / "store"))
+    manifest = index.save(store, "unit")
+    loaded = EvidenceIndex.load(store, "unit")
+    assert loaded.version == manifest.version
+    query = "dissection in pregnancy"
+    assert [h.passage.passage_id for h in loaded.search(query, 3)] == [
+        h.passage.passage_id for h in index.search(query, 3)
+    ]
+    assert loaded.passage("dm#1") is not None
+    assert loaded.passage("nope") is None
