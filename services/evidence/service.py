@@ -1,26 +1,45 @@
-"""Wiring of the evidence service into the runtime.
-
-Its RPCs are not built yet: the generated base servicer answers UNIMPLEMENTED for each of
-them, and health reflects only what the service already depends on (the object store).
-"""
+"""Wiring of the evidence service into the runtime."""
 
 from __future__ import annotations
 
+import threading
+
+from medxiaohe.common.errors import NotReady
 from medxiaohe.common.settings import Settings
+from medxiaohe.evidence.registry import IndexRegistry
+from medxiaohe.evidence.retrievers import encoder
 from medxiaohe.storage import ArtifactStore
 from medxiaohe_protos.evidence.v1 import evidence_pb2, evidence_pb2_grpc
+from medxiaohe_services.evidence.servicer import EvidenceServicer
 from medxiaohe_services.runtime.server import ServiceSpec
 
 FULL_NAME = evidence_pb2.DESCRIPTOR.services_by_name["EvidenceService"].full_name
 
 
+class EncoderLoader:
+    """Loads the query encoder in the background; NOT_SERVING until it is in."""
+
+    def __init__(self) -> None:
+        self.ready = threading.Event()
+        threading.Thread(target=self._load, name="encoder-loader", daemon=True).start()
+
+    def _load(self) -> None:
+        encoder()
+        self.ready.set()
+
+    def check(self) -> None:
+        if not self.ready.is_set():
+            raise NotReady("the query encoder is loading")
+
+
 def build(settings: Settings, store: ArtifactStore) -> ServiceSpec:
-    servicer = evidence_pb2_grpc.EvidenceServiceServicer()  # type: ignore[abstract]  # base: UNIMPLEMENTED
+    loader = EncoderLoader()
+    servicer = EvidenceServicer(store, IndexRegistry(store))
     return ServiceSpec(
         name="evidence",
         full_name=FULL_NAME,
         register=lambda server: evidence_pb2_grpc.add_EvidenceServiceServicer_to_server(
             servicer, server
         ),
-        checks=(store.ping,),
+        checks=(store.ping, loader.check),
     )

@@ -18,7 +18,6 @@ from medxiaohe.common.errors import InvalidInput
 from medxiaohe.common.logs import JsonFormatter
 from medxiaohe.common.settings import Settings
 from medxiaohe.storage import open_store
-from medxiaohe_protos.evidence.v1 import evidence_pb2, evidence_pb2_grpc
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2 as ing
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2_grpc as ing_grpc
 from medxiaohe_protos.report.v1 import report_pb2, report_pb2_grpc
@@ -169,14 +168,13 @@ def test_bad_input_is_invalid_argument_and_uploads_are_immutable(
 @pytest.mark.parametrize(
     ("stub_class", "method", "request_message"),
     [
-        (evidence_pb2_grpc.EvidenceServiceStub, "GetPassage", evidence_pb2.GetPassageRequest()),
-        (
-            evidence_pb2_grpc.EvidenceServiceStub,
-            "RetrieveEvidence",
-            evidence_pb2.RetrieveEvidenceRequest(query="q"),
-        ),
         (report_pb2_grpc.ReportServiceStub, "GenerateReport", report_pb2.GenerateReportRequest()),
         (rubric_pb2_grpc.RubricServiceStub, "ScoreResponse", rubric_pb2.ScoreResponseRequest()),
+        (
+            rubric_pb2_grpc.RubricServiceStub,
+            "BatchScoreResponses",
+            rubric_pb2.BatchScoreResponsesRequest(),
+        ),
     ],
 )
 def test_rpcs_not_built_yet_are_unimplemented(

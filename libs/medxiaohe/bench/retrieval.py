@@ -56,7 +56,7 @@ def run(beir_dir: Path, split: str, limit_queries: int = 0) -> dict[str, Any]:
 
         runs, latency = _timed_runs(queries, search)
         modes[mode.value] = evaluate(runs, qrels) | latency
-    texts = [f"{p.title}\n{p.text}" for p in passages]
+    texts = [p.indexed_text for p in passages]
     ids = [p.passage_id for p in passages]
     modes["rank_bm25"] = _rank_bm25(texts, ids, queries, qrels)
     modes["bm25s"] = _bm25s(texts, ids, queries, qrels)

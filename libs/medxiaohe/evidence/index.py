@@ -56,7 +56,7 @@ class EvidenceIndex:
     def build(cls, passages: Sequence[Passage]) -> EvidenceIndex:
         if not passages:
             raise InvalidInput("an index needs at least one passage")
-        texts = [f"{p.title}\n{p.text}" if p.title else p.text for p in passages]
+        texts = [p.indexed_text for p in passages]
         return cls(passages, LexicalIndex.build(texts), DenseIndex(embed(texts)))
 
     def search(

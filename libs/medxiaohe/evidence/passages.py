@@ -23,6 +23,11 @@ class Passage:
     entity_ids: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def indexed_text(self) -> str:
+        """What the retrievers see: the title, when there is one, and the text."""
+        return f"{self.title}\n{self.text}" if self.title else self.text
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -1,0 +1,190 @@
+"""The evidence service over mTLS against real S3: indexing, retrieval, provenance, errors,
+idempotent retries, and a new index version picked up under load without a failed request."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from medxiaohe.storage import open_store
+from medxiaohe_protos.evidence.v1 import evidence_pb2 as ev
+from medxiaohe_protos.evidence.v1 import evidence_pb2_grpc as ev_grpc
+from medxiaohe_services.runtime.certs import DevPki
+from medxiaohe_services.runtime.client import secure_channel
+from medxiaohe_services.runtime.services import BUILDERS
+from tests.conftest import ALLOWED, s3_settings, server_settings
+from tests.servers import PlatformThread, Weed, running
+
+pytestmark = pytest.mark.integration
+NOTE = (
+    "Community-acquired pneumonia is treated with amoxicillin in most adults. Macrolides are "
+    "added when atypical organisms are suspected. Chest radiographs confirm consolidation."
+)
+
+
+@pytest.fixture(scope="module")
+def platform(pki: DevPki, weed: Weed) -> Iterator[PlatformThread]:
+    s3 = s3_settings(weed.endpoint, f"ev-{uuid.uuid4().hex[:8]}")
+    settings = server_settings(pki, str(s3.pop("store_uri")), **s3)
+    store = open_store(settings.store_uri, settings)
+    with running(settings, [BUILDERS["evidence"](settings, store)]) as thread:
+        deadline = time.monotonic() + 60
+        while not thread.platform.is_serving() and time.monotonic() < deadline:
+            thread.run(thread.platform.check_once())
+            time.sleep(0.2)
+        assert thread.platform.is_serving()
+        yield thread
+
+
+def stub(platform: PlatformThread, pki: DevPki) -> ev_grpc.EvidenceServiceStub:
+    paths = pki.clients[ALLOWED]
+    return ev_grpc.EvidenceServiceStub(
+        secure_channel(platform.target, pki.ca, paths.cert, paths.key)
+    )
+
+
+def index(
+    client: ev_grpc.EvidenceServiceStub,
+    name: str,
+    request_id: str,
+    *messages: ev.IndexPassagesRequest,
+) -> ev.IndexPassagesResponse:
+    first = ev.IndexPassagesRequest(index_name=name, request_id=request_id)
+    first.MergeFrom(messages[0])
+    return client.IndexPassages(iter([first, *messages[1:]]), timeout=120)
+
+
+def test_index_retrieve_and_fetch_with_provenance(platform: PlatformThread, pki: DevPki) -> None:
+    client = stub(platform, pki)
+    reply = index(
+        client,
+        "guidelines",
+        "r-1",
+        ev.IndexPassagesRequest(
+            document=ev.EvidenceDocument(
+                document_id="cap", text=NOTE, source="guideline", licence="CC-BY"
+            )
+        ),
+        ev.IndexPassagesRequest(
+            passage=ev.Passage(
+                passage_id="flu-1",
+                document_id="flu",
+                source="leaflet",
+                text="Influenza vaccination is offered every autumn.",
+                entity_ids=["ICD10CM:J11"],
+            )
+        ),
+        ev.IndexPassagesRequest(passage=ev.Passage(passage_id="", text="no id")),
+    )
+    assert reply.passages_indexed >= 2
+    assert [r.reason for r in reply.rejected] == ["a passage needs passage_id and text"]
+    again = index(
+        client,
+        "guidelines",
+        "r-1",
+        ev.IndexPassagesRequest(passage=ev.Passage(passage_id="x", text="other")),
+    )
+    assert again.index_version == reply.index_version  # a retried request id publishes nothing new
+
+    found = client.RetrieveEvidence(
+        ev.RetrieveEvidenceRequest(index_name="guidelines", query="antibiotic for pneumonia", k=2),
+        timeout=30,
+    )
+    top = found.results[0].passage
+    assert top.document_id == "cap"
+    assert top.licence == "CC-BY"
+    assert NOTE[top.span.start : top.span.end] == top.text
+    assert found.provenance.index_version == reply.index_version
+    only = client.RetrieveEvidence(
+        ev.RetrieveEvidenceRequest(
+            index_name="guidelines", query="vaccine", k=5, entity_ids=["ICD10CM:J11"]
+        ),
+        timeout=30,
+    )
+    assert [r.passage.passage_id for r in only.results] == ["flu-1"]
+    fetched = client.GetPassage(
+        ev.GetPassageRequest(index_name="guidelines", passage_id="flu-1"), timeout=10
+    )
+    assert fetched.passage.text.startswith("Influenza")
+
+
+@pytest.mark.parametrize(
+    ("request_message", "code"),
+    [
+        (
+            ev.RetrieveEvidenceRequest(index_name="guidelines", query=""),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (
+            ev.RetrieveEvidenceRequest(index_name="guidelines", query="x", k=1000),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (ev.RetrieveEvidenceRequest(index_name="absent", query="x"), grpc.StatusCode.NOT_FOUND),
+        (ev.RetrieveEvidenceRequest(query="x"), grpc.StatusCode.INVALID_ARGUMENT),
+    ],
+)
+def test_bad_requests_get_clear_codes(
+    platform: PlatformThread,
+    pki: DevPki,
+    request_message: ev.RetrieveEvidenceRequest,
+    code: grpc.StatusCode,
+) -> None:
+    client = stub(platform, pki)
+    index(
+        client,
+        "guidelines",
+        "r-1",
+        ev.IndexPassagesRequest(passage=ev.Passage(passage_id="p", text="t")),
+    )
+    with pytest.raises(grpc.RpcError) as err:
+        client.RetrieveEvidence(request_message, timeout=30)
+    assert err.value.code() == code
+    assert err.value.details()
+
+
+def test_new_version_under_load_loses_no_request(platform: PlatformThread, pki: DevPki) -> None:
+    client = stub(platform, pki)
+    first = index(
+        client,
+        "live",
+        "v1",
+        ev.IndexPassagesRequest(passage=ev.Passage(passage_id="a", text="Aspirin reduces fever.")),
+    )
+    failures: list[str] = []
+    versions: set[str] = set()
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            try:
+                reply = client.RetrieveEvidence(
+                    ev.RetrieveEvidenceRequest(index_name="live", query="fever", k=3), timeout=10
+                )
+                versions.add(reply.provenance.index_version)
+            except grpc.RpcError as exc:
+                failures.append(exc.code().name)
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for t in threads:
+        t.start()
+    second = index(
+        client,
+        "live",
+        "v2",
+        ev.IndexPassagesRequest(
+            passage=ev.Passage(passage_id="b", text="Paracetamol lowers fever too.")
+        ),
+    )
+    deadline = time.monotonic() + 30
+    while second.index_version not in versions and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert {first.index_version, second.index_version} <= versions
