@@ -105,3 +105,41 @@ def test_artifact_round_trip(index: EvidenceIndex, tmp_path: Path) -> None:
     ]
     assert loaded.passage("dm#1") is not None
     assert loaded.passage("nope") is None
+
+
+def test_two_shards_answer_like_one_index() -> None:
+    import random
+
+    from medxiaohe.corpus.samples import NOTES
+    from medxiaohe.evidence.sharding import ShardedIndex, split
+
+    rng = random.Random(3)
+    words = " ".join([*NOTES.values(), DOCUMENT]).split()
+    passages = [
+        Passage(
+            f"p{i}",
+            f"d{i}",
+            " ".join(rng.choice(words) for _ in range(25)),
+            0,
+            1,
+            source=f"s{i % 3}",
+        )
+        for i in range(240)
+    ]
+    whole = EvidenceIndex.build(passages)
+    sharded = ShardedIndex(split(whole, 2))
+    for query in (
+        "pneumonia with fever",
+        "aortic dilatation in Marfan",
+        "beta blockers",
+        "diabetes",
+    ):
+        for mode in Mode:
+            expected = [
+                (h.passage.passage_id, round(h.score, 6)) for h in whole.search(query, 10, mode)
+            ]
+            assert [
+                (h.passage.passage_id, round(h.score, 6)) for h in sharded.search(query, 10, mode)
+            ] == expected
+        filtered = [h.passage.passage_id for h in whole.search(query, 5, sources=["s1"])]
+        assert [h.passage.passage_id for h in sharded.search(query, 5, sources=["s1"])] == filtered

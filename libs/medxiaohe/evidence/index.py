@@ -34,6 +34,48 @@ class Hit:
     dense_score: float
 
 
+def check_request(query: str, k: int) -> None:
+    if not query.strip():
+        raise InvalidInput("query is empty")
+    if not 1 <= k <= MAX_K:
+        raise InvalidInput(f"k must be between 1 and {MAX_K}")
+
+
+def fuse(
+    passages: Sequence[Passage],
+    lexical: dict[int, float],
+    dense: dict[int, float],
+    k: int,
+    mode: Mode,
+    sources: Sequence[str] = (),
+    entity_ids: Sequence[str] = (),
+) -> list[Hit]:
+    """Filter each ranking, then reciprocal-rank fusion (hybrid) or the one ranking as is.
+    Rankings order by score, ties by passage index, so shards merge to the same order."""
+    wanted_sources, wanted_entities = set(sources), set(entity_ids)
+
+    def allowed(i: int) -> bool:
+        p = passages[i]
+        return (not wanted_sources or p.source in wanted_sources) and (
+            not wanted_entities or bool(wanted_entities.intersection(p.entity_ids))
+        )
+
+    rankings = [
+        [i for i in sorted(scores, key=lambda i: (-scores[i], i)) if allowed(i)]
+        for scores in (lexical, dense)
+        if scores
+    ]
+    if mode is Mode.HYBRID:
+        fused = reciprocal_rank_fusion(rankings)
+    else:
+        scores = lexical or dense
+        fused = [(i, scores[i]) for i in rankings[0]] if rankings else []
+    return [
+        Hit(passages[i], rank, score, lexical.get(i, 0.0), dense.get(i, 0.0))
+        for rank, (i, score) in enumerate(fused[:k], 1)
+    ]
+
+
 def artifact_prefix(name: str) -> str:
     return f"evidence/{name}"
 
@@ -68,40 +110,27 @@ class EvidenceIndex:
         entity_ids: Sequence[str] = (),
         query_vector: np.ndarray | None = None,
     ) -> list[Hit]:
-        if not query.strip():
-            raise InvalidInput("query is empty")
-        if not 1 <= k <= MAX_K:
-            raise InvalidInput(f"k must be between 1 and {MAX_K}")
+        check_request(query, k)
         pool = len(self.passages) if (sources or entity_ids) else max(CANDIDATES, k)
+        vector = (
+            query_vector if query_vector is not None or mode is Mode.LEXICAL else embed([query])[0]
+        )
+        lexical, dense = self.candidates(query, pool, mode, vector)
+        return fuse(self.passages, lexical, dense, k, mode, sources, entity_ids)
+
+    def candidates(
+        self, query: str, pool: int, mode: Mode, vector: np.ndarray | None
+    ) -> tuple[dict[int, float], dict[int, float]]:
+        """Each retriever's best ``pool`` passages: index -> score."""
         lexical: dict[int, float] = {}
         dense: dict[int, float] = {}
         if mode in (Mode.HYBRID, Mode.LEXICAL):
             ids, scores = self.lexical.search(query, pool)
             lexical = dict(zip(ids.tolist(), scores.tolist(), strict=True))
-        if mode in (Mode.HYBRID, Mode.DENSE):
-            vector = query_vector if query_vector is not None else embed([query])[0]
+        if mode in (Mode.HYBRID, Mode.DENSE) and vector is not None:
             ids, scores = self.dense.search(vector, pool)
             dense = dict(zip(ids.tolist(), scores.tolist(), strict=True))
-        wanted_sources, wanted_entities = set(sources), set(entity_ids)
-
-        def allowed(i: int) -> bool:
-            p = self.passages[i]
-            return (not wanted_sources or p.source in wanted_sources) and (
-                not wanted_entities or bool(wanted_entities.intersection(p.entity_ids))
-            )
-
-        rankings = [[i for i in ranking if allowed(i)] for ranking in (lexical, dense) if ranking]
-        fused = (
-            reciprocal_rank_fusion(rankings)
-            if mode is Mode.HYBRID
-            else [(i, (lexical or dense)[i]) for i in rankings[0]]
-            if rankings
-            else []
-        )
-        return [
-            Hit(self.passages[i], rank, score, lexical.get(i, 0.0), dense.get(i, 0.0))
-            for rank, (i, score) in enumerate(fused[:k], 1)
-        ]
+        return lexical, dense
 
     def passage(self, passage_id: str) -> Passage | None:
         i = self.by_id.get(passage_id)
