@@ -10,7 +10,7 @@ from medxiaohe.common.errors import InvalidInput
 from medxiaohe.eval.retrieval import evaluate, ndcg_at
 from medxiaohe.evidence.index import EvidenceIndex, Mode
 from medxiaohe.evidence.passages import Passage, chunk
-from medxiaohe.evidence.retrievers import reciprocal_rank_fusion
+from medxiaohe.evidence.retrievers import score_fusion
 from medxiaohe.storage import open_store
 
 DOCUMENT = (
@@ -34,9 +34,10 @@ def test_chunks_round_trip_exactly_to_the_source() -> None:
 
 
 def test_fusion_ranks_a_passage_only_one_retriever_finds() -> None:
-    fused = dict(reciprocal_rank_fusion([[1, 2, 3], [2, 4]]))
-    assert set(fused) == {1, 2, 3, 4}
-    assert fused[2] > fused[1] > fused[4] > 0  # both > first of one > second of one
+    fused = dict(score_fusion([{1: 9.0, 2: 8.0, 3: 1.0}, {2: 0.9, 4: 0.7, 5: 0.1}]))
+    assert set(fused) == {1, 2, 3, 4, 5}
+    assert fused[2] > fused[1] > fused[4] > 0  # found by both > best of one > found by one only
+    assert fused[3] == 0.0  # the lexical minimum and absent from dense
 
 
 def test_metrics() -> None:

@@ -12,7 +12,7 @@ import numpy as np
 
 from medxiaohe.common.errors import InvalidInput
 from medxiaohe.evidence.passages import Passage
-from medxiaohe.evidence.retrievers import DenseIndex, LexicalIndex, embed, reciprocal_rank_fusion
+from medxiaohe.evidence.retrievers import DenseIndex, LexicalIndex, embed, score_fusion
 from medxiaohe.storage import ArtifactStore, Manifest, publish, read_file, resolve
 
 MAX_K = 100
@@ -50,8 +50,8 @@ def fuse(
     sources: Sequence[str] = (),
     entity_ids: Sequence[str] = (),
 ) -> list[Hit]:
-    """Filter each ranking, then reciprocal-rank fusion (hybrid) or the one ranking as is.
-    Rankings order by score, ties by passage index, so shards merge to the same order."""
+    """Filter each retriever's candidates, then fuse their scores (hybrid) or rank the one
+    retriever's; ties go to the lower passage index, so shards merge to the same order."""
     wanted_sources, wanted_entities = set(sources), set(entity_ids)
 
     def allowed(i: int) -> bool:
@@ -60,16 +60,13 @@ def fuse(
             not wanted_entities or bool(wanted_entities.intersection(p.entity_ids))
         )
 
-    rankings = [
-        [i for i in sorted(scores, key=lambda i: (-scores[i], i)) if allowed(i)]
-        for scores in (lexical, dense)
-        if scores
+    runs = [
+        {i: s for i, s in scores.items() if allowed(i)} for scores in (lexical, dense) if scores
     ]
     if mode is Mode.HYBRID:
-        fused = reciprocal_rank_fusion(rankings)
+        fused = score_fusion(runs)
     else:
-        scores = lexical or dense
-        fused = [(i, scores[i]) for i in rankings[0]] if rankings else []
+        fused = sorted(runs[0].items(), key=lambda kv: (-kv[1], kv[0])) if runs else []
     return [
         Hit(passages[i], rank, score, lexical.get(i, 0.0), dense.get(i, 0.0))
         for rank, (i, score) in enumerate(fused[:k], 1)

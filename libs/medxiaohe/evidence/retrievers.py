@@ -6,14 +6,13 @@ import io
 import json
 import logging
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-RRF_K = 60
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
 
 
@@ -109,14 +108,18 @@ class DenseIndex:
         return cls(np.load(io.BytesIO(data), allow_pickle=False))
 
 
-def reciprocal_rank_fusion(
-    rankings: Sequence[Sequence[int]], k: int = RRF_K
-) -> list[tuple[int, float]]:
-    """(item, fused score), best first: the sum over rankings of 1 / (k + rank)."""
+def score_fusion(runs: Sequence[Mapping[int, float]]) -> list[tuple[int, float]]:
+    """(item, fused score), best first: each retriever's scores min-max normalized over its
+    candidates, then averaged; an item one retriever misses scores 0 there. Chosen over
+    reciprocal-rank fusion by measurement on SciFact train (nDCG@10 0.719 vs 0.696 at k=60)."""
     fused: dict[int, float] = {}
-    for ranking in rankings:
-        for rank, item in enumerate(ranking, 1):
-            fused[item] = fused.get(item, 0.0) + 1.0 / (k + rank)
+    for scores in runs:
+        if not scores:
+            continue
+        low, high = min(scores.values()), max(scores.values())
+        span = high - low
+        for item, score in scores.items():
+            fused[item] = fused.get(item, 0.0) + ((score - low) / span if span else 1.0) / len(runs)
     return sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
