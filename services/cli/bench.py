@@ -60,3 +60,15 @@ def retrieval(
         raise typer.BadParameter(f"{beir_dir} is not a folder")
     setup_logging("WARNING")
     typer.echo(json.dumps(run(beir_dir, split, limit_queries)))
+
+
+@app.command("retrieval-scale")
+def retrieval_scale(
+    passages: Annotated[int, typer.Option(min=1000, help="Passages in the index.")] = 100_000,
+    queries: Annotated[int, typer.Option(min=10, help="Queries to time.")] = 200,
+) -> None:
+    """Latency p50/p99 per mode and lexical build speed at scale, on one core."""
+    from medxiaohe.bench.retrieval_scale import run
+
+    setup_logging("WARNING")
+    typer.echo(json.dumps(run(passages, queries)))

@@ -143,6 +143,9 @@ class EvidenceIndex:
             "lexical.zip": self.lexical.to_bytes(),
             "dense.npy": self.dense.to_bytes(),
         }
+        ann = self.dense.ann_bytes()
+        if ann is not None:
+            files["dense.hnsw"] = ann
         manifest = publish(
             store,
             artifact_prefix(name),
@@ -155,6 +158,7 @@ class EvidenceIndex:
     @classmethod
     def load(cls, store: ArtifactStore, name: str, version: str | None = None) -> EvidenceIndex:
         manifest = resolve(store, artifact_prefix(name), version)
+        ann = read_file(store, manifest, "dense.hnsw") if "dense.hnsw" in manifest.files else None
         passages = [
             Passage(**json.loads(line))
             for line in read_file(store, manifest, "passages.jsonl").decode().splitlines()
@@ -163,6 +167,6 @@ class EvidenceIndex:
         return cls(
             passages,
             LexicalIndex.from_bytes(read_file(store, manifest, "lexical.zip")),
-            DenseIndex.from_bytes(read_file(store, manifest, "dense.npy")),
+            DenseIndex.from_bytes(read_file(store, manifest, "dense.npy"), ann),
             manifest.version,
         )
