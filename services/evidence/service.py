@@ -6,6 +6,7 @@ import threading
 
 from medxiaohe.common.errors import NotReady
 from medxiaohe.common.settings import Settings
+from medxiaohe.entities.loader import TaggerLoader
 from medxiaohe.evidence.registry import IndexRegistry
 from medxiaohe.evidence.retrievers import encoder
 from medxiaohe.storage import ArtifactStore
@@ -34,7 +35,9 @@ class EncoderLoader:
 
 def build(settings: Settings, store: ArtifactStore) -> ServiceSpec:
     loader = EncoderLoader()
-    servicer = EvidenceServicer(store, IndexRegistry(store))
+    # the MET is optional here: without one, indexed passages carry no entity ids
+    tagging = TaggerLoader(store, settings.met_version or None, retry_s=60.0)
+    servicer = EvidenceServicer(store, IndexRegistry(store), tagging)
     return ServiceSpec(
         name="evidence",
         full_name=FULL_NAME,

@@ -9,6 +9,7 @@ import grpc
 
 from medxiaohe import __version__
 from medxiaohe.common.errors import InvalidInput, NotFound
+from medxiaohe.entities.loader import TaggerLoader
 from medxiaohe.evidence.index import EvidenceIndex
 from medxiaohe.evidence.indexing import add_passages
 from medxiaohe.evidence.passages import Passage
@@ -24,9 +25,12 @@ MAX_PASSAGES_PER_CALL = 100_000
 
 
 class EvidenceServicer(pb_grpc.EvidenceServiceServicer):
-    def __init__(self, store: ArtifactStore, registry: IndexRegistry) -> None:
+    def __init__(
+        self, store: ArtifactStore, registry: IndexRegistry, tagging: TaggerLoader
+    ) -> None:
         self.store = store
         self.registry = registry
+        self.tagging = tagging
 
     async def _index(self, name: str, version: str) -> EvidenceIndex:
         if not name:
@@ -91,7 +95,10 @@ class EvidenceServicer(pb_grpc.EvidenceServiceServicer):
                 raise InvalidInput(f"more than {MAX_PASSAGES_PER_CALL} passages in one call")
         if not name:
             raise InvalidInput("the stream carried no passages")
-        result = await asyncio.to_thread(add_passages, self.store, name, passages, request_id)
+        tagger = self.tagging.tagger if self.tagging.ready else None  # entity ids when a MET exists
+        result = await asyncio.to_thread(
+            add_passages, self.store, name, passages, request_id, tagger
+        )
         return pb.IndexPassagesResponse(
             index_name=name,
             index_version=result.version,

@@ -11,13 +11,14 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
+from medxiaohe.entities.build import build_tree
 from medxiaohe.storage import open_store
 from medxiaohe_protos.evidence.v1 import evidence_pb2 as ev
 from medxiaohe_protos.evidence.v1 import evidence_pb2_grpc as ev_grpc
 from medxiaohe_services.runtime.certs import DevPki
 from medxiaohe_services.runtime.client import secure_channel
 from medxiaohe_services.runtime.services import BUILDERS
-from tests.conftest import ALLOWED, s3_settings, server_settings
+from tests.conftest import ALLOWED, s3_settings, server_settings, small_records
 from tests.servers import PlatformThread, Weed, running
 
 pytestmark = pytest.mark.integration
@@ -32,6 +33,8 @@ def platform(pki: DevPki, weed: Weed) -> Iterator[PlatformThread]:
     s3 = s3_settings(weed.endpoint, f"ev-{uuid.uuid4().hex[:8]}")
     settings = server_settings(pki, str(s3.pop("store_uri")), **s3)
     store = open_store(settings.store_uri, settings)
+    store.ping()
+    build_tree(small_records()).save(store)  # passages get MET entity ids
     with running(settings, [BUILDERS["evidence"](settings, store)]) as thread:
         deadline = time.monotonic() + 60
         while not thread.platform.is_serving() and time.monotonic() < deadline:
@@ -107,6 +110,15 @@ def test_index_retrieve_and_fetch_with_provenance(platform: PlatformThread, pki:
         timeout=30,
     )
     assert [r.passage.passage_id for r in only.results] == ["flu-1"]
+    assert "ICD10CM:J18.9" in top.entity_ids  # tagged against the MET when indexed
+    tagged = client.RetrieveEvidence(
+        ev.RetrieveEvidenceRequest(
+            index_name="guidelines", query="vaccine", k=5, entity_ids=["ICD10CM:J18.9"]
+        ),
+        timeout=30,
+    )
+    assert tagged.results
+    assert {r.passage.document_id for r in tagged.results} == {"cap"}
     fetched = client.GetPassage(
         ev.GetPassageRequest(index_name="guidelines", passage_id="flu-1"), timeout=10
     )

@@ -144,3 +144,49 @@ def test_two_shards_answer_like_one_index() -> None:
             ] == expected
         filtered = [h.passage.passage_id for h in whole.search(query, 5, sources=["s1"])]
         assert [h.passage.passage_id for h in sharded.search(query, 5, sources=["s1"])] == filtered
+
+
+def test_passages_are_tagged_with_met_nodes() -> None:
+    from medxiaohe.entities.build import build_tree
+    from medxiaohe.entities.tagger import DictionaryTagger
+    from medxiaohe.evidence.passages import tag_passages
+    from tests.conftest import small_records
+
+    passages = [Passage("a", "a", "Fever and seizures; no pneumonia.", 0, 33, entity_ids=["X:1"])]
+    tag_passages(passages, DictionaryTagger(build_tree(small_records())))
+    assert passages[0].entity_ids == [
+        "HP:0001250",
+        "HP:0001945",
+        "X:1",
+    ]  # negated pneumonia left out
+
+
+def test_a_killed_build_resumes_from_its_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medxiaohe.evidence import build
+
+    passages = chunk("marfan", DOCUMENT * 6, max_words=20)
+    monkeypatch.setattr(build, "BATCH", 4)
+    embedded: list[int] = []
+    real_embed = build.embed
+
+    def counting_embed(texts: list[str]) -> object:  # a spy: it still embeds for real
+        embedded.append(len(texts))
+        return real_embed(texts)
+
+    monkeypatch.setattr(build, "embed", counting_embed)
+    store = open_store(str(tmp_path / "store"))
+
+    def die_after_two(done: int, total: int) -> None:
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build.build_index(store, "resume", passages, die_after_two)
+    assert len(embedded) == 2
+    manifest = build.build_index(store, "resume", passages)
+    batches = -(-len(passages) // 4)
+    assert len(embedded) == batches  # the two finished batches were not embedded again
+    assert EvidenceIndex.load(store, "resume").version == manifest.version
+    assert not [o.key for o in store.list("evidence/resume/_build/")]  # checkpoints cleaned up

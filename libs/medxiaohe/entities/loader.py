@@ -64,6 +64,10 @@ class TaggerLoader:
             raise NotReady(f"entity tree not loaded: {self._error or 'loading'}")
         return self._tagger
 
+    @property
+    def ready(self) -> bool:
+        return self._tagger is not None
+
     def check(self) -> None:
         """Readiness check for the health service."""
         _ = self.tagger

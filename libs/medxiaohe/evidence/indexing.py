@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from medxiaohe.common.errors import InvalidInput, NotFound
+from medxiaohe.entities.tagger import DictionaryTagger
 from medxiaohe.evidence.index import EvidenceIndex, artifact_prefix
-from medxiaohe.evidence.passages import Passage
+from medxiaohe.evidence.passages import Passage, tag_passages
 from medxiaohe.evidence.retrievers import DenseIndex, LexicalIndex, embed
 from medxiaohe.storage import ArtifactStore
 from medxiaohe.storage.base import check_key
@@ -28,7 +29,11 @@ def _request_key(name: str, request_id: str) -> str:
 
 
 def add_passages(
-    store: ArtifactStore, name: str, passages: Sequence[Passage], request_id: str = ""
+    store: ArtifactStore,
+    name: str,
+    passages: Sequence[Passage],
+    request_id: str = "",
+    tagger: DictionaryTagger | None = None,
 ) -> IndexResult:
     """Publish a version of ``name`` holding its current passages plus ``passages`` (a passage
     id already present is replaced). Existing embeddings are reused; only new text is embedded."""
@@ -45,6 +50,8 @@ def add_passages(
         current: EvidenceIndex | None = EvidenceIndex.load(store, name)
     except NotFound:
         current = None
+    if tagger is not None:
+        tag_passages(passages, tagger)
     incoming = {p.passage_id: p for p in passages}
     kept = [p for p in current.passages if p.passage_id not in incoming] if current else []
     kept_vectors = (

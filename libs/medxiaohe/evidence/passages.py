@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from medxiaohe.entities.context import Assertion
+
+if TYPE_CHECKING:
+    from medxiaohe.entities.tagger import DictionaryTagger
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])|\n\s*\n")
 
@@ -70,6 +76,13 @@ def chunk(
             break
         i = max(i + 1, j - overlap_sentences)
     return passages
+
+
+def tag_passages(passages: Sequence[Passage], tagger: DictionaryTagger) -> None:
+    """Fill each passage's entity ids with the MET nodes it mentions (negated ones excluded)."""
+    for passage in passages:
+        found = {m.node_id for m in tagger.tag(passage.text) if m.assertion != Assertion.NEGATED}
+        passage.entity_ids = sorted(set(passage.entity_ids) | found)
 
 
 def _words(text: str, span: tuple[int, int]) -> int:
