@@ -19,6 +19,7 @@ from medxiaohe_protos.evidence.v1 import evidence_pb2 as ev
 from medxiaohe_protos.evidence.v1 import evidence_pb2_grpc as ev_grpc
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2 as ing
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2_grpc as ing_grpc
+from medxiaohe_services.evidence.convert import passage_to_proto
 from medxiaohe_services.runtime.certs import DEV_CLIENT
 from medxiaohe_services.runtime.client import secure_channel
 from medxiaohe_services.runtime.embedded import ensure_dev_pki
@@ -169,18 +170,7 @@ def _evidence(stub: ev_grpc.EvidenceServiceStub) -> bool:
             flush=True,
         )
         requests = [
-            ev.IndexPassagesRequest(
-                passage=ev.Passage(
-                    passage_id=p.passage_id,
-                    document_id=p.document_id,
-                    source=p.source,
-                    title=p.title,
-                    text=p.text,
-                    licence=p.licence,
-                    entity_ids=p.entity_ids,
-                    span=common_pb2.Span(start=p.start, end=p.end),
-                )
-            )
+            ev.IndexPassagesRequest(passage=passage_to_proto(p))
             for p in builtin_passages(("orphanet",))
         ]
         requests += [
