@@ -120,7 +120,7 @@ _RULES: list[tuple[Phi, re.Pattern[str], int]] = [
     ),
     (Phi.NAME, re.compile(rf"\b({_NAME}),\s({_NAME})(?=\s+(?:is|was|presents|DOB|MRN|\())"), 0),
 ]
-_PLACEHOLDER = {t: f"[{t.value}]" for t in Phi} | {Phi.AGE: "90+"}
+_REPLACEMENT = {t: f"[{t.value}]" for t in Phi} | {Phi.AGE: "90+"}
 
 
 @cache
@@ -195,7 +195,7 @@ def shift_date(value: str, days: int) -> str:
             else:
                 date = dt.date(c + (2000 if c < 50 else 1900) if order == "mdy2" else c, a, b)
         except ValueError:
-            return _PLACEHOLDER[Phi.DATE]
+            return _REPLACEMENT[Phi.DATE]
         shifted = date - dt.timedelta(days=days)
         return out.format(y=shifted.year, m=shifted.month, d=shifted.day, yy=shifted.year % 100)
     cleaned = re.sub(r"(?<=\d)(st|nd|rd|th)\b|,|\.|\bof\b", " ", value)
@@ -210,7 +210,7 @@ def shift_date(value: str, days: int) -> str:
             continue
         shifted = date - dt.timedelta(days=days)
         return shifted.strftime(fmt).replace(" 0", " ").lstrip("0")
-    return _PLACEHOLDER[Phi.DATE]
+    return _REPLACEMENT[Phi.DATE]
 
 
 _WORD_DATE_FORMATS = (
@@ -237,7 +237,7 @@ def deidentify(
     for span in spans:
         pieces.append(text[position : span.start])
         value = text[span.start : span.end]
-        pieces.append(shift_date(value, days) if span.type is Phi.DATE else _PLACEHOLDER[span.type])
+        pieces.append(shift_date(value, days) if span.type is Phi.DATE else _REPLACEMENT[span.type])
         position = span.end
     pieces.append(text[position:])
     return "".join(pieces), spans
