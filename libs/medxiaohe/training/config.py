@@ -1,0 +1,90 @@
+"""Stage configs: one dataclass per stage, help text on every field (TRL's pattern), read from
+YAML with command-line overrides through transformers' HfArgumentParser, validated at start."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from medxiaohe.common.errors import InvalidInput
+
+Config = TypeVar("Config")
+
+
+@dataclass
+class RunConfig:
+    """Fields every stage has."""
+
+    run_id: str = field(
+        default="", metadata={"help": "Run id; a new one when empty. Re-use it to resume."}
+    )
+    store_uri: str = field(
+        default="", metadata={"help": "Object store root; MEDXIAOHE_STORE_URI when empty."}
+    )
+    seed: int = field(default=42, metadata={"help": "Random seed."})
+    save_steps: int = field(
+        default=200, metadata={"help": "Save a checkpoint every this many steps."}
+    )
+    deepspeed: str = field(default="", metadata={"help": "'zero2', 'zero3', or empty for none."})
+
+    def __post_init__(self) -> None:
+        if self.save_steps < 1:
+            raise InvalidInput("save_steps must be at least 1")
+        if self.deepspeed not in ("", "zero2", "zero3"):
+            raise InvalidInput("deepspeed must be 'zero2', 'zero3' or empty")
+
+
+def _as_args(values: dict[str, Any]) -> list[str]:
+    args: list[str] = []
+    for key, value in values.items():
+        args.append(f"--{key}")
+        if isinstance(value, list):
+            args.extend(str(v) for v in value)
+        else:
+            args.append(str(value).lower() if isinstance(value, bool) else str(value))
+    return args
+
+
+def load_config(
+    kind: type[Config], yaml_path: Path | None = None, overrides: list[str] | None = None
+) -> Config:
+    """The stage config from a YAML file, then ``--key value`` overrides; InvalidInput names
+    any unknown key and any value that does not parse."""
+    from transformers import HfArgumentParser
+
+    values: dict[str, Any] = {}
+    if yaml_path is not None:
+        try:
+            loaded = yaml.safe_load(yaml_path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise InvalidInput(f"cannot read config {yaml_path}: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise InvalidInput(f"{yaml_path} must hold a mapping of config keys")
+        values = loaded
+    known = {f.name for f in fields(kind)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InvalidInput(f"unknown config keys {unknown}; known: {sorted(known)}")
+    parser = HfArgumentParser(kind, prog="medxiaohe-train")  # type: ignore[arg-type]
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            (config,) = parser.parse_args_into_dataclasses(
+                args=_as_args(values) + list(overrides or [])
+            )
+    except SystemExit:
+        message = errors.getvalue().strip().splitlines()
+        raise InvalidInput(message[-1] if message else "invalid config") from None
+    except ValueError as exc:  # overrides naming keys the stage does not have
+        raise InvalidInput(f"unknown config keys in overrides: {exc}") from None
+    return config
+
+
+def config_help(kind: type[Any]) -> dict[str, str]:
+    """Field name -> help text; every field must have one."""
+    return {f.name: f.metadata.get("help", "") for f in fields(kind)}

@@ -1,0 +1,99 @@
+"""The training-stage framework so far: configs (YAML + overrides + validation) and the
+Kubernetes objects a launcher would submit, validated strictly (no API server here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from medxiaohe.common.errors import InvalidInput
+from medxiaohe.training.config import RunConfig, config_help, load_config
+from medxiaohe.training.manifests import ClusterSpec, render_job
+from medxiaohe_services.deploy.manifests import validate_object
+
+
+@dataclass
+class ExampleConfig(RunConfig):
+    epochs: int = field(default=3, metadata={"help": "Passes over the training data."})
+    learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate."})
+    types: list[str] = field(
+        default_factory=lambda: ["Disease"], metadata={"help": "Entity types."}
+    )
+
+
+def test_yaml_then_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("epochs: 2\ntypes: [Disease, Chemical]\ndeepspeed: zero2\n")
+    config = load_config(ExampleConfig, path, ["--learning_rate", "1e-4", "--epochs", "5"])
+    assert (config.epochs, config.learning_rate, config.types, config.deepspeed) == (
+        5,
+        1e-4,
+        ["Disease", "Chemical"],
+        "zero2",
+    )
+    assert all(config_help(ExampleConfig).values())  # every field explains itself
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "overrides", "message"),
+    [
+        ("epoch: 2\n", [], "unknown config keys \\['epoch'\\]"),
+        ("", ["--nope", "1"], "unknown config keys in overrides"),
+        ("", ["--epochs", "many"], "invalid int value"),
+        ("", ["--deepspeed", "zero9"], "deepspeed must be"),
+        ("[1, 2]\n", [], "must hold a mapping"),
+    ],
+)
+def test_invalid_configs_fail_clearly(
+    tmp_path: Path, yaml_text: str, overrides: list[str], message: str
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml_text or "{}\n")
+    with pytest.raises(InvalidInput, match=message):
+        load_config(ExampleConfig, path, overrides)
+
+
+def test_single_node_job_validates_strictly() -> None:
+    (job,) = render_job("ner", "r1", "s3://b/runs/ner/r1/config.yaml", ClusterSpec())
+    assert validate_object(job) == []
+    spec = job["spec"]
+    assert spec["backoffLimit"] == 2
+    assert spec["ttlSecondsAfterFinished"] > 0
+    assert job["metadata"]["labels"]["medxiaohe.io/run-id"] == "r1"
+    container = spec["template"]["spec"]["containers"][0]
+    assert container["command"][:2] == ["medxiaohe-train", "ner"]
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+
+
+def test_multi_node_gpu_job_with_rendezvous_service() -> None:
+    gpu = ClusterSpec(
+        nodes=2,
+        gpus_per_node=4,
+        node_selector={"nvidia.com/gpu.present": "true"},
+        tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    )
+    service, job = render_job("sft", "r2", "cfg.yaml", gpu)
+    assert validate_object(service) == []
+    assert validate_object(job) == []
+    assert service["spec"]["clusterIP"] == "None"
+    pod = job["spec"]["template"]["spec"]
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["completions"] == 2
+    assert pod["subdomain"] == service["metadata"]["name"]
+    container = pod["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    assert container["command"][0] == "torchrun"
+    assert "--nproc-per-node=4" in container["command"]
+    assert {v["name"]: v for v in pod["volumes"]}["dshm"]["emptyDir"]["medium"] == "Memory"
+    secret_env = {e["name"]: e for e in container["env"]}["MEDXIAOHE_S3_SECRET_KEY"]
+    assert secret_env["valueFrom"]["secretKeyRef"]["name"] == "medxiaohe-s3"
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+
+
+def test_bad_cluster_specs() -> None:
+    with pytest.raises(InvalidInput):
+        render_job("ner", "r", "c", ClusterSpec(nodes=0))
+    with pytest.raises(InvalidInput, match="too long"):
+        render_job("ner", "r" * 60, "c", ClusterSpec())
