@@ -97,3 +97,38 @@ def test_bad_cluster_specs() -> None:
         render_job("ner", "r", "c", ClusterSpec(nodes=0))
     with pytest.raises(InvalidInput, match="too long"):
         render_job("ner", "r" * 60, "c", ClusterSpec())
+
+
+def test_run_layout_metrics_checkpoints_and_resume(tmp_path: Path) -> None:
+    from medxiaohe.common.errors import Conflict
+    from medxiaohe.storage import open_store
+    from medxiaohe.training.runs import Run
+
+    store = open_store(str(tmp_path / "store"))
+    config = ExampleConfig(epochs=2)
+    run = Run.start(store, "ner", config)
+    assert run.run_id.startswith("ner-")
+    run.log(1, loss=2.0)
+    run.log(2, loss=1.5)
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"weights-2")
+    run.save_checkpoint(2, folder)
+    (folder / "model.safetensors").write_bytes(b"weights-4")
+    run.log(4, loss=1.0)
+    run.save_checkpoint(4, folder)
+    # a checkpoint whose upload died before its manifest does not count
+    store.put_bytes(f"{run.prefix}/checkpoints/step-00000006/model.safetensors", b"partial")
+
+    again = Run.start(store, "ner", config, run_id=run.run_id)  # a re-run resumes
+    latest = again.latest_checkpoint()
+    assert latest is not None
+    restored = tmp_path / "restored"
+    assert again.restore(latest, restored) == 4
+    assert (restored / "model.safetensors").read_bytes() == b"weights-4"
+    assert [m["step"] for m in again.metrics()] == [1, 2, 4]
+    with pytest.raises(Conflict):
+        Run.start(store, "ner", ExampleConfig(epochs=9), run_id=run.run_id)
+    model = again.publish_model(folder)
+    assert model.version == "final"
+    assert store.exists(f"{run.prefix}/config.yaml")
