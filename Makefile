@@ -31,8 +31,8 @@ protos: venv ## Regenerate libs/medxiaohe_protos from protos/
 lint: venv ## ruff + mypy + import contracts
 	$(VENV)/bin/ruff check $(SOURCES)
 	$(VENV)/bin/ruff format --check $(SOURCES)
-	@mkdir -p $(VENV)/mypy-path && ln -sfn ../../services $(VENV)/mypy-path/medxiaohe_services
-	$(VENV)/bin/mypy -p medxiaohe -p medxiaohe_services
+	@mkdir -p $(VENV)/mypy-path && ln -sfn ../../services $(VENV)/mypy-path/medxiaohe_services && ln -sfn ../../training-jobs $(VENV)/mypy-path/medxiaohe_training
+	$(VENV)/bin/mypy -p medxiaohe -p medxiaohe_services -p medxiaohe_training
 	$(VENV)/bin/lint-imports
 
 check: lint ## lint, protos in sync, buf lint, chart render + validation

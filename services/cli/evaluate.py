@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -18,30 +17,51 @@ app = typer.Typer(help="Evaluate against benchmark data.", no_args_is_help=True)
 def tagging(
     conll: Annotated[Path, typer.Option(help="CoNLL/IOB TSV file (token<TAB>tag).")],
     types: Annotated[str, typer.Option(help="Comma-separated entity types to score.")] = "",
-    tagger: Annotated[
-        str, typer.Option(help="dictionary (the NER tagger comes later).")
-    ] = "dictionary",
+    tagger: Annotated[str, typer.Option(help="dictionary, ner or hybrid.")] = "dictionary",
+    model: Annotated[
+        str,
+        typer.Option(help="NER model: store prefix, s3:// URI or folder (ner and hybrid)."),
+    ] = "models/ner",
+    merge: Annotated[str, typer.Option(help="Hybrid merge: ner or ner+dictionary.")] = (
+        "ner+dictionary"
+    ),
     store: StoreOption = None,
 ) -> None:
     """Entity-level exact-match precision, recall and F1 of a tagger on a CoNLL file."""
+    from medxiaohe.common.settings import Settings
+    from medxiaohe.entities.hybrid import HybridTagger
+    from medxiaohe.entities.ner import NerTagger, model_folder
     from medxiaohe.entities.tagger import DictionaryTagger
     from medxiaohe.entities.tree import EntityTree
     from medxiaohe.eval.tagging import CORPUS_TYPE, evaluate, read_conll
 
-    if tagger != "dictionary":
-        raise typer.BadParameter(f"unknown tagger {tagger!r}; available: dictionary")
+    if tagger not in ("dictionary", "ner", "hybrid"):
+        raise typer.BadParameter(f"unknown tagger {tagger!r}; one of dictionary, ner, hybrid")
     if not conll.is_file():
         raise typer.BadParameter(f"{conll} does not exist")
-    dictionary = DictionaryTagger(EntityTree.load(store_from(store)))
-
-    def predict(text: str) -> Iterator[tuple[int, int, str]]:
-        for mention in dictionary.tag(text, assertions=False):
-            kind = CORPUS_TYPE.get(mention.entity_type)
-            if kind:
-                yield mention.start, mention.end, kind
-
+    settings = Settings.from_env(**({"store_uri": store} if store else {}))
+    sentences = list(read_conll(conll))
+    found: dict[str, list[tuple[int, int, str]]] = {}
+    texts = [s.text for s in sentences]
+    if tagger == "ner":
+        ner = NerTagger(model_folder(model, settings))
+        for text, spans in zip(texts, ner.tag_many(texts), strict=True):
+            found[text] = [(s.start, s.end, s.label) for s in spans]
+    else:
+        dictionary = DictionaryTagger(EntityTree.load(store_from(store)))
+        if tagger == "hybrid":  # spans and types are scored, not links: no linker
+            hybrid = HybridTagger(dictionary, NerTagger(model_folder(model, settings)), merge=merge)
+            mentions = hybrid.tag_many(texts, assertions=False)
+        else:
+            mentions = [dictionary.tag(text, assertions=False) for text in texts]
+        for text, tagged in zip(texts, mentions, strict=True):
+            found[text] = [
+                (m.start, m.end, CORPUS_TYPE[m.entity_type])
+                for m in tagged
+                if m.entity_type in CORPUS_TYPE
+            ]
     wanted = [t for t in types.split(",") if t] or None
-    typer.echo(json.dumps(evaluate(read_conll(conll), predict, wanted)))
+    typer.echo(json.dumps(evaluate(sentences, lambda text: found[text], wanted)))
 
 
 @app.command()

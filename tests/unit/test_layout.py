@@ -19,6 +19,7 @@ ROOTS = {
     "medxiaohe": "libs/medxiaohe",
     "medxiaohe_protos": "libs/medxiaohe_protos",
     "medxiaohe_services": "services",
+    "medxiaohe_training": "training-jobs",
 }
 
 

@@ -56,8 +56,10 @@ def test_invalid_configs_fail_clearly(
 
 
 def test_single_node_job_validates_strictly() -> None:
-    (job,) = render_job("ner", "r1", "s3://b/runs/ner/r1/config.yaml", ClusterSpec())
+    config_map, job = render_job("ner", "r1", "epochs: 1\n", ClusterSpec())
+    assert validate_object(config_map) == []
     assert validate_object(job) == []
+    assert config_map["data"]["config.yaml"] == "epochs: 1\n"
     spec = job["spec"]
     assert spec["backoffLimit"] == 2
     assert spec["ttlSecondsAfterFinished"] > 0
@@ -74,7 +76,7 @@ def test_multi_node_gpu_job_with_rendezvous_service() -> None:
         node_selector={"nvidia.com/gpu.present": "true"},
         tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
     )
-    service, job = render_job("sft", "r2", "cfg.yaml", gpu)
+    _, service, job = render_job("sft", "r2", "epochs: 1\n", gpu)
     assert validate_object(service) == []
     assert validate_object(job) == []
     assert service["spec"]["clusterIP"] == "None"

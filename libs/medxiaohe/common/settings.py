@@ -92,6 +92,17 @@ class Settings(BaseSettings):
     met_build_if_missing: bool = Field(
         False, description="Build the entity tree (about 30 s) when the store has none."
     )
+    ner_model_uri: str = Field(
+        "",
+        description=(
+            "NER model for the hybrid tagger: a key prefix in the store (models/ner is the "
+            "newest trained one), s3://bucket/prefix, or a local folder; empty tags with the "
+            "dictionary only."
+        ),
+    )
+    model_cache_dir: Path = Field(
+        Path(".medxiaohe/cache"), description="Models from the store are downloaded here."
+    )
 
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
 

@@ -92,7 +92,7 @@ class DictionaryTagger:
         self._types = tree.columns["type"]
         self._paths: dict[int, tuple[str, ...]] = {}
 
-    def _path(self, index: int) -> tuple[str, ...]:
+    def path(self, index: int) -> tuple[str, ...]:
         path = self._paths.get(index)
         if path is None:
             path = tuple(self.tree.ids[i] for i in self.tree.path_indices(index))
@@ -176,7 +176,7 @@ class DictionaryTagger:
                     text=text[start:end],
                     node_id=tree.ids[best],
                     node_ids=tuple(tree.ids[n] for n in candidates),
-                    path=self._path(best),
+                    path=self.path(best),
                     entity_type=self._types[best],
                     assertion=state,
                 )

@@ -14,7 +14,7 @@ from pathlib import Path
 from medxiaohe.common.errors import InvalidInput
 
 # What each Medical Entity Tree type is called in the benchmark corpora.
-CORPUS_TYPE = {"disease": "Disease", "phenotype": "Disease"}
+CORPUS_TYPE = {"disease": "Disease", "phenotype": "Disease", "chemical": "Chemical"}
 
 Span = tuple[int, int, str]  # first token, token after the last, type
 Predict = Callable[[str], Iterable[tuple[int, int, str]]]  # text -> (char start, end, type)
@@ -87,19 +87,10 @@ def _prf(tp: int, fp: int, fn: int) -> dict[str, float]:
     return {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4)}
 
 
-def evaluate(
-    sentences: Iterable[Sentence], predict: Predict, types: Sequence[str] | None = None
-) -> dict[str, object]:
-    """Precision, recall and F1 overall and per type (entity-level exact match)."""
+def score(pairs: Iterable[tuple[set[Span], set[Span]]]) -> dict[str, object]:
+    """Precision, recall and F1 overall and per type from (gold, predicted) span sets."""
     counts: dict[str, Counter[str]] = {}
-    wanted = set(types) if types else None
-    for sentence in sentences:
-        gold = {s for s in gold_spans(sentence.tags) if wanted is None or s[2] in wanted}
-        pred = {
-            s
-            for s in to_token_spans(sentence, predict(sentence.text))
-            if wanted is None or s[2] in wanted
-        }
+    for gold, pred in pairs:
         for kind in {s[2] for s in gold | pred}:
             c = counts.setdefault(kind, Counter())
             g = {s for s in gold if s[2] == kind}
@@ -112,3 +103,21 @@ def evaluate(
     result["per_type"] = {k: _prf(c["tp"], c["fp"], c["fn"]) for k, c in sorted(counts.items())}
     result["support"] = total["tp"] + total["fn"]
     return result
+
+
+def evaluate(
+    sentences: Iterable[Sentence], predict: Predict, types: Sequence[str] | None = None
+) -> dict[str, object]:
+    """Entity-level exact-match scores of ``predict`` on the sentences."""
+    wanted = set(types) if types else None
+
+    def pairs() -> Iterator[tuple[set[Span], set[Span]]]:
+        for sentence in sentences:
+            gold = gold_spans(sentence.tags)
+            pred = to_token_spans(sentence, predict(sentence.text))
+            yield (
+                {s for s in gold if wanted is None or s[2] in wanted},
+                {s for s in pred if wanted is None or s[2] in wanted},
+            )
+
+    return score(pairs())

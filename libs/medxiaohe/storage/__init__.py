@@ -11,7 +11,16 @@ from urllib.parse import urlparse
 
 from medxiaohe.common.errors import InvalidInput
 from medxiaohe.common.settings import Settings
-from medxiaohe.storage.artifacts import Manifest, latest_version, publish, read_file, resolve
+from medxiaohe.storage.artifacts import (
+    Manifest,
+    download,
+    fetch,
+    latest_version,
+    publish,
+    publish_folder,
+    read_file,
+    resolve,
+)
 from medxiaohe.storage.base import ArtifactStore, ObjectInfo
 from medxiaohe.storage.local import LocalStore
 
@@ -20,9 +29,12 @@ __all__ = [
     "LocalStore",
     "Manifest",
     "ObjectInfo",
+    "download",
+    "fetch",
     "latest_version",
     "open_store",
     "publish",
+    "publish_folder",
     "read_file",
     "resolve",
 ]

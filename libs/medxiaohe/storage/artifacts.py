@@ -139,3 +139,32 @@ def read_file(store: ArtifactStore, manifest: Manifest, name: str) -> bytes:
     if hashlib.sha256(data).hexdigest() != manifest.files[name]["sha256"]:
         raise Conflict(f"{manifest.prefix}/{manifest.version}/{name} does not match its manifest")
     return data
+
+
+def publish_folder(store: ArtifactStore, prefix: str, folder: Path, **options: Any) -> Manifest:
+    """``publish`` every file under a local folder, named by its path inside it."""
+    files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
+    return publish(store, prefix, files, **options)
+
+
+def download(store: ArtifactStore, manifest: Manifest, folder: Path) -> Path:
+    """Every file of a version into ``folder``, each checked against the manifest. A folder
+    that already holds this version completely (its manifest copy written last) is reused."""
+    done = folder / MANIFEST
+    if done.is_file() and json.loads(done.read_bytes()).get("files") == manifest.files:
+        return folder
+    for name in manifest.files:
+        target = folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        partial.write_bytes(read_file(store, manifest, name))
+        partial.replace(target)
+    done.write_bytes(manifest.to_json())
+    return folder
+
+
+def fetch(store: ArtifactStore, prefix: str, cache: Path, version: str | None = None) -> Path:
+    """The latest (or a given) version of an artifact as a local folder under ``cache``,
+    downloaded and verified once; NotFound when nothing complete is published there."""
+    manifest = resolve(store, prefix, version)
+    return download(store, manifest, cache / prefix / manifest.version)

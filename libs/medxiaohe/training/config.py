@@ -23,6 +23,10 @@ class RunConfig:
     run_id: str = field(
         default="", metadata={"help": "Run id; a new one when empty. Re-use it to resume."}
     )
+    resume: bool = field(
+        default=False,
+        metadata={"help": "Without a run_id, resume the newest unfinished run of this stage."},
+    )
     store_uri: str = field(
         default="", metadata={"help": "Object store root; MEDXIAOHE_STORE_URI when empty."}
     )

@@ -1,7 +1,8 @@
-"""The Kubernetes objects that run a training stage: a batch/v1 Job (Indexed for multi-node,
-torchrun with c10d rendezvous through a headless Service), GPUs, /dev/shm, object-store
-credentials from a Secret, the run id as a label, backoff and TTL. Plain dicts: the launcher
-submits them with the kubernetes client; tests validate them strictly."""
+"""The Kubernetes objects that run a training stage: the resolved config in a ConfigMap, a
+batch/v1 Job (Indexed for multi-node, torchrun with c10d rendezvous through a headless
+Service), GPUs, /dev/shm, object-store credentials from a Secret, the run id as a label,
+backoff and TTL. Plain dicts: the launcher submits them with the kubernetes client; tests
+validate them strictly."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Any
 from medxiaohe.common.errors import InvalidInput
 
 RDZV_PORT = 29400
+CONFIG_DIR = "/etc/medxiaohe-train"
+RUN_LABEL = "medxiaohe.io/run-id"
 
 
 @dataclass(frozen=True)
@@ -32,22 +35,26 @@ class ClusterSpec:
     service_account: str = ""
 
 
-def _name(stage: str, run_id: str) -> str:
+def job_name(stage: str, run_id: str) -> str:
     name = f"train-{stage}-{run_id}".lower().replace("_", "-")
     if len(name) > 52:  # Job names become pod labels; leave room for the index suffix
         raise InvalidInput(f"job name {name!r} is too long; use a shorter run id")
     return name
 
 
-def render_job(stage: str, run_id: str, config_uri: str, spec: ClusterSpec) -> list[dict[str, Any]]:
-    """The objects to submit for one run: a headless Service (multi-node) and the Job."""
+def render_job(
+    stage: str, run_id: str, config_yaml: str, spec: ClusterSpec
+) -> list[dict[str, Any]]:
+    """The objects to submit for one run, in order: the config's ConfigMap, a headless
+    Service (multi-node only) and the Job."""
     if spec.nodes < 1 or spec.gpus_per_node < 0:
         raise InvalidInput("nodes must be >= 1 and gpus_per_node >= 0")
-    name = _name(stage, run_id)
+    name = job_name(stage, run_id)
+    config_uri = f"{CONFIG_DIR}/config.yaml"
     labels = {
         "app.kubernetes.io/name": "medxiaohe-training",
         "app.kubernetes.io/component": stage,
-        "medxiaohe.io/run-id": run_id,
+        RUN_LABEL: run_id,
     }
     per_node = max(1, spec.gpus_per_node)
     command = ["medxiaohe-train", stage, "--config", config_uri, "--run_id", run_id]
@@ -110,12 +117,14 @@ def render_job(stage: str, run_id: str, config_uri: str, spec: ClusterSpec) -> l
                 "volumeMounts": [
                     {"name": "dshm", "mountPath": "/dev/shm"},  # noqa: S108 (the pod's own)
                     {"name": "scratch", "mountPath": "/tmp"},  # noqa: S108 (an emptyDir)
+                    {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
                 ],
             }
         ],
         "volumes": [
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}},
             {"name": "scratch", "emptyDir": {}},
+            {"name": "config", "configMap": {"name": name}},
         ],
     }
     if spec.node_selector:
@@ -143,9 +152,15 @@ def render_job(stage: str, run_id: str, config_uri: str, spec: ClusterSpec) -> l
         "metadata": {"name": name, "namespace": spec.namespace, "labels": labels},
         "spec": {
             "clusterIP": "None",
-            "selector": {"medxiaohe.io/run-id": run_id},
+            "selector": {RUN_LABEL: run_id},
             "ports": [{"name": "rdzv", "port": RDZV_PORT, "targetPort": RDZV_PORT}],
             "publishNotReadyAddresses": True,
         },
     }
-    return [service, job] if spec.nodes > 1 else [job]
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": spec.namespace, "labels": labels},
+        "data": {"config.yaml": config_yaml},
+    }
+    return [config_map, service, job] if spec.nodes > 1 else [config_map, job]

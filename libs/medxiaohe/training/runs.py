@@ -3,10 +3,12 @@
     config.yaml                      the resolved config, written once
     metrics/part-<n>.jsonl           metric lines, flushed in atomic parts (stores do not append)
     checkpoints/step-<n>/...         each checkpoint published atomically; _LATEST names the last
+    best/step-<n>/...                the best model so far by the stage's metric
     model/final/...                  the final Hugging Face folder, published atomically
 
-A re-run with the same id resumes from the last complete checkpoint; a checkpoint whose
-upload died before its manifest is invisible."""
+The final model is also published under ``models/<stage>/<run-id>``, whose _LATEST is what the
+services load by default. A re-run with the same id resumes from the last complete checkpoint;
+a checkpoint whose upload died before its manifest is invisible."""
 
 from __future__ import annotations
 
@@ -20,13 +22,21 @@ from typing import Any
 import yaml
 
 from medxiaohe.common.errors import Conflict, NotFound
-from medxiaohe.storage import ArtifactStore, Manifest, publish, read_file, resolve
+from medxiaohe.storage import ArtifactStore, Manifest, download, publish_folder, resolve
+from medxiaohe.storage.artifacts import MANIFEST
 from medxiaohe.storage.base import check_key
+
+# Config fields that say how to start a run, not what it computes: not part of its identity.
+LAUNCH_FIELDS = ("run_id", "resume", "store_uri")
 
 
 def new_run_id(stage: str) -> str:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     return f"{stage}-{stamp}-{secrets.token_hex(2)}"
+
+
+def models_prefix(stage: str) -> str:
+    return f"models/{check_key(stage)}"
 
 
 class Run:
@@ -47,6 +57,8 @@ class Run:
             if is_dataclass(config) and not isinstance(config, type)
             else dict(config)
         )
+        for name in LAUNCH_FIELDS:
+            values.pop(name, None)
         values["run_id"] = run.run_id
         text = yaml.safe_dump(values, sort_keys=True).encode()
         key = f"{run.prefix}/config.yaml"
@@ -56,6 +68,18 @@ class Run:
         else:
             store.put_bytes(key, text)
         return run
+
+    @staticmethod
+    def unfinished(store: ArtifactStore, stage: str) -> str:
+        """The id of the newest run of ``stage`` without a final model; NotFound if none."""
+        ids = sorted(
+            {info.key.split("/")[2] for info in store.list(f"runs/{check_key(stage)}/")},
+            reverse=True,
+        )
+        for run_id in ids:
+            if not store.exists(f"runs/{stage}/{run_id}/model/_LATEST"):
+                return run_id
+        raise NotFound(f"no unfinished {stage} run to resume")
 
     def log(self, step: int, **values: float) -> None:
         self._pending.append(json.dumps({"step": step, **values}, sort_keys=True))
@@ -75,37 +99,60 @@ class Run:
             ]
         return lines
 
-    def save_checkpoint(self, step: int, folder: Path) -> Manifest:
-        files = {
-            p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()
-        }
+    def save_checkpoint(self, step: int, folder: Path, keep: int = 2) -> Manifest:
+        """Publish a checkpoint, then delete all but the newest ``keep`` (each older one loses
+        its manifest first, so it is never seen half-deleted)."""
         self.flush()
-        return publish(
-            self.store,
-            f"{self.prefix}/checkpoints",
-            files,
-            version=f"step-{step:08d}",
-            metadata={"step": step},
+        prefix = f"{self.prefix}/checkpoints"
+        manifest = publish_folder(
+            self.store, prefix, folder, version=f"step-{step:08d}", metadata={"step": step}
         )
+        versions = sorted(
+            {i.key[len(prefix) + 1 :].split("/")[0] for i in self.store.list(f"{prefix}/step-")}
+        )
+        for version in versions[:-keep]:
+            keys = [i.key for i in self.store.list(f"{prefix}/{version}/")]
+            for key in sorted(keys, key=lambda k: not k.endswith(MANIFEST)):
+                self.store.delete(key)
+        return manifest
 
     def latest_checkpoint(self) -> Manifest | None:
-        try:
-            return resolve(self.store, f"{self.prefix}/checkpoints")
-        except NotFound:
-            return None
+        return self._latest("checkpoints")
 
     def restore(self, manifest: Manifest, folder: Path) -> int:
         """Download a checkpoint into ``folder``; returns its step."""
-        for name in manifest.files:
-            target = folder / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(read_file(self.store, manifest, name))
+        download(self.store, manifest, folder)
         step: int = manifest.metadata["step"]
         return step
 
-    def publish_model(self, folder: Path) -> Manifest:
-        files = {
-            p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()
-        }
+    def save_best(self, step: int, folder: Path, metrics: dict[str, float]) -> Manifest:
         self.flush()
-        return publish(self.store, f"{self.prefix}/model", files, version="final")
+        return publish_folder(
+            self.store,
+            f"{self.prefix}/best",
+            folder,
+            version=f"step-{step:08d}",
+            metadata={"step": step, "metrics": metrics},
+        )
+
+    def best(self) -> Manifest | None:
+        return self._latest("best")
+
+    def publish_model(self, folder: Path) -> Manifest:
+        """The final model, under the run and as the stage's newest model."""
+        self.flush()
+        manifest = publish_folder(self.store, f"{self.prefix}/model", folder, version="final")
+        publish_folder(
+            self.store,
+            models_prefix(self.stage),
+            folder,
+            version=self.run_id,
+            metadata={"run": self.prefix},
+        )
+        return manifest
+
+    def _latest(self, name: str) -> Manifest | None:
+        try:
+            return resolve(self.store, f"{self.prefix}/{name}")
+        except NotFound:
+            return None

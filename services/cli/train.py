@@ -1,0 +1,105 @@
+"""`medxiaohe train ...`: submit a training stage locally or to Kubernetes; watch and cancel it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+app = typer.Typer(help="Training jobs: submit, status, logs, cancel.", no_args_is_help=True)
+
+ValuesOption = Annotated[
+    Path,
+    typer.Option(help="Chart values (its training and store blocks) for Kubernetes runs."),
+]
+NamespaceOption = Annotated[str, typer.Option(help="Kubernetes namespace.")]
+DEFAULT_VALUES = Path(__file__).resolve().parents[2] / "charts" / "medxiaohe" / "values.yaml"
+
+
+def _launcher(namespace: str):  # type: ignore[no-untyped-def]
+    from medxiaohe_services.deploy.training import KubernetesLauncher
+
+    return KubernetesLauncher.from_kubeconfig(namespace)
+
+
+@app.command()
+def submit(
+    stage: Annotated[str, typer.Argument(help="Stage: ner.")],
+    config: Annotated[Path, typer.Option(help="The stage's YAML config.")],
+    backend: Annotated[str, typer.Option(help="local or kubernetes.")] = "local",
+    nodes: Annotated[int, typer.Option(min=1, help="Nodes (kubernetes).")] = 1,
+    gpus_per_node: Annotated[int, typer.Option(min=0, help="GPUs per node.")] = 0,
+    run_id: Annotated[str, typer.Option(help="Run id; a new one when empty.")] = "",
+    values: ValuesOption = DEFAULT_VALUES,
+    namespace: NamespaceOption = "medxiaohe",
+    dry_run: Annotated[
+        bool, typer.Option(help="Print the validated objects instead of submitting them.")
+    ] = False,
+) -> None:
+    """Run a stage as a local process, or submit it as a Kubernetes Job."""
+    from medxiaohe.training.config import load_config
+    from medxiaohe.training.runs import LAUNCH_FIELDS, new_run_id
+    from medxiaohe_training.cli import STAGES
+
+    if stage not in STAGES:
+        raise typer.BadParameter(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
+    if backend not in ("local", "kubernetes"):
+        raise typer.BadParameter("backend must be local or kubernetes")
+    resolved = load_config(STAGES[stage][0], config)  # fail here, not in a pod
+    run_id = run_id or new_run_id(stage)
+    if backend == "local":
+        from medxiaohe_services.deploy.training import run_local
+
+        if nodes > 1:
+            raise typer.BadParameter("the local backend runs on this machine: --nodes 1")
+        typer.echo(f"run {run_id}")
+        raise typer.Exit(run_local(stage, config, run_id, max(1, gpus_per_node)))
+
+    from medxiaohe.training.manifests import render_job
+    from medxiaohe_services.deploy.manifests import validate_object
+    from medxiaohe_services.deploy.training import spec_from_values
+
+    chart_values = yaml.safe_load(values.read_text()) if values.is_file() else {}
+    spec = spec_from_values(
+        chart_values, namespace=namespace, nodes=nodes, gpus_per_node=gpus_per_node
+    )
+    body = {k: v for k, v in asdict(resolved).items() if k not in LAUNCH_FIELDS}
+    config_yaml = yaml.safe_dump(body, sort_keys=True)
+    if dry_run:
+        objects = render_job(stage, run_id, config_yaml, spec)
+        for obj in objects:
+            if errors := validate_object(obj):
+                raise typer.BadParameter(f"{obj['kind']}: {'; '.join(errors)}")
+        typer.echo(yaml.safe_dump_all(objects, sort_keys=False))
+        return
+    for name in _launcher(namespace).submit(stage, run_id, config_yaml, spec):
+        typer.echo(f"created {name}")
+    typer.echo(f"run {run_id}")
+
+
+@app.command()
+def status(run_id: str, namespace: NamespaceOption = "medxiaohe") -> None:
+    """The run's Job state and its pods, as JSON."""
+    typer.echo(json.dumps(asdict(_launcher(namespace).status(run_id))))
+
+
+@app.command()
+def logs(
+    run_id: str,
+    namespace: NamespaceOption = "medxiaohe",
+    tail: Annotated[int | None, typer.Option(help="Last lines per pod.")] = None,
+) -> None:
+    """The training container's log of every pod of the run."""
+    for pod, text in _launcher(namespace).logs(run_id, tail).items():
+        typer.echo(f"==> {pod} <==\n{text}")
+
+
+@app.command()
+def cancel(run_id: str, namespace: NamespaceOption = "medxiaohe") -> None:
+    """Delete the run's Job, its pods, Service and ConfigMap (checkpoints stay in the store)."""
+    for name in _launcher(namespace).cancel(run_id):
+        typer.echo(f"deleted {name}")

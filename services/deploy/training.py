@@ -1,0 +1,205 @@
+"""Training launchers: a stage as a local process (torchrun for several processes), or as
+Kubernetes objects submitted, watched and cancelled through the official client.
+
+Every object is validated strictly (kubernetes-validate) before it is submitted. Submitting
+is idempotent on the run id: objects that already exist with it are left as they are."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medxiaohe.common.errors import InvalidInput, NotFound, Unavailable
+from medxiaohe.training.manifests import RUN_LABEL, ClusterSpec, render_job
+from medxiaohe_services.deploy.manifests import validate_object
+
+
+def local_command(stage: str, config: Path, run_id: str, processes: int = 1) -> list[str]:
+    stage_args = [stage, "--config", str(config), "--run_id", run_id]
+    if processes <= 1:
+        return [sys.executable, "-m", "medxiaohe_training", *stage_args]
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    return [
+        torchrun,
+        "--standalone",
+        f"--nproc-per-node={processes}",
+        "-m",
+        "medxiaohe_training",
+        *stage_args,
+    ]
+
+
+def run_local(stage: str, config: Path, run_id: str, processes: int = 1) -> int:
+    """Run the stage in the foreground; its output is this process's; returns its exit code."""
+    return subprocess.run(local_command(stage, config, run_id, processes), check=False).returncode
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    run_id: str
+    job: str
+    state: str  # Pending, Running, Succeeded, Failed
+    active: int
+    succeeded: int
+    failed: int
+    pods: dict[str, str]  # pod name -> phase
+
+
+class KubernetesLauncher:
+    """Talks to the API server through a ``kubernetes.client.ApiClient``."""
+
+    def __init__(self, api_client: Any, namespace: str) -> None:
+        from kubernetes import client
+
+        self.namespace = namespace
+        self.core = client.CoreV1Api(api_client)
+        self.batch = client.BatchV1Api(api_client)
+
+    @classmethod
+    def from_kubeconfig(cls, namespace: str, context: str | None = None) -> KubernetesLauncher:
+        from kubernetes import client, config
+
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            try:
+                config.load_kube_config(context=context)
+            except (config.ConfigException, OSError) as exc:
+                raise Unavailable(f"no Kubernetes credentials: {exc}") from None
+        return cls(client.ApiClient(), namespace)
+
+    def submit(self, stage: str, run_id: str, config_yaml: str, spec: ClusterSpec) -> list[str]:
+        """Validate, then create each object in order; returns 'Kind/name' of each."""
+        if spec.namespace != self.namespace:
+            spec = ClusterSpec(**{**spec.__dict__, "namespace": self.namespace})
+        objects = render_job(stage, run_id, config_yaml, spec)
+        for obj in objects:
+            errors = validate_object(obj)
+            if errors:
+                raise InvalidInput(f"{obj['kind']} does not validate: {'; '.join(errors)}")
+        create = {
+            "ConfigMap": self.core.create_namespaced_config_map,
+            "Service": self.core.create_namespaced_service,
+            "Job": self.batch.create_namespaced_job,
+        }
+        for obj in objects:
+            self._call(create[obj["kind"]], self.namespace, obj, exists_ok=True)
+        return [f"{obj['kind']}/{obj['metadata']['name']}" for obj in objects]
+
+    def status(self, run_id: str) -> JobStatus:
+        job = self._job(run_id)
+        pods = self._call(
+            self.core.list_namespaced_pod, self.namespace, label_selector=f"{RUN_LABEL}={run_id}"
+        )
+        s = job.status
+        conditions = {c.type for c in (s.conditions or []) if c.status == "True"}
+        state = (
+            "Succeeded"
+            if "Complete" in conditions
+            else "Failed"
+            if "Failed" in conditions
+            else "Running"
+            if s.active
+            else "Pending"
+        )
+        return JobStatus(
+            run_id=run_id,
+            job=job.metadata.name,
+            state=state,
+            active=s.active or 0,
+            succeeded=s.succeeded or 0,
+            failed=s.failed or 0,
+            pods={p.metadata.name: p.status.phase for p in pods.items},
+        )
+
+    def logs(self, run_id: str, tail_lines: int | None = None) -> dict[str, str]:
+        """Pod name -> its training container's log."""
+        pods = self._call(
+            self.core.list_namespaced_pod, self.namespace, label_selector=f"{RUN_LABEL}={run_id}"
+        )
+        if not pods.items:
+            raise NotFound(f"run {run_id} has no pods in {self.namespace}")
+        # raw bytes: the client turns a preloaded log into the repr of its bytes
+        return {
+            p.metadata.name: self._call(
+                self.core.read_namespaced_pod_log,
+                p.metadata.name,
+                self.namespace,
+                container="train",
+                tail_lines=tail_lines,
+                _preload_content=False,
+            ).data.decode("utf-8", "replace")
+            for p in pods.items
+        }
+
+    def cancel(self, run_id: str) -> list[str]:
+        """Delete the run's Job (and its pods), Service and ConfigMap; returns what went."""
+        name = self._job(run_id).metadata.name
+        deleted = []
+        for kind, delete in (
+            ("Job", self.batch.delete_namespaced_job),
+            ("Service", self.core.delete_namespaced_service),
+            ("ConfigMap", self.core.delete_namespaced_config_map),
+        ):
+            if self._call(
+                delete, name, self.namespace, missing_ok=True, propagation_policy="Foreground"
+            ):
+                deleted.append(f"{kind}/{name}")
+        return deleted
+
+    def _job(self, run_id: str) -> Any:
+        jobs = self._call(
+            self.batch.list_namespaced_job, self.namespace, label_selector=f"{RUN_LABEL}={run_id}"
+        )
+        if not jobs.items:
+            raise NotFound(f"no training job with run id {run_id} in {self.namespace}")
+        return jobs.items[0]
+
+    @staticmethod
+    def _call(
+        method: Any, *args: Any, exists_ok: bool = False, missing_ok: bool = False, **kwargs: Any
+    ) -> Any:
+        """One API call, its errors mapped once onto the platform's taxonomy."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return method(*args, **kwargs)
+        except ApiException as exc:
+            if exc.status == 409 and exists_ok:
+                return None
+            if exc.status == 404:
+                if missing_ok:
+                    return None
+                raise NotFound(f"Kubernetes: {exc.reason}") from None
+            if exc.status in (400, 422):
+                raise InvalidInput(f"Kubernetes rejected the request: {exc.reason}") from None
+            raise Unavailable(f"Kubernetes API error {exc.status}: {exc.reason}") from None
+
+
+def spec_from_values(values: dict[str, Any], **overrides: Any) -> ClusterSpec:
+    """A ClusterSpec from the chart's values (its ``training`` and ``store`` blocks), then
+    command-line overrides that are not None."""
+    training = values.get("training", {})
+    store = values.get("store", {})
+    image = training.get("image", {})
+    fields: dict[str, Any] = {
+        "image": f"{image['repository']}:{image['tag']}" if image.get("repository") else None,
+        "namespace": values.get("namespace"),
+        "cpu": training.get("resources", {}).get("cpu"),
+        "memory": training.get("resources", {}).get("memory"),
+        "shm_size": training.get("shmSize"),
+        "node_selector": training.get("nodeSelector"),
+        "tolerations": training.get("tolerations"),
+        "backoff_limit": training.get("backoffLimit"),
+        "ttl_seconds_after_finished": training.get("ttlSecondsAfterFinished"),
+        "service_account": training.get("serviceAccount"),
+        "store_uri": store.get("uri"),
+        "s3_endpoint": store.get("s3", {}).get("endpoint"),
+        "store_secret": store.get("s3", {}).get("credentialsSecret"),
+        **overrides,
+    }
+    return ClusterSpec(**{k: v for k, v in fields.items() if v is not None})

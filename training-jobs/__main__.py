@@ -1,0 +1,3 @@
+from medxiaohe_training.cli import main
+
+main()

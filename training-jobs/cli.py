@@ -1,0 +1,51 @@
+"""``medxiaohe-train <stage> --config FILE.yaml [--key value ...]`` (or
+``python -m medxiaohe_training ...``): reads the stage's config, validates it, runs the stage."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from medxiaohe.common.errors import MedxError
+from medxiaohe.common.logs import setup_logging
+from medxiaohe.common.settings import Settings
+from medxiaohe.training.config import config_help, load_config
+from medxiaohe_training import ner
+
+STAGES = {"ner": (ner.NerConfig, ner.train)}
+
+USAGE = """usage: medxiaohe-train <stage> [--config FILE.yaml] [--key value ...]
+
+stages: {stages}
+Run `medxiaohe-train <stage> --help` for the stage's config keys."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] not in STAGES:
+        print(USAGE.format(stages=", ".join(STAGES)), file=sys.stderr)
+        raise SystemExit(2)
+    stage, rest = args[0], args[1:]
+    kind, run = STAGES[stage]
+    if "--help" in rest or "-h" in rest:
+        for name, text in config_help(kind).items():
+            print(f"  --{name:<24} {text}")
+        return
+    config_path = None
+    if "--config" in rest:
+        at = rest.index("--config")
+        config_path = Path(rest[at + 1]) if at + 1 < len(rest) else None
+        rest = rest[:at] + rest[at + 2 :]
+    settings = Settings.from_env()
+    setup_logging(settings.log_level)
+    try:
+        config = load_config(kind, config_path, rest)
+        manifest = run(config, settings)
+    except MedxError as exc:
+        print(f"medxiaohe-train {stage}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print(f"published {manifest.prefix}/{manifest.version}")
+
+
+if __name__ == "__main__":
+    main()
