@@ -14,6 +14,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from medxiaohe.corpus import samples
+from medxiaohe.storage.artifacts import LATEST
 from medxiaohe_protos.common.v1 import common_pb2
 from medxiaohe_protos.evidence.v1 import evidence_pb2 as ev
 from medxiaohe_protos.evidence.v1 import evidence_pb2_grpc as ev_grpc
@@ -22,12 +23,13 @@ from medxiaohe_protos.ingestion.v1 import ingestion_pb2_grpc as ing_grpc
 from medxiaohe_services.evidence.convert import passage_to_proto
 from medxiaohe_services.runtime.certs import DEV_CLIENT
 from medxiaohe_services.runtime.client import secure_channel
-from medxiaohe_services.runtime.embedded import ensure_dev_pki
+from medxiaohe_services.runtime.embedded import NER_MODELS, ensure_dev_pki
 from medxiaohe_services.runtime.ports import free_port
 from medxiaohe_services.runtime.services import FULL_NAMES
 
 SENTENCE = (
-    "No fever. History of type 2 diabetes mellitus; possible pneumonia. Mother had breast cancer."
+    "No fever. History of type 2 diabetes mellitus; possible pneumonia. Mother had breast cancer. "
+    "Started metformin."
 )
 NOTE = (
     "Synthetic demo note written for MedXIAOHE. Indication: cough and fever for three days. "
@@ -40,7 +42,7 @@ def _say(ok: bool, text: str) -> bool:
     return ok
 
 
-def _wait_serving(channel: grpc.Channel, timeout: float = 180.0) -> bool:
+def _wait_serving(channel: grpc.Channel, timeout: float = 300.0) -> bool:
     stub = health_pb2_grpc.HealthStub(channel)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -208,6 +210,14 @@ def run_demo(home: Path) -> int:
     port = free_port()
     target = f"127.0.0.1:{port}"
     print(f"MedXIAOHE embedded platform on {target} (home {home})", flush=True)
+    if (home / "store" / NER_MODELS / LATEST).is_file():
+        print(f"  tagging: hybrid (dictionary + the trained NER model in {NER_MODELS})", flush=True)
+    else:
+        print(
+            "  tagging: dictionary only; `make train-ner` trains the NER model (~15 min on "
+            "2 cores) and the next demo tags with dictionary + NER",
+            flush=True,
+        )
     server_log = home / "demo-server.log"  # JSON lines; no payloads by construction
     server = subprocess.Popen(
         [
@@ -268,7 +278,11 @@ def run_demo(home: Path) -> int:
         print(f"    TagEntities: {SENTENCE!r}", flush=True)
         for m in tagged.mentions:
             state = common_pb2.Assertion.Name(m.assertion).removeprefix("ASSERTION_").lower()
-            print(f"      {m.text!r:<28} {m.node_id:<16} {m.entity_type:<10} {state}", flush=True)
+            print(
+                f"      {m.text!r:<28} {m.node_id or '(unlinked)':<16} {m.entity_type:<10} "
+                f"{state:<9} {m.tagger}",
+                flush=True,
+            )
         results.append(_say(len(tagged.mentions) >= 3, "entities tagged against the MET"))
         results.append(_ingest_samples(stub))
         results.append(_evidence(ev_grpc.EvidenceServiceStub(channel)))

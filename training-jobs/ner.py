@@ -176,7 +176,6 @@ def train(config: NerConfig, settings: Settings) -> Manifest:
         best = run.best()
         if best is not None:
             download(store, best, final)
-            (final / "_MANIFEST.json").unlink()
         else:
             trainer.save_model(str(final))
         card = {

@@ -95,7 +95,7 @@ class EvidenceServicer(pb_grpc.EvidenceServiceServicer):
                 raise InvalidInput(f"more than {MAX_PASSAGES_PER_CALL} passages in one call")
         if not name:
             raise InvalidInput("the stream carried no passages")
-        tagger = self.tagging.tagger if self.tagging.ready else None  # entity ids when a MET exists
+        tagger = self.tagging.dictionary if self.tagging.ready else None  # entity ids, if a MET
         result = await asyncio.to_thread(
             add_passages, self.store, name, passages, request_id, tagger
         )

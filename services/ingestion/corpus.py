@@ -33,7 +33,7 @@ class CorpusWriter:
         if self._ingestor is None:
             seen = stored_hashes(self.store, self.dataset)
             self._ingestor = ShardIngestor(
-                self.store, self.dataset, self.tagging.tagger, self.secret, seen
+                self.store, self.dataset, self.tagging.dictionary, self.secret, seen
             )
         return self._ingestor
 

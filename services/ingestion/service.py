@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from medxiaohe.common.settings import Settings
 from medxiaohe.entities.loader import TaggerLoader
+from medxiaohe.entities.ner import NerTagger, model_folder
 from medxiaohe.storage import ArtifactStore
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
 from medxiaohe_services.ingestion.corpus import CorpusWriter
@@ -14,8 +15,12 @@ FULL_NAME = ingestion_pb2.DESCRIPTOR.services_by_name["IngestionService"].full_n
 
 
 def build(settings: Settings, store: ArtifactStore) -> ServiceSpec:
+    uri = settings.ner_model_uri
     tagging = TaggerLoader(
-        store, settings.met_version or None, build_if_missing=settings.met_build_if_missing
+        store,
+        settings.met_version or None,
+        build_if_missing=settings.met_build_if_missing,
+        ner=(lambda: NerTagger(model_folder(uri, settings))) if uri else None,
     )
     secret = settings.deid_secret.get_secret_value() or "development-only"
     corpus = CorpusWriter(store, settings.ingest_dataset, secret, tagging)

@@ -144,7 +144,7 @@ class IngestionServicer(pb_grpc.IngestionServiceServicer):
     ) -> pb.TagEntitiesResponse:
         text = convert.text_to_tag(request.text)
         tagger = self.tagging.tagger
-        known = set(tagger.tree.columns["type"])
+        known = tagger.types
         unknown = sorted(set(request.entity_types) - known)
         if unknown:
             raise InvalidInput(f"unknown entity types {unknown}; known: {sorted(known)}")

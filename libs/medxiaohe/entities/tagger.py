@@ -92,6 +92,11 @@ class DictionaryTagger:
         self._types = tree.columns["type"]
         self._paths: dict[int, tuple[str, ...]] = {}
 
+    @property
+    def types(self) -> set[str]:
+        """Entity types its mentions can have."""
+        return set(self._types)
+
     def path(self, index: int) -> tuple[str, ...]:
         path = self._paths.get(index)
         if path is None:

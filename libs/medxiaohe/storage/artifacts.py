@@ -142,8 +142,13 @@ def read_file(store: ArtifactStore, manifest: Manifest, name: str) -> bytes:
 
 
 def publish_folder(store: ArtifactStore, prefix: str, folder: Path, **options: Any) -> Manifest:
-    """``publish`` every file under a local folder, named by its path inside it."""
-    files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
+    """``publish`` every file under a local folder, named by its path inside it (a folder
+    that ``download`` wrote republishes as it is: its manifest copy is left out)."""
+    files = {
+        p.relative_to(folder).as_posix(): p
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p != folder / MANIFEST
+    }
     return publish(store, prefix, files, **options)
 
 
