@@ -34,7 +34,10 @@ def main(argv: list[str] | None = None) -> None:
     config_path = None
     if "--config" in rest:
         at = rest.index("--config")
-        config_path = Path(rest[at + 1]) if at + 1 < len(rest) else None
+        if at + 1 == len(rest):
+            print("medxiaohe-train: --config needs a file", file=sys.stderr)
+            raise SystemExit(2)
+        config_path = Path(rest[at + 1])
         rest = rest[:at] + rest[at + 2 :]
     settings = Settings.from_env()
     setup_logging(settings.log_level)

@@ -108,4 +108,11 @@ def chart_check() -> None:
 
 
 def main() -> None:
-    app()
+    """The CLI; a platform error (bad input, nothing found, no cluster) is one line, exit 1."""
+    from medxiaohe.common.errors import MedxError
+
+    try:
+        app()
+    except MedxError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None

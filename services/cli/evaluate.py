@@ -16,7 +16,10 @@ app = typer.Typer(help="Evaluate against benchmark data.", no_args_is_help=True)
 @app.command()
 def tagging(
     conll: Annotated[Path, typer.Option(help="CoNLL/IOB TSV file (token<TAB>tag).")],
-    types: Annotated[str, typer.Option(help="Comma-separated entity types to score.")] = "",
+    types: Annotated[
+        str,
+        typer.Option(help="Comma-separated entity types to score; default: those the file tags."),
+    ] = "",
     tagger: Annotated[str, typer.Option(help="dictionary, ner or hybrid.")] = "dictionary",
     model: Annotated[
         str,
@@ -60,7 +63,10 @@ def tagging(
                 for m in tagged
                 if m.entity_type in CORPUS_TYPE
             ]
-    wanted = [t for t in types.split(",") if t] or None
+    # a corpus that does not annotate a type (NCBI-disease: chemicals) cannot score it
+    wanted = [t for t in types.split(",") if t] or sorted(
+        {tag[2:] for s in sentences for tag in s.tags if tag != "O"}
+    )
     typer.echo(json.dumps(evaluate(sentences, lambda text: found[text], wanted)))
 
 

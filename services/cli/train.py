@@ -20,6 +20,18 @@ NamespaceOption = Annotated[str, typer.Option(help="Kubernetes namespace.")]
 DEFAULT_VALUES = Path(__file__).resolve().parents[2] / "charts" / "medxiaohe" / "values.yaml"
 
 
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (the ConfigMap's config) as literal blocks."""
+
+
+_BlockDumper.add_representer(
+    str,
+    lambda dumper, text: dumper.represent_scalar(
+        "tag:yaml.org,2002:str", text, style="|" if "\n" in text else None
+    ),
+)
+
+
 def _launcher(namespace: str):  # type: ignore[no-untyped-def]
     from medxiaohe_services.deploy.training import KubernetesLauncher
 
@@ -74,7 +86,7 @@ def submit(
         for obj in objects:
             if errors := validate_object(obj):
                 raise typer.BadParameter(f"{obj['kind']}: {'; '.join(errors)}")
-        typer.echo(yaml.safe_dump_all(objects, sort_keys=False))
+        typer.echo(yaml.dump_all(objects, Dumper=_BlockDumper, sort_keys=False))
         return
     for name in _launcher(namespace).submit(stage, run_id, config_yaml, spec):
         typer.echo(f"created {name}")

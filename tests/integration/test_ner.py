@@ -180,9 +180,7 @@ def test_hybrid_merges_ner_and_dictionary_and_links_ner_spans() -> None:
 
 
 @pytest.fixture
-def ingestion_with_ner(
-    pki: DevPki, trained: Path, tmp_path: Path
-) -> Iterator[tuple[object, Path]]:
+def ingestion_with_ner(pki: DevPki, trained: Path, tmp_path: Path) -> Iterator[tuple[object, Path]]:
     store_uri = str(tmp_path / "store")
     publish_small_tree(store_uri)
     settings = server_settings(
@@ -227,3 +225,35 @@ def test_ingestion_serves_only_once_its_ner_model_is_in(
     )
     assert reply.mentions
     assert {m.tagger for m in reply.mentions} <= {"ner", "dictionary"}
+
+
+@pytest.mark.parametrize("tagger", ["dictionary", "ner", "hybrid"])
+def test_eval_tagging_command_scores_each_tagger(
+    tagger: str, trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from medxiaohe_services.cli import app
+
+    if not open_store(str(trained)).exists("met/medical-entity-tree/_LATEST"):
+        publish_small_tree(str(trained))
+    conll = tmp_path / "devel.tsv"
+    conll.write_text(
+        "\n\n".join(
+            "\n".join(f"{w}\t{t}" for w, t in zip(s.tokens, s.tags, strict=True))
+            for s in devel(100)
+        )
+        + "\n"
+    )
+    monkeypatch.setenv("MEDXIAOHE_MODEL_CACHE_DIR", str(tmp_path / "cache"))
+    args = ["eval", "tagging", "--conll", str(conll), "--tagger", tagger, "--store", str(trained)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.output.strip().splitlines()[-1])
+    assert set(scores) == {"precision", "recall", "f1", "per_type", "support"}
+    assert list(scores["per_type"]) == ["Disease"]  # only what the file annotates is scored
+    assert scores["support"] > 50
+    if tagger != "dictionary":  # the small test tree knows almost none of these diseases
+        assert scores["f1"] > 0.2
