@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     except MedxError as exc:
         print(f"medxiaohe-train {stage}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
-    print(f"published {manifest.prefix}/{manifest.version}")
+    if manifest is not None:
+        print(f"published {manifest.prefix}/{manifest.version}")
 
 
 if __name__ == "__main__":

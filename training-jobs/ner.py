@@ -14,6 +14,8 @@ from medxiaohe.common.errors import InvalidInput
 from medxiaohe.common.settings import Settings
 from medxiaohe.storage import Manifest, download, open_store
 from medxiaohe.training.config import RunConfig
+from medxiaohe.training.hf import RunCallback, interactive, resume_checkpoint
+from medxiaohe.training.ner_data import encode, entity_scores, label_list, read_sentences
 from medxiaohe.training.runs import Run
 
 STAGE = "ner"
@@ -88,23 +90,72 @@ def _data_files(
     return paths
 
 
-def train(config: NerConfig, settings: Settings) -> Manifest:
+def train(config: NerConfig, settings: Settings) -> Manifest | None:
+    """Train, evaluate every epoch, publish the best epoch; the manifest of the published
+    model (None in processes other than the first of a distributed run)."""
+    store = open_store(config.store_uri or settings.store_uri, settings)
+    run_id = config.run_id or (Run.unfinished(store, STAGE) if config.resume else "")
+    with tempfile.TemporaryDirectory(prefix="medxiaohe-ner-") as tmp:
+        scratch = Path(tmp)
+        args = _arguments(config, scratch)
+        if args.world_size > 1 and not run_id:
+            raise InvalidInput("a run of several processes needs --run_id (launchers set it)")
+        run = Run.start(store, STAGE, config, run_id)
+        trainer = _trainer(config, args, run, settings, scratch)
+        trainer.train(resume_from_checkpoint=resume_checkpoint(run, scratch / "trainer"))
+        if not trainer.is_world_process_zero():
+            return None
+        final = scratch / "final"
+        best = run.best()
+        if best is not None:
+            download(store, best, final)
+        else:
+            trainer.save_model(str(final))
+        card = {
+            "stage": STAGE,
+            "run": run.prefix,
+            "labels": label_list(config.types),
+            "config": asdict(config),
+            "best": best.metadata if best else None,
+        }
+        (final / "medxiaohe.json").write_text(json.dumps(card, indent=2, sort_keys=True))
+        return run.publish_model(final)
+
+
+def _arguments(config: NerConfig, scratch: Path) -> Any:
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(scratch / "trainer"),
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        learning_rate=config.learning_rate,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a share of the steps
+        weight_decay=config.weight_decay,
+        eval_strategy="epoch",
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=1,
+        logging_steps=config.logging_steps,
+        train_sampling_strategy="group_by_length",
+        disable_tqdm=not interactive(),
+        report_to="none",
+        seed=config.seed,
+        deepspeed=str(DEEPSPEED / f"{config.deepspeed}.json") if config.deepspeed else None,
+    )
+
+
+def _trainer(config: NerConfig, args: Any, run: Run, settings: Settings, scratch: Path) -> Any:
     from transformers import (
         AutoModelForTokenClassification,
         AutoTokenizer,
         DataCollatorForTokenClassification,
         PrinterCallback,
         Trainer,
-        TrainingArguments,
     )
     from transformers.utils import logging as hf_logging
 
-    from medxiaohe.training.hf import RunCallback, interactive, resume_checkpoint
-    from medxiaohe.training.ner_data import encode, entity_scores, label_list, read_sentences
-
-    store = open_store(config.store_uri or settings.store_uri, settings)
-    run_id = config.run_id or (Run.unfinished(store, STAGE) if config.resume else "")
-    run = Run.start(store, STAGE, config, run_id)
     labels = label_list(config.types)
     base = _base_model(config)
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -115,6 +166,11 @@ def train(config: NerConfig, settings: Settings) -> Manifest:
         label2id={label: i for i, label in enumerate(labels)},
     )
 
+    def features(names: list[str]) -> list[dict[str, list[int]]]:
+        paths = _data_files(config, names, settings, scratch)
+        sentences = read_sentences(paths, config.types, config.max_sentences)
+        return encode(sentences, tokenizer, labels, config.max_length)
+
     def compute_metrics(prediction: Any) -> dict[str, float]:
         scores = entity_scores(prediction.predictions, prediction.label_ids, labels)
         flat = {k: v for k, v in scores.items() if isinstance(v, float)}
@@ -122,68 +178,18 @@ def train(config: NerConfig, settings: Settings) -> Manifest:
             flat[f"f1_{kind}"] = values["f1"]
         return flat
 
-    with tempfile.TemporaryDirectory(prefix="medxiaohe-ner-") as tmp:
-        scratch = Path(tmp)
-        sets = [
-            encode(
-                read_sentences(
-                    _data_files(config, names, settings, scratch),
-                    config.types,
-                    config.max_sentences,
-                ),
-                tokenizer,
-                labels,
-                config.max_length,
-            )
-            for names in (config.train_files, config.eval_files)
-        ]
-        train_set, eval_set = sets
-        args = TrainingArguments(
-            output_dir=str(scratch / "trainer"),
-            num_train_epochs=config.epochs,
-            per_device_train_batch_size=config.batch_size,
-            per_device_eval_batch_size=config.eval_batch_size,
-            learning_rate=config.learning_rate,
-            warmup_steps=config.warmup_ratio,  # a float below 1 is a share of the steps
-            weight_decay=config.weight_decay,
-            eval_strategy="epoch",
-            save_strategy="steps",
-            save_steps=config.save_steps,
-            save_total_limit=1,
-            logging_steps=config.logging_steps,
-            train_sampling_strategy="group_by_length",
-            disable_tqdm=not interactive(),
-            report_to="none",
-            seed=config.seed,
-            deepspeed=str(DEEPSPEED / f"{config.deepspeed}.json") if config.deepspeed else None,
-        )
-        trainer = Trainer(
-            model=model,
-            args=args,
-            train_dataset=train_set,
-            eval_dataset=eval_set,
-            data_collator=DataCollatorForTokenClassification(tokenizer),
-            processing_class=tokenizer,
-            compute_metrics=compute_metrics,
-            preprocess_logits_for_metrics=lambda logits, _: logits.argmax(-1),
-            callbacks=[RunCallback(run, "f1", scratch)],
-        )
-        if not interactive():
-            trainer.remove_callback(PrinterCallback)  # RunCallback prints JSON lines instead
-            hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-        trainer.train(resume_from_checkpoint=resume_checkpoint(run, scratch / "trainer"))
-        final = scratch / "final"
-        best = run.best()
-        if best is not None:
-            download(store, best, final)
-        else:
-            trainer.save_model(str(final))
-        card = {
-            "stage": STAGE,
-            "run": run.prefix,
-            "labels": labels,
-            "config": asdict(config),
-            "best": best.metadata if best else None,
-        }
-        (final / "medxiaohe.json").write_text(json.dumps(card, indent=2, sort_keys=True))
-        return run.publish_model(final)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=features(config.train_files),
+        eval_dataset=features(config.eval_files),
+        data_collator=DataCollatorForTokenClassification(tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics,
+        preprocess_logits_for_metrics=lambda logits, _: logits.argmax(-1),
+        callbacks=[RunCallback(run, "f1", scratch)],
+    )
+    if not interactive():
+        trainer.remove_callback(PrinterCallback)  # RunCallback prints JSON lines instead
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    return trainer
