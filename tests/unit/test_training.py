@@ -155,3 +155,34 @@ def test_word_tags_align_to_first_word_pieces() -> None:
     assert entity_scores(gold, gold, labels)["f1"] == 1.0
     shifted = [[IGNORE if t == IGNORE else 0 for t in feature["labels"]]]  # all O
     assert entity_scores(shifted, gold, labels)["recall"] == 0.0
+
+
+def test_a_resumed_run_keeps_its_best_model_unless_beaten(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from medxiaohe.storage import open_store
+    from medxiaohe.training.hf import RunCallback
+    from medxiaohe.training.runs import Run
+
+    class Model:
+        def save_pretrained(self, folder: Path) -> None:
+            folder.mkdir(parents=True)
+            (folder / "model.safetensors").write_bytes(b"weights")
+
+    store = open_store(str(tmp_path / "store"))
+    run = Run.start(store, "ner", ExampleConfig(), run_id="r1")
+    state = SimpleNamespace(global_step=10, is_world_process_zero=True)
+    first = RunCallback(run, "f1", tmp_path / "a")
+    first.on_evaluate(None, state, None, metrics={"eval_f1": 0.5}, model=Model())  # type: ignore[arg-type]
+    resumed = RunCallback(run, "f1", tmp_path / "b")  # after a restart
+    assert resumed.best_value == 0.5
+    state.global_step = 20
+    resumed.on_evaluate(None, state, None, metrics={"eval_f1": 0.4}, model=Model())  # type: ignore[arg-type]
+    best = run.best()
+    assert best is not None
+    assert best.metadata["step"] == 10  # 0.4 did not replace 0.5
+    state.global_step = 30
+    resumed.on_evaluate(None, state, None, metrics={"eval_f1": 0.6}, model=Model())  # type: ignore[arg-type]
+    best = run.best()
+    assert best is not None
+    assert best.metadata["step"] == 30

@@ -65,7 +65,7 @@ class Linker:
     def link(self, text: str, label: str) -> tuple[int, ...]:
         allowed = set(LINKABLE.get(label, ()))
         types = self.tree.columns["type"]
-        exact = self.tree.forms.get(normalize_text(text).strip(), ())
+        exact = self.tree.forms.get(" ".join(normalize_text(text).split()), ())
         nodes = tuple(n for n in exact if types[n] in allowed)
         if nodes or self.embed is None or not allowed:
             return nodes

@@ -28,8 +28,8 @@ class RunCallback(TrainerCallback):
         self.run = run
         self.metric = metric
         self.scratch = scratch
-        best = run.best()
-        self.best_value = best.metadata["metrics"][metric] if best else -math.inf
+        best = run.best()  # a resumed run must beat what it already kept
+        self.best_value = best.metadata["metrics"][f"eval_{metric}"] if best else -math.inf
 
     def on_log(
         self,
