@@ -5,6 +5,7 @@ splits every epoch, keep the best, and publish it as a Hugging Face folder."""
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from medxiaohe.storage import Manifest, download, open_store
 from medxiaohe.training.config import RunConfig
 from medxiaohe.training.hf import RunCallback, interactive, resume_checkpoint
 from medxiaohe.training.ner_data import encode, entity_scores, label_list, read_sentences
-from medxiaohe.training.runs import Run
+from medxiaohe.training.runs import Run, new_run_id
 
 STAGE = "ner"
 DEEPSPEED = Path(__file__).parent / "deepspeed"
@@ -85,7 +86,9 @@ def _data_files(
     for name in names:
         target = scratch / "data" / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(store.get_bytes(name))
+        partial = target.with_name(f"{target.name}.{id(paths)}.partial")  # processes share it
+        partial.write_bytes(store.get_bytes(name))
+        partial.replace(target)
         paths.append(target)
     return paths
 
@@ -95,16 +98,17 @@ def train(config: NerConfig, settings: Settings) -> Manifest | None:
     model (None in processes other than the first of a distributed run)."""
     store = open_store(config.store_uri or settings.store_uri, settings)
     run_id = config.run_id or (Run.unfinished(store, STAGE) if config.resume else "")
-    with tempfile.TemporaryDirectory(prefix="medxiaohe-ner-") as tmp:
-        scratch = Path(tmp)
-        args = _arguments(config, scratch)
-        if args.world_size > 1 and not run_id:
-            raise InvalidInput("a run of several processes needs --run_id (launchers set it)")
-        run = Run.start(store, STAGE, config, run_id)
-        trainer = _trainer(config, args, run, settings, scratch)
-        trainer.train(resume_from_checkpoint=resume_checkpoint(run, scratch / "trainer"))
-        if not trainer.is_world_process_zero():
-            return None
+    # one scratch folder per run and node: the processes of a distributed run share it
+    scratch = Path(tempfile.gettempdir()) / "medxiaohe-train" / (run_id or new_run_id(STAGE))
+    args = _arguments(config, scratch)
+    if args.world_size > 1 and not run_id:
+        raise InvalidInput("a run of several processes needs --run_id (launchers set it)")
+    run = Run.start(store, STAGE, config, scratch.name)
+    trainer = _trainer(config, args, run, settings, scratch)
+    trainer.train(resume_from_checkpoint=resume_checkpoint(run, scratch / "trainer"))
+    if not trainer.is_world_process_zero():
+        return None
+    try:
         final = scratch / "final"
         best = run.best()
         if best is not None:
@@ -120,9 +124,12 @@ def train(config: NerConfig, settings: Settings) -> Manifest | None:
         }
         (final / "medxiaohe.json").write_text(json.dumps(card, indent=2, sort_keys=True))
         return run.publish_model(final)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _arguments(config: NerConfig, scratch: Path) -> Any:
+    import torch
     from transformers import TrainingArguments
 
     return TrainingArguments(
@@ -143,6 +150,7 @@ def _arguments(config: NerConfig, scratch: Path) -> Any:
         report_to="none",
         seed=config.seed,
         deepspeed=str(DEEPSPEED / f"{config.deepspeed}.json") if config.deepspeed else None,
+        ddp_backend=None if torch.cuda.is_available() else "gloo",  # CPU processes: gloo
     )
 
 

@@ -22,4 +22,5 @@ def test_demo_passes(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "demo passed" in result.stdout
     assert "FAIL" not in result.stdout
+    assert "`make train-ner` trains the NER model" in result.stdout  # none in a fresh home
     assert (tmp_path / "store" / "uploads" / "demo" / "note.txt").is_file()
