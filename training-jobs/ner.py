@@ -82,7 +82,7 @@ def _data_files(
     if "://" not in config.data_root:
         return [Path(config.data_root) / name for name in names]
     store = open_store(config.data_root, settings)  # data in the object store (on the cluster)
-    paths = []
+    paths: list[Path] = []
     for name in names:
         target = scratch / "data" / name
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -6,9 +6,9 @@ Merge (``MERGES``), NER spans always win where they overlap a dictionary match:
   * ``ner``: plus only dictionary matches of tree types the model does not cover (phenotypes,
     injuries, health factors): the model alone decides on diseases and chemicals.
 Disease F1 on the devel splits (NCBI-disease / BC5CDR), default 5-epoch model: NER alone
-0.823 / 0.766, ``ner+dictionary`` 0.820 / 0.764, ``ner`` 0.819 / 0.764. The corpora do not annotate symptoms,
-so any phenotype match costs precision there; ``ner+dictionary`` keeps them (clinical notes are
-full of them) and scored best of the two merges on both splits.
+0.823 / 0.766, ``ner+dictionary`` 0.820 / 0.764, ``ner`` 0.819 / 0.764. The corpora do not
+annotate symptoms, so any phenotype match costs precision there; ``ner+dictionary`` keeps them
+(clinical notes are full of them) and scored best of the two merges on both splits.
 
 Linking a NER span: a dictionary match with the same boundaries gives its nodes; else the
 span's normalized string looked up among the tree's surface forms; else the nearest node name
