@@ -150,8 +150,15 @@ def _arguments(config: NerConfig, scratch: Path) -> Any:
         report_to="none",
         seed=config.seed,
         deepspeed=str(DEEPSPEED / f"{config.deepspeed}.json") if config.deepspeed else None,
-        ddp_backend=None if torch.cuda.is_available() else "gloo",  # CPU processes: gloo
+        ddp_backend=_cpu_backend(torch),
     )
+
+
+def _cpu_backend(torch: Any) -> str | None:
+    """gloo for several CPU processes (torchrun); otherwise the Trainer's choice (NCCL on GPUs).
+    Without it the Trainer counts one process under torchrun on CPU."""
+    launched = torch.distributed.is_torchelastic_launched()
+    return "gloo" if launched and not torch.cuda.is_available() else None
 
 
 def _trainer(config: NerConfig, args: Any, run: Run, settings: Settings, scratch: Path) -> Any:

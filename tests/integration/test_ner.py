@@ -251,7 +251,7 @@ def test_eval_tagging_command_scores_each_tagger(
     args = ["eval", "tagging", "--conll", str(conll), "--tagger", tagger, "--store", str(trained)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    scores = json.loads(result.output.strip().splitlines()[-1])
+    scores = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(scores) == {"precision", "recall", "f1", "per_type", "support"}
     assert list(scores["per_type"]) == ["Disease"]  # only what the file annotates is scored
     assert scores["support"] > 50
