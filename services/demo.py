@@ -232,7 +232,11 @@ def run_demo(home: Path) -> int:
         ],
         stderr=server_log.open("wb"),
     )
-    print("  waiting for SERVING (a first run builds the Medical Entity Tree: ~40 s)", flush=True)
+    print(
+        "  waiting for SERVING (a first run builds the Medical Entity Tree: ~40 s; with a NER\n"
+        "  model, a first run also embeds the tree's disease and phenotype names: ~3 min)",
+        flush=True,
+    )
     client = pki.clients[DEV_CLIENT]
     results = []
     try:
