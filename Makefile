@@ -49,7 +49,7 @@ demo: venv ## Start the embedded platform and exercise it
 met: venv ## Build the Medical Entity Tree into the local store (about 35 s)
 	$(VENV)/bin/medxiaohe met build
 
-train-ner: venv ## Fine-tune the NER model on NCBI-disease + BC5CDR from ../shared/data (~15 min, 2 cores)
+train-ner: venv ## Fine-tune the NER model on NCBI-disease + BC5CDR from ../shared/data (~20 min, 2 cores)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/medxiaohe-train ner --config training-jobs/configs/ner.yaml
 
 bench-tagging: venv ## Tagger vs spaCy PhraseMatcher and medspaCy (creates .venv-medspacy once)

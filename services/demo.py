@@ -214,7 +214,7 @@ def run_demo(home: Path) -> int:
         print(f"  tagging: hybrid (dictionary + the trained NER model in {NER_MODELS})", flush=True)
     else:
         print(
-            "  tagging: dictionary only; `make train-ner` trains the NER model (~15 min on "
+            "  tagging: dictionary only; `make train-ner` trains the NER model (~20 min on "
             "2 cores) and the next demo tags with dictionary + NER",
             flush=True,
         )
