@@ -10,7 +10,7 @@ import typer
 
 from medxiaohe.common.logs import setup_logging
 from medxiaohe.common.settings import SERVICE_NAMES, ServiceName, Settings
-from medxiaohe_services.cli import bench, evaluate, index, ingest, met, train
+from medxiaohe_services.cli import bench, evaluate, index, ingest, met, model, train
 
 app = typer.Typer(help="MedXIAOHE: medical vision-language platform.", no_args_is_help=True)
 HOME = Path(".medxiaohe")
@@ -87,6 +87,7 @@ app.add_typer(evaluate.app, name="eval")
 app.add_typer(bench.app, name="bench")
 app.add_typer(index.app, name="index")
 app.add_typer(train.app, name="train")
+app.add_typer(model.app, name="model")
 app.command()(ingest.ingest)
 app.command()(ingest.coverage)
 

@@ -33,10 +33,11 @@ def tagging(
     """Entity-level exact-match precision, recall and F1 of a tagger on a CoNLL file."""
     from medxiaohe.common.settings import Settings
     from medxiaohe.entities.hybrid import HybridTagger
-    from medxiaohe.entities.ner import NerTagger, model_folder
+    from medxiaohe.entities.ner import NerTagger
     from medxiaohe.entities.tagger import DictionaryTagger
     from medxiaohe.entities.tree import EntityTree
     from medxiaohe.eval.tagging import CORPUS_TYPE, evaluate, read_conll
+    from medxiaohe.models.folders import model_folder
 
     if tagger not in ("dictionary", "ner", "hybrid"):
         raise typer.BadParameter(f"unknown tagger {tagger!r}; one of dictionary, ner, hybrid")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from medxiaohe.common.settings import Settings
 from medxiaohe.entities.loader import TaggerLoader
-from medxiaohe.entities.ner import NerTagger, model_folder
+from medxiaohe.entities.ner import NerTagger
+from medxiaohe.models.folders import model_folder
 from medxiaohe.storage import ArtifactStore
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
 from medxiaohe_services.ingestion.corpus import CorpusWriter

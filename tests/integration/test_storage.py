@@ -155,3 +155,21 @@ def test_unreachable_s3_is_unavailable() -> None:
         store.ping()
     with pytest.raises(Unavailable):
         store.get_bytes("a")
+
+
+def test_a_model_folder_round_trips_through_s3(weed: Weed, tmp_path: Path) -> None:
+    """`medxiaohe model init-tiny --out s3://...`, then a service loading it by URI."""
+    from medxiaohe.models.folders import model_folder, save_model_folder
+    from medxiaohe.models.tiny import build_tiny
+    from medxiaohe.models.vlm import load_vlm
+
+    values = s3_settings(weed.endpoint, f"models-{uuid.uuid4().hex[:8]}")
+    settings = Settings(**values, model_cache_dir=tmp_path / "cache")  # type: ignore[arg-type]
+    bucket = str(values["store_uri"]).split("/")[2]
+    folder = build_tiny("qwen2-vl", tmp_path / "built")
+    uri = save_model_folder(folder, f"s3://{bucket}/models/tiny-vlm", settings)
+    assert uri.startswith(f"s3://{bucket}/models/tiny-vlm/c")  # a content-named version
+    local = model_folder(f"s3://{bucket}/models/tiny-vlm", settings)  # the latest version
+    assert local.is_relative_to(tmp_path / "cache")
+    assert (local / "model.safetensors").read_bytes() == (folder / "model.safetensors").read_bytes()
+    assert load_vlm(local).model.config.model_type == "qwen2_vl"

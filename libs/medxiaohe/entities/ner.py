@@ -12,8 +12,6 @@ from typing import Any
 import numpy as np
 
 from medxiaohe.common.errors import InvalidInput
-from medxiaohe.common.settings import Settings
-from medxiaohe.storage import fetch, open_store
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,16 +110,3 @@ class NerTagger:
         if current:
             spans.append(NerSpan(current[0], current[1], current[2], min(current[3])))
         return spans
-
-
-def model_folder(uri: str, settings: Settings) -> Path:
-    """A model URI as a local folder: a folder as it is; ``s3://bucket/prefix`` or a key
-    prefix in the platform store (``models/ner``) fetched, verified, into the model cache."""
-    if Path(uri).is_dir():
-        return Path(uri)
-    if uri.startswith("s3://"):
-        bucket, _, prefix = uri[len("s3://") :].partition("/")
-        return fetch(
-            open_store(f"s3://{bucket}", settings), prefix.strip("/"), settings.model_cache_dir
-        )
-    return fetch(open_store(settings.store_uri, settings), uri.strip("/"), settings.model_cache_dir)

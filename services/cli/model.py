@@ -1,0 +1,46 @@
+"""`medxiaohe model ...`: build the tiny vision-language model (serving comes next)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="Vision-language models.", no_args_is_help=True)
+
+
+@app.command("init-tiny")
+def init_tiny(
+    out: Annotated[str, typer.Option(help="s3://bucket/prefix (a new version) or a new folder.")],
+    arch: Annotated[str, typer.Option(help="Architecture: qwen2-vl.")] = "qwen2-vl",
+    text: Annotated[
+        list[Path] | None,
+        typer.Option(help="Text files to train the tokenizer on (repeatable); built-in if none."),
+    ] = None,
+    vocab_size: Annotated[int, typer.Option(min=300, help="BPE vocabulary size, at most.")] = 2000,
+    hidden_size: Annotated[int, typer.Option(min=16, help="Width of the language model.")] = 64,
+    layers: Annotated[int, typer.Option(min=1, help="Layers of each tower.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
+) -> None:
+    """Build a tiny Hugging Face vision-language model from a config and save it to OUT."""
+    from medxiaohe.common.settings import Settings
+    from medxiaohe.models.folders import save_model_folder
+    from medxiaohe.models.tiny import build_tiny
+
+    for path in text or []:
+        if not path.is_file():
+            raise typer.BadParameter(f"{path} does not exist")
+    lines = [line for path in text or [] for line in path.read_text().splitlines()]
+    with tempfile.TemporaryDirectory(prefix="medxiaohe-tiny-") as tmp:
+        folder = build_tiny(
+            arch,
+            Path(tmp) / "model",
+            lines,
+            vocab_size=vocab_size,
+            hidden_size=hidden_size,
+            layers=layers,
+            seed=seed,
+        )
+        typer.echo(save_model_folder(folder, out, Settings.from_env()))

