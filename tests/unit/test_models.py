@@ -67,3 +67,92 @@ def test_bad_folders_and_targets_are_refused(tiny: Path, tmp_path: Path) -> None
     copied = save_model_folder(tiny, str(tmp_path / "copy"), settings)
     assert model_folder(copied, settings) == Path(copied)
     assert load_vlm(Path(copied)).model.config.model_type == "qwen2_vl"
+
+
+def data_uri(color: tuple[int, int, int] = (10, 200, 10)) -> str:
+    import base64
+    import io
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), color).save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def turn(*parts: dict[str, object]) -> list[dict[str, object]]:
+    return [{"role": "system", "content": "Be brief."}, {"role": "user", "content": list(parts)}]
+
+
+def image(url: str) -> list[dict[str, object]]:
+    return turn({"type": "image_url", "image_url": {"url": url}})
+
+
+def text(value: str) -> list[dict[str, object]]:
+    return turn({"type": "text", "text": value})
+
+
+def test_chat_with_openai_shapes_counts_usage_and_streams(tiny: Path) -> None:
+    from medxiaohe.models.chat import ChatModel, ChatParams
+
+    model = ChatModel(load_vlm(tiny))
+    messages = turn(
+        {"type": "text", "text": "Findings?"},
+        {"type": "image_url", "image_url": {"url": data_uri()}},
+    )
+    greedy = model.chat(messages, ChatParams(max_tokens=5))
+    assert greedy.images == 1
+    assert greedy.usage.completion_tokens <= 5
+    assert greedy.usage.prompt_tokens > 10  # the image's patch tokens are counted
+    sampled = ChatParams(max_tokens=8, temperature=0.9, seed=11)
+    first, second = model.chat(messages, sampled), model.chat(messages, sampled)
+    assert first.text == second.text  # a seed makes sampling reproducible
+    pieces = list(model.stream(messages, sampled))
+    final = pieces[-1]
+    assert not isinstance(final, str)
+    assert "".join(p for p in pieces[:-1] if isinstance(p, str)) == final.text == first.text
+    assert final.usage == first.usage
+    if first.text.strip():  # a stop string cuts the text before it and finishes with "stop"
+        stop = first.text.strip()[:2]
+        cut = model.chat(messages, ChatParams(max_tokens=8, temperature=0.9, seed=11, stop=(stop,)))
+        assert stop not in cut.text
+        assert cut.finish_reason == "stop"
+
+
+@pytest.mark.parametrize(
+    ("messages", "params", "message"),
+    [
+        ([], {}, "messages must not be empty"),
+        ([{"role": "robot", "content": "hi"}], {}, "role must be one of"),
+        (turn({"type": "audio"}), {}, "not text or image_url"),
+        (
+            turn({"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}),
+            {},
+            "decodable",
+        ),
+        (
+            turn({"type": "image_url", "image_url": {"url": "data:image/png;base64,***"}}),
+            {},
+            "base64",
+        ),
+        (
+            turn({"type": "image_url", "image_url": {"url": "https://x/y.png"}}),
+            {},
+            "data: URI or an s3",
+        ),
+        (turn({"type": "image_url", "image_url": {"url": "s3://b/k.png"}}), {}, "not enabled"),
+        (
+            turn({"type": "text", "text": "hi"}),
+            {"max_tokens": 100_000},
+            "exceeds the model's context",
+        ),
+        (turn({"type": "text", "text": "hi"}), {"temperature": 3.0}, "temperature"),
+        (turn({"type": "text", "text": "hi"}), {"stop": ("a", "b", "c", "d", "e")}, "stop takes"),
+    ],
+)
+def test_bad_chat_requests_say_what_is_wrong(
+    tiny: Path, messages: list[dict[str, object]], params: dict[str, object], message: str
+) -> None:
+    from medxiaohe.models.chat import ChatModel, ChatParams
+
+    model = ChatModel(load_vlm(tiny))
+    with pytest.raises(InvalidInput, match=message):
+        model.chat(messages, ChatParams(**params))  # type: ignore[arg-type]

@@ -1,0 +1,234 @@
+"""Chat generation over a loaded vision-language model, with OpenAI's message shapes: text and
+``image_url`` parts (``data:`` URIs, or ``s3://`` through a fetch function), ``max_tokens``,
+``temperature``, ``top_p``, ``stop``, ``seed``, streaming, and usage counts. The predictor and
+the in-process model client both run this; bad requests raise InvalidInput with the reason."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from medxiaohe.common.errors import InvalidInput
+from medxiaohe.models.vlm import Vlm
+
+MAX_IMAGE_PIXELS = 40_000_000
+MAX_STOP = 4
+ROLES = ("system", "user", "assistant")
+
+Fetch = Callable[[str], bytes]  # s3:// URI -> bytes
+
+
+@dataclass(frozen=True)
+class ChatParams:
+    max_tokens: int = 256
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise InvalidInput("max_tokens must be at least 1")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise InvalidInput("temperature must be between 0 and 2")
+        if not 0.0 < self.top_p <= 1.0:
+            raise InvalidInput("top_p must be in (0, 1]")
+        if len(self.stop) > MAX_STOP or any(not s for s in self.stop):
+            raise InvalidInput(f"stop takes at most {MAX_STOP} non-empty strings")
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class ChatResult:
+    text: str
+    finish_reason: str  # "stop" or "length"
+    usage: Usage
+    images: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def decode_image(url: str, fetch: Fetch | None = None) -> Any:
+    """A ``data:image/...;base64,...`` or ``s3://`` image as an RGB PIL image."""
+    from PIL import Image, UnidentifiedImageError
+
+    if url.startswith("data:"):
+        header, _, payload = url.partition(",")
+        if ";base64" not in header or not header[5:].startswith("image/"):
+            raise InvalidInput("image data URIs must be data:image/<type>;base64,...")
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except binascii.Error:
+            raise InvalidInput("image data URI is not valid base64") from None
+    elif url.startswith("s3://"):
+        if fetch is None:
+            raise InvalidInput("s3:// images are not enabled on this endpoint")
+        data = fetch(url)
+    else:
+        raise InvalidInput("image_url must be a data: URI or an s3:// URI")
+    try:
+        image = Image.open(io.BytesIO(data))
+        if image.width * image.height > MAX_IMAGE_PIXELS:
+            raise InvalidInput(f"image is larger than {MAX_IMAGE_PIXELS:,} pixels")
+        return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+        raise InvalidInput("image_url does not hold a decodable image") from None
+
+
+def to_template(
+    messages: Sequence[dict[str, Any]], fetch: Fetch | None = None
+) -> tuple[list[dict[str, Any]], list[Any]]:
+    """OpenAI messages -> chat-template messages (image parts as placeholders) and the images
+    in the order they appear."""
+    if not messages:
+        raise InvalidInput("messages must not be empty")
+    converted, images = [], []
+    for i, message in enumerate(messages):
+        role = message.get("role")
+        if role not in ROLES:
+            raise InvalidInput(f"messages[{i}].role must be one of {ROLES}")
+        content = message.get("content")
+        if isinstance(content, str):
+            converted.append({"role": role, "content": content})
+            continue
+        if not isinstance(content, list) or not content:
+            raise InvalidInput(f"messages[{i}].content must be a string or a list of parts")
+        parts = []
+        for part in content:
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text" and isinstance(part.get("text"), str):
+                parts.append({"type": "text", "text": part["text"]})
+            elif kind == "image_url" and isinstance(part.get("image_url"), dict):
+                images.append(decode_image(str(part["image_url"].get("url", "")), fetch))
+                parts.append({"type": "image"})
+            else:
+                raise InvalidInput(f"messages[{i}] has a part that is not text or image_url")
+        converted.append({"role": role, "content": parts})
+    return converted, images
+
+
+class ChatModel:
+    """One loaded model; ``chat`` and ``stream`` are safe to call from several threads (one
+    generation runs at a time)."""
+
+    def __init__(self, vlm: Vlm, fetch: Fetch | None = None) -> None:
+        self.vlm = vlm
+        self.fetch = fetch
+        self.max_context = int(vlm.model.config.text_config.max_position_embeddings)
+        self._lock = threading.Lock()
+
+    def _inputs(self, messages: Sequence[dict[str, Any]], params: ChatParams) -> tuple[Any, int]:
+        template, images = to_template(messages, self.fetch)
+        prompt = self.vlm.processor.apply_chat_template(
+            template, add_generation_prompt=True, tokenize=False
+        )
+        inputs = self.vlm.processor(text=[prompt], images=images or None, return_tensors="pt")
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+        if prompt_tokens + params.max_tokens > self.max_context:
+            raise InvalidInput(
+                f"the prompt ({prompt_tokens} tokens) plus max_tokens ({params.max_tokens}) "
+                f"exceeds the model's context of {self.max_context} tokens"
+            )
+        return inputs, len(images)
+
+    def _generate_kwargs(self, params: ChatParams) -> dict[str, Any]:
+        import torch
+
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens}
+        if params.temperature > 0:
+            kwargs |= {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
+        else:
+            kwargs["do_sample"] = False
+        if params.stop:
+            kwargs |= {"stop_strings": list(params.stop), "tokenizer": self.vlm.tokenizer}
+        return kwargs
+
+    def _finish_reason(self, new: list[int], params: ChatParams, stopped: bool) -> str:
+        eos = self.vlm.model.generation_config.eos_token_id
+        eos_ids = set(eos) if isinstance(eos, list) else {eos}
+        if stopped or len(new) < params.max_tokens or (new and new[-1] in eos_ids):
+            return "stop"
+        return "length"
+
+    def chat(self, messages: Sequence[dict[str, Any]], params: ChatParams) -> ChatResult:
+        inputs, images = self._inputs(messages, params)
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+        with self._lock:
+            output = self.vlm.model.generate(**inputs, **self._generate_kwargs(params))
+        new = output[0, prompt_tokens:].tolist()
+        text = self.vlm.tokenizer.decode(new, skip_special_tokens=True)
+        text, stopped = _cut_at_stop(text, params.stop)
+        return ChatResult(
+            text=text,
+            finish_reason=self._finish_reason(new, params, stopped),
+            usage=Usage(prompt_tokens, len(new)),
+            images=images,
+        )
+
+    def stream(
+        self, messages: Sequence[dict[str, Any]], params: ChatParams
+    ) -> Iterator[str | ChatResult]:
+        """Text pieces as they are generated, then the ChatResult (its text is the whole)."""
+        from transformers import TextIteratorStreamer
+
+        inputs, images = self._inputs(messages, params)
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+        streamer = TextIteratorStreamer(
+            self.vlm.tokenizer, skip_prompt=True, skip_special_tokens=True
+        )
+        result: dict[str, Any] = {}
+
+        def run() -> None:
+            with self._lock:
+                try:
+                    result["output"] = self.vlm.model.generate(
+                        **inputs, **self._generate_kwargs(params), streamer=streamer
+                    )
+                except Exception as exc:  # surfaced to the reader below
+                    result["error"] = exc
+                    streamer.end()  # type: ignore[no-untyped-call]
+
+        thread = threading.Thread(target=run, name="generate", daemon=True)
+        thread.start()
+        sent = ""
+        for piece in streamer:
+            text, stopped = _cut_at_stop(sent + piece, params.stop)
+            if text[len(sent) :]:
+                yield text[len(sent) :]
+            sent = text
+            if stopped:
+                break
+        thread.join()
+        if "error" in result:
+            raise result["error"]
+        new = result["output"][0, prompt_tokens:].tolist()
+        full, stopped = _cut_at_stop(
+            self.vlm.tokenizer.decode(new, skip_special_tokens=True), params.stop
+        )
+        yield ChatResult(
+            text=full,
+            finish_reason=self._finish_reason(new, params, stopped),
+            usage=Usage(prompt_tokens, len(new)),
+            images=images,
+        )
+
+
+def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """The text before the first stop string (OpenAI leaves the stop string out)."""
+    cuts = [text.find(s) for s in stops if s in text]
+    return (text[: min(cuts)], True) if cuts else (text, False)
