@@ -44,3 +44,21 @@ def init_tiny(
             seed=seed,
         )
         typer.echo(save_model_folder(folder, out, Settings.from_env()))
+
+
+@app.command()
+def serve(
+    uri: Annotated[
+        str, typer.Argument(help="Model: a folder, s3://bucket/prefix or a store prefix.")
+    ],
+    name: Annotated[
+        str, typer.Option(help="Model name in routes and responses.")
+    ] = "medxiaohe-vlm",
+    http_port: Annotated[int, typer.Option(help="REST (v1/v2 and OpenAI) port.")] = 8080,
+    grpc_port: Annotated[int, typer.Option(help="gRPC v2 port.")] = 8081,
+) -> None:
+    """Serve a vision-language model locally with the predictor the cluster runs."""
+    from medxiaohe.common.settings import Settings
+    from medxiaohe_services.model.server import serve as run
+
+    run(uri, name, http_port, grpc_port, Settings.from_env())

@@ -1,0 +1,107 @@
+"""``POST /openai/v1/chat/completions`` on KServe's FastAPI app, with OpenAI's request and
+response shapes (``stream: true`` answers with server-sent events). KServe's own OpenAI classes
+import vllm, which needs CUDA; this route serves the same shapes from the predictor."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from medxiaohe.common.errors import InvalidInput
+from medxiaohe.models.chat import ChatResult
+from medxiaohe_services.model.predictor import VlmPredictor, params_from
+
+ROUTE = "/openai/v1/chat/completions"
+
+
+def add_routes(app: FastAPI, predictor: VlmPredictor) -> None:
+    async def chat_completions(request: Request) -> Any:
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error("the body must be a JSON object")
+        try:
+            if not isinstance(body, dict):
+                raise InvalidInput("the body must be a JSON object")
+            if body.get("model") not in (None, predictor.name):
+                raise InvalidInput(f"unknown model {body.get('model')!r}; this is {predictor.name}")
+            messages = body.get("messages")
+            if not isinstance(messages, list):
+                raise InvalidInput("messages must be a list")
+            params = params_from(body)
+            if not predictor.ready:
+                return JSONResponse({"error": {"message": "model not loaded"}}, status_code=503)
+            if body.get("stream"):
+                # validate before the 200 goes out: errors after it cannot be a 400
+                stream = predictor.model.stream(messages, params)
+                first = await asyncio.to_thread(next, stream)
+                events = _events(predictor.name, first, stream)
+                return StreamingResponse(events, media_type="text/event-stream")
+            result = await asyncio.to_thread(predictor.model.chat, messages, params)
+        except InvalidInput as exc:
+            return _error(str(exc))
+        return JSONResponse(_completion(predictor.name, result))
+
+    app.add_api_route(ROUTE, chat_completions, methods=["POST"])
+
+
+def _error(message: str) -> JSONResponse:
+    body = {"error": {"message": message, "type": "invalid_request_error", "code": None}}
+    return JSONResponse(body, status_code=400)
+
+
+def _completion(model: str, result: ChatResult) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": result.text},
+                "finish_reason": result.finish_reason,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": result.usage.prompt_tokens,
+            "completion_tokens": result.usage.completion_tokens,
+            "total_tokens": result.usage.total_tokens,
+        },
+    }
+
+
+async def _events(
+    model: str, first: str | ChatResult, rest: Iterator[str | ChatResult]
+) -> AsyncIterator[bytes]:
+    """chat.completion.chunk events: the role, text deltas, the finish reason with usage, [DONE]."""
+    ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+        body = {
+            "id": ident,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra,
+        }
+        return f"data: {json.dumps(body)}\n\n".encode()
+
+    yield chunk({"role": "assistant", "content": ""})
+    item: str | ChatResult | None = first
+    while item is not None:
+        if isinstance(item, ChatResult):
+            usage = _completion(model, item)["usage"]
+            yield chunk({}, item.finish_reason, usage=usage)
+            break
+        yield chunk({"content": item})
+        item = await asyncio.to_thread(next, rest, None)
+    yield b"data: [DONE]\n\n"
