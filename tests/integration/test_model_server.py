@@ -184,3 +184,72 @@ def test_bad_requests_get_400_with_the_reason(
         reply = chat(base, **body, stream=stream)
         assert reply.status_code == 400
         assert message in reply.json()["error"]["message"]
+
+
+class FlakyProxy:
+    """A real HTTP hop in front of the model server that answers 503 to the first ``fail``
+    requests (as an overloaded predictor would), then forwards."""
+
+    def __init__(self, upstream: str, fail: int) -> None:
+        import http.server
+        import threading
+
+        proxy = self
+        self.seen = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                proxy.seen += 1
+                if proxy.seen <= fail:
+                    self.send_response(503)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
+                reply = httpx.post(
+                    upstream + self.path,
+                    content=body,
+                    timeout=60,
+                    headers={"content-type": "application/json"},
+                )
+                self.send_response(reply.status_code)
+                self.send_header("content-type", reply.headers["content-type"])
+                self.send_header("content-length", str(len(reply.content)))
+                self.end_headers()
+                self.wfile.write(reply.content)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+
+def test_http_client_retries_a_503_then_gives_up_clearly(server: tuple[str, int]) -> None:
+    from medxiaohe.common.errors import InvalidInput, Unavailable
+    from medxiaohe.models.chat import ChatParams
+    from medxiaohe.models.client import HttpModelClient
+
+    base, _ = server
+    question = [{"role": "user", "content": "Findings?"}]
+    png = io.BytesIO()
+    Image.new("RGB", (40, 40), (0, 0, 0)).save(png, "PNG")
+    flaky = FlakyProxy(base, fail=1)
+    client = HttpModelClient(f"{flaky.url}/openai/v1", NAME, retries=2, backoff_s=0.01)
+    reply = client.chat(question, [png.getvalue()], ChatParams(max_tokens=3))
+    assert flaky.seen == 2  # one 503, then the answer
+    assert reply.usage.completion_tokens <= 3
+    sampled = ChatParams(max_tokens=3, temperature=0.9, seed=1)
+    pieces = list(client.stream(question, params=sampled))
+    whole = client.chat(question, params=sampled)
+    assert pieces[-1] == whole
+    assert reply.usage.prompt_tokens > whole.usage.prompt_tokens  # the image went along
+    with pytest.raises(InvalidInput, match="messages must not be empty"):
+        client.chat([])  # a 400 is not retried
+
+    down = FlakyProxy(base, fail=10)
+    stubborn = HttpModelClient(f"{down.url}/openai/v1", retries=2, backoff_s=0.01)
+    with pytest.raises(Unavailable, match=r"failed 3 times \(last: HTTP 503\); giving up"):
+        stubborn.chat(question)
+    assert down.seen == 3

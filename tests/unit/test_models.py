@@ -156,3 +156,27 @@ def test_bad_chat_requests_say_what_is_wrong(
     model = ChatModel(load_vlm(tiny))
     with pytest.raises(InvalidInput, match=message):
         model.chat(messages, ChatParams(**params))  # type: ignore[arg-type]
+
+
+def test_the_in_process_client_answers_like_the_engine(tiny: Path) -> None:
+    import io
+
+    from medxiaohe.models.chat import ChatModel, ChatParams
+    from medxiaohe.models.client import LocalModelClient, with_images
+
+    client = LocalModelClient(ChatModel(load_vlm(tiny)))
+    png = io.BytesIO()
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(png, "PNG")
+    question = [{"role": "user", "content": "Findings?"}]
+    plain = client.chat(question, params=ChatParams(max_tokens=3))
+    seen = client.chat(question, [png.getvalue()], ChatParams(max_tokens=3))
+    assert seen.usage.prompt_tokens > plain.usage.prompt_tokens
+    sampled = ChatParams(max_tokens=4, temperature=0.8, seed=2)
+    assert list(client.stream(question, params=sampled))[-1] == client.chat(
+        question, params=sampled
+    )
+    assert with_images(question, ["s3://b/k.png"])[0]["content"][1]["image_url"]["url"] == (
+        "s3://b/k.png"
+    )
+    with pytest.raises(InvalidInput, match="need a user message"):
+        with_images([{"role": "system", "content": "x"}], [png.getvalue()])

@@ -1,0 +1,240 @@
+"""The model client: one interface, ``chat(messages, images, params) -> ChatReply`` (text and
+usage) and ``stream(...)``, over any OpenAI-compatible endpoint (HTTP) or a model loaded in this
+process. The report and rubric services depend only on this."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from medxiaohe.common.errors import InvalidInput, Unavailable
+from medxiaohe.models.chat import ChatModel, ChatParams, ChatResult, Usage
+
+RETRY_STATUS = {429, 500, 502, 503, 504}
+DEFAULT_PARAMS = ChatParams()
+
+
+@dataclass(frozen=True)
+class ChatReply:
+    text: str
+    finish_reason: str
+    usage: Usage
+
+
+class ModelClient(Protocol):
+    def chat(
+        self,
+        messages: Sequence[dict[str, Any]],
+        images: Sequence[bytes | str] = (),
+        params: ChatParams = DEFAULT_PARAMS,
+    ) -> ChatReply: ...
+
+    def stream(
+        self,
+        messages: Sequence[dict[str, Any]],
+        images: Sequence[bytes | str] = (),
+        params: ChatParams = DEFAULT_PARAMS,
+    ) -> Iterator[str | ChatReply]: ...
+
+
+def with_images(
+    messages: Sequence[dict[str, Any]], images: Sequence[bytes | str]
+) -> list[dict[str, Any]]:
+    """The messages with the images (encoded bytes, or data:/s3:// URIs) appended to the last
+    user message as ``image_url`` parts."""
+    out = [dict(m) for m in messages]
+    if not images:
+        return out
+    users = [i for i, m in enumerate(out) if m.get("role") == "user"]
+    if not users:
+        raise InvalidInput("images need a user message to go with")
+    last = out[users[-1]]
+    content = last.get("content", "")
+    parts = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+    for image in images:
+        url = image if isinstance(image, str) else _data_uri(image)
+        parts.append({"type": "image_url", "image_url": {"url": url}})
+    last["content"] = parts
+    return out
+
+
+def _data_uri(data: bytes) -> str:
+    kind = "png" if data.startswith(b"\x89PNG") else "jpeg"
+    return f"data:image/{kind};base64,{base64.b64encode(data).decode()}"
+
+
+def _body(params: ChatParams) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "max_tokens": params.max_tokens,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+    }
+    if params.stop:
+        body["stop"] = list(params.stop)
+    if params.seed is not None:
+        body["seed"] = params.seed
+    return body
+
+
+def _reply(result: ChatResult) -> ChatReply:
+    return ChatReply(result.text, result.finish_reason, result.usage)
+
+
+class LocalModelClient:
+    """The in-process backend, over the same engine the predictor runs."""
+
+    def __init__(self, model: ChatModel) -> None:
+        self.model = model
+
+    def chat(
+        self,
+        messages: Sequence[dict[str, Any]],
+        images: Sequence[bytes | str] = (),
+        params: ChatParams = DEFAULT_PARAMS,
+    ) -> ChatReply:
+        return _reply(self.model.chat(with_images(messages, images), params))
+
+    def stream(
+        self,
+        messages: Sequence[dict[str, Any]],
+        images: Sequence[bytes | str] = (),
+        params: ChatParams = DEFAULT_PARAMS,
+    ) -> Iterator[str | ChatReply]:
+        for item in self.model.stream(with_images(messages, images), params):
+            yield item if isinstance(item, str) else _reply(item)
+
+
+class HttpModelClient:
+    """Any OpenAI-compatible endpoint: ``base_url`` up to and including ``/v1`` (this
+    platform's predictor: ``http://host:port/openai/v1``). Retries 429 and 5xx answers and
+    connection failures with exponential backoff and jitter (``Retry-After`` wins), then
+    raises Unavailable; a 400 raises InvalidInput with the endpoint's reason."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str = "",
+        *,
+        api_key: str = "",
+        timeout_s: float = 120.0,
+        retries: int = 3,
+        backoff_s: float = 0.5,
+    ) -> None:
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self.retries = retries
+        self.backoff_s = backoff_s
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(timeout=timeout_s, headers=headers)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def chat(
+        self,
+        messages: Sequence[dict[str, Any]],
+        images: Sequence[bytes | str] = (),
+        params: ChatParams = DEFAULT_PARAMS,
+    ) -> ChatReply:
+        body = self._request(messages, images, params, stream=False)
+        with self._send(body) as response:
+            data = json.loads(response.read())
+        choice, usage = data["choices"][0], data.get("usage") or {}
+        return ChatReply(
+            text=choice["message"].get("content") or "",
+            finish_reason=choice.get("finish_reason") or "stop",
+            usage=Usage(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)),
+        )
+
+    def stream(
+        self,
+        messages: Sequence[dict[str, Any]],
+        images: Sequence[bytes | str] = (),
+        params: ChatParams = DEFAULT_PARAMS,
+    ) -> Iterator[str | ChatReply]:
+        body = self._request(messages, images, params, stream=True)
+        text, finish, usage = [], "stop", Usage(0, 0)
+        with self._send(body) as response:
+            for line in response.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                if chunk.get("usage"):
+                    u = chunk["usage"]
+                    usage = Usage(u.get("prompt_tokens", 0), u.get("completion_tokens", 0))
+                for choice in chunk.get("choices", []):
+                    piece = choice.get("delta", {}).get("content")
+                    if piece:
+                        text.append(piece)
+                        yield piece
+                    finish = choice.get("finish_reason") or finish
+        yield ChatReply("".join(text), finish, usage)
+
+    def _request(
+        self,
+        messages: Sequence[dict[str, Any]],
+        images: Sequence[bytes | str],
+        params: ChatParams,
+        *,
+        stream: bool,
+    ) -> dict[str, Any]:
+        body = {"messages": with_images(messages, images), **_body(params), "stream": stream}
+        if self.model:
+            body["model"] = self.model
+        return body
+
+    def _send(self, body: dict[str, Any]) -> _Closing:
+        """The open response of the first attempt that is not retryable."""
+        last, wait = "", 0.0
+        for attempt in range(self.retries + 1):
+            if attempt:
+                jitter = 0.5 + random.random() / 2  # noqa: S311 (not cryptographic)
+                time.sleep(wait or self.backoff_s * 2 ** (attempt - 1) * jitter)
+            wait = 0.0
+            try:
+                request = self._http.build_request("POST", self.url, json=body)
+                response = self._http.send(request, stream=True)
+            except httpx.TransportError as exc:
+                last = type(exc).__name__
+                continue
+            if response.status_code in RETRY_STATUS:
+                last = f"HTTP {response.status_code}"
+                after = response.headers.get("retry-after", "")
+                wait = min(float(after), 30.0) if after.isdigit() else 0.0
+                response.close()
+                continue
+            if response.status_code >= 400:
+                response.read()
+                response.close()
+                raise InvalidInput(f"model endpoint refused the request: {_reason(response)}")
+            return _Closing(response)
+        raise Unavailable(
+            f"model endpoint {self.url} failed {self.retries + 1} times (last: {last}); giving up"
+        )
+
+
+class _Closing:
+    """A streamed response as a context manager that closes it."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+
+    def __enter__(self) -> httpx.Response:
+        return self.response
+
+    def __exit__(self, *exc: object) -> None:
+        self.response.close()
+
+
+def _reason(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code}"
