@@ -62,3 +62,31 @@ def serve(
     from medxiaohe_services.model.server import serve as run
 
     run(uri, name, http_port, grpc_port, Settings.from_env())
+
+
+@app.command()
+def deploy(
+    uri: Annotated[str, typer.Argument(help="storageUri of the model (s3://..., hf://...).")],
+    name: Annotated[str, typer.Option(help="InferenceService name.")] = "medxiaohe-vlm",
+    runtime: Annotated[str, typer.Option(help="predictor or huggingface.")] = "predictor",
+    gpus: Annotated[int, typer.Option(min=0, help="GPUs per replica.")] = 0,
+    values: Annotated[
+        list[Path] | None, typer.Option(help="Chart values files (repeatable).")
+    ] = None,
+    namespace: Annotated[str, typer.Option(help="Kubernetes namespace.")] = "medxiaohe",
+    dry_run: Annotated[bool, typer.Option(help="Print the validated object only.")] = False,
+) -> None:
+    """Render the InferenceService for a model (validated against KServe's CRD) and create or
+    update it on the cluster."""
+    import yaml
+
+    from medxiaohe_services.deploy.model import deploy as apply
+    from medxiaohe_services.deploy.model import render_inference_service
+    from medxiaohe_services.deploy.training import KubernetesLauncher
+
+    isvc = render_inference_service(uri, name, values or [], runtime=runtime, gpus=gpus)
+    if dry_run:
+        typer.echo(yaml.safe_dump(isvc, sort_keys=False))
+        return
+    outcome = apply(KubernetesLauncher.from_kubeconfig(namespace), isvc)
+    typer.echo(f"{outcome} InferenceService/{name} in {namespace}")

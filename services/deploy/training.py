@@ -87,12 +87,12 @@ class KubernetesLauncher:
             "Job": self.batch.create_namespaced_job,
         }
         for obj in objects:
-            self._call(create[obj["kind"]], self.namespace, obj, exists_ok=True)
+            self.call(create[obj["kind"]], self.namespace, obj, exists_ok=True)
         return [f"{obj['kind']}/{obj['metadata']['name']}" for obj in objects]
 
     def status(self, run_id: str) -> JobStatus:
         job = self._job(run_id)
-        pods = self._call(
+        pods = self.call(
             self.core.list_namespaced_pod, self.namespace, label_selector=f"{RUN_LABEL}={run_id}"
         )
         s = job.status
@@ -118,14 +118,14 @@ class KubernetesLauncher:
 
     def logs(self, run_id: str, tail_lines: int | None = None) -> dict[str, str]:
         """Pod name -> its training container's log."""
-        pods = self._call(
+        pods = self.call(
             self.core.list_namespaced_pod, self.namespace, label_selector=f"{RUN_LABEL}={run_id}"
         )
         if not pods.items:
             raise NotFound(f"run {run_id} has no pods in {self.namespace}")
         # raw bytes: the client turns a preloaded log into the repr of its bytes
         return {
-            p.metadata.name: self._call(
+            p.metadata.name: self.call(
                 self.core.read_namespaced_pod_log,
                 p.metadata.name,
                 self.namespace,
@@ -145,14 +145,14 @@ class KubernetesLauncher:
             ("Service", self.core.delete_namespaced_service),
             ("ConfigMap", self.core.delete_namespaced_config_map),
         ):
-            if self._call(
+            if self.call(
                 delete, name, self.namespace, missing_ok=True, propagation_policy="Foreground"
             ):
                 deleted.append(f"{kind}/{name}")
         return deleted
 
     def _job(self, run_id: str) -> Any:
-        jobs = self._call(
+        jobs = self.call(
             self.batch.list_namespaced_job, self.namespace, label_selector=f"{RUN_LABEL}={run_id}"
         )
         if not jobs.items:
@@ -160,7 +160,7 @@ class KubernetesLauncher:
         return jobs.items[0]
 
     @staticmethod
-    def _call(
+    def call(
         method: Any, *args: Any, exists_ok: bool = False, missing_ok: bool = False, **kwargs: Any
     ) -> Any:
         """One API call, its errors mapped once onto the platform's taxonomy."""

@@ -26,8 +26,10 @@ def test_every_object_validates_strictly(profiles: list[Path]) -> None:
         "Service",
         "NetworkPolicy",
         "ServiceAccount",
+        "InferenceService",  # checked against KServe's CRD below
     }
-    problems = [p for o in objects for p in validate_object(o)]
+    builtin = [o for o in objects if o["kind"] != "InferenceService"]
+    problems = [p for o in builtin for p in validate_object(o)]
     assert problems == []
 
 
@@ -133,3 +135,31 @@ def test_kserve_resources_validate_against_the_crd() -> None:
     assert validate_object(isvc, crds) == []
     isvc["spec"]["predictor"]["minReplicas"] = "two"
     assert validate_object(isvc, crds)
+
+
+def test_the_model_is_an_inference_service_in_either_runtime() -> None:
+    from medxiaohe_services.deploy.manifests import kserve_crds
+
+    crds = kserve_crds(SCHEMAS)
+    if "InferenceService" not in crds:
+        pytest.skip(f"KServe CRD schema not found in {SCHEMAS}")
+    (isvc,) = [o for o in render_chart() if o["kind"] == "InferenceService"]
+    assert validate_object(isvc, crds) == []
+    container = isvc["spec"]["predictor"]["containers"][0]
+    assert container["args"][:3] == ["model", "serve", "/mnt/models"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["STORAGE_URI"] == "s3://medxiaohe/platform/models/vlm"
+
+    hf = render_chart([CHART / "profiles" / "hf-runtime.yaml"])
+    (isvc,) = [o for o in hf if o["kind"] == "InferenceService"]
+    assert validate_object(isvc, crds) == []
+    model = isvc["spec"]["predictor"]["model"]
+    assert model["modelFormat"]["name"] == "huggingface"
+    assert model["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    broken = {**isvc, "spec": {"predictor": {**isvc["spec"]["predictor"], "minReplicas": "one"}}}
+    assert validate_object(broken, crds)  # the CRD schema really checks
+    assert not [
+        o
+        for o in render_chart(values={"model": {"enabled": False}})
+        if o["kind"] == "InferenceService"
+    ]

@@ -1,76 +1,16 @@
-"""The Kubernetes training launcher against the official client. No API server runs here, so
-this is the one place with a fake: it stands in for urllib3's pool manager under the client's
-own request layer (kubernetes.client.rest), keeping objects in a dict the way the API server
-would. Everything above it - request building, serialization, error mapping - is real."""
+"""The Kubernetes training launcher against the official client, over tests/fake_kube.py (the one
+fake: urllib3's pool manager under the client's request layer; no API server runs here)."""
 
 from __future__ import annotations
 
-import json
-import re
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import pytest
-import urllib3
-from kubernetes import client
 
 from medxiaohe.common.errors import InvalidInput, NotFound
 from medxiaohe.training.manifests import ClusterSpec
 from medxiaohe_services.deploy.training import KubernetesLauncher, local_command, spec_from_values
-
-PATH = re.compile(
-    r"^/(?:api/v1|apis/batch/v1)/namespaces/(?P<ns>[^/]+)/(?P<kind>[a-z]+)(?:/(?P<name>[^/]+))?(?P<log>/log)?$"
-)
-
-
-class FakeApiServer:
-    """Answers the client's HTTP requests from an in-memory object store."""
-
-    def __init__(self) -> None:
-        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
-        self.requests: list[tuple[str, str]] = []
-
-    def request(self, method: str, url: str, **kwargs: Any) -> urllib3.HTTPResponse:
-        parsed = urlparse(url)
-        self.requests.append((method, parsed.path))
-        match = PATH.match(parsed.path)
-        assert match, parsed.path
-        ns, kind, name = match["ns"], match["kind"], match["name"]
-        query = parse_qs(parsed.query) | {
-            k: [v] for k, v in dict(kwargs.get("fields") or {}).items()
-        }
-        if method == "POST":
-            body = json.loads(kwargs["body"])
-            key = (kind, ns, body["metadata"]["name"])
-            if key in self.objects:
-                return self._reply(409, {"kind": "Status", "reason": "AlreadyExists"})
-            self.objects[key] = body
-            return self._reply(201, body)
-        if method == "DELETE":
-            if self.objects.pop((kind, ns, name), None) is None:
-                return self._reply(404, {"kind": "Status", "reason": "NotFound"})
-            return self._reply(200, {"kind": "Status", "status": "Success"})
-        if match["log"]:
-            return self._reply(200, f"log of {name}\n", text=True)
-        selector = query.get("labelSelector", [""])[0]
-        label, _, value = selector.partition("=")
-        items = [
-            o
-            for (k, n, _), o in self.objects.items()
-            if k == kind and n == ns and (not label or o["metadata"]["labels"].get(label) == value)
-        ]
-        return self._reply(200, {"items": items, "metadata": {}})
-
-    @staticmethod
-    def _reply(status: int, body: Any, text: bool = False) -> urllib3.HTTPResponse:
-        data = body.encode() if text else json.dumps(body).encode()
-        return urllib3.HTTPResponse(
-            body=data,
-            status=status,
-            reason="fake",
-            headers={"content-type": "text/plain" if text else "application/json"},
-            preload_content=True,
-        )
+from tests.fake_kube import FakeApiServer, api_client
 
 
 @pytest.fixture
@@ -80,9 +20,7 @@ def server() -> FakeApiServer:
 
 @pytest.fixture
 def launcher(server: FakeApiServer) -> KubernetesLauncher:
-    api = client.ApiClient(client.Configuration(host="https://kubernetes.test"))
-    api.rest_client.pool_manager = server  # the fake: below the client's request layer
-    return KubernetesLauncher(api, "ml")
+    return KubernetesLauncher(api_client(server), "ml")
 
 
 def test_submit_creates_validated_objects_once(
@@ -162,3 +100,24 @@ def test_local_command_uses_torchrun_for_several_processes(tmp_path: Any) -> Non
     multi = local_command("ner", tmp_path / "c.yaml", "r1", processes=2)
     assert multi[0].endswith("torchrun")
     assert "--nproc-per-node=2" in multi
+
+
+def test_model_deploy_creates_then_updates_a_validated_inference_service(
+    launcher: KubernetesLauncher, server: FakeApiServer
+) -> None:
+    from medxiaohe_services.deploy.manifests import kserve_crds
+    from medxiaohe_services.deploy.model import deploy, render_inference_service
+
+    if "InferenceService" not in kserve_crds():
+        pytest.skip("KServe CRD schema not found beside the checkout")
+    isvc = render_inference_service("s3://m/models/vlm", "vlm", [], gpus=1)
+    assert deploy(launcher, isvc) == "created"
+    path = "/apis/serving.kserve.io/v1beta1/namespaces/ml/inferenceservices"
+    assert server.requests[-1] == ("POST", path)
+    again = render_inference_service("s3://m/models/vlm-2", "vlm", [], runtime="huggingface")
+    assert deploy(launcher, again) == "updated"  # 409, then a patch of the same name
+    assert server.requests[-1] == ("PATCH", f"{path}/vlm")
+    stored = server.objects[("inferenceservices", "ml", "vlm")]
+    assert stored["spec"]["predictor"]["model"]["storageUri"] == "s3://m/models/vlm-2"
+    with pytest.raises(InvalidInput):
+        render_inference_service("ftp://nope", "vlm", [])  # the chart's schema refuses it
