@@ -72,3 +72,17 @@ def retrieval_scale(
 
     setup_logging("WARNING")
     typer.echo(json.dumps(run(passages, queries)))
+
+
+@app.command()
+def serving(
+    requests: Annotated[int, typer.Option(min=3, help="Requests per side.")] = 30,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Tokens generated per request.")] = 64,
+    hidden_size: Annotated[int, typer.Option(min=16, help="Width of the tiny model.")] = 256,
+    layers: Annotated[int, typer.Option(min=1, help="Layers of the tiny model.")] = 4,
+) -> None:
+    """The predictor over HTTP vs raw model.generate in-process, on the same tiny model."""
+    from medxiaohe.bench.serving import run
+
+    setup_logging("WARNING")
+    typer.echo(json.dumps(run(requests, max_tokens, hidden_size, layers)))

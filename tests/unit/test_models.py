@@ -180,3 +180,23 @@ def test_the_in_process_client_answers_like_the_engine(tiny: Path) -> None:
     )
     with pytest.raises(InvalidInput, match="need a user message"):
         with_images([{"role": "system", "content": "x"}], [png.getvalue()])
+
+
+def test_concurrent_greedy_requests_are_batched_with_the_same_answers(tiny: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from medxiaohe.models.chat import ChatModel, ChatParams
+
+    model = ChatModel(load_vlm(tiny))
+    questions = [text(f"Question {'x' * i}?") for i in range(8)]  # different prompt lengths
+    questions[3] = turn(
+        {"type": "text", "text": "And this?"},
+        {"type": "image_url", "image_url": {"url": data_uri()}},
+    )
+    params = ChatParams(max_tokens=6)
+    alone = [model.chat(q, params) for q in questions]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda q: model.chat(q, params), questions))
+    assert max(r.extra["batch"] for r in together) > 1  # some ran in one generate call
+    assert [r.usage for r in together] == [r.usage for r in alone]
+    assert [r.text for r in together] == [r.text for r in alone]

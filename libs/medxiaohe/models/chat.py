@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -120,15 +121,33 @@ def to_template(
     return converted, images
 
 
-class ChatModel:
-    """One loaded model; ``chat`` and ``stream`` are safe to call from several threads (one
-    generation runs at a time)."""
+@dataclass(eq=False)  # jobs are compared by identity
+class _Job:
+    inputs: Any
+    params: ChatParams
+    images: int
+    done: threading.Event = field(default_factory=threading.Event)
+    result: ChatResult | None = None
+    error: BaseException | None = None
 
-    def __init__(self, vlm: Vlm, fetch: Fetch | None = None) -> None:
+
+class ChatModel:
+    """One loaded model, safe to call from several threads; one generation runs at a time.
+
+    Batching: greedy ``chat`` calls with equal parameters that arrive while a generation runs
+    are generated together in the next one (left-padded, up to ``max_batch``). Nothing waits
+    for a batch to fill, so a lone request pays no extra latency. Sampled requests (a seed
+    must reproduce) and streams run alone."""
+
+    def __init__(self, vlm: Vlm, fetch: Fetch | None = None, max_batch: int = 8) -> None:
         self.vlm = vlm
         self.fetch = fetch
+        self.max_batch = max_batch
         self.max_context = int(vlm.model.config.text_config.max_position_embeddings)
         self._lock = threading.Lock()
+        self._queue: queue.Queue[_Job] = queue.Queue()
+        self._backlog: list[_Job] = []
+        threading.Thread(target=self._batches, name="chat-batches", daemon=True).start()
 
     def _inputs(self, messages: Sequence[dict[str, Any]], params: ChatParams) -> tuple[Any, int]:
         template, images = to_template(messages, self.fetch)
@@ -159,26 +178,67 @@ class ChatModel:
         return kwargs
 
     def _finish_reason(self, new: list[int], params: ChatParams, stopped: bool) -> str:
-        eos = self.vlm.model.generation_config.eos_token_id
-        eos_ids = set(eos) if isinstance(eos, list) else {eos}
-        if stopped or len(new) < params.max_tokens or (new and new[-1] in eos_ids):
+        if stopped or len(new) < params.max_tokens or (new and new[-1] in self._eos_ids()):
             return "stop"
         return "length"
 
     def chat(self, messages: Sequence[dict[str, Any]], params: ChatParams) -> ChatResult:
-        inputs, images = self._inputs(messages, params)
-        prompt_tokens = int(inputs["input_ids"].shape[1])
-        with self._lock:
-            output = self.vlm.model.generate(**inputs, **self._generate_kwargs(params))
-        new = output[0, prompt_tokens:].tolist()
-        text = self.vlm.tokenizer.decode(new, skip_special_tokens=True)
-        text, stopped = _cut_at_stop(text, params.stop)
-        return ChatResult(
-            text=text,
-            finish_reason=self._finish_reason(new, params, stopped),
-            usage=Usage(prompt_tokens, len(new)),
-            images=images,
-        )
+        inputs, images = self._inputs(messages, params)  # bad requests fail here, alone
+        job = _Job(inputs, params, images)
+        if params.temperature > 0 or self.max_batch < 2:
+            with self._lock:
+                self._generate([job])
+        else:
+            self._queue.put(job)
+            job.done.wait()
+        if job.error is not None:
+            raise job.error
+        assert job.result is not None
+        return job.result
+
+    def _batches(self) -> None:
+        """Forever: the oldest waiting job and every waiting job with its parameters (up to
+        max_batch) go into one generation; the others wait for the next."""
+        while True:
+            waiting = self._backlog or [self._queue.get()]
+            while True:  # everything that arrived meanwhile
+                try:
+                    waiting.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            batch = [j for j in waiting if j.params == waiting[0].params][: self.max_batch]
+            self._backlog = [j for j in waiting if j not in batch]
+            with self._lock:
+                self._generate(batch)
+
+    def _generate(self, jobs: list[_Job]) -> None:
+        """One generate call for jobs with equal parameters; results or the error on each."""
+        try:
+            merged, lengths = _collate([j.inputs for j in jobs], self.vlm.tokenizer.pad_token_id)
+            params = jobs[0].params
+            output = self.vlm.model.generate(**merged, **self._generate_kwargs(params))
+            width = int(merged["input_ids"].shape[1])
+            for i, job in enumerate(jobs):
+                new = _until_eos(output[i, width:].tolist(), self._eos_ids())
+                text = self.vlm.tokenizer.decode(new, skip_special_tokens=True)
+                text, stopped = _cut_at_stop(text, params.stop)
+                job.result = ChatResult(
+                    text=text,
+                    finish_reason=self._finish_reason(new, params, stopped),
+                    usage=Usage(lengths[i], len(new)),
+                    images=job.images,
+                    extra={"batch": len(jobs)},
+                )
+        except Exception as exc:  # every caller of the batch sees it
+            for job in jobs:
+                job.error = exc
+        finally:
+            for job in jobs:
+                job.done.set()
+
+    def _eos_ids(self) -> set[int]:
+        eos = self.vlm.model.generation_config.eos_token_id
+        return set(eos) if isinstance(eos, list) else ({eos} if eos is not None else set())
 
     def stream(
         self, messages: Sequence[dict[str, Any]], params: ChatParams
@@ -226,6 +286,36 @@ class ChatModel:
             usage=Usage(prompt_tokens, len(new)),
             images=images,
         )
+
+
+def _collate(inputs: list[Any], pad_id: int) -> tuple[dict[str, Any], list[int]]:
+    """Processed single requests as one left-padded batch (images concatenated in order), and
+    each request's prompt length."""
+    import torch
+
+    if len(inputs) == 1:
+        return dict(inputs[0]), [int(inputs[0]["input_ids"].shape[1])]
+    lengths = [int(x["input_ids"].shape[1]) for x in inputs]
+    width = max(lengths)
+    ids = torch.full((len(inputs), width), pad_id, dtype=inputs[0]["input_ids"].dtype)
+    mask = torch.zeros((len(inputs), width), dtype=inputs[0]["attention_mask"].dtype)
+    for i, (x, n) in enumerate(zip(inputs, lengths, strict=True)):
+        ids[i, width - n :] = x["input_ids"][0]
+        mask[i, width - n :] = x["attention_mask"][0]
+    merged: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
+    with_images = [x for x in inputs if "pixel_values" in x]
+    if with_images:
+        merged["pixel_values"] = torch.cat([x["pixel_values"] for x in with_images])
+        merged["image_grid_thw"] = torch.cat([x["image_grid_thw"] for x in with_images])
+    return merged, lengths
+
+
+def _until_eos(tokens: list[int], eos_ids: set[int]) -> list[int]:
+    """A row's new tokens up to and including its first end token (the rest is padding)."""
+    for i, token in enumerate(tokens):
+        if token in eos_ids:
+            return tokens[: i + 1]
+    return tokens
 
 
 def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:

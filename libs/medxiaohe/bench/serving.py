@@ -1,0 +1,163 @@
+"""Serving benchmark: the predictor over HTTP (its OpenAI route, through the model client)
+against raw ``model.generate`` in this process, on the same model, prompt and greedy decoding;
+then the predictor under 8 concurrent clients."""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from medxiaohe.models.chat import ChatParams
+from medxiaohe.models.client import HttpModelClient
+from medxiaohe.models.tiny import build_tiny
+from medxiaohe.models.vlm import load_vlm
+
+ROUNDS = 5
+QUESTION = [{"role": "user", "content": "Describe the chest radiograph findings in one paragraph."}]
+
+
+def _stats(latencies_s: list[float], tokens: int, wall_s: float) -> dict[str, float]:
+    ordered = sorted(latencies_s)
+    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    return {
+        "tokens_per_s": round(tokens / wall_s, 1),
+        "p50_ms": round(statistics.median(ordered) * 1000, 1),
+        "p99_ms": round(p99 * 1000, 1),
+        "requests": len(ordered),
+    }
+
+
+def _timed(call: Callable[[], int], requests: int) -> dict[str, float]:
+    latencies, tokens = [], 0
+    started = time.perf_counter()
+    for _ in range(requests):
+        t = time.perf_counter()
+        tokens += call()
+        latencies.append(time.perf_counter() - t)
+    return _stats(latencies, tokens, time.perf_counter() - started)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _start_server(folder: Path, name: str) -> tuple[subprocess.Popen[bytes], str]:
+    http_port, grpc_port = _free_port(), _free_port()
+    command = [sys.executable, "-m", "medxiaohe_services.cli", "model", "serve", str(folder)]
+    command += ["--name", name, "--http-port", str(http_port), "--grpc-port", str(grpc_port)]
+    process = subprocess.Popen(
+        command,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{http_port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"{base}/v2/models/{name}/ready", timeout=2).status_code == 200:
+                return process, base
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    process.kill()
+    raise RuntimeError("the model server did not get ready")
+
+
+def run(
+    requests: int = 30, max_tokens: int = 64, hidden_size: int = 256, layers: int = 4
+) -> dict[str, Any]:
+    import torch
+
+    with tempfile.TemporaryDirectory(prefix="medxiaohe-bench-") as tmp:
+        folder = build_tiny("qwen2-vl", Path(tmp) / "model", hidden_size=hidden_size, layers=layers)
+        vlm = load_vlm(folder)
+        prompt = vlm.processor.apply_chat_template(
+            QUESTION, add_generation_prompt=True, tokenize=False
+        )
+        inputs = vlm.processor(text=[prompt], return_tensors="pt")
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+        # the model never stops early: both sides generate exactly max_tokens
+        vlm.model.generation_config.eos_token_id = None
+
+        def raw() -> int:
+            with torch.inference_mode():
+                out = vlm.model.generate(**inputs, max_new_tokens=max_tokens, do_sample=False)
+            return int(out.shape[1]) - prompt_tokens
+
+        raw()  # warm-up
+        folder_for_server = Path(tmp) / "served"
+        vlm.model.save_pretrained(folder_for_server)
+        vlm.processor.save_pretrained(folder_for_server)
+        vlm.tokenizer.save_pretrained(folder_for_server)
+        process, base = _start_server(folder_for_server, "bench")
+        try:
+            client = HttpModelClient(f"{base}/openai/v1", "bench", timeout_s=300)
+            params = ChatParams(max_tokens=max_tokens)
+
+            def served() -> int:
+                return client.chat(QUESTION, params=params).usage.completion_tokens
+
+            served()  # warm-up
+            # interleave the two sides so drift on a shared machine hits both alike
+            raw_runs, served_runs = [], []
+            for _ in range(ROUNDS):
+                raw_runs.append(_timed(raw, max(1, requests // ROUNDS)))
+                served_runs.append(_timed(served, max(1, requests // ROUNDS)))
+            concurrent = _concurrent(served, requests, 8)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    raw_side, served_side = _merge(raw_runs), _merge(served_runs)
+    return {
+        "model": {"arch": "qwen2-vl", "hidden_size": hidden_size, "layers": layers},
+        "max_tokens": max_tokens,
+        "prompt_tokens": prompt_tokens,
+        "predictor": served_side,
+        "raw_generate": raw_side,
+        # the median of the rounds' ratios: each round's two sides ran back to back
+        "ratio": round(
+            statistics.median(
+                s["tokens_per_s"] / r["tokens_per_s"]
+                for s, r in zip(served_runs, raw_runs, strict=True)
+            ),
+            3,
+        ),
+        "predictor_concurrency_8": concurrent,
+        "concurrency_8_speedup": round(concurrent["tokens_per_s"] / served_side["tokens_per_s"], 3),
+    }
+
+
+def _concurrent(call: Callable[[], int], requests: int, workers: int) -> dict[str, float]:
+    def one(_: int) -> tuple[float, int]:
+        t = time.perf_counter()
+        tokens = call()
+        return time.perf_counter() - t, tokens
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        results = list(pool.map(one, range(requests)))
+    wall = time.perf_counter() - started
+    return _stats([r[0] for r in results], sum(r[1] for r in results), wall)
+
+
+def _merge(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Median of each figure over the interleaved rounds."""
+    return {
+        key: round(statistics.median(r[key] for r in runs), 1)
+        for key in ("tokens_per_s", "p50_ms", "p99_ms")
+    } | {"requests": sum(r["requests"] for r in runs)}
