@@ -204,6 +204,43 @@ def _evidence(stub: ev_grpc.EvidenceServiceStub) -> bool:
     return _say(top is not None and "Marfan" in top.text, "evidence retrieved with provenance")
 
 
+def _model_turn(home: Path) -> bool:
+    """The tiny vision-language model (built once into the home folder) served by the predictor
+    in its own process; one OpenAI chat turn with an image through the model client."""
+    import io
+
+    from PIL import Image
+
+    from medxiaohe.models.chat import ChatParams
+    from medxiaohe.models.client import HttpModelClient
+    from medxiaohe.models.process import model_server
+    from medxiaohe.models.tiny import build_tiny
+
+    folder = home / "models" / "tiny-vlm"
+    if not (folder / "config.json").is_file():
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        build_tiny("qwen2-vl", folder)
+    film = io.BytesIO()
+    Image.new("L", (224, 224), 40).convert("RGB").save(film, "PNG")  # a dark synthetic film
+    question = [{"role": "user", "content": "What does this chest film show?"}]
+    with model_server(folder, "tiny-vlm") as base:
+        client = HttpModelClient(f"{base}/openai/v1", "tiny-vlm", timeout_s=60)
+        reply = client.chat(question, [film.getvalue()], ChatParams(max_tokens=12))
+        client.close()
+    print(
+        f"    model: {base}/openai/v1/chat/completions answered a turn with a 224x224 image: "
+        f"{reply.usage.prompt_tokens} prompt + {reply.usage.completion_tokens} completion "
+        "tokens (random weights: the words are noise)",
+        flush=True,
+    )
+    return _say(
+        reply.usage.completion_tokens > 0 and reply.usage.prompt_tokens > 64,
+        "tiny vision-language model served over the OpenAI route",
+    )
+
+
 def run_demo(home: Path) -> int:
     started = time.monotonic()
     pki = ensure_dev_pki(home)
@@ -290,6 +327,7 @@ def run_demo(home: Path) -> int:
         results.append(_say(len(tagged.mentions) >= 3, "entities tagged against the MET"))
         results.append(_ingest_samples(stub))
         results.append(_evidence(ev_grpc.EvidenceServiceStub(channel)))
+        results.append(_model_turn(home))
     finally:
         server.send_signal(signal.SIGTERM)
         code = server.wait(timeout=60)

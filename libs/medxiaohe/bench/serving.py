@@ -4,11 +4,7 @@ then the predictor under 8 concurrent clients."""
 
 from __future__ import annotations
 
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -16,10 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from medxiaohe.models.chat import ChatParams
 from medxiaohe.models.client import HttpModelClient
+from medxiaohe.models.process import model_server
 from medxiaohe.models.tiny import build_tiny
 from medxiaohe.models.vlm import load_vlm
 
@@ -48,36 +43,6 @@ def _timed(call: Callable[[], int], requests: int) -> dict[str, float]:
     return _stats(latencies, tokens, time.perf_counter() - started)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _start_server(folder: Path, name: str) -> tuple[subprocess.Popen[bytes], str]:
-    http_port, grpc_port = _free_port(), _free_port()
-    command = [sys.executable, "-m", "medxiaohe_services.cli", "model", "serve", str(folder)]
-    command += ["--name", name, "--http-port", str(http_port), "--grpc-port", str(grpc_port)]
-    process = subprocess.Popen(
-        command,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{http_port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if httpx.get(f"{base}/v2/models/{name}/ready", timeout=2).status_code == 200:
-                return process, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    process.kill()
-    raise RuntimeError("the model server did not get ready")
-
-
 def run(
     requests: int = 30, max_tokens: int = 64, hidden_size: int = 256, layers: int = 4
 ) -> dict[str, Any]:
@@ -104,8 +69,7 @@ def run(
         vlm.model.save_pretrained(folder_for_server)
         vlm.processor.save_pretrained(folder_for_server)
         vlm.tokenizer.save_pretrained(folder_for_server)
-        process, base = _start_server(folder_for_server, "bench")
-        try:
+        with model_server(folder_for_server, "bench") as base:
             client = HttpModelClient(f"{base}/openai/v1", "bench", timeout_s=300)
             params = ChatParams(max_tokens=max_tokens)
 
@@ -119,9 +83,6 @@ def run(
                 raw_runs.append(_timed(raw, max(1, requests // ROUNDS)))
                 served_runs.append(_timed(served, max(1, requests // ROUNDS)))
             concurrent = _concurrent(served, requests, 8)
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
     raw_side, served_side = _merge(raw_runs), _merge(served_runs)
     return {
         "model": {"arch": "qwen2-vl", "hidden_size": hidden_size, "layers": layers},

@@ -1,0 +1,57 @@
+"""A model server in its own process on 127.0.0.1 ports (``medxiaohe model serve``), for the
+demo and the serving benchmark: started, waited for until ready, stopped."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from medxiaohe.common.errors import Unavailable
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def model_server(folder: Path, name: str, ready_s: float = 120.0) -> Iterator[str]:
+    """The server's base URL (``http://127.0.0.1:PORT``) while it runs."""
+    http_port, grpc_port = _free_port(), _free_port()
+    command = [sys.executable, "-m", "medxiaohe_services.cli", "model", "serve", str(folder)]
+    command += ["--name", name, "--http-port", str(http_port), "--grpc-port", str(grpc_port)]
+    process = subprocess.Popen(
+        command,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{http_port}"
+    try:
+        deadline = time.monotonic() + ready_s
+        while True:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise Unavailable(f"the model server for {folder} did not get ready")
+            try:
+                if httpx.get(f"{base}/v2/models/{name}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
