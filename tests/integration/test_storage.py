@@ -173,3 +173,10 @@ def test_a_model_folder_round_trips_through_s3(weed: Weed, tmp_path: Path) -> No
     assert local.is_relative_to(tmp_path / "cache")
     assert (local / "model.safetensors").read_bytes() == (folder / "model.safetensors").read_bytes()
     assert load_vlm(local).model.config.model_type == "qwen2_vl"
+
+    from medxiaohe_services.model.predictor import VlmPredictor
+
+    predictor = VlmPredictor("tiny", f"s3://{bucket}/models/tiny-vlm", settings)
+    assert not predictor.ready  # ready only after load
+    predictor.load()
+    assert predictor.ready
