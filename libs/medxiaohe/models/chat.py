@@ -213,10 +213,13 @@ class ChatModel:
 
     def _generate(self, jobs: list[_Job]) -> None:
         """One generate call for jobs with equal parameters; results or the error on each."""
+        import torch
+
         try:
             merged, lengths = _collate([j.inputs for j in jobs], self.vlm.tokenizer.pad_token_id)
             params = jobs[0].params
-            output = self.vlm.model.generate(**merged, **self._generate_kwargs(params))
+            with torch.inference_mode():  # lighter than generate's own no_grad
+                output = self.vlm.model.generate(**merged, **self._generate_kwargs(params))
             width = int(merged["input_ids"].shape[1])
             for i, job in enumerate(jobs):
                 new = _until_eos(output[i, width:].tolist(), self._eos_ids())
@@ -254,11 +257,14 @@ class ChatModel:
         result: dict[str, Any] = {}
 
         def run() -> None:
+            import torch
+
             with self._lock:
                 try:
-                    result["output"] = self.vlm.model.generate(
-                        **inputs, **self._generate_kwargs(params), streamer=streamer
-                    )
+                    with torch.inference_mode():
+                        result["output"] = self.vlm.model.generate(
+                            **inputs, **self._generate_kwargs(params), streamer=streamer
+                        )
                 except Exception as exc:  # surfaced to the reader below
                     result["error"] = exc
                     streamer.end()  # type: ignore[no-untyped-call]
