@@ -60,6 +60,10 @@ def main() -> None:
                 {"losses": losses, "before": before, "after": after, "world": dist.get_world_size()}
             )
         )
+    # leave together and tear the process group down before exit: a rank that exits with gloo's
+    # threads still up can abort in C++ ("terminate called without an active exception")
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 main()
