@@ -92,8 +92,8 @@ def decode_image(url: str, fetch: Fetch | None = None) -> Any:
 def to_template(
     messages: Sequence[dict[str, Any]], fetch: Fetch | None = None
 ) -> tuple[list[dict[str, Any]], list[Any]]:
-    """OpenAI messages -> chat-template messages (image parts as placeholders) and the images
-    in the order they appear."""
+    """OpenAI messages -> chat-template messages, each image part replaced by an
+    ``{"type": "image"}`` marker, and the images in the order they appear."""
     if not messages:
         raise InvalidInput("messages must not be empty")
     converted, images = [], []

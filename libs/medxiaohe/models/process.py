@@ -4,7 +4,6 @@ demo and the serving benchmark: started, waited for until ready, stopped."""
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import subprocess
 import sys
@@ -30,12 +29,8 @@ def model_server(folder: Path, name: str, ready_s: float = 120.0) -> Iterator[st
     http_port, grpc_port = _free_port(), _free_port()
     command = [sys.executable, "-m", "medxiaohe_services.cli", "model", "serve", str(folder)]
     command += ["--name", name, "--http-port", str(http_port), "--grpc-port", str(grpc_port)]
-    process = subprocess.Popen(
-        command,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    # the child inherits this environment; a local folder needs no hub
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{http_port}"
     try:
         deadline = time.monotonic() + ready_s
