@@ -14,7 +14,6 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from medxiaohe.corpus import samples
-from medxiaohe.storage.artifacts import LATEST
 from medxiaohe_protos.common.v1 import common_pb2
 from medxiaohe_protos.evidence.v1 import evidence_pb2 as ev
 from medxiaohe_protos.evidence.v1 import evidence_pb2_grpc as ev_grpc
@@ -23,7 +22,7 @@ from medxiaohe_protos.ingestion.v1 import ingestion_pb2_grpc as ing_grpc
 from medxiaohe_services.evidence.convert import passage_to_proto
 from medxiaohe_services.runtime.certs import DEV_CLIENT
 from medxiaohe_services.runtime.client import secure_channel
-from medxiaohe_services.runtime.embedded import NER_MODELS, ensure_dev_pki
+from medxiaohe_services.runtime.embedded import NER_MODELS, ensure_dev_pki, trained_ner
 from medxiaohe_services.runtime.ports import free_port
 from medxiaohe_services.runtime.services import FULL_NAMES
 
@@ -225,12 +224,12 @@ def _model_turn(home: Path) -> bool:
     film = io.BytesIO()
     Image.new("L", (224, 224), 40).convert("RGB").save(film, "PNG")  # a dark synthetic film
     question = [{"role": "user", "content": "What does this chest film show?"}]
-    with model_server(folder, "tiny-vlm") as base:
-        client = HttpModelClient(f"{base}/openai/v1", "tiny-vlm", timeout_s=60)
+    with model_server(folder, "tiny-vlm") as server:
+        client = HttpModelClient(f"{server.url}/openai/v1", "tiny-vlm", timeout_s=60)
         reply = client.chat(question, [film.getvalue()], ChatParams(max_tokens=12))
         client.close()
     print(
-        f"    model: {base}/openai/v1/chat/completions answered a turn with a 224x224 image: "
+        f"    model: {server.url}/openai/v1/chat/completions answered a turn with a 224x224 image: "
         f"{reply.usage.prompt_tokens} prompt + {reply.usage.completion_tokens} completion "
         "tokens (random weights: the words are noise)",
         flush=True,
@@ -247,7 +246,7 @@ def run_demo(home: Path) -> int:
     port = free_port()
     target = f"127.0.0.1:{port}"
     print(f"MedXIAOHE embedded platform on {target} (home {home})", flush=True)
-    if (home / "store" / NER_MODELS / LATEST).is_file():
+    if trained_ner(home):
         print(f"  tagging: hybrid (dictionary + the trained NER model in {NER_MODELS})", flush=True)
     else:
         print(

@@ -18,6 +18,11 @@ from medxiaohe_services.runtime.certs import DEV_CLIENT, DevPki, load_dev_pki, w
 NER_MODELS = models_prefix("ner")
 
 
+def trained_ner(home: Path) -> bool:
+    """Whether the home's local store holds a NER model (`make train-ner` publishes one)."""
+    return (home / "store" / NER_MODELS / LATEST).is_file()
+
+
 def ensure_dev_pki(home: Path) -> DevPki:
     """The development PKI under home/certs, written on first use."""
     certs = home / "certs"
@@ -39,7 +44,7 @@ def embedded_settings(home: Path, port: int, *, insecure: bool = False) -> Setti
         "tls_key": pki.server.key,
         "tls_client_ca": pki.ca,
     }
-    if (home / "store" / NER_MODELS / LATEST).is_file():  # a model from `make train-ner`
+    if trained_ner(home):
         defaults["ner_model_uri"] = NER_MODELS
     for name in SERVICE_NAMES:
         defaults[name] = ServiceSettings(allow={DEV_CLIENT: ["*"]})

@@ -6,10 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
 import grpc
@@ -19,8 +15,8 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as v2
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as v2_grpc
 from PIL import Image
 
+from medxiaohe.models.process import model_server
 from medxiaohe.models.tiny import build_tiny
-from tests.servers import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -31,31 +27,9 @@ BROKEN_IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     folder = build_tiny("qwen2-vl", tmp_path_factory.mktemp("vlm") / "model", seed=2)
-    http_port, grpc_port = free_ports(2)
-    command = [sys.executable, "-m", "medxiaohe_services.cli", "model", "serve", str(folder)]
-    command += ["--name", NAME, "--http-port", str(http_port), "--grpc-port", str(grpc_port)]
     log = tmp_path_factory.mktemp("logs") / "server.log"
-    process = subprocess.Popen(
-        command,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{http_port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if httpx.get(f"{base}/v2/models/{NAME}/ready", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    else:
-        process.kill()
-        pytest.fail(f"model server did not get ready:\n{log.read_text()[-3000:]}")
-    yield base, grpc_port
-    process.terminate()
-    process.wait(timeout=30)
+    with model_server(folder, NAME, ready_s=90, log=log) as running:
+        yield running.url, running.grpc_port
 
 
 def chat(base: str, **body: object) -> httpx.Response:

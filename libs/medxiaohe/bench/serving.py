@@ -69,8 +69,8 @@ def run(
         vlm.model.save_pretrained(folder_for_server)
         vlm.processor.save_pretrained(folder_for_server)
         vlm.tokenizer.save_pretrained(folder_for_server)
-        with model_server(folder_for_server, "bench") as base:
-            client = HttpModelClient(f"{base}/openai/v1", "bench", timeout_s=300)
+        with model_server(folder_for_server, "bench") as server:
+            client = HttpModelClient(f"{server.url}/openai/v1", "bench", timeout_s=300)
             params = ChatParams(max_tokens=max_tokens)
 
             def served() -> int:
