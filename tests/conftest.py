@@ -15,6 +15,8 @@ from medxiaohe_services.runtime.certs import DevPki, write_dev_pki
 from tests.servers import S3_KEY, S3_SECRET, Weed, start_weed
 
 ALLOWED, LIMITED = "ehr-gateway", "ris-viewer"
+# A test secret of the required length (servers refuse to start without one).
+SECRET = "test-secret-0123456789abcdef0123456789abcdef"
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +49,7 @@ def server_settings(pki: DevPki, store_uri: str, **extra: object) -> Settings:
         "tls_key": pki.server.key,
         "tls_client_ca": pki.ca,
         "health_interval_s": 0.2,
+        "deid_secret": SECRET,
         "ingestion": allow,
         "evidence": allow,
         "report": allow,

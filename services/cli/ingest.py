@@ -17,12 +17,18 @@ from medxiaohe.storage import open_store
 DatasetOption = Annotated[str, typer.Option(help="Dataset the shards belong to.")]
 
 
-def _secret(settings: Settings) -> str:
-    return settings.deid_secret.get_secret_value() or "development-only"
+def _secret(settings: Settings, home: Path) -> str:
+    """The configured secret; a local-folder store is the embedded runtime's, so without one
+    the home's generated secret keys it (the same one `medxiaohe up` uses)."""
+    from medxiaohe.common.secrets import home_secret, required_secret
+
+    if settings.deid_secret.get_secret_value() or settings.store_uri.startswith("s3://"):
+        return required_secret(settings)
+    return home_secret(home)
 
 
 def _in_process(
-    settings: Settings, dataset: str, specs: list[dict[str, Any]]
+    settings: Settings, secret: str, dataset: str, specs: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """One worker's share of the shards, in this process (dedup spans all of them)."""
     from medxiaohe.corpus.ingest import ShardIngestor, ShardSpec
@@ -31,7 +37,7 @@ def _in_process(
 
     store = open_store(settings.store_uri, settings)
     tagger = DictionaryTagger(EntityTree.load(store, version=settings.met_version or None))
-    ingestor = ShardIngestor(store, dataset, tagger, _secret(settings))
+    ingestor = ShardIngestor(store, dataset, tagger, secret)
     return [ingestor.process(ShardSpec(s["shard_id"], tuple(s["keys"]))).as_dict() for s in specs]
 
 
@@ -40,6 +46,9 @@ def ingest(
     dataset: DatasetOption = "bulk",
     workers: Annotated[int, typer.Option(min=1, help="Parallel workers (processes).")] = 1,
     files_per_shard: Annotated[int, typer.Option(min=1, help="Input files per shard.")] = 64,
+    home: Annotated[
+        Path, typer.Option(help="Embedded home: its secret keys a local store's pseudonyms.")
+    ] = Path(".medxiaohe"),
 ) -> None:
     """Run the ingestion pipeline over files: shards become Celery tasks when a broker is
     configured, or run in this machine's processes; a re-run skips finished shards."""
@@ -50,10 +59,10 @@ def ingest(
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise typer.BadParameter(f"no such file or folder: {', '.join(missing)}")
+    secret = _secret(settings, home)
     store = open_store(settings.store_uri, settings)
-    specs = [
-        s.as_dict() for s in plan_shards(upload_inputs(store, dataset, paths), files_per_shard)
-    ]
+    keys = upload_inputs(store, dataset, paths, secret)
+    specs = [s.as_dict() for s in plan_shards(keys, files_per_shard)]
     results: list[dict[str, Any]] = []
     with Progress(transient=False) as progress:
         task = progress.add_task(f"ingesting {dataset}", total=len(specs))
@@ -69,7 +78,11 @@ def ingest(
             shares = [specs[i::workers] for i in range(workers)]
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 for done in pool.map(
-                    _in_process, [settings] * workers, [dataset] * workers, shares
+                    _in_process,
+                    [settings] * workers,
+                    [secret] * workers,
+                    [dataset] * workers,
+                    shares,
                 ):
                     results.extend(done)
                     progress.advance(task, len(done))
@@ -79,6 +92,7 @@ def ingest(
         "skipped": sum(r["skipped"] for r in results),
         "kept": sum(r["kept"] for r in results),
         "dropped": sum(r["dropped"] for r in results),
+        "quarantined": sum(r.get("quarantined", 0) for r in results),
     }
     typer.echo(json.dumps(summary))
 

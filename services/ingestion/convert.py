@@ -5,7 +5,6 @@ from __future__ import annotations
 from medxiaohe.common.errors import InvalidInput
 from medxiaohe.corpus.coverage import NodeCoverage
 from medxiaohe.corpus.ingest import read_payload
-from medxiaohe.corpus.readers import pseudonym
 from medxiaohe.corpus.record import Record
 from medxiaohe.entities.context import Assertion
 from medxiaohe.entities.tagger import Mention
@@ -63,10 +62,12 @@ def _stamp(
     licence: str,
     metadata: dict[str, str],
 ) -> list[Record]:
+    """Caller fields onto the records; ids and values stay as sent until the pipeline's
+    de-identification step pseudonymizes and cleans them (metadata is allow-listed there)."""
     for i, record in enumerate(records):
         record.id = record_id if len(records) == 1 else f"{record_id}/{record.id or i}"
         record.source = source or record.source
-        record.patient_key = pseudonym(patient_key) if patient_key else record.patient_key
+        record.patient_key = patient_key or record.patient_key
         record.licence = licence
         record.metadata = {**record.metadata, **metadata}
     return records
@@ -99,19 +100,31 @@ def study_record(study: ingestion_pb2.Study) -> Record:
     if not study.files:
         raise InvalidInput("a study needs at least one file")
     texts, attachments, metadata = [study.text] if study.text else [], {}, {}
+    known: list[str] = []
+    quarantine = ""
     for number, file in enumerate(study.files):
         kind = STUDY_KINDS.get(file.format)
         if kind is None:
             raise InvalidInput(f"file {number}: format must be DICOM, PNG or JPEG")
-        file_id = file.file_id or str(number)
-        (record,) = read_payload(kind, file.content, f"{study.study_id}/{file_id}")
+        try:
+            (record,) = read_payload(kind, file.content, f"{study.study_id}/{number}")
+        except InvalidInput as exc:
+            raise InvalidInput(f"file {number}: {exc}") from None
         if record.text:
             texts.append(record.text)
         metadata.update(record.metadata)
+        known += record.known_phi  # a DICOM header's names are removed from the study's text
+        quarantine = quarantine or (record.quarantine and f"file {number}: {record.quarantine}")
         for name, data in record.attachments.items():
-            attachments[f"{file_id}-{name}"] = data
+            attachments[f"{number}-{name}"] = data
     record = Record(
-        id=study.study_id, source="", text="\n".join(texts), kind="study", attachments=attachments
+        id=study.study_id,
+        source="",
+        text="\n".join(texts),
+        kind="study",
+        attachments=attachments,
+        known_phi=known,
+        quarantine=quarantine,
     )
     return _stamp(
         [record],

@@ -6,7 +6,9 @@ import hashlib
 import threading
 from collections.abc import Sequence
 
+from medxiaohe.common.secrets import pseudonym
 from medxiaohe.corpus.coverage import Coverage
+from medxiaohe.corpus.deid import record_pseudonym
 from medxiaohe.corpus.ingest import ShardIngestor, stored_hashes
 from medxiaohe.corpus.record import Record
 from medxiaohe.corpus.shards import ShardResult, dataset_coverage, shards_prefix
@@ -37,9 +39,16 @@ class CorpusWriter:
             )
         return self._ingestor
 
+    def pseudonym(self, value: str) -> str:
+        return pseudonym(self.secret, value)
+
+    def record_pseudonym(self, record_id: str) -> str:
+        """The id a record is stored under (what the de-identification step makes of it)."""
+        return record_pseudonym(self.secret, record_id)
+
     def write(self, call_key: Sequence[str], records: list[Record]) -> tuple[ShardResult, str]:
         """One shard named after the call's content, so a retried call lands on the same shard."""
-        shard_id = "rpc-" + hashlib.sha256("\n".join(sorted(call_key)).encode()).hexdigest()[:16]
+        shard_id = "rpc-" + self.pseudonym("\n".join(sorted(call_key)))[:32]
         with self._lock:
             result = self._get_ingestor().process_records(shard_id, records)
         return result, f"{shards_prefix(self.dataset)}/{shard_id}"

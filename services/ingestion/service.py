@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from medxiaohe.common.secrets import required_secret
 from medxiaohe.common.settings import Settings
 from medxiaohe.entities.loader import TaggerLoader
 from medxiaohe.entities.ner import NerTagger
@@ -23,9 +24,8 @@ def build(settings: Settings, store: ArtifactStore) -> ServiceSpec:
         build_if_missing=settings.met_build_if_missing,
         ner=(lambda: NerTagger(model_folder(uri, settings))) if uri else None,
     )
-    secret = settings.deid_secret.get_secret_value() or "development-only"
-    corpus = CorpusWriter(store, settings.ingest_dataset, secret, tagging)
-    servicer = IngestionServicer(store, tagging, corpus)
+    corpus = CorpusWriter(store, settings.ingest_dataset, required_secret(settings), tagging)
+    servicer = IngestionServicer(store, tagging, corpus, settings.ingestion.allow)
     return ServiceSpec(
         name="ingestion",
         full_name=FULL_NAME,

@@ -5,37 +5,50 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
 import grpc
 
 from medxiaohe import __version__
-from medxiaohe.common.errors import InvalidInput
+from medxiaohe.common.errors import InvalidInput, PermissionDenied
 from medxiaohe.corpus.record import Record
 from medxiaohe.entities.loader import TaggerLoader
 from medxiaohe.storage import ArtifactStore
-from medxiaohe.storage.uploads import put_upload
+from medxiaohe.storage.base import check_key
+from medxiaohe.storage.uploads import UPLOADS, caller_uploads, put_upload
 from medxiaohe_protos.common.v1 import common_pb2
 from medxiaohe_protos.common.v1.common_pb2 import RecordError
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2 as pb
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2_grpc as pb_grpc
 from medxiaohe_services.ingestion import convert
 from medxiaohe_services.ingestion.corpus import DUPLICATE, CorpusWriter, content_key
+from medxiaohe_services.runtime.interceptors import caller_identity
 
-SPOOL_IN_MEMORY = 8 << 20  # uploads larger than this are spooled to disk before storing
 MAX_CHUNK = 4 << 20
 MAX_DEPTH = 4
 MAX_NODES = 10_000
 Reply = TypeVar("Reply", pb.IngestDocumentsResponse, pb.IngestStudiesResponse)
 
 
+# Lets a caller download keys outside its own uploads (shards, coverage, other callers' uploads):
+# name it in the caller's allow list beside the RPCs ("*" does not include it).
+DOWNLOAD_ANY = "DownloadAnyArtifact"
+
+
 class IngestionServicer(pb_grpc.IngestionServiceServicer):
-    def __init__(self, store: ArtifactStore, tagging: TaggerLoader, corpus: CorpusWriter) -> None:
+    def __init__(
+        self,
+        store: ArtifactStore,
+        tagging: TaggerLoader,
+        corpus: CorpusWriter,
+        allow: Mapping[str, Sequence[str]],
+    ) -> None:
         self.store = store
         self.tagging = tagging
         self.corpus = corpus
+        self.allow = allow
 
     async def IngestDocuments(
         self,
@@ -79,12 +92,14 @@ class IngestionServicer(pb_grpc.IngestionServiceServicer):
         response: type[Reply],
     ) -> Reply:
         self.tagging.check()  # NotReady before doing any work
+        # what the caller named its records, by their pseudonyms: replies use the caller's ids
+        sent = {self.corpus.record_pseudonym(r.id): r.id for r in records}
         result, uri = await asyncio.to_thread(self.corpus.write, keys, records)
         if result.skipped:  # the same call again: everything in it is stored already
             return response(duplicates=len(keys), shard_uris=[uri])
         duplicates = sum(reason.startswith(DUPLICATE) for _, reason in result.drops)
         rejected += [
-            RecordError(record_id=i, reason=r)
+            RecordError(record_id=sent.get(i, i), reason=r)
             for i, r in result.drops
             if not r.startswith(DUPLICATE)
         ]
@@ -159,6 +174,8 @@ class IngestionServicer(pb_grpc.IngestionServiceServicer):
         request_iterator: AsyncIterator[pb.UploadArtifactRequest],
         context: grpc.aio.ServicerContext,
     ) -> pb.UploadArtifactResponse:
+        """Stored under the caller's own prefix, named by the keyed pseudonym of its key (the
+        caller's file name never reaches the store); the stream's size is capped by the runtime."""
         key = expected = ""
         with tempfile.NamedTemporaryFile(prefix="medxiaohe-upload-") as spool:
             async for message in request_iterator:
@@ -172,19 +189,35 @@ class IngestionServicer(pb_grpc.IngestionServiceServicer):
             if not key:
                 raise InvalidInput("empty upload stream")
             spool.flush()
+            stored = self._upload_key(caller_identity(context), key)
             info = await asyncio.to_thread(
-                put_upload, self.store, key, Path(spool.name), expected_sha256=expected or None
+                put_upload, self.store, stored, Path(spool.name), expected_sha256=expected or None
             )
         return pb.UploadArtifactResponse(key=info.key, size=info.size, sha256=info.sha256)
+
+    def _upload_key(self, caller: str, key: str) -> str:
+        suffix = PurePosixPath(check_key(key)).suffix.lower()
+        name = self.corpus.pseudonym(f"upload:{key}")
+        own = caller_uploads(caller)[len(UPLOADS) :]
+        return f"{own}{name}{suffix if suffix[1:].isalnum() and len(suffix) <= 8 else ''}"
 
     async def DownloadArtifact(
         self, request: pb.DownloadArtifactRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.DownloadArtifactResponse]:
         if not 0 <= request.chunk_size <= MAX_CHUNK:
             raise InvalidInput(f"chunk_size must be between 0 and {MAX_CHUNK}")
-        size = (await asyncio.to_thread(self.store.stat, request.key)).size
+        caller = caller_identity(context)
+        key = check_key(request.key)
+        if not key.startswith(caller_uploads(caller)) and DOWNLOAD_ANY not in self.allow.get(
+            caller, ()
+        ):
+            raise PermissionDenied(
+                f"caller {caller!r} may download only its own uploads; other keys need "
+                f"{DOWNLOAD_ANY} in its allow list"
+            )
+        size = (await asyncio.to_thread(self.store.stat, key)).size
         chunks = await asyncio.to_thread(
-            self.store.iter_chunks, request.key, request.chunk_size or (1 << 20)
+            self.store.iter_chunks, key, request.chunk_size or (1 << 20)
         )
         first = True
         while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:

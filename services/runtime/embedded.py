@@ -10,6 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
+from medxiaohe.common.secrets import home_secret
 from medxiaohe.common.settings import SERVICE_NAMES, ServiceSettings, Settings
 from medxiaohe.storage.artifacts import LATEST
 from medxiaohe.training.runs import models_prefix
@@ -43,6 +46,7 @@ def embedded_settings(home: Path, port: int, *, insecure: bool = False) -> Setti
         "tls_cert": pki.server.cert,
         "tls_key": pki.server.key,
         "tls_client_ca": pki.ca,
+        "deid_secret": SecretStr(home_secret(home)),
     }
     if trained_ner(home):
         defaults["ner_model_uri"] = NER_MODELS

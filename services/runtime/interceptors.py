@@ -1,4 +1,5 @@
-"""Server interceptors: audit + metrics (outermost), authorization, error mapping (innermost).
+"""Server interceptors: audit + metrics (outermost), authorization, stream caps, error mapping
+(innermost).
 
 grpc.aio interceptors see only the method name, so each one wraps the method handler's
 behaviour to reach the call context (peer certificate, status code) and the messages.
@@ -7,6 +8,7 @@ behaviour to reach the call context (peer certificate, status code) and the mess
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
 import logging
 import time
@@ -18,6 +20,7 @@ from google.protobuf.message import Message
 from prometheus_client import Counter, Histogram
 
 from medxiaohe.common import errors
+from medxiaohe.common.secrets import pseudonym
 
 log = logging.getLogger("medxiaohe.audit")
 
@@ -60,6 +63,12 @@ def caller_identity(context: grpc.aio.ServicerContext) -> str:
     return ""
 
 
+def certificate_fingerprint(context: grpc.aio.ServicerContext) -> str:
+    """SHA-256 of the verified client certificate (PEM as the handshake gave it), or ""."""
+    pems = context.auth_context().get("x509_pem_cert") or []
+    return hashlib.sha256(bytes(pems[0])).hexdigest() if pems else ""
+
+
 def record_ids(message: Message, depth: int = 2) -> list[str]:
     """Values of `request_id` and `*_id` string fields, one nested level deep: never content."""
     found: list[str] = []
@@ -85,6 +94,12 @@ class _Wrapping(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships
 
     guard: Guard
     collects_ids = False  # only the audit needs record ids; others leave the stream untouched
+
+    def tap_stream(
+        self, stream: AsyncIterator[Any], method: str, ids: list[str]
+    ) -> AsyncIterator[Any]:
+        """The request stream as the inner handler sees it (unchanged here)."""
+        return stream
 
     async def intercept_service(
         self,
@@ -114,19 +129,11 @@ class _Wrapping(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships
         guard = self.guard
 
         def tap(request: Any, ids: list[str]) -> Any:
-            if not self.collects_ids:
-                return request
-            if not stream_in:
+            if stream_in:
+                return self.tap_stream(request, method, ids)
+            if self.collects_ids:
                 ids.extend(record_ids(request))
-                return request
-
-            async def tapped() -> AsyncIterator[Any]:
-                async for message in request:
-                    if len(ids) < MAX_AUDIT_IDS:
-                        ids.extend(record_ids(message))
-                    yield message
-
-            return tapped()
+            return request
 
         if stream_out:
 
@@ -156,13 +163,24 @@ class _Wrapping(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships
 
 
 class AuditInterceptor(_Wrapping):
-    """One JSON line per call (caller, RPC, status, latency, record ids; never payloads) and
-    Prometheus metrics."""
+    """One JSON line per call and Prometheus metrics. The line names the caller (certificate
+    common name and fingerprint, peer address), the RPC, status and latency, and the record ids
+    as keyed pseudonyms (an auditor with the secret can match them; a log reader learns nothing);
+    never payloads."""
 
     collects_ids = True
 
-    def __init__(self, service_label: Mapping[str, str]) -> None:
+    def __init__(self, service_label: Mapping[str, str], key: str) -> None:
         self._label = service_label  # full service name -> short service name
+        self._key = key
+
+    async def tap_stream(
+        self, stream: AsyncIterator[Any], method: str, ids: list[str]
+    ) -> AsyncIterator[Any]:
+        async for message in stream:
+            if len(ids) < MAX_AUDIT_IDS:
+                ids.extend(record_ids(message))
+            yield message
 
     @contextlib.asynccontextmanager
     async def guard(
@@ -191,9 +209,11 @@ class AuditInterceptor(_Wrapping):
                         "service": short,
                         "rpc": name,
                         "caller": caller_identity(context),
+                        "cert_sha256": certificate_fingerprint(context),
+                        "peer": context.peer(),
                         "code": code_name,
                         "latency_ms": round(elapsed * 1000, 2),
-                        "record_ids": ids[:MAX_AUDIT_IDS],
+                        "record_ids": [pseudonym(self._key, i) for i in ids[:MAX_AUDIT_IDS]],
                     },
                 )
 
@@ -225,6 +245,40 @@ class AuthzInterceptor(_Wrapping):
                 f"caller {caller or '(unauthenticated)'!r} may not call {_split(method)[1]}",
             )
         yield
+
+
+class StreamLimitInterceptor(_Wrapping):
+    """Caps what one client stream may carry (messages, bytes); past a cap the call fails with
+    INVALID_ARGUMENT saying which. Methods named in ``byte_caps`` get their own byte cap."""
+
+    def __init__(
+        self, max_messages: int, max_bytes: int, byte_caps: Mapping[str, int] | None = None
+    ) -> None:
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.byte_caps = dict(byte_caps or {})
+
+    @contextlib.asynccontextmanager
+    async def guard(
+        self, method: str, context: grpc.aio.ServicerContext, ids: list[str]
+    ) -> AsyncIterator[None]:
+        yield
+
+    async def tap_stream(
+        self, stream: AsyncIterator[Any], method: str, ids: list[str]
+    ) -> AsyncIterator[Any]:
+        max_bytes = self.byte_caps.get(_split(method)[1], self.max_bytes)
+        count = size = 0
+        async for message in stream:
+            count += 1
+            size += message.ByteSize()
+            if count > self.max_messages:
+                raise errors.InvalidInput(
+                    f"a stream may carry at most {self.max_messages} messages"
+                )
+            if size > max_bytes:
+                raise errors.InvalidInput(f"a stream may carry at most {max_bytes >> 20} MiB")
+            yield message
 
 
 class ErrorInterceptor(_Wrapping):

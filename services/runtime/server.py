@@ -15,12 +15,14 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from medxiaohe.common.errors import InvalidInput, MedxError
+from medxiaohe.common.secrets import required_secret
 from medxiaohe.common.settings import ServiceName, Settings
 from medxiaohe_services.runtime.interceptors import (
     INSECURE_IDENTITY,
     AuditInterceptor,
     AuthzInterceptor,
     ErrorInterceptor,
+    StreamLimitInterceptor,
 )
 
 log = logging.getLogger("medxiaohe.server")
@@ -64,6 +66,8 @@ class Platform:
 
     def __init__(self, settings: Settings, specs: Sequence[ServiceSpec]) -> None:
         self.settings = settings
+        # every service may see PHI: none starts without the key of its pseudonyms
+        self.audit_key = required_secret(settings)
         self.specs = list(specs)
         self.health = HealthServicer()
         self.port = 0
@@ -87,10 +91,16 @@ class Platform:
         limit = self.settings.max_message_mb << 20
         server = grpc.aio.server(
             interceptors=[
-                AuditInterceptor({s.full_name: s.name for s in self.specs}),
+                AuditInterceptor({s.full_name: s.name for s in self.specs}, self.audit_key),
                 AuthzInterceptor(self._allow_lists()),
+                StreamLimitInterceptor(
+                    self.settings.max_stream_messages,
+                    self.settings.max_stream_mb << 20,
+                    {"UploadArtifact": self.settings.max_upload_mb << 20},
+                ),
                 ErrorInterceptor(),
             ],
+            maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),

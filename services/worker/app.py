@@ -3,22 +3,61 @@
 Tasks are written to be retried safely: acks_late means a task is acknowledged only after it
 finishes, so a worker that dies mid-task leaves it to be redelivered, and every task checks
 for its own finished output before doing work (idempotent on its inputs).
+
+A task that keeps killing its worker (out of memory, a crash in a parser) would be redelivered
+forever: each delivery is counted in the broker, and past ``task_max_deliveries`` the task is
+moved to the dead-letter queue, which no worker consumes, for an operator to look at. Each task
+has a hard time limit and each pool process a memory ceiling; the broker's visibility timeout is
+longer than the time limit, so a running shard is never handed to a second worker.
 """
 
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
+from celery.exceptions import Ignore
 
+from medxiaohe.common.secrets import required_secret
 from medxiaohe.common.settings import Settings
 from medxiaohe.entities.tagger import DictionaryTagger
 from medxiaohe.entities.tree import EntityTree
 from medxiaohe.storage import ArtifactStore, open_store
 
+DEAD_LETTER = "medxiaohe.dead-letter"
+DELIVERIES = "medxiaohe:deliveries:"
+
+
+class CountedTask(Task):  # type: ignore[misc]
+    """Counts its deliveries in the broker; past the limit it goes to the dead-letter queue."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        app: MedxCelery = self.app
+        request = self.request
+        if not request.is_eager and request.id and app.settings.broker_url.startswith("redis"):
+            key = f"{DELIVERIES}{request.id}:{request.retries}"
+            deliveries = app.counter.incr(key)
+            app.counter.expire(key, 7 * 24 * 3600)
+            if deliveries > app.settings.task_max_deliveries:
+                self.apply_async(args, kwargs, task_id=request.id, queue=DEAD_LETTER)
+                raise Ignore()
+        return super().__call__(*args, **kwargs)
+
 
 class MedxCelery(Celery):  # type: ignore[misc]
     settings: Settings
+
+    @cached_property
+    def counter(self) -> Any:
+        """The broker's Redis, where deliveries are counted."""
+        import redis
+
+        return redis.Redis.from_url(self.settings.broker_url)
+
+    @cached_property
+    def deid_secret(self) -> str:
+        return required_secret(self.settings)
 
     @cached_property
     def store(self) -> ArtifactStore:
@@ -34,11 +73,14 @@ class MedxCelery(Celery):  # type: ignore[misc]
 def make_app(settings: Settings) -> MedxCelery:
     """A Celery app for settings; in-process (eager) when no broker URL is set."""
     embedded = not settings.broker_url
+    if not embedded:
+        required_secret(settings)  # a worker that would ingest without one refuses to start
     app = MedxCelery(
         "medxiaohe",
         broker=settings.broker_url or "memory://",
         backend=settings.result_backend or settings.broker_url or "cache+memory://",
         set_as_current=False,
+        task_cls=CountedTask,
     )
     app.settings = settings
     app.conf.update(
@@ -53,6 +95,13 @@ def make_app(settings: Settings) -> MedxCelery:
         result_expires=24 * 3600,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
+        task_time_limit=settings.task_time_limit_s,
+        task_soft_time_limit=settings.task_time_limit_s * 0.9,
+        worker_max_memory_per_child=settings.worker_max_memory_mb * 1024,  # KiB
+        broker_transport_options={"visibility_timeout": int(settings.task_time_limit_s * 2)},
+        result_backend_transport_options={
+            "visibility_timeout": int(settings.task_time_limit_s * 2)
+        },
     )
     from medxiaohe_services.worker import tasks
 

@@ -32,6 +32,5 @@ def register(app: MedxCelery) -> None:
         """One shard of a bulk ingest; a finished shard is skipped, so redelivery is safe."""
         from medxiaohe.corpus.ingest import ShardIngestor, ShardSpec
 
-        secret = app.settings.deid_secret.get_secret_value() or "development-only"
-        ingestor = ShardIngestor(app.store, dataset, app.tagger, secret)
+        ingestor = ShardIngestor(app.store, dataset, app.tagger, app.deid_secret)
         return ingestor.process(ShardSpec(spec["shard_id"], tuple(spec["keys"]))).as_dict()

@@ -66,13 +66,27 @@ def upload(channel: grpc.Channel, key: str, data: bytes) -> ing.UploadArtifactRe
 
 def test_allowed_caller_gets_through(platform: PlatformThread, pki: DevPki) -> None:
     data = b"x" * 4500
-    stored = upload(client(platform, pki), "notes/a.txt", data)
-    assert stored.key == "uploads/notes/a.txt"
+    stored = upload(client(platform, pki), "notes/jane-doe-a.txt", data)
+    # under the caller's own prefix, named by a keyed pseudonym: no file name reaches the store
+    assert stored.key.startswith(f"uploads/callers/{ALLOWED}/")
+    assert stored.key.endswith(".txt")
+    assert "jane" not in stored.key
+    assert "notes" not in stored.key
     assert stored.size == len(data)
     assert stored.sha256 == hashlib.sha256(data).hexdigest()
-    stub = ing_grpc.IngestionServiceStub(client(platform, pki, LIMITED))
+    stub = ing_grpc.IngestionServiceStub(client(platform, pki))
     back = stub.DownloadArtifact(ing.DownloadArtifactRequest(key=stored.key, chunk_size=999))
     assert b"".join(m.chunk for m in back) == data
+
+
+def test_a_caller_downloads_only_its_own_uploads(platform: PlatformThread, pki: DevPki) -> None:
+    stored = upload(client(platform, pki), "notes/raw.txt", b"not yet de-identified")
+    other = ing_grpc.IngestionServiceStub(client(platform, pki, LIMITED))  # may DownloadArtifact
+    for key in (stored.key, "corpus/ingested/shards/x/records.parquet"):
+        with pytest.raises(grpc.RpcError) as err:
+            list(other.DownloadArtifact(ing.DownloadArtifactRequest(key=key), timeout=5))
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "DownloadAnyArtifact" in (err.value.details() or "")
 
 
 def test_plaintext_client_is_refused(platform: PlatformThread) -> None:
@@ -133,6 +147,10 @@ def test_audit_line_per_call_with_identity_and_no_payload(
         ("UploadArtifact", LIMITED, "PERMISSION_DENIED"),
     ]
     assert all(x["latency_ms"] >= 0 and x["service"] == "ingestion" for x in lines)
+    # the caller's certificate fingerprint and address; record ids only as keyed pseudonyms
+    fingerprint = hashlib.sha256(pki.clients[ALLOWED].cert.read_bytes()).hexdigest()
+    assert lines[0]["cert_sha256"] == fingerprint
+    assert lines[0]["peer"].startswith("ipv4:127.0.0.1:")
     text = caplog.text + "".join(json.dumps(x) for x in lines)
     for fragment in ("Jane", "00-123-456", "2024-03-02"):
         assert fragment not in text
@@ -141,11 +159,12 @@ def test_audit_line_per_call_with_identity_and_no_payload(
 def test_missing_key_is_not_found_over_grpc(platform: PlatformThread, pki: DevPki) -> None:
     stub = ing_grpc.IngestionServiceStub(client(platform, pki))
     with pytest.raises(grpc.RpcError) as err:
-        list(
-            stub.DownloadArtifact(ing.DownloadArtifactRequest(key="uploads/absent.bin"), timeout=5)
-        )
+        list(stub.DownloadArtifact(ing.DownloadArtifactRequest(key=ABSENT), timeout=5))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
-    assert "uploads/absent.bin" in (err.value.details() or "")
+    assert ABSENT in (err.value.details() or "")
+
+
+ABSENT = f"uploads/callers/{ALLOWED}/absent.bin"
 
 
 def test_bad_input_is_invalid_argument_and_uploads_are_immutable(

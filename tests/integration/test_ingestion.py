@@ -13,6 +13,7 @@ import pytest
 
 from medxiaohe.common.settings import Settings
 from medxiaohe.corpus import samples
+from medxiaohe.corpus.deid import record_pseudonym
 from medxiaohe.corpus.ingest import ShardIngestor, plan_shards
 from medxiaohe.corpus.shards import list_shards, read_records
 from medxiaohe.entities.build import build_tree
@@ -67,10 +68,11 @@ def test_killed_bulk_run_resumes_to_the_same_output(weed: Weed, tmp_path: Path) 
     dropped = [
         r for m in list_shards(store, "bulk") for r in read_records(store, m, "dropped.parquet")
     ]
+    # stored under keyed pseudonyms of their source ids, with the reason
     assert {r["id"]: r["dropped"].split(" of ")[0] for r in dropped} == {
-        "note-004": "fewer than 3 words",
-        "corpus:3": "line 3: not JSON with a 'text' field",
-        "note-003": "near duplicate",
+        record_pseudonym("secret", "note-004"): "fewer than 3 words",
+        record_pseudonym("secret", "corpus:3"): "line 3: not JSON with a 'text' field",
+        record_pseudonym("secret", "note-003"): "near duplicate",
     }
 
 

@@ -17,8 +17,10 @@ from medxiaohe_services.runtime.interceptors import CODES, record_ids
 PHI = "John Smith, DOB 1950-01-01, MRN 1234567"
 
 
-def format_record(msg: str, *args: object, exc: bool = False, **extra: object) -> dict[str, object]:
-    record = logging.LogRecord("t", logging.INFO, __file__, 1, msg, args, None)
+def format_record(
+    msg: str, *args: object, exc: bool = False, logger: str = "medxiaohe.t", **extra: object
+) -> dict[str, object]:
+    record = logging.LogRecord(logger, logging.INFO, __file__, 1, msg, args, None)
     if exc:
         try:
             raise ValueError(PHI)
@@ -33,6 +35,27 @@ def test_log_lines_keep_the_template_not_the_arguments() -> None:
     line = format_record("tagging %s", PHI)
     assert line["msg"] == "tagging %s"
     assert PHI not in json.dumps(line)
+
+
+def test_third_party_lines_carry_logger_and_level_only() -> None:
+    # kserve, pydicom, celery and uvicorn often format values into the message themselves
+    line = format_record(f"Registering model for {PHI}", logger="kserve", rpc="x", code="OK")
+    assert line == {"ts": line["ts"], "level": "info", "logger": "kserve"}
+
+
+def test_warnings_are_captured_without_their_text(capsys: pytest.CaptureFixture[str]) -> None:
+    import warnings
+
+    from medxiaohe.common.logs import setup_logging
+
+    setup_logging("INFO")
+    try:
+        warnings.warn(f"value {PHI} out of range", UserWarning, stacklevel=1)
+    finally:
+        logging.captureWarnings(False)
+    err = capsys.readouterr().err
+    assert '"logger":"py.warnings"' in err
+    assert PHI not in err
 
 
 def test_log_lines_drop_unknown_fields_and_exception_messages() -> None:

@@ -1,9 +1,13 @@
 """Structured JSON logging that cannot leak record content.
 
-Two rules keep PHI out of log lines by construction rather than by discipline:
+Three rules keep PHI out of log lines by construction rather than by discipline:
 
 * the line carries the message *template* (``record.msg``), never its interpolated arguments,
   so ``log.info("tagging %s", text)`` writes "tagging %s";
+* only the project's own loggers (``medxiaohe.*``) write even that: third-party libraries
+  (pydicom, kserve, uvicorn, celery, ...) often format values into the message before it reaches
+  a handler, so their lines carry the logger name and level alone; warnings are captured into
+  logging and follow the same rule;
 * extra fields are written only when their name is on ``SAFE_FIELDS`` (identifiers, counts,
   codes, timings); any other extra field is dropped.
 
@@ -26,6 +30,8 @@ SAFE_FIELDS = frozenset(
         "service",
         "rpc",
         "caller",
+        "cert_sha256",
+        "peer",
         "code",
         "latency_ms",
         "record_ids",
@@ -56,6 +62,9 @@ _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__di
 }
 
 
+OWN = "medxiaohe"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line with the message template and whitelisted fields only."""
 
@@ -64,11 +73,12 @@ class JsonFormatter(logging.Formatter):
             "ts": round(record.created, 3),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": str(record.msg),
         }
-        for name, value in record.__dict__.items():
-            if name in SAFE_FIELDS and name not in _STANDARD_ATTRS:
-                line[name] = value
+        if record.name == OWN or record.name.startswith(OWN + "."):
+            line["msg"] = str(record.msg)
+            for name, value in record.__dict__.items():
+                if name in SAFE_FIELDS and name not in _STANDARD_ATTRS:
+                    line[name] = value
         if record.exc_info and record.exc_info[0] is not None:
             exc_type, _, tb = record.exc_info
             line["exc_type"] = exc_type.__name__
@@ -85,4 +95,11 @@ def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.captureWarnings(True)
+    # libraries that install their own handlers (kserve, uvicorn) go through the root's alone
+    for name in list(logging.root.manager.loggerDict):
+        logger = logging.getLogger(name)
+        if logger.handlers and not name.startswith(OWN):
+            logger.handlers[:] = []
+            logger.propagate = True
     logging.Formatter.converter = time.gmtime

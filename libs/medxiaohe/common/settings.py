@@ -56,6 +56,18 @@ class Settings(BaseSettings):
         "", description="Celery broker (redis://...); empty runs tasks in-process."
     )
     result_backend: str = Field("", description="Celery result backend; defaults to the broker.")
+    task_time_limit_s: float = Field(
+        3600.0, gt=0, description="A task is killed after this long (the longest shard's time)."
+    )
+    worker_max_memory_mb: int = Field(
+        8192, ge=64, description="A worker pool process is replaced once it holds this much."
+    )
+    task_max_deliveries: int = Field(
+        3,
+        ge=1,
+        description="A task delivered this often without finishing (it killed its worker) goes "
+        "to the dead-letter queue.",
+    )
 
     # gRPC server
     grpc_host: str = Field("0.0.0.0", description="Address the gRPC server binds.")  # noqa: S104
@@ -73,7 +85,19 @@ class Settings(BaseSettings):
         None, description="CA that client certificates must chain to."
     )
     insecure: bool = Field(False, description="Plaintext gRPC; only allowed on 127.0.0.1.")
-    max_message_mb: int = Field(64, ge=1, le=1024, description="Largest gRPC message, MiB.")
+    max_message_mb: int = Field(16, ge=1, le=1024, description="Largest gRPC message, MiB.")
+    max_stream_messages: int = Field(
+        10_000, ge=1, description="Most messages one client stream may carry."
+    )
+    max_stream_mb: int = Field(
+        256, ge=1, description="Most bytes (MiB) one client stream may carry (uploads aside)."
+    )
+    max_upload_mb: int = Field(
+        4096, ge=1, description="Largest upload (MiB); it is spooled to disk, not memory."
+    )
+    max_concurrent_rpcs: int = Field(
+        64, ge=1, description="RPCs one server runs at once; more wait or are refused."
+    )
     drain_grace_s: float = Field(
         20.0, ge=0, description="In-flight RPCs get this long after SIGTERM."
     )
@@ -83,7 +107,11 @@ class Settings(BaseSettings):
 
     deid_secret: SecretStr = Field(
         SecretStr(""),
-        description="Keys the per-patient date shift of de-identification; set it in production.",
+        description=(
+            "Keys every pseudonym (patients, records, file names, audit ids) and the per-patient "
+            "date shift: at least 32 random bytes, from a Secret. Required outside the embedded "
+            "runtime, which generates one into its home."
+        ),
     )
     ingest_dataset: str = Field(
         "ingested", description="Dataset that streamed documents and studies are written to."

@@ -10,13 +10,14 @@ recognizers plus custom ones for exactly these cases, at a fraction of the speed
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
+
+from medxiaohe.common.secrets import pseudonym
 
 
 class Phi(StrEnum):
@@ -44,7 +45,13 @@ _MONTHS = (
 )
 _NAME = r"[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?"
 _RULES: list[tuple[Phi, re.Pattern[str], int]] = [
-    (Phi.EMAIL, re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"), 0),
+    # Linear time: a local part starts only where the run of its characters starts, and every
+    # part is bounded (RFC 5321), so no position is rescanned.
+    (
+        Phi.EMAIL,
+        re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}\b"),
+        0,
+    ),
     (Phi.URL, re.compile(r"\b(?:https?://|www\.)[^\s<>\"]+", re.I), 0),
     (Phi.IP, re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b"), 0),
     (Phi.ID, re.compile(r"\b\d{3}-\d{2}-\d{4}\b"), 0),  # SSN
@@ -67,7 +74,7 @@ _RULES: list[tuple[Phi, re.Pattern[str], int]] = [
         ),
         1,
     ),
-    (Phi.ID, re.compile(r"\b(?=[A-Z0-9-]*\d)[A-Z]{1,4}-?\d{5,}\b|\b\d{7,}\b"), 0),
+    (Phi.ID, re.compile(r"\b[A-Z]{1,4}-?\d{5,}\b|\b\d{7,}\b"), 0),
     (
         Phi.DATE,
         re.compile(r"\b\d{4}-\d{1,2}-\d{1,2}\b|\b\d{1,2}[/-]\d{1,2}[/-](?:\d{4}|\d{2})\b"),
@@ -100,7 +107,11 @@ _RULES: list[tuple[Phi, re.Pattern[str], int]] = [
         ),
         0,
     ),
-    (Phi.ADDRESS, re.compile(rf"\b(?:{_NAME}\s)*{_NAME},\s[A-Z]{{2}}\s\d{{5}}(?:-\d{{4}})?\b"), 0),
+    (
+        Phi.ADDRESS,
+        re.compile(rf"\b(?:{_NAME}\s){{0,3}}{_NAME},\s[A-Z]{{2}}\s\d{{5}}(?:-\d{{4}})?\b"),
+        0,
+    ),
     (Phi.ADDRESS, re.compile(r"(?<=\bzip )\d{5}\b|(?<=\bzip code )\d{5}\b", re.I), 0),
     (Phi.NAME, re.compile(rf"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof)\.?\s+((?:{_NAME}\s)?{_NAME})"), 1),
     (
@@ -169,10 +180,20 @@ def find_phi(text: str, known: Sequence[str] = ()) -> list[PhiSpan]:
     return kept
 
 
+def record_pseudonym(secret: str, record_id: str) -> str:
+    """What a record's source id is stored as."""
+    return pseudonym(secret, f"record:{record_id}")
+
+
+def patient_pseudonym(secret: str, patient: str) -> str:
+    """What a source's patient identifier (MRN, FHIR reference, PID-3) is stored as."""
+    return pseudonym(secret, f"patient:{patient}")
+
+
 def date_shift_days(patient_key: str, secret: str) -> int:
-    """The same 1..365-day backward shift for every date of one patient."""
-    digest = hashlib.sha256(f"{secret}:{patient_key}".encode()).digest()
-    return 1 + int.from_bytes(digest[:4], "big") % 365
+    """The same 1..365-day backward shift for every date of one patient (keyed by the secret)."""
+    digest = pseudonym(secret, f"date-shift:{patient_key}")
+    return 1 + int(digest[:8], 16) % 365
 
 
 _NUMERIC_DATES = (
@@ -241,3 +262,37 @@ def deidentify(
         position = span.end
     pieces.append(text[position:])
     return "".join(pieces), spans
+
+
+# Metadata that may be stored beside a record; every other key (caller-supplied metadata, extra
+# JSONL columns, header fields) is dropped, and the values of these go through deidentify().
+METADATA_KEYS = frozenset(
+    {
+        "fhir_type",
+        "hl7_type",
+        "document_type",
+        "specialty",
+        "section",
+        "language",
+        "Modality",
+        "BodyPartExamined",
+        "StudyDescription",
+        "SeriesDescription",
+        "Manufacturer",
+        "Rows",
+        "Columns",
+        "PhotometricInterpretation",
+    }
+)
+MAX_METADATA_VALUE = 256
+
+
+def clean_metadata(
+    metadata: dict[str, str], secret: str, patient_key: str = "", known: Sequence[str] = ()
+) -> dict[str, str]:
+    """The allow-listed keys, their values de-identified and cut to a bounded length."""
+    return {
+        key: deidentify(str(value)[:MAX_METADATA_VALUE], secret, patient_key, known)[0]
+        for key, value in metadata.items()
+        if key in METADATA_KEYS
+    }

@@ -1,5 +1,11 @@
-"""DICOM: headers de-identified with the basic confidentiality profile (dicognito), pixel data
-rendered to PNG beside the record, and Structured Report text where there is some."""
+"""DICOM: headers de-identified with the basic confidentiality profile (dicognito, unseeded),
+one frame rendered to PNG beside the record, and Structured Report text where there is some.
+
+Hostile files are refused before any pixel is decoded: only the transfer syntaxes listed here,
+at most ``MAX_FRAME_PIXELS`` per frame and ``MAX_FRAMES`` frames, 8- or 16-bit samples; only one
+frame is decoded and scaled in float32. Images that may show burned-in identifiers are put in
+quarantine (kept apart from the corpus with the reason), never mixed into it.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,9 @@ import io
 from typing import Any
 
 from medxiaohe.common.errors import InvalidInput
-from medxiaohe.corpus.readers import pseudonym
 from medxiaohe.corpus.record import Record
 
-# Header fields worth keeping as metadata once de-identified.
+# Header fields worth keeping as metadata once de-identified (values go through deidentify()).
 KEEP = (
     "Modality",
     "BodyPartExamined",
@@ -21,32 +26,137 @@ KEEP = (
     "Columns",
     "PhotometricInterpretation",
 )
+# Header values that identify someone: removed wherever they appear in the study's text.
+IDENTIFYING = (
+    "PatientName",
+    "PatientID",
+    "OtherPatientIDs",
+    "PatientBirthName",
+    "PatientMotherBirthName",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "ReferringPhysicianName",
+    "PerformingPhysicianName",
+    "OperatorsName",
+    "InstitutionName",
+    "InstitutionAddress",
+    "AccessionNumber",
+    "StudyID",
+)
+TRANSFER_SYNTAXES = {
+    "1.2.840.10008.1.2": "Implicit VR Little Endian",
+    "1.2.840.10008.1.2.1": "Explicit VR Little Endian",
+    "1.2.840.10008.1.2.1.99": "Deflated Explicit VR Little Endian",
+    "1.2.840.10008.1.2.2": "Explicit VR Big Endian",
+    "1.2.840.10008.1.2.5": "RLE Lossless",
+    "1.2.840.10008.1.2.4.50": "JPEG Baseline",
+}
+# Modalities whose pixels often carry burned-in text (ultrasound, secondary capture, other,
+# external camera): without a BurnedInAnnotation of NO they go to quarantine.
+BURNED_IN_MODALITIES = ("US", "SC", "OT", "XC")
+MAX_INFLATED = 512 << 20  # a deflated dataset may inflate to this much, no more
+MAX_FRAME_PIXELS = 40_000_000
+MAX_FRAMES = 5_000
+MAX_SR_DEPTH = 16
 
 
-def _sr_text(item: Any) -> list[str]:
+def _sr_text(item: Any, depth: int = 0) -> list[str]:
+    if depth > MAX_SR_DEPTH:
+        raise InvalidInput(f"structured report is nested deeper than {MAX_SR_DEPTH} levels")
     texts = []
     for node in getattr(item, "ContentSequence", []) or []:
         if getattr(node, "ValueType", "") == "TEXT" and getattr(node, "TextValue", ""):
             texts.append(str(node.TextValue))
-        texts.extend(_sr_text(node))
+        texts.extend(_sr_text(node, depth + 1))
     return texts
 
 
-def _png(dataset: Any) -> bytes:
+def _identifiers(dataset: Any) -> list[str]:
+    """The identifying header values, names split at DICOM's ^ separators too."""
+    from pydicom.multival import MultiValue
+
+    found: list[str] = []
+    for keyword in IDENTIFYING:
+        value = dataset.get(keyword)
+        values = list(value) if isinstance(value, MultiValue) else [value]
+        for item in values:
+            text = str(item or "").strip()
+            if len(text) > 1:
+                found.append(text.replace("^", " ").strip())
+                found.extend(p for p in text.split("^") if len(p) > 1)
+    return found
+
+
+def _check_pixels(dataset: Any) -> int:
+    """The number of frames, once the pixel description is within bounds."""
+    syntax = str(dataset.file_meta.get("TransferSyntaxUID", ""))
+    if syntax not in TRANSFER_SYNTAXES:
+        raise InvalidInput(
+            f"transfer syntax {syntax or '(none)'} is not accepted; "
+            f"use one of: {', '.join(TRANSFER_SYNTAXES.values())}"
+        )
+    rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    bits = int(dataset.get("BitsAllocated", 0) or 0)
+    samples = int(dataset.get("SamplesPerPixel", 1) or 1)
+    if not (0 < rows * columns <= MAX_FRAME_PIXELS):
+        raise InvalidInput(f"an image frame must have 1 to {MAX_FRAME_PIXELS:,} pixels")
+    if not 0 < frames <= MAX_FRAMES:
+        raise InvalidInput(f"a DICOM image may have at most {MAX_FRAMES} frames")
+    if bits not in (8, 16) or samples not in (1, 3):
+        raise InvalidInput("pixel data must have 8 or 16 bits and 1 or 3 samples per pixel")
+    return frames
+
+
+def _png(dataset: Any, frames: int) -> bytes:
+    """One frame (the middle one of a series) scaled to 8 bits, as PNG."""
     import numpy as np
     from PIL import Image
+    from pydicom.pixels import pixel_array
 
-    pixels = dataset.pixel_array.astype("float64")
-    if pixels.ndim == 3 and pixels.shape[-1] not in (3, 4):
-        pixels = pixels[pixels.shape[0] // 2]  # a multi-frame series: its middle frame
-    low, high = float(pixels.min()), float(pixels.max())
-    scaled = (pixels - low) / (high - low or 1.0) * 255.0
+    frame = pixel_array(dataset, index=frames // 2) if frames > 1 else dataset.pixel_array
+    low, high = frame.min(), frame.max()
+    scaled = (frame.astype(np.float32) - np.float32(low)) * np.float32(
+        255.0 / (float(high - low) or 1.0)
+    )
     if getattr(dataset, "PhotometricInterpretation", "") == "MONOCHROME1":
         scaled = 255.0 - scaled
-    image = Image.fromarray(np.clip(scaled, 0, 255).astype("uint8"))
+    image = Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8))
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()
+
+
+def quarantine_reason(dataset: Any) -> str:
+    """Why the study's pixels must stay out of the corpus, or "" when they may go in."""
+    burned = str(dataset.get("BurnedInAnnotation", "") or "").strip().upper()
+    modality = str(dataset.get("Modality", "") or "").strip().upper()
+    if burned and burned != "NO":
+        return f"BurnedInAnnotation is {burned}"
+    if not burned and modality in BURNED_IN_MODALITIES:
+        return f"modality {modality} without BurnedInAnnotation may show burned-in text"
+    return ""
+
+
+def _check_inflated_size(content: bytes) -> None:
+    """pydicom inflates a deflated dataset in one unbounded call: measure it first, boundedly."""
+    import zlib
+
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    stream = io.BytesIO(content)
+    read_preamble(stream, False)
+    meta = _read_file_meta_info(stream)
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        return
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        inflated = inflater.decompress(content[stream.tell() :], MAX_INFLATED)
+    except zlib.error:
+        raise InvalidInput("deflated DICOM data is corrupt") from None
+    if inflater.unconsumed_tail or len(inflated) >= MAX_INFLATED:
+        raise InvalidInput(f"deflated DICOM inflates beyond {MAX_INFLATED >> 20} MiB")
 
 
 def read_dicom(content: bytes, record_id: str, source: str = "dicom") -> Record:
@@ -55,18 +165,22 @@ def read_dicom(content: bytes, record_id: str, source: str = "dicom") -> Record:
     from pydicom.errors import InvalidDicomError
 
     try:
+        _check_inflated_size(content)
         dataset = pydicom.dcmread(io.BytesIO(content))
-    except (InvalidDicomError, EOFError, ValueError, OSError):
-        raise InvalidInput(f"{record_id}: not a DICOM file") from None
-    patient = str(getattr(dataset, "PatientID", "") or "")
-    Anonymizer(seed="medxiaohe").anonymize(dataset)
+    except (InvalidDicomError, EOFError, ValueError, OSError, KeyError, TypeError):
+        raise InvalidInput("not a DICOM file") from None
+    patient = str(dataset.get("PatientID", "") or "")
+    known = _identifiers(dataset)
+    quarantine = quarantine_reason(dataset)
+    Anonymizer().anonymize(dataset)  # unseeded: no public seed that maps UIDs back
     dataset.remove_private_tags()
     attachments = {}
     if "PixelData" in dataset:
+        frames = _check_pixels(dataset)
         try:
-            attachments["image.png"] = _png(dataset)
-        except (ValueError, AttributeError, RuntimeError, NotImplementedError):
-            raise InvalidInput(f"{record_id}: pixel data cannot be decoded") from None
+            attachments["image.png"] = _png(dataset, frames)
+        except (ValueError, AttributeError, RuntimeError, NotImplementedError, MemoryError):
+            raise InvalidInput("pixel data cannot be decoded") from None
     text = "\n".join(_sr_text(dataset))
     metadata = {
         k: str(getattr(dataset, k)) for k in KEEP if getattr(dataset, k, None) not in (None, "")
@@ -76,7 +190,9 @@ def read_dicom(content: bytes, record_id: str, source: str = "dicom") -> Record:
         source=source,
         text=text,
         kind="study",
-        patient_key=pseudonym(patient) if patient else "",
+        patient_key=patient,  # de-identification keys it
         metadata=metadata,
         attachments=attachments,
+        known_phi=known,
+        quarantine=quarantine,
     )

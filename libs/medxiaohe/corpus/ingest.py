@@ -8,11 +8,20 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from medxiaohe.common.errors import InvalidInput
+from medxiaohe.common.secrets import pseudonym
 from medxiaohe.corpus import readers
 from medxiaohe.corpus.dicom import read_dicom
 from medxiaohe.corpus.record import Record
 from medxiaohe.corpus.shards import ShardResult, list_shards, read_records, shard_done, write_shard
-from medxiaohe.corpus.steps import Dedup, Deidentify, QualityFilter, Step, Tag, run_pipeline
+from medxiaohe.corpus.steps import (
+    Dedup,
+    Deidentify,
+    LengthCap,
+    QualityFilter,
+    Step,
+    Tag,
+    run_pipeline,
+)
 from medxiaohe.entities.tagger import DictionaryTagger
 from medxiaohe.storage import ArtifactStore
 from medxiaohe.storage.uploads import put_upload
@@ -30,15 +39,23 @@ KINDS = {
 
 
 def read_payload(kind: str, data: bytes, record_id: str, caption: str = "") -> list[Record]:
-    """Records of one payload of a known kind; InvalidInput when it is malformed."""
+    """Records of one payload of a known kind; InvalidInput when it is malformed, whatever
+    hostile shape it has (a parser's own error never aborts the stream it came in)."""
+    try:
+        return _read_payload(kind, data, record_id, caption)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):
+        raise InvalidInput(f"malformed {kind} content") from None
+
+
+def _read_payload(kind: str, data: bytes, record_id: str, caption: str) -> list[Record]:
     if kind == "text":
-        return [Record(id=record_id, source="text", text=_utf8(data, record_id))]
+        return [Record(id=record_id, source="text", text=_utf8(data))]
     if kind == "jsonl":
-        return list(readers.read_jsonl_lines(_utf8(data, record_id).splitlines(), record_id))
+        return list(readers.read_jsonl_lines(_utf8(data).splitlines(), record_id))
     if kind == "fhir":
         return readers.read_fhir(data)
     if kind == "hl7":
-        return [readers.read_hl7(_utf8(data, record_id))]
+        return [readers.read_hl7(_utf8(data))]
     if kind == "dicom":
         return [read_dicom(data, record_id)]
     if kind == "image":
@@ -65,15 +82,15 @@ def read_blob(name: str, data: bytes, caption: str = "") -> list[Record]:
         return [Record(id=path.stem, source=kind, text="", dropped=str(exc))]
 
 
-def _utf8(data: bytes, name: str) -> str:
+def _utf8(data: bytes) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise InvalidInput(f"{name} is not UTF-8 text") from None
+        raise InvalidInput("not UTF-8 text") from None
 
 
 def default_steps(tagger: DictionaryTagger, secret: str, dedup: Dedup) -> list[Step]:
-    return [Deidentify(secret), QualityFilter(), Tag(tagger), dedup]
+    return [LengthCap(), Deidentify(secret), QualityFilter(), Tag(tagger), dedup]
 
 
 def stored_hashes(store: ArtifactStore, dataset: str) -> set[str]:
@@ -111,17 +128,21 @@ def plan_shards(keys: Sequence[str], per_shard: int) -> list[ShardSpec]:
     return specs
 
 
-def upload_inputs(store: ArtifactStore, dataset: str, paths: Iterable[Path]) -> list[str]:
-    """Put input files (folders walked) into the store, once; returns their keys. The key keeps
-    the file name and a digest of its folder, so re-runs map files to the same keys."""
+def upload_inputs(
+    store: ArtifactStore, dataset: str, paths: Iterable[Path], secret: str
+) -> list[str]:
+    """Put input files (folders walked) into the store, once; returns their keys. A key is the
+    keyed pseudonym of the file's path without its suffix, then the suffix: no file name reaches
+    the store, re-runs map files to the same keys, and an image keeps its .caption beside it."""
     keys = []
     for path in paths:
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for file in files:
-            if file.suffix.lower() not in (*KINDS, ".caption"):
+            suffix = file.suffix.lower()
+            if suffix not in (*KINDS, ".caption"):
                 continue
-            folder = hashlib.sha256(str(file.parent.resolve()).encode()).hexdigest()[:8]
-            keys.append(put_upload(store, f"ingest/{dataset}/{folder}/{file.name}", file).key)
+            name = pseudonym(secret, f"file:{file.resolve().with_suffix('')}")
+            keys.append(put_upload(store, f"bulk/{dataset}/{name}{suffix}", file).key)
     return keys
 
 
@@ -145,7 +166,11 @@ class ShardIngestor:
             if key in captions:
                 continue
             caption_key = str(PurePosixPath(key).with_suffix(".caption"))
-            caption = self.store.get_bytes(caption_key).decode() if caption_key in captions else ""
+            caption = (
+                self.store.get_bytes(caption_key).decode(errors="replace")
+                if caption_key in captions
+                else ""
+            )
             yield from read_blob(key, self.store.get_bytes(key), caption)
 
     def process(self, spec: ShardSpec) -> ShardResult:
@@ -161,6 +186,12 @@ class ShardIngestor:
                     f"{row['source']}/{row['id']}", row["text"], row["content_hash"]
                 )
             meta = done.metadata
-            return ShardResult(shard_id, meta["kept"], meta["dropped"], skipped=True)
+            return ShardResult(
+                shard_id,
+                meta["kept"],
+                meta["dropped"],
+                skipped=True,
+                quarantined=meta.get("quarantined", 0),
+            )
         steps = default_steps(self.tagger, self.secret, self.dedup)
         return write_shard(self.store, self.dataset, shard_id, run_pipeline(steps, records))

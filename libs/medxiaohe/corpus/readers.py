@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import json
 from collections.abc import Iterable, Iterator
@@ -16,16 +15,14 @@ from medxiaohe.corpus.record import Record
 FHIR_TYPES = ("DiagnosticReport", "Observation", "Condition", "DocumentReference")
 
 
-def pseudonym(value: str) -> str:
-    """A stable, non-reversible key for an identifier (used for per-patient date shifts)."""
-    return hashlib.sha256(f"medxiaohe:{value}".encode()).hexdigest()[:16]
+MAX_IMAGE_PIXELS = 40_000_000
 
 
 def read_text_file(path: Path, source: str = "text") -> Record:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise InvalidInput(f"{path.name} is not UTF-8 text") from None
+        raise InvalidInput("not UTF-8 text") from None
     return Record(id=path.stem, source=source, text=text)
 
 
@@ -85,21 +82,22 @@ def _fhir_resources(data: Any) -> list[Any]:
     from fhir.resources.R4B import get_fhir_model_class
     from pydantic import ValidationError
 
-    if not isinstance(data, dict) or "resourceType" not in data:
+    if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
         raise InvalidInput("not a FHIR resource: no resourceType")
-    items = (
-        [e.get("resource") for e in data.get("entry", [])]
-        if data["resourceType"] == "Bundle"
-        else [data]
-    )
+    items = [data]
+    if data["resourceType"] == "Bundle":
+        entries = data.get("entry", [])
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise InvalidInput("Bundle.entry must be a list of objects")
+        items = [e.get("resource") for e in entries]
     resources = []
     for item in items:
-        if not isinstance(item, dict) or "resourceType" not in item:
+        if not isinstance(item, dict) or not isinstance(item.get("resourceType"), str):
             raise InvalidInput("bundle entry without a resource")
         try:
             model = get_fhir_model_class(item["resourceType"])
         except (KeyError, ValueError):  # the library raises a bare error for unknown types
-            raise InvalidInput(f"unknown FHIR resource type {item['resourceType']!r}") from None
+            raise InvalidInput("unknown FHIR resource type") from None
         try:
             resources.append(model.model_validate(item))
         except ValidationError as exc:
@@ -138,6 +136,8 @@ def read_fhir(content: bytes, source: str = "fhir") -> list[Record]:
         data = json.loads(content)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise InvalidInput("FHIR content is not JSON") from None
+    except RecursionError:
+        raise InvalidInput("FHIR content is nested too deeply") from None
     resources = _fhir_resources(data)
     names = [
         " ".join([*(n.given or []), n.family or ""]).strip()
@@ -168,7 +168,7 @@ def read_fhir(content: bytes, source: str = "fhir") -> list[Record]:
                 id=f"{kind}/{resource.id or len(records)}",
                 source=source,
                 text=text,
-                patient_key=pseudonym(patient) if patient else "",
+                patient_key=patient,  # de-identification keys it
                 metadata={"fhir_type": kind},
                 known_phi=[n for n in names if n],
             )
@@ -209,13 +209,13 @@ def read_hl7(message: str, source: str = "hl7") -> Record:
     values = []
     for obx in observations:
         value = str(obx[5]) if len(obx) > 5 else ""
-        if value:
-            values.append(value.replace("\\.br\\", "\n"))
+        if value:  # the standard's escapes (\.br\, \F\, \T\, \Xhh\ ...), not just line breaks
+            values.append(parsed.unescape(value).replace("\r", "\n"))
     return Record(
         id=f"hl7:{control_id}",
         source=source,
         text="\n".join(values),
-        patient_key=pseudonym(patient) if patient else "",
+        patient_key=patient,  # de-identification keys it
         metadata={"hl7_type": kind},
         known_phi=[k for k in known if len(k) > 1],
     )
@@ -224,21 +224,38 @@ def read_hl7(message: str, source: str = "hl7") -> Record:
 # -- images --------------------------------------------------------------------------------
 
 
-def read_image_caption(image: bytes, caption: str, record_id: str, source: str = "image") -> Record:
+def clean_image(image: bytes) -> tuple[bytes, str]:
+    """A PNG or JPEG re-encoded from its pixels alone (no EXIF, text chunks, ICC or comments),
+    and its file suffix; the size is checked before the pixels are decoded."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(image)) as img:
-            img.verify()
             kind = (img.format or "").lower()
-    except (UnidentifiedImageError, OSError):
-        raise InvalidInput(f"{record_id}: not a PNG or JPEG image") from None
-    if kind not in ("png", "jpeg"):
-        raise InvalidInput(f"{record_id}: images must be PNG or JPEG, not {kind or 'unknown'}")
+            if kind not in ("png", "jpeg"):
+                raise InvalidInput(f"images must be PNG or JPEG, not {kind or 'unknown'}")
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise InvalidInput(f"image is larger than {MAX_IMAGE_PIXELS:,} pixels")
+            img.load()
+            mode = img.mode if img.mode in ("L", "RGB", "RGBA", "I;16") else "RGB"
+            pixels = img.convert(mode)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+        raise InvalidInput("not a decodable PNG or JPEG image") from None
+    bare = Image.frombytes(pixels.mode, pixels.size, pixels.tobytes())
+    out = io.BytesIO()
+    if kind == "jpeg" and bare.mode in ("L", "RGB"):
+        bare.save(out, format="JPEG", quality=95)
+        return out.getvalue(), "jpg"
+    bare.save(out, format="PNG")
+    return out.getvalue(), "png"
+
+
+def read_image_caption(image: bytes, caption: str, record_id: str, source: str = "image") -> Record:
+    data, suffix = clean_image(image)
     return Record(
         id=record_id,
         source=source,
         text=caption,
         kind="study",
-        attachments={f"image.{'jpg' if kind == 'jpeg' else 'png'}": image},
+        attachments={f"image.{suffix}": data},
     )

@@ -11,6 +11,10 @@ from medxiaohe.entities.tagger import Mention
 
 @dataclass
 class Record:
+    """Readers fill in what the source says; the de-identification step then replaces ``id`` and
+    ``patient_key`` (the source's own identifiers) with keyed pseudonyms, cleans ``text`` and
+    ``metadata``, and sets ``deidentified``. The shard writer refuses any other record."""
+
     id: str
     source: str
     text: str
@@ -26,6 +30,9 @@ class Record:
     known_phi: list[str] = field(default_factory=list)
     mentions: list[Mention] = field(default_factory=list)
     dropped: str = ""  # why the record left the pipeline; empty while it is in
+    # why the record is kept apart from the corpus (e.g. a DICOM that may show burned-in PHI)
+    quarantine: str = ""
+    deidentified: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

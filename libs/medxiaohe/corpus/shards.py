@@ -7,6 +7,7 @@ import io
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
 
 import pyarrow as pa
@@ -41,12 +42,19 @@ SCHEMA = pa.schema(
         ("content_hash", pa.string()),
         ("mentions", pa.list_(MENTION)),
         ("dropped", pa.string()),
+        ("quarantine", pa.string()),
     ]
 )
 
 
 def shards_prefix(dataset: str) -> str:
     return f"corpus/{dataset}/shards"
+
+
+def quarantine_prefix(dataset: str) -> str:
+    """Studies kept apart from the corpus (e.g. possible burned-in PHI), one version per shard;
+    the deployment restricts reading this prefix to the people who review them."""
+    return f"quarantine/{dataset}/shards"
 
 
 @dataclass(frozen=True)
@@ -56,12 +64,14 @@ class ShardResult:
     dropped: int
     skipped: bool  # finished by an earlier run
     drops: tuple[tuple[str, str], ...] = ()  # (record id, reason) of the dropped records
+    quarantined: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "shard_id": self.shard_id,
             "kept": self.kept,
             "dropped": self.dropped,
+            "quarantined": self.quarantined,
             "skipped": self.skipped,
         }
 
@@ -78,6 +88,7 @@ def _row(record: Record) -> dict[str, Any]:
         "image_uris": record.image_uris,
         "content_hash": record.content_hash,
         "dropped": record.dropped,
+        "quarantine": record.quarantine,
         "mentions": [
             {
                 "start": m.start,
@@ -106,26 +117,51 @@ def shard_done(store: ArtifactStore, dataset: str, shard_id: str) -> Manifest | 
         return None
 
 
+def _with_images(prefix: str, shard_id: str, records: list[Record]) -> dict[str, bytes]:
+    """records.parquet and the records' images (named by position, never by a source name)."""
+    files: dict[str, bytes] = {}
+    for record in records:
+        for name, data in sorted(record.attachments.items()):
+            path = f"images/{len(files):05d}{PurePosixPath(name).suffix}"
+            files[path] = data
+            record.image_uris.append(f"{prefix}/{shard_id}/{path}")
+    files["records.parquet"] = _parquet([_row(r) for r in records])
+    return files
+
+
 def write_shard(
     store: ArtifactStore, dataset: str, shard_id: str, records: Iterable[Record]
 ) -> ShardResult:
     """records.parquet (kept), dropped.parquet (with reasons), images, coverage.json: one
-    atomically published version per shard."""
-    prefix = shards_prefix(dataset)
-    files: dict[str, bytes] = {}
-    kept: list[dict[str, Any]] = []
-    dropped: list[dict[str, Any]] = []
+    atomically published version per shard. Quarantined records go to their own artifact,
+    published first, so a complete shard always has its quarantine beside it."""
+    kept: list[Record] = []
+    dropped: list[Record] = []
+    quarantined: list[Record] = []
     coverage = CoverageCounts()
     for record in records:
-        if not record.dropped:
-            for name, data in sorted(record.attachments.items()):
-                path = f"images/{len(files):05d}-{name}"
-                files[path] = data
-                record.image_uris.append(f"{prefix}/{shard_id}/{path}")
+        if not record.deidentified:
+            raise ValueError("a record reached the shard writer without de-identification")
+        if record.dropped:
+            dropped.append(record)
+        elif record.quarantine:
+            quarantined.append(record)
+        else:
             coverage.add(record)
-        (dropped if record.dropped else kept).append(_row(record))
-    files["records.parquet"] = _parquet(kept)
-    files["dropped.parquet"] = _parquet(dropped)
+            kept.append(record)
+    if quarantined:
+        q_prefix = quarantine_prefix(dataset)
+        publish(
+            store,
+            q_prefix,
+            _with_images(q_prefix, shard_id, quarantined),
+            version=shard_id,
+            move_latest=False,
+            metadata={"quarantined": len(quarantined)},
+        )
+    prefix = shards_prefix(dataset)
+    files = _with_images(prefix, shard_id, kept)
+    files["dropped.parquet"] = _parquet([_row(r) for r in dropped])
     files["coverage.json"] = coverage.to_json()
     publish(
         store,
@@ -133,10 +169,12 @@ def write_shard(
         files,
         version=shard_id,
         move_latest=False,
-        metadata={"kept": len(kept), "dropped": len(dropped)},
+        metadata={"kept": len(kept), "dropped": len(dropped), "quarantined": len(quarantined)},
     )
-    drops = tuple((row["id"], row["dropped"]) for row in dropped)
-    return ShardResult(shard_id, len(kept), len(dropped), skipped=False, drops=drops)
+    drops = tuple((r.id, r.dropped) for r in dropped)
+    return ShardResult(
+        shard_id, len(kept), len(dropped), skipped=False, drops=drops, quarantined=len(quarantined)
+    )
 
 
 def list_shards(store: ArtifactStore, dataset: str) -> list[Manifest]:

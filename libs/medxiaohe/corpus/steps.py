@@ -7,7 +7,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from medxiaohe.corpus.deid import deidentify
+from medxiaohe.corpus.deid import (
+    clean_metadata,
+    deidentify,
+    patient_pseudonym,
+    record_pseudonym,
+)
 from medxiaohe.corpus.record import Record
 from medxiaohe.entities.tagger import DictionaryTagger
 
@@ -26,20 +31,43 @@ def run_pipeline(steps: Iterable[Step], records: Iterable[Record]) -> Iterator[R
 
 
 @dataclass
-class Deidentify:
-    """Safe Harbor de-identification of the text; runs before anything is stored."""
+class LengthCap:
+    """Drops texts over the cap before any regex work runs on them."""
 
-    secret: str  # keys the per-patient date shift: keep it out of the code and the logs
+    max_chars: int = 2_000_000
+    name: str = "length"
+
+    def run(self, records: Iterable[Record]) -> Iterator[Record]:
+        for record in records:
+            if not record.dropped and len(record.text) > self.max_chars:
+                record.dropped = f"longer than {self.max_chars} characters"
+                record.text = ""
+            yield record
+
+
+@dataclass
+class Deidentify:
+    """Every field that can carry PHI, before anything is stored: Safe Harbor de-identification
+    of the text (dates shifted per patient), allow-listed metadata with de-identified values, and
+    the source's record id and patient identifier replaced by keyed pseudonyms. Dropped records
+    go through it too: their ids are stored with the reason."""
+
+    secret: str  # keys pseudonyms and date shifts: keep it out of the code and the logs
     name: str = "deidentify"
 
     def run(self, records: Iterable[Record]) -> Iterator[Record]:
         for record in records:
+            source_patient, known = record.patient_key, record.known_phi
             if not record.dropped and record.text:
-                record.text, spans = deidentify(
-                    record.text, self.secret, record.patient_key, record.known_phi
-                )
+                record.text, spans = deidentify(record.text, self.secret, source_patient, known)
                 record.extra["phi_removed"] = len(spans)
+            record.metadata = clean_metadata(record.metadata, self.secret, source_patient, known)
+            record.id = record_pseudonym(self.secret, record.id)
+            record.patient_key = (
+                patient_pseudonym(self.secret, source_patient) if source_patient else ""
+            )
             record.known_phi = []
+            record.deidentified = True
             yield record
 
 
@@ -48,7 +76,6 @@ class QualityFilter:
     """Rules that keep or drop a record with a reason (texts of studies may be empty)."""
 
     min_words: int = 3
-    max_chars: int = 2_000_000
     min_alpha_ratio: float = 0.5
     max_duplicate_line_ratio: float = 0.5
     name: str = "quality"
@@ -60,8 +87,6 @@ class QualityFilter:
         words = text.split()
         if len(words) < self.min_words:
             return f"fewer than {self.min_words} words"
-        if len(text) > self.max_chars:
-            return f"longer than {self.max_chars} characters"
         letters = sum(c.isalpha() for c in text)
         if letters / max(1, len(text) - text.count(" ")) < self.min_alpha_ratio:
             return f"less than {self.min_alpha_ratio:.0%} letters"

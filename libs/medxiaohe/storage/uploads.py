@@ -18,8 +18,13 @@ UPLOADS = "uploads/"
 
 
 def upload_key(key: str) -> str:
-    """The store key of an upload: its caller-given key under ``uploads/``."""
+    """The store key of an upload: its key under ``uploads/``."""
     return UPLOADS + check_key(key)
+
+
+def caller_uploads(caller: str) -> str:
+    """Where a caller's uploads live: each caller reads back only what it sent."""
+    return f"{UPLOADS}callers/{check_key(caller)}/"
 
 
 def put_upload(
