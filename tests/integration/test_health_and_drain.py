@@ -20,7 +20,7 @@ from medxiaohe_protos.ingestion.v1 import ingestion_pb2_grpc as ing_grpc
 from medxiaohe_services.runtime.certs import DevPki
 from medxiaohe_services.runtime.client import secure_channel
 from medxiaohe_services.runtime.services import BUILDERS
-from tests.conftest import ALLOWED, publish_small_tree, s3_settings, server_settings
+from tests.conftest import ALLOWED, SECRET, publish_small_tree, s3_settings, server_settings
 from tests.servers import free_ports, running, start_weed
 
 pytestmark = pytest.mark.integration
@@ -62,12 +62,15 @@ def test_not_serving_while_s3_is_down_then_serving(pki: DevPki, tmp_path: Path) 
         assert wait_status(stub, spec.full_name, NOT_SERVING, 20) == NOT_SERVING
 
 
+BIG = f"uploads/callers/{ALLOWED}/big.bin"  # the caller's own upload
+
+
 def test_sigterm_lets_an_in_flight_stream_finish(pki: DevPki, tmp_path: Path) -> None:
     port, health_port = free_ports(2)
     store = open_store(str(tmp_path / "store"))
     publish_small_tree(str(tmp_path / "store"))
     data = os.urandom(6 << 20)
-    store.put_bytes("uploads/big.bin", data)
+    store.put_bytes(BIG, data)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("MEDXIAOHE_")},
         "MEDXIAOHE_GRPC_HOST": "127.0.0.1",
@@ -79,6 +82,7 @@ def test_sigterm_lets_an_in_flight_stream_finish(pki: DevPki, tmp_path: Path) ->
         "MEDXIAOHE_TLS_CLIENT_CA": str(pki.ca),
         "MEDXIAOHE_DRAIN_GRACE_S": "30",
         "MEDXIAOHE_INGESTION__ALLOW": f'{{"{ALLOWED}": ["*"]}}',
+        "MEDXIAOHE_DEID_SECRET": SECRET,
     }
     server = subprocess.Popen(
         [sys.executable, "-m", "medxiaohe_services.cli", "serve", "ingestion"],
@@ -98,7 +102,7 @@ def test_sigterm_lets_an_in_flight_stream_finish(pki: DevPki, tmp_path: Path) ->
         channel = secure_channel(f"127.0.0.1:{port}", pki.ca, paths.cert, paths.key)
         stub = ing_grpc.IngestionServiceStub(channel)
         stream = stub.DownloadArtifact(
-            ing.DownloadArtifactRequest(key="uploads/big.bin", chunk_size=16 << 10), timeout=60
+            ing.DownloadArtifactRequest(key=BIG, chunk_size=16 << 10), timeout=60
         )
         received = [next(stream).chunk]
         server.send_signal(signal.SIGTERM)

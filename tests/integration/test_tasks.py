@@ -16,6 +16,7 @@ from medxiaohe.common.errors import NotFound
 from medxiaohe.common.settings import Settings
 from medxiaohe.storage import open_store
 from medxiaohe_services.worker.app import make_app
+from tests.conftest import SECRET
 
 pytestmark = pytest.mark.integration
 
@@ -33,6 +34,7 @@ def worker(broker_url: str, tmp_path: Path) -> Iterator[str]:
         **{k: v for k, v in os.environ.items() if not k.startswith("MEDXIAOHE_")},
         "MEDXIAOHE_BROKER_URL": broker_url,
         "MEDXIAOHE_STORE_URI": store_uri,
+        "MEDXIAOHE_DEID_SECRET": SECRET,
     }
     cmd = [
         sys.executable,
@@ -58,7 +60,7 @@ def test_round_trip_through_real_broker_and_worker(broker_url: str, worker: str)
     store = open_store(worker)
     data = b"de-identified shard " * 5000
     store.put_bytes("uploads/shard-0001.txt", data)
-    app = make_app(Settings(broker_url=broker_url, store_uri=worker))
+    app = make_app(Settings(broker_url=broker_url, store_uri=worker, deid_secret=SECRET))  # type: ignore[arg-type]
     assert not app.conf.task_always_eager
     first = app.send_task("medxiaohe.digest_artifact", args=["uploads/shard-0001.txt"]).get(
         timeout=60
@@ -101,6 +103,7 @@ def test_bulk_ingest_through_celery(broker_url: str, worker: str, tmp_path: Path
         **{k: v for k, v in os.environ.items() if not k.startswith("MEDXIAOHE_")},
         "MEDXIAOHE_BROKER_URL": broker_url,
         "MEDXIAOHE_STORE_URI": worker,
+        "MEDXIAOHE_DEID_SECRET": SECRET,
     }
     cmd = [
         sys.executable,

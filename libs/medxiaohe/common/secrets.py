@@ -17,7 +17,7 @@ from medxiaohe.common.errors import InvalidInput
 from medxiaohe.common.settings import Settings
 
 MIN_SECRET_BYTES = 32
-SECRET_FILE = "secrets/deid-secret"
+SECRET_PATH = Path("secrets", "deid-secret")  # under the embedded home
 
 
 def pseudonym(secret: str, value: str) -> str:
@@ -43,7 +43,7 @@ def required_secret(settings: Settings) -> str:
 
 def home_secret(home: Path) -> str:
     """The embedded runtime's secret: generated into ``home`` on first use (mode 0600)."""
-    path = home / SECRET_FILE
+    path = home / SECRET_PATH
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")

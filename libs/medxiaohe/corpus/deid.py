@@ -129,6 +129,14 @@ _RULES: list[tuple[Phi, re.Pattern[str], int]] = [
         re.compile(rf"\b({_NAME}(?:\s[A-Z]\.)?\s{_NAME}),?\s(?:MD|DO|RN|NP|PA-C|PA|PhD|MBBS)\b"),
         1,
     ),
+    (  # a full name right after a label, without a colon: "Patient Ada Lovelace", "seen by ..."
+        Phi.NAME,
+        re.compile(
+            rf"\b(?:[Pp]atient|[Pp]t\.?|[Rr]eferred by|[Ss]een by|[Ss]igned by|[Dd]ictated by|"
+            rf"[Rr]eviewed with|[Rr]eviewed by|[Ee]xamined by)\s+({_NAME}(?:\s[A-Z]\.)?\s{_NAME})"
+        ),
+        1,
+    ),
     (Phi.NAME, re.compile(rf"\b({_NAME}),\s({_NAME})(?=\s+(?:is|was|presents|DOB|MRN|\())"), 0),
 ]
 _REPLACEMENT = {t: f"[{t.value}]" for t in Phi} | {Phi.AGE: "90+"}
