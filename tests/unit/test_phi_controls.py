@@ -1,0 +1,206 @@
+"""Each PHI and bounded-input control of the corpus library, on hand-made hostile input."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import stat
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from medxiaohe.common.errors import InvalidInput
+from medxiaohe.common.secrets import check_secret, home_secret, pseudonym
+from medxiaohe.corpus import deid, samples
+from medxiaohe.corpus.dicom import MAX_INFLATED, read_dicom
+from medxiaohe.corpus.ingest import read_blob
+from medxiaohe.corpus.readers import clean_image, read_hl7
+from medxiaohe.corpus.record import Record
+from medxiaohe.corpus.shards import write_shard
+from medxiaohe.corpus.steps import LengthCap
+from medxiaohe.storage import open_store
+
+SECRET = "s" * 40
+
+
+def test_pseudonyms_are_keyed_and_full_length() -> None:
+    mrn = "48213377"
+    key = pseudonym(SECRET, mrn)
+    assert len(key) == 64
+    assert key != hashlib.sha256(mrn.encode()).hexdigest()  # not a plain hash
+    assert key != pseudonym("t" * 40, mrn)  # another secret, another pseudonym
+    assert key == pseudonym(SECRET, mrn)  # stable
+
+
+def test_a_short_secret_is_refused_and_the_home_generates_one(tmp_path: Path) -> None:
+    for weak in ("", "development-only"):
+        with pytest.raises(InvalidInput, match="at least 32 bytes"):
+            check_secret(weak)
+    first = home_secret(tmp_path)
+    assert len(first) >= 32
+    assert home_secret(tmp_path) == first
+    secret_file = next((tmp_path / "secrets").iterdir())
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+
+
+# Each de-identification rule with the input that made it (or its neighbours) backtrack.
+WORST_CASES = ["Ab ", "1.", "A-", "Ab-Cd ", "a.", "9 ", "12 ", "a@a.", "Ab, ", "Patient Ab "]
+
+
+@pytest.mark.parametrize("rule", range(len(deid._RULES)))
+def test_every_rule_runs_in_linear_time_on_a_megabyte(rule: int) -> None:
+    """1 MB of each worst case: a quadratic rule takes hours here (24 KB of "Ab Ab" took 3 s
+    before the fix); a linear one well under a second. The bound only catches the former."""
+    _, pattern, _ = deid._RULES[rule]
+    slowest = 0.0
+    for unit in WORST_CASES:
+        text = unit * ((1 << 20) // len(unit))
+        start = time.perf_counter()
+        sum(1 for _ in pattern.finditer(text))
+        slowest = max(slowest, time.perf_counter() - start)
+    assert slowest < 5.0, f"rule {rule} took {slowest:.1f} s on 1 MB"
+
+
+def test_the_length_cap_runs_before_de_identification() -> None:
+    (record,) = LengthCap(max_chars=10).run([Record(id="r", source="t", text="x" * 11)])
+    assert record.dropped == "longer than 10 characters"
+    assert record.text == ""
+
+
+def test_metadata_is_allow_listed_and_de_identified() -> None:
+    cleaned = deid.clean_metadata(
+        {
+            "patient_name": "Ada Lovelace",
+            "phone": "617-555-0142",
+            "specialty": "Cardiology, seen by Dr. Ada Lovelace on 2024-03-02",
+            "StudyDescription": "CT for Lovelace",
+        },
+        SECRET,
+        known=["Ada Lovelace"],
+    )
+    assert set(cleaned) == {"specialty", "StudyDescription"}
+    assert "Lovelace" not in json.dumps(cleaned)
+    assert "2024-03-02" not in cleaned["specialty"]
+
+
+def test_images_are_re_encoded_without_metadata() -> None:
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("Comment", "Ada Lovelace MRN 123")
+    png = io.BytesIO()
+    Image.open(io.BytesIO(samples.png_bytes())).save(png, format="PNG", pnginfo=info)
+    exif = Image.Exif()
+    exif[0x013B] = "Ada Lovelace"
+    jpeg = io.BytesIO()
+    Image.new("RGB", (32, 32)).save(jpeg, format="JPEG", exif=exif.tobytes())
+    for data in (png.getvalue(), jpeg.getvalue()):
+        assert b"Lovelace" in data
+        clean, _ = clean_image(data)
+        assert b"Lovelace" not in clean
+        assert Image.open(io.BytesIO(clean)).size == Image.open(io.BytesIO(data)).size
+    huge = io.BytesIO()
+    Image.new("1", (8000, 8000)).save(huge, format="PNG")  # 64 M pixels, a few KB
+    with pytest.raises(InvalidInput, match="pixels"):
+        clean_image(huge.getvalue())
+
+
+def _dicom(**fields: object) -> bytes:
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(samples.dicom_bytes()))
+    for name, value in fields.items():
+        setattr(ds, name, value)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def test_dicom_that_may_show_burned_in_text_is_quarantined() -> None:
+    assert read_dicom(_dicom(Modality="SC"), "a").quarantine.startswith("modality SC")
+    assert read_dicom(_dicom(BurnedInAnnotation="YES"), "a").quarantine
+    assert not read_dicom(_dicom(Modality="SC", BurnedInAnnotation="NO"), "a").quarantine
+    assert not read_dicom(_dicom(), "a").quarantine  # CR without the tag
+
+
+def test_dicom_header_identifiers_feed_the_deny_list() -> None:
+    record = read_dicom(_dicom(PatientName="Vantreel^Quillon", AccessionNumber="ACC991"), "a")
+    assert {"Vantreel Quillon", "Vantreel", "Quillon", "ACC991"} <= set(record.known_phi)
+    text, _ = deid.deidentify("Quillon tolerated the exam", SECRET, known=record.known_phi)
+    assert "Quillon" not in text
+
+
+def test_dicom_pixel_descriptions_are_checked_before_decoding() -> None:
+    with pytest.raises(InvalidInput, match="pixels"):
+        read_dicom(_dicom(Rows=60000, Columns=60000), "a")
+    with pytest.raises(InvalidInput, match="frames"):
+        read_dicom(_dicom(NumberOfFrames=100000), "a")
+    with pytest.raises(InvalidInput, match="bits"):
+        read_dicom(_dicom(BitsAllocated=64), "a")
+
+
+def test_a_multi_frame_volume_decodes_one_frame() -> None:
+    import numpy as np
+
+    frames = np.arange(5 * 32 * 32, dtype="uint16").reshape(5, 32, 32)
+    data = _dicom(Rows=32, Columns=32, NumberOfFrames=5, PixelData=frames.tobytes())
+    assert read_dicom(data, "a").attachments["image.png"].startswith(b"\x89PNG")
+
+
+def test_a_deflate_bomb_is_invalid_input() -> None:
+    """A few hundred KB that would inflate to 600 MiB: refused after MAX_INFLATED bytes."""
+    import pydicom
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = pydicom.dcmread(io.BytesIO(samples.dicom_bytes()))
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    legit = out.getvalue()
+    assert read_dicom(legit, "a").attachments  # a real deflated file is read
+    stream = io.BytesIO(legit)
+    pydicom.filereader.read_preamble(stream, False)
+    pydicom.filereader._read_file_meta_info(stream)
+    meta_end = stream.tell()  # the deflated dataset starts here
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    zero = bytes(1 << 20)
+    body = b"".join(deflater.compress(zero) for _ in range((MAX_INFLATED >> 20) + 88))
+    bomb = legit[:meta_end] + body + deflater.flush()
+    assert len(bomb) < 1 << 20
+    with pytest.raises(InvalidInput, match="inflates beyond"):
+        read_dicom(bomb, "a")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        json.dumps({"resourceType": "Bundle", "entry": ["x", 1]}).encode(),
+        json.dumps({"resourceType": "Bundle", "entry": {"resource": {}}}).encode(),
+        json.dumps({"resourceType": ["Patient"]}).encode(),
+        json.dumps(
+            {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": 7}}]}
+        ).encode(),
+        json.dumps({"resourceType": "Observation", "code": {"text": {"nested": [1] * 5}}}).encode(),
+    ],
+)
+def test_hostile_fhir_is_a_dropped_record_not_an_exception(content: bytes) -> None:
+    (record,) = read_blob("bundle.json", content)
+    assert record.dropped
+
+
+def test_hl7_values_are_fully_unescaped() -> None:
+    message = (
+        "MSH|^~\\&|A|B|C|D|20240302||ORU^R01|1|P|2.5\rPID|1||1^^^H||Doe^Jane\r"
+        "OBX|1|TX|x||Na \\T\\ K\\.br\\ratio \\F\\ 2||||||F\r"
+    )
+    assert read_hl7(message).text == "Na & K\nratio | 2"
+
+
+def test_the_shard_writer_refuses_records_that_skipped_de_identification(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="de-identification"):
+        write_shard(open_store(str(tmp_path)), "d", "s", [Record(id="raw", source="t", text="x")])
