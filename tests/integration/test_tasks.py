@@ -6,6 +6,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,3 +126,45 @@ def test_bulk_ingest_through_celery(broker_url: str, worker: str, tmp_path: Path
     assert len(list_shards(open_store(worker), "celery")) == 3
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert json.loads(again.stdout.strip().splitlines()[-1])["skipped"] == 3
+
+
+def test_a_task_that_keeps_killing_its_worker_goes_to_the_dead_letter_queue(
+    broker_url: str, tmp_path: Path
+) -> None:
+    import redis
+
+    from medxiaohe_services.worker.app import DEAD_LETTER
+
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MEDXIAOHE_")},
+        "MEDXIAOHE_BROKER_URL": broker_url,
+        "MEDXIAOHE_STORE_URI": str(tmp_path / "store"),
+        "MEDXIAOHE_DEID_SECRET": SECRET,
+        "MEDXIAOHE_TASK_MAX_DELIVERIES": "2",
+    }
+    cmd = [sys.executable, "-m", "celery", "-A", "tests.crash_worker", "worker"]
+    cmd += ["--pool=prefork", "--concurrency=1", "--without-gossip", "--without-mingle"]
+    worker = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        app = make_app(Settings(broker_url=broker_url, deid_secret=SECRET))  # type: ignore[arg-type]
+        app.send_task("tests.crash")
+        client = redis.Redis.from_url(broker_url)
+        deadline = time.monotonic() + 120
+        while client.llen(DEAD_LETTER) == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert client.llen(DEAD_LETTER) == 1  # after two deliveries killed their worker
+        assert worker.poll() is None  # the worker itself lives on
+        time.sleep(2)
+        assert client.llen("celery") == 0  # nothing left to kill the next worker
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+
+
+def test_worker_limits_and_visibility_timeout_come_from_settings() -> None:
+    app = make_app(
+        Settings(broker_url="redis://127.0.0.1:1/0", deid_secret=SECRET, task_time_limit_s=600)  # type: ignore[arg-type]
+    )
+    assert app.conf.task_time_limit == 600
+    assert app.conf.worker_max_memory_per_child == 8192 * 1024
+    assert app.conf.broker_transport_options["visibility_timeout"] > 600
