@@ -225,7 +225,9 @@ def _model_turn(home: Path) -> bool:
     Image.new("L", (224, 224), 40).convert("RGB").save(film, "PNG")  # a dark synthetic film
     question = [{"role": "user", "content": "What does this chest film show?"}]
     with model_server(folder, "tiny-vlm") as server:
-        client = HttpModelClient(f"{server.url}/openai/v1", "tiny-vlm", timeout_s=60)
+        client = HttpModelClient(
+            f"{server.url}/openai/v1", "tiny-vlm", api_key=server.token, timeout_s=60
+        )
         reply = client.chat(question, [film.getvalue()], ChatParams(max_tokens=12))
         client.close()
     print(

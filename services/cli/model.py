@@ -55,13 +55,24 @@ def serve(
         str, typer.Option(help="Model name in routes and responses.")
     ] = "medxiaohe-vlm",
     http_port: Annotated[int, typer.Option(help="REST (v1/v2 and OpenAI) port.")] = 8080,
-    grpc_port: Annotated[int, typer.Option(help="gRPC v2 port.")] = 8081,
+    grpc_port: Annotated[int, typer.Option(help="gRPC v2 port (mTLS only); 0 disables.")] = 8081,
+    insecure: Annotated[
+        bool, typer.Option(help="Plaintext on 127.0.0.1, bearer tokens only, no gRPC v2.")
+    ] = False,
+    secrets_dir: Annotated[
+        Path | None,
+        typer.Option(help="A folder of settings files (a mounted Secret): one file per setting."),
+    ] = None,
 ) -> None:
-    """Serve a vision-language model locally with the predictor the cluster runs."""
+    """Serve a vision-language model with the predictor the cluster runs: mTLS with the
+    platform CA, or bearer tokens (MEDXIAOHE_PREDICTOR_TOKENS); callers need an allow entry."""
     from medxiaohe.common.settings import Settings
     from medxiaohe_services.model.server import serve as run
 
-    run(uri, name, http_port, grpc_port, Settings.from_env())
+    overrides: dict[str, object] = {"_secrets_dir": secrets_dir} if secrets_dir else {}
+    if insecure:
+        overrides |= {"insecure": True, "grpc_host": "127.0.0.1"}
+    run(uri, name, http_port, grpc_port, Settings.from_env(**overrides))
 
 
 @app.command()

@@ -6,19 +6,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from prometheus_client import Counter
 
 from medxiaohe.common.errors import InvalidInput
 from medxiaohe.models.chat import ChatResult
 from medxiaohe_services.model.predictor import VlmPredictor, params_from
 
 ROUTE = "/openai/v1/chat/completions"
+CANCELLED = Counter(
+    "medxiaohe_predictor_cancelled_total",
+    "Generations stopped because the client went away",
+    ["stream"],
+)
 
 
 def add_routes(app: FastAPI, predictor: VlmPredictor) -> None:
@@ -38,18 +45,34 @@ def add_routes(app: FastAPI, predictor: VlmPredictor) -> None:
             params = params_from(body)
             if not predictor.ready:
                 return JSONResponse({"error": {"message": "model not loaded"}}, status_code=503)
+            cancel = threading.Event()  # set when the client goes away: generation stops
             if body.get("stream"):
                 # validate before the 200 goes out: errors after it cannot be a 400
-                stream = predictor.model.stream(messages, params)
+                stream = predictor.model.stream(messages, params, cancel)
                 first = await asyncio.to_thread(next, stream)
-                events = _events(predictor.name, first, stream)
+                events = _events(predictor.name, first, stream, cancel)
                 return StreamingResponse(events, media_type="text/event-stream")
-            result = await asyncio.to_thread(predictor.model.chat, messages, params)
+            result = await _unless_disconnected(
+                request, cancel, asyncio.to_thread(predictor.model.chat, messages, params, cancel)
+            )
         except InvalidInput as exc:
             return _error(str(exc))
         return JSONResponse(_completion(predictor.name, result))
 
     app.add_api_route(ROUTE, chat_completions, methods=["POST"])
+
+
+async def _unless_disconnected(
+    request: Request, cancel: threading.Event, work: Awaitable[ChatResult]
+) -> ChatResult:
+    """The work's result; while it runs, a client that disconnects sets ``cancel``."""
+    task = asyncio.ensure_future(work)
+    while not task.done():
+        await asyncio.wait({task}, timeout=0.2)
+        if not task.done() and not cancel.is_set() and await request.is_disconnected():
+            cancel.set()
+            CANCELLED.labels("false").inc()
+    return task.result()
 
 
 def _error(message: str) -> JSONResponse:
@@ -79,9 +102,24 @@ def _completion(model: str, result: ChatResult) -> dict[str, Any]:
 
 
 async def _events(
+    model: str, first: str | ChatResult, rest: Iterator[str | ChatResult], cancel: threading.Event
+) -> AsyncIterator[bytes]:
+    """chat.completion.chunk events: the role, text deltas, the finish reason with usage, [DONE].
+    When the client goes away the response stops reading us: ``cancel`` stops the generation."""
+    finished = False
+    try:
+        async for event in _chunks(model, first, rest):
+            yield event
+        finished = True
+    finally:
+        if not finished:
+            CANCELLED.labels("true").inc()
+        cancel.set()
+
+
+async def _chunks(
     model: str, first: str | ChatResult, rest: Iterator[str | ChatResult]
 ) -> AsyncIterator[bytes]:
-    """chat.completion.chunk events: the role, text deltas, the finish reason with usage, [DONE]."""
     ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:

@@ -16,9 +16,9 @@ import kserve
 from kserve import InferOutput, InferRequest, InferResponse
 from kserve import errors as kserve_errors
 
-from medxiaohe.common.errors import InvalidInput
+from medxiaohe.common.errors import InvalidInput, MedxError
 from medxiaohe.common.settings import Settings
-from medxiaohe.models.chat import ChatModel, ChatParams, ChatResult
+from medxiaohe.models.chat import ChatLimits, ChatModel, ChatParams, ChatResult
 from medxiaohe.models.folders import model_folder
 from medxiaohe.models.vlm import load_vlm
 from medxiaohe.storage import open_store
@@ -27,7 +27,14 @@ PARAMS = ("max_tokens", "temperature", "top_p", "seed", "stop")
 
 
 def params_from(values: dict[str, Any]) -> ChatParams:
-    """ChatParams from request fields, each checked for its type."""
+    """ChatParams from request fields, each checked for its type; OpenAI's newer
+    ``max_completion_tokens`` is the same as ``max_tokens``."""
+    values = dict(values)
+    newer = values.pop("max_completion_tokens", None)
+    if newer is not None:
+        if values.get("max_tokens") not in (None, newer):
+            raise InvalidInput("max_tokens and max_completion_tokens disagree; send one")
+        values["max_tokens"] = newer
     chosen: dict[str, Any] = {}
     for name in PARAMS:
         value = values.get(name)
@@ -78,14 +85,31 @@ class VlmPredictor(kserve.Model):  # type: ignore[misc]
 
     def load(self) -> bool:
         folder = model_folder(self.uri, self.settings)
-        self.chat_model = ChatModel(load_vlm(folder), fetch=self._fetch)
+        limits = ChatLimits(
+            max_images=self.settings.predictor_max_images,
+            max_image_pixels=self.settings.predictor_max_image_pixels,
+            max_tokens=self.settings.predictor_max_tokens,
+        )
+        self.chat_model = ChatModel(load_vlm(folder), fetch=self._fetch, limits=limits)
         self.ready = True
         return True
 
     def _fetch(self, uri: str) -> bytes:
-        """An s3:// image, read with the platform's store credentials."""
+        """An s3:// image under the configured prefix, its size checked before it is read. A
+        key outside the prefix, a missing key and a too large object get the same answer, so
+        callers learn nothing about what the store holds."""
+        prefix = self.settings.predictor_image_prefix
+        refused = InvalidInput("image_url cannot be read")
+        if not prefix or not uri.startswith(prefix.rstrip("/") + "/") or "/../" in uri:
+            raise refused
         bucket, _, key = uri[len("s3://") :].partition("/")
-        return open_store(f"s3://{bucket}", self.settings).get_bytes(key)
+        store = open_store(f"s3://{bucket}", self.settings)
+        try:
+            if store.stat(key).size > self.settings.predictor_max_body_mb << 20:
+                raise refused
+            return store.get_bytes(key)
+        except MedxError:
+            raise refused from None
 
     @property
     def model(self) -> ChatModel:

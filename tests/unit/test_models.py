@@ -141,7 +141,7 @@ def test_chat_with_openai_shapes_counts_usage_and_streams(tiny: Path) -> None:
         (turn({"type": "image_url", "image_url": {"url": "s3://b/k.png"}}), {}, "not enabled"),
         (
             turn({"type": "text", "text": "hi"}),
-            {"max_tokens": 100_000},
+            {"max_tokens": 4090},
             "exceeds the model's context",
         ),
         (turn({"type": "text", "text": "hi"}), {"temperature": 3.0}, "temperature"),
@@ -200,3 +200,51 @@ def test_concurrent_greedy_requests_are_batched_with_the_same_answers(tiny: Path
     assert max(r.extra["batch"] for r in together) > 1  # some ran in one generate call
     assert [r.usage for r in together] == [r.usage for r in alone]
     assert [r.text for r in together] == [r.text for r in alone]
+
+
+def test_a_cancelled_request_stops_generating(tiny: Path) -> None:
+    """A client that went away: its generation stops at the next token, streaming or not,
+    and the model is free for the next request."""
+    import threading
+
+    from medxiaohe.models.chat import ChatModel, ChatParams
+
+    vlm = load_vlm(tiny)
+    vlm.model.generation_config.eos_token_id = None  # or a random model may stop by itself
+    model = ChatModel(vlm)
+    ask = [{"role": "user", "content": "Describe."}]
+    gone = threading.Event()
+    gone.set()
+    assert model.chat(ask, ChatParams(max_tokens=500), gone).usage.completion_tokens == 1
+    lengths: list[int] = []
+    generate = vlm.model.generate
+
+    def spy(**kwargs: object) -> object:
+        output = generate(**kwargs)
+        lengths.append(int(output.shape[1]))
+        return output
+
+    vlm.model.generate = spy  # type: ignore[method-assign]
+    stream = model.stream(ask, ChatParams(max_tokens=500))
+    next(stream)
+    stream.close()  # the reader leaves after the first piece
+    assert lengths
+    assert lengths[0] < 500
+    assert model.chat(ask, ChatParams(max_tokens=2)).usage.completion_tokens == 2
+
+
+def test_request_limits_are_enforced_before_generation(tiny: Path) -> None:
+    import base64
+    import io
+
+    from medxiaohe.models.chat import ChatLimits, ChatModel, ChatParams
+
+    model = ChatModel(load_vlm(tiny), limits=ChatLimits(max_images=1, max_tokens=8))
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(png, "PNG")
+    part = {"type": "image_url", "image_url": {"url": "data:image/png;base64,"}}
+    part["image_url"]["url"] += base64.b64encode(png.getvalue()).decode()  # type: ignore[index]
+    with pytest.raises(InvalidInput, match="at most 1 images"):
+        model.chat([{"role": "user", "content": [part, part]}], ChatParams(max_tokens=2))
+    with pytest.raises(InvalidInput, match="at most 8"):
+        model.chat([{"role": "user", "content": "hi"}], ChatParams(max_tokens=9))

@@ -70,7 +70,9 @@ def run(
         vlm.processor.save_pretrained(folder_for_server)
         vlm.tokenizer.save_pretrained(folder_for_server)
         with model_server(folder_for_server, "bench") as server:
-            client = HttpModelClient(f"{server.url}/openai/v1", "bench", timeout_s=300)
+            client = HttpModelClient(
+                f"{server.url}/openai/v1", "bench", api_key=server.token, timeout_s=300
+            )
             params = ChatParams(max_tokens=max_tokens)
 
             def served() -> int:

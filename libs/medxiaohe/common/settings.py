@@ -132,6 +132,37 @@ class Settings(BaseSettings):
         Path(".medxiaohe/cache"), description="Models from the store are downloaded here."
     )
 
+    # model predictor (`medxiaohe model serve`)
+    predictor_allow: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description=(
+            "Predictor callers (certificate common name or token name) -> what they may call: "
+            '"ChatCompletions", "ModelInfer" (REST and gRPC v2), or "*".'
+        ),
+    )
+    predictor_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description=(
+            "Bearer tokens for predictor callers that cannot use mTLS: caller name -> token, "
+            "from a Secret."
+        ),
+    )
+    predictor_image_prefix: str = Field(
+        "",
+        description="s3://bucket/prefix/ that s3:// image URLs must lie under; empty refuses them.",
+    )
+    predictor_max_body_mb: int = Field(32, ge=1, description="Largest request body, MiB.")
+    predictor_max_images: int = Field(8, ge=0, description="Most images in one request.")
+    predictor_max_image_pixels: int = Field(
+        12_000_000, ge=1, description="Most pixels in one image (width x height)."
+    )
+    predictor_max_tokens: int = Field(
+        4096, ge=1, description="Largest max_tokens / max_completion_tokens a request may ask."
+    )
+    predictor_max_pending: int = Field(
+        32, ge=1, description="Generation requests in flight; more get 429 with Retry-After."
+    )
+
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
 
     ingestion: ServiceSettings = Field(

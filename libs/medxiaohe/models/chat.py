@@ -17,7 +17,6 @@ from typing import Any
 from medxiaohe.common.errors import InvalidInput
 from medxiaohe.models.vlm import Vlm
 
-MAX_IMAGE_PIXELS = 40_000_000
 MAX_STOP = 4
 ROLES = ("system", "user", "assistant")
 
@@ -44,6 +43,15 @@ class ChatParams:
 
 
 @dataclass(frozen=True)
+class ChatLimits:
+    """What one request may ask of the model (the predictor takes them from settings)."""
+
+    max_images: int = 8
+    max_image_pixels: int = 40_000_000
+    max_tokens: int = 4096
+
+
+@dataclass(frozen=True)
 class Usage:
     prompt_tokens: int
     completion_tokens: int
@@ -62,8 +70,9 @@ class ChatResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def decode_image(url: str, fetch: Fetch | None = None) -> Any:
-    """A ``data:image/...;base64,...`` or ``s3://`` image as an RGB PIL image."""
+def decode_image(url: str, fetch: Fetch | None = None, max_pixels: int = 40_000_000) -> Any:
+    """A ``data:image/...;base64,...`` or ``s3://`` image as an RGB PIL image; its size is
+    checked from the header, before the pixels are decoded."""
     from PIL import Image, UnidentifiedImageError
 
     if url.startswith("data:"):
@@ -82,15 +91,17 @@ def decode_image(url: str, fetch: Fetch | None = None) -> Any:
         raise InvalidInput("image_url must be a data: URI or an s3:// URI")
     try:
         image = Image.open(io.BytesIO(data))
-        if image.width * image.height > MAX_IMAGE_PIXELS:
-            raise InvalidInput(f"image is larger than {MAX_IMAGE_PIXELS:,} pixels")
+        if image.width * image.height > max_pixels:
+            raise InvalidInput(f"image is larger than {max_pixels:,} pixels")
         return image.convert("RGB")
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
         raise InvalidInput("image_url does not hold a decodable image") from None
 
 
 def to_template(
-    messages: Sequence[dict[str, Any]], fetch: Fetch | None = None
+    messages: Sequence[dict[str, Any]],
+    fetch: Fetch | None = None,
+    limits: ChatLimits = ChatLimits(),
 ) -> tuple[list[dict[str, Any]], list[Any]]:
     """OpenAI messages -> chat-template messages, each image part replaced by an
     ``{"type": "image"}`` marker, and the images in the order they appear."""
@@ -113,7 +124,10 @@ def to_template(
             if kind == "text" and isinstance(part.get("text"), str):
                 parts.append({"type": "text", "text": part["text"]})
             elif kind == "image_url" and isinstance(part.get("image_url"), dict):
-                images.append(decode_image(str(part["image_url"].get("url", "")), fetch))
+                if len(images) >= limits.max_images:
+                    raise InvalidInput(f"a request may carry at most {limits.max_images} images")
+                url = str(part["image_url"].get("url", ""))
+                images.append(decode_image(url, fetch, limits.max_image_pixels))
                 parts.append({"type": "image"})
             else:
                 raise InvalidInput(f"messages[{i}] has a part that is not text or image_url")
@@ -126,6 +140,7 @@ class _Job:
     inputs: Any
     params: ChatParams
     images: int
+    cancel: threading.Event
     done: threading.Event = field(default_factory=threading.Event)
     result: ChatResult | None = None
     error: BaseException | None = None
@@ -139,10 +154,17 @@ class ChatModel:
     for a batch to fill, so a lone request pays no extra latency. Sampled requests (a seed
     must reproduce) and streams run alone."""
 
-    def __init__(self, vlm: Vlm, fetch: Fetch | None = None, max_batch: int = 8) -> None:
+    def __init__(
+        self,
+        vlm: Vlm,
+        fetch: Fetch | None = None,
+        max_batch: int = 8,
+        limits: ChatLimits = ChatLimits(),
+    ) -> None:
         self.vlm = vlm
         self.fetch = fetch
         self.max_batch = max_batch
+        self.limits = limits
         self.max_context = int(vlm.model.config.text_config.max_position_embeddings)
         self._lock = threading.Lock()
         self._queue: queue.Queue[_Job] = queue.Queue()
@@ -150,7 +172,9 @@ class ChatModel:
         threading.Thread(target=self._batches, name="chat-batches", daemon=True).start()
 
     def _inputs(self, messages: Sequence[dict[str, Any]], params: ChatParams) -> tuple[Any, int]:
-        template, images = to_template(messages, self.fetch)
+        if params.max_tokens > self.limits.max_tokens:
+            raise InvalidInput(f"max_tokens may be at most {self.limits.max_tokens}")
+        template, images = to_template(messages, self.fetch, self.limits)
         prompt = self.vlm.processor.apply_chat_template(
             template, add_generation_prompt=True, tokenize=False
         )
@@ -163,12 +187,18 @@ class ChatModel:
             )
         return inputs, len(images)
 
-    def _generate_kwargs(self, params: ChatParams) -> dict[str, Any]:
+    def _generate_kwargs(
+        self, params: ChatParams, cancels: Sequence[threading.Event]
+    ) -> dict[str, Any]:
         import torch
+        from transformers import StoppingCriteriaList
 
         if params.seed is not None:
             torch.manual_seed(params.seed)
-        kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens}
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": params.max_tokens,
+            "stopping_criteria": StoppingCriteriaList([_Cancelled(cancels)]),
+        }
         if params.temperature > 0:
             kwargs |= {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
         else:
@@ -182,9 +212,16 @@ class ChatModel:
             return "stop"
         return "length"
 
-    def chat(self, messages: Sequence[dict[str, Any]], params: ChatParams) -> ChatResult:
+    def chat(
+        self,
+        messages: Sequence[dict[str, Any]],
+        params: ChatParams,
+        cancel: threading.Event | None = None,
+    ) -> ChatResult:
+        """The completion; setting ``cancel`` (the client went away) stops the generation at
+        its next token, unless other requests batched with it still want theirs."""
         inputs, images = self._inputs(messages, params)  # bad requests fail here, alone
-        job = _Job(inputs, params, images)
+        job = _Job(inputs, params, images, cancel or threading.Event())
         if params.temperature > 0 or self.max_batch < 2:
             with self._lock:
                 self._generate([job])
@@ -219,7 +256,8 @@ class ChatModel:
             merged, lengths = _collate([j.inputs for j in jobs], self.vlm.tokenizer.pad_token_id)
             params = jobs[0].params
             with torch.inference_mode():  # lighter than generate's own no_grad
-                output = self.vlm.model.generate(**merged, **self._generate_kwargs(params))
+                kwargs = self._generate_kwargs(params, [j.cancel for j in jobs])
+                output = self.vlm.model.generate(**merged, **kwargs)
             width = int(merged["input_ids"].shape[1])
             for i, job in enumerate(jobs):
                 new = _until_eos(output[i, width:].tolist(), self._eos_ids())
@@ -244,9 +282,13 @@ class ChatModel:
         return set(eos) if isinstance(eos, list) else ({eos} if eos is not None else set())
 
     def stream(
-        self, messages: Sequence[dict[str, Any]], params: ChatParams
+        self,
+        messages: Sequence[dict[str, Any]],
+        params: ChatParams,
+        cancel: threading.Event | None = None,
     ) -> Iterator[str | ChatResult]:
-        """Text pieces as they are generated, then the ChatResult (its text is the whole)."""
+        """Text pieces as they are generated, then the ChatResult (its text is the whole).
+        Closing the iterator early (the client went away) stops the generation too."""
         from transformers import TextIteratorStreamer
 
         inputs, images = self._inputs(messages, params)
@@ -255,6 +297,7 @@ class ChatModel:
             self.vlm.tokenizer, skip_prompt=True, skip_special_tokens=True
         )
         result: dict[str, Any] = {}
+        cancel = cancel or threading.Event()
 
         def run() -> None:
             import torch
@@ -263,7 +306,7 @@ class ChatModel:
                 try:
                     with torch.inference_mode():
                         result["output"] = self.vlm.model.generate(
-                            **inputs, **self._generate_kwargs(params), streamer=streamer
+                            **inputs, **self._generate_kwargs(params, [cancel]), streamer=streamer
                         )
                 except Exception as exc:  # surfaced to the reader below
                     result["error"] = exc
@@ -272,14 +315,18 @@ class ChatModel:
         thread = threading.Thread(target=run, name="generate", daemon=True)
         thread.start()
         sent = ""
-        for piece in streamer:
-            text, stopped = _cut_at_stop(sent + piece, params.stop)
-            if text[len(sent) :]:
-                yield text[len(sent) :]
-            sent = text
-            if stopped:
-                break
-        thread.join()
+        try:
+            for piece in streamer:
+                text, stopped = _cut_at_stop(sent + piece, params.stop)
+                if text[len(sent) :]:
+                    yield text[len(sent) :]
+                sent = text
+                if stopped:
+                    break
+        finally:  # also when the reader closes us early: the generation stops, the lock frees
+            if thread.is_alive():
+                cancel.set()
+            thread.join()
         if "error" in result:
             raise result["error"]
         new = result["output"][0, prompt_tokens:].tolist()
@@ -292,6 +339,19 @@ class ChatModel:
             usage=Usage(prompt_tokens, len(new)),
             images=images,
         )
+
+
+class _Cancelled:
+    """A stopping criterion: stop once every request of the batch has been cancelled."""
+
+    def __init__(self, cancels: Sequence[threading.Event]) -> None:
+        self.cancels = cancels
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        stop = all(c.is_set() for c in self.cancels)
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
 def _collate(inputs: list[Any], pad_id: int) -> tuple[dict[str, Any], list[int]]:
