@@ -50,6 +50,7 @@ class ClientCertProtocol(HttpToolsProtocol):  # type: ignore[misc]
 
 def check_access(settings: Settings) -> None:
     """The predictor refuses to start where nobody could be authenticated."""
+    settings.check_transport()
     if settings.insecure:
         if settings.grpc_host != "127.0.0.1":
             raise InvalidInput("a plaintext predictor (--insecure) may only bind 127.0.0.1")

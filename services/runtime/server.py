@@ -68,6 +68,7 @@ class Platform:
         self.settings = settings
         # every service may see PHI: none starts without the key of its pseudonyms
         self.audit_key = required_secret(settings)
+        settings.check_transport()
         self.specs = list(specs)
         self.health = HealthServicer()
         self.port = 0

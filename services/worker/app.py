@@ -75,6 +75,7 @@ def make_app(settings: Settings) -> MedxCelery:
     embedded = not settings.broker_url
     if not embedded:
         required_secret(settings)  # a worker that would ingest without one refuses to start
+        settings.check_transport()
     app = MedxCelery(
         "medxiaohe",
         broker=settings.broker_url or "memory://",

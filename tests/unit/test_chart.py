@@ -69,8 +69,9 @@ def test_network_policies_admit_only_declared_callers() -> None:
     objects = render_chart(values={"services": {"ingestion": {"callers": [gateway]}}})
     policies = by_kind(objects, "NetworkPolicy")
     grpc_rules = {
-        name: [r for r in p["spec"]["ingress"] if r["ports"][0]["port"] == 50051]
+        name: [r for r in p["spec"]["ingress"] if r.get("ports", [{}])[0].get("port") == 50051]
         for name, p in policies.items()
+        if "ingress" in p["spec"]  # the default-deny policies have no rules at all
     }
     assert grpc_rules["medxiaohe-ingestion"][0]["from"] == [gateway]
     evidence_from = grpc_rules["medxiaohe-evidence"][0]["from"]
@@ -163,3 +164,109 @@ def test_the_model_is_an_inference_service_in_either_runtime() -> None:
         for o in render_chart(values={"model": {"enabled": False}})
         if o["kind"] == "InferenceService"
     ]
+
+
+def pod_labels(obj: dict[str, Any]) -> dict[str, str]:
+    """The labels of the pods an object runs (KServe labels predictor pods by service name)."""
+    if obj["kind"] == "InferenceService":
+        return {"serving.kserve.io/inferenceservice": obj["metadata"]["name"]}
+    labels: dict[str, str] = obj["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def selects(policy: dict[str, Any], labels: dict[str, str]) -> bool:
+    wanted = policy["spec"]["podSelector"].get("matchLabels", {})
+    return all(labels.get(k) == v for k, v in wanted.items())
+
+
+WORKER = {"broker": {"urlSecret": "medxiaohe-broker"}, "worker": {"enabled": True}}
+TRAINING = CHART / "profiles" / "training-job.yaml"
+
+
+def test_every_pod_is_denied_by_default_both_ways() -> None:
+    objects = render_chart([TRAINING], values=WORKER)
+    policies = list(by_kind(objects, "NetworkPolicy").values())
+    deny = [p for p in policies if "ingress" not in p["spec"] and "egress" not in p["spec"]]
+    pods = [o for o in objects if o["kind"] in ("Deployment", "Job", "InferenceService")]
+    assert {o["metadata"]["labels"].get("app.kubernetes.io/component") for o in pods} >= {
+        "ingestion",
+        "worker",
+        "model",
+        "ner",
+    }
+    for obj in pods:
+        (default,) = [p for p in deny if selects(p, pod_labels(obj))]
+        assert default["spec"]["policyTypes"] == ["Ingress", "Egress"]
+        allowed = [p for p in policies if p not in deny and selects(p, pod_labels(obj))]
+        assert allowed, obj["metadata"]["name"]
+        egress = [r for p in allowed for r in p["spec"]["egress"]]
+        ports = {port["port"] for r in egress for port in r.get("ports", [])}
+        assert {53, 9000} <= ports  # DNS and the store, for everyone
+
+
+def test_each_component_reaches_only_its_peers() -> None:
+    policies = by_kind(render_chart(values=WORKER), "NetworkPolicy")
+
+    def egress_to(name: str) -> list[dict[str, str]]:
+        rules = policies[f"medxiaohe-{name}"]["spec"]["egress"]
+        return [p.get("podSelector", {}).get("matchLabels", {}) for r in rules for p in r["to"]]
+
+    report = egress_to("report")
+    assert {x.get("app.kubernetes.io/component") for x in report} >= {"evidence", "rubric"}
+    assert {"serving.kserve.io/inferenceservice": "medxiaohe-vlm"} in report
+    assert not any(x.get("app.kubernetes.io/component") for x in egress_to("ingestion"))
+    assert {"app.kubernetes.io/name": "redis"} in egress_to("worker")
+    assert {"app.kubernetes.io/name": "redis"} not in egress_to("ingestion")
+    assert policies["medxiaohe-worker"]["spec"]["ingress"] == []
+    model_from = policies["medxiaohe-model"]["spec"]["ingress"][0]["from"]
+    callers = {p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in model_from}
+    assert callers == {"report", "rubric"}
+
+
+def test_secrets_come_only_from_secrets() -> None:
+    secret_env = {
+        "MEDXIAOHE_DEID_SECRET",
+        "MEDXIAOHE_S3_ACCESS_KEY",
+        "MEDXIAOHE_S3_SECRET_KEY",
+        "MEDXIAOHE_BROKER_URL",
+        "MEDXIAOHE_PREDICTOR_TOKENS",
+    }
+    objects = render_chart(values={**WORKER, "model": {"tokensSecret": "model-tokens"}})
+    seen = set()
+    for obj in objects:
+        if obj["kind"] in ("Deployment", "InferenceService"):
+            spec = obj["spec"]
+            pod = spec["template"]["spec"] if obj["kind"] == "Deployment" else spec["predictor"]
+            for env in (e for c in pod["containers"] for e in c.get("env", [])):
+                if env["name"] in secret_env:
+                    seen.add(env["name"])
+                    assert "value" not in env
+                    assert env["valueFrom"]["secretKeyRef"]["name"]
+    assert seen == secret_env
+    for key in ("deid_secret", "DEID_SECRET", "s3_secret_key", "Broker_Url", "predictor_tokens"):
+        with pytest.raises(helm.HelmValuesError):
+            render_chart(values={"services": {"ingestion": {"settings": {key: "x"}}}})
+    with pytest.raises(helm.HelmError):  # no secret name: no install
+        render_chart(values={"deid": {"existingSecret": ""}})
+
+
+def test_the_model_is_cluster_local_and_authenticates_callers() -> None:
+    (isvc,) = by_kind(render_chart(), "InferenceService").values()
+    assert isvc["metadata"]["labels"]["networking.kserve.io/visibility"] == "cluster-local"
+    (container,) = isvc["spec"]["predictor"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MEDXIAOHE_TLS_CLIENT_CA"] == "/etc/medxiaohe/tls/ca.crt"
+    assert (
+        env["MEDXIAOHE_PREDICTOR_ALLOW"]
+        == '{"report":["ChatCompletions"],"rubric":["ChatCompletions"]}'
+    )
+    assert "--insecure" not in container["args"]
+
+
+def test_the_store_is_reached_over_tls_by_default() -> None:
+    (deployment, *_) = by_kind(render_chart(), "Deployment").values()
+    env = {
+        e["name"]: e.get("value")
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["MEDXIAOHE_S3_SECURE"] == "true"

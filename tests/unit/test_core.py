@@ -99,3 +99,15 @@ def test_audit_record_ids_are_ids_only() -> None:
         ),
     )
     assert record_ids(request) == ["doc-7"]
+
+
+def test_plaintext_backends_beyond_this_machine_are_refused() -> None:
+    remote = {"store_uri": "s3://b/p", "s3_endpoint": "minio.minio:9000", "s3_secure": False}
+    with pytest.raises(errors.InvalidInput, match=r"object store at minio\.minio"):
+        Settings(**remote).check_transport()  # type: ignore[arg-type]
+    with pytest.raises(errors.InvalidInput, match=r"broker at redis\.infra") as refused:
+        Settings(broker_url="redis://:hunter2@redis.infra:6379/0").check_transport()
+    assert "hunter2" not in str(refused.value)
+    Settings(broker_url="rediss://redis.infra:6380/0").check_transport()
+    Settings(broker_url="redis://127.0.0.1:6379/0").check_transport()
+    Settings(**remote, allow_plaintext_backends=True).check_transport()  # type: ignore[arg-type]

@@ -19,3 +19,37 @@ app.kubernetes.io/name: {{ .root.Chart.Name }}
 app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
+
+{{- /* Egress every component needs: DNS and the object store. */ -}}
+{{- define "medxiaohe.egress.base" -}}
+{{- $np := .Values.networkPolicy -}}
+- ports:
+    - {port: 53, protocol: UDP}
+    - {port: 53, protocol: TCP}
+  to:
+    {{- toYaml $np.dns.to | nindent 4 }}
+- ports:
+    - {port: {{ $np.store.port }}, protocol: TCP}
+  to:
+    {{- toYaml $np.store.to | nindent 4 }}
+{{- end -}}
+
+{{- /* Environment every platform process gets: the store, its credentials and the
+de-identification secret, from Secrets only. */ -}}
+{{- define "medxiaohe.env.common" -}}
+- {name: MEDXIAOHE_STORE_URI, value: {{ .Values.store.uri | quote }}}
+- {name: MEDXIAOHE_S3_ENDPOINT, value: {{ .Values.store.s3.endpoint | quote }}}
+- {name: MEDXIAOHE_S3_SECURE, value: {{ .Values.store.s3.secure | quote }}}
+- {name: MEDXIAOHE_S3_REGION, value: {{ .Values.store.s3.region | quote }}}
+- name: MEDXIAOHE_S3_ACCESS_KEY
+  valueFrom: {secretKeyRef: {name: {{ .Values.store.s3.credentialsSecret }}, key: accessKey}}
+- name: MEDXIAOHE_S3_SECRET_KEY
+  valueFrom: {secretKeyRef: {name: {{ .Values.store.s3.credentialsSecret }}, key: secretKey}}
+- name: MEDXIAOHE_DEID_SECRET
+  valueFrom: {secretKeyRef: {name: {{ required "deid.existingSecret: name a Secret holding the de-identification secret (key `secret`)" .Values.deid.existingSecret }}, key: secret}}
+{{- with .Values.broker.urlSecret }}
+- name: MEDXIAOHE_BROKER_URL
+  valueFrom: {secretKeyRef: {name: {{ . }}, key: url}}
+{{- end }}
+- {name: MEDXIAOHE_LOG_LEVEL, value: {{ .Values.logLevel | quote }}}
+{{- end -}}

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from medxiaohe.common.errors import InvalidInput
 
 SERVICE_NAMES = ("ingestion", "evidence", "report", "rubric")
 ServiceName = Literal["ingestion", "evidence", "report", "rubric"]
@@ -56,6 +59,13 @@ class Settings(BaseSettings):
         "", description="Celery broker (redis://...); empty runs tasks in-process."
     )
     result_backend: str = Field("", description="Celery result backend; defaults to the broker.")
+    allow_plaintext_backends: bool = Field(
+        False,
+        description=(
+            "Reach the store (s3_secure=false) or the broker (redis://) in plaintext at an "
+            "address other than 127.0.0.1; refused at start otherwise."
+        ),
+    )
     task_time_limit_s: float = Field(
         3600.0, gt=0, description="A task is killed after this long (the longest shard's time)."
     )
@@ -182,6 +192,27 @@ class Settings(BaseSettings):
     def from_env(cls, **overrides: object) -> Settings:
         """Read the environment (once, at start); keyword overrides win (CLI flags)."""
         return cls(**overrides)  # type: ignore[arg-type]
+
+    def check_transport(self) -> None:
+        """Refuse plaintext to the store or the broker beyond this machine, unless allowed."""
+        if self.allow_plaintext_backends:
+            return
+        plain = []
+        if self.store_uri.startswith("s3://") and not self.s3_secure:
+            plain.append(("the object store", f"//{self.s3_endpoint}", "MEDXIAOHE_S3_SECURE"))
+        for name, url in (
+            ("the broker", self.broker_url),
+            ("the result backend", self.result_backend),
+        ):
+            if url.startswith("redis://"):
+                plain.append((name, url[len("redis:") :], "a rediss:// URL"))
+        for what, address, fix in plain:
+            host = urlsplit(address).hostname or ""
+            if host not in ("127.0.0.1", "localhost", "::1"):
+                raise InvalidInput(
+                    f"{what} at {host or '(no host)'} would be reached in plaintext: use TLS "
+                    f"({fix}) or set MEDXIAOHE_ALLOW_PLAINTEXT_BACKENDS"
+                )
 
     def service(self, name: ServiceName) -> ServiceSettings:
         settings: ServiceSettings = getattr(self, name)
