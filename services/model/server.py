@@ -29,7 +29,7 @@ V2_SERVICE = "inference.GRPCInferenceService"
 V2_READ = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata")
 
 
-class ClientCertProtocol(HttpToolsProtocol):  # type: ignore[misc]
+class ClientCertProtocol(HttpToolsProtocol):
     """uvicorn's HTTP protocol, with the verified client certificate's common name in each
     request's scope (``extensions.tls.client_cn``); uvicorn itself does not pass it on."""
 

@@ -112,7 +112,7 @@ def _png(dataset: Any, frames: int) -> bytes:
     """One frame (the middle one of a series) scaled to 8 bits, as PNG."""
     import numpy as np
     from PIL import Image
-    from pydicom.pixels import pixel_array
+    from pydicom.pixels.utils import pixel_array
 
     frame = pixel_array(dataset, index=frames // 2) if frames > 1 else dataset.pixel_array
     low, high = frame.min(), frame.max()

@@ -107,7 +107,8 @@ def to_template(
     ``{"type": "image"}`` marker, and the images in the order they appear."""
     if not messages:
         raise InvalidInput("messages must not be empty")
-    converted, images = [], []
+    converted: list[dict[str, Any]] = []
+    images: list[Any] = []
     for i, message in enumerate(messages):
         role = message.get("role")
         if role not in ROLES:
