@@ -307,6 +307,7 @@ def test_client_streams_are_capped(platform: PlatformThread, pki: DevPki) -> Non
 def test_concurrent_rpcs_are_bounded(pki: DevPki, tmp_path: Path) -> None:
     """With room for one RPC, a second one is refused while the first is open."""
     settings = server_settings(pki, str(tmp_path / "store"), max_concurrent_rpcs=1)
+    publish_small_tree(settings.store_uri)
     store = open_store(settings.store_uri)
     store.put_bytes(f"uploads/callers/{ALLOWED}/a.bin", b"x" * (4 << 20))
     with running(settings, [BUILDERS["ingestion"](settings, store)]) as thread:

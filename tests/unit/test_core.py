@@ -48,11 +48,15 @@ def test_warnings_are_captured_without_their_text(capsys: pytest.CaptureFixture[
 
     from medxiaohe.common.logs import setup_logging
 
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     setup_logging("INFO")
     try:
         warnings.warn(f"value {PHI} out of range", UserWarning, stacklevel=1)
-    finally:
+    finally:  # leave logging as the test run had it
         logging.captureWarnings(False)
+        root.handlers[:] = handlers
+        root.setLevel(level)
     err = capsys.readouterr().err
     assert '"logger":"py.warnings"' in err
     assert PHI not in err

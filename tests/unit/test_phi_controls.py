@@ -204,3 +204,21 @@ def test_hl7_values_are_fully_unescaped() -> None:
 def test_the_shard_writer_refuses_records_that_skipped_de_identification(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="de-identification"):
         write_shard(open_store(str(tmp_path)), "d", "s", [Record(id="raw", source="t", text="x")])
+
+
+def test_a_deeply_nested_structured_report_is_invalid_input() -> None:
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    ds = pydicom.dcmread(io.BytesIO(_dicom()))
+    node = ds
+    for _ in range(40):
+        child = Dataset()
+        child.ValueType = "CONTAINER"
+        node.ContentSequence = Sequence([child])
+        node = child
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    (record,) = read_blob("deep.dcm", out.getvalue())
+    assert "nested deeper" in record.dropped

@@ -18,6 +18,7 @@ from functools import cache
 from pathlib import Path
 
 from medxiaohe.common.secrets import pseudonym
+from medxiaohe.corpus.dicom import KEEP as DICOM_KEEP
 
 
 class Phi(StrEnum):
@@ -275,22 +276,7 @@ def deidentify(
 # Metadata that may be stored beside a record; every other key (caller-supplied metadata, extra
 # JSONL columns, header fields) is dropped, and the values of these go through deidentify().
 METADATA_KEYS = frozenset(
-    {
-        "fhir_type",
-        "hl7_type",
-        "document_type",
-        "specialty",
-        "section",
-        "language",
-        "Modality",
-        "BodyPartExamined",
-        "StudyDescription",
-        "SeriesDescription",
-        "Manufacturer",
-        "Rows",
-        "Columns",
-        "PhotometricInterpretation",
-    }
+    {"fhir_type", "hl7_type", "document_type", "specialty", "section", "language", *DICOM_KEEP}
 )
 MAX_METADATA_VALUE = 256
 
