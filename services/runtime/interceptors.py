@@ -188,6 +188,16 @@ class AuditInterceptor(_Wrapping):
     ) -> AsyncIterator[None]:
         start = time.perf_counter()
         code = grpc.StatusCode.OK
+        # who is calling, read while the call is alive: a call the server tears down (a cancel
+        # during shutdown) must not have its auth context read afterwards
+        service, name = _split(method)
+        who = {}
+        if service not in OPEN_SERVICES:
+            who = {
+                "caller": caller_identity(context),
+                "cert_sha256": certificate_fingerprint(context),
+                "peer": context.peer(),
+            }
         try:
             yield
             code = context.code() or grpc.StatusCode.OK
@@ -196,7 +206,6 @@ class AuditInterceptor(_Wrapping):
             raise
         finally:
             elapsed = time.perf_counter() - start
-            service, name = _split(method)
             short = self._label.get(service, service)
             code_name = code.name if isinstance(code, grpc.StatusCode) else str(code)
             RPC_TOTAL.labels(short, name, code_name).inc()
@@ -208,9 +217,7 @@ class AuditInterceptor(_Wrapping):
                         "event": "rpc",
                         "service": short,
                         "rpc": name,
-                        "caller": caller_identity(context),
-                        "cert_sha256": certificate_fingerprint(context),
-                        "peer": context.peer(),
+                        **who,
                         "code": code_name,
                         "latency_ms": round(elapsed * 1000, 2),
                         "record_ids": [pseudonym(self._key, i) for i in ids[:MAX_AUDIT_IDS]],
