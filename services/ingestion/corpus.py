@@ -48,7 +48,7 @@ class CorpusWriter:
 
     def write(self, call_key: Sequence[str], records: list[Record]) -> tuple[ShardResult, str]:
         """One shard named after the call's content, so a retried call lands on the same shard."""
-        shard_id = "rpc-" + self.pseudonym("\n".join(sorted(call_key)))[:32]
+        shard_id = "rpc-" + self.pseudonym("\n".join(sorted(call_key)))
         with self._lock:
             result = self._get_ingestor().process_records(shard_id, records)
         return result, f"{shards_prefix(self.dataset)}/{shard_id}"
