@@ -21,6 +21,22 @@ from medxiaohe.models.chat import ChatResult
 from medxiaohe_services.model.predictor import VlmPredictor, params_from
 
 ROUTE = "/openai/v1/chat/completions"
+# What this route implements; any other field gets a 400 naming it rather than being ignored.
+FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "seed",
+        "stream",
+        "response_format",
+        "n",
+    }
+)
 CANCELLED = Counter(
     "medxiaohe_predictor_cancelled_total",
     "Generations stopped because the client went away",
@@ -39,6 +55,11 @@ def add_routes(app: FastAPI, predictor: VlmPredictor) -> None:
                 raise InvalidInput("the body must be a JSON object")
             if body.get("model") not in (None, predictor.name):
                 raise InvalidInput(f"unknown model {body.get('model')!r}; this is {predictor.name}")
+            unsupported = sorted(set(body) - FIELDS)
+            if unsupported:
+                raise InvalidInput(f"unsupported request fields: {', '.join(unsupported)}")
+            if body.get("n", 1) != 1:
+                raise InvalidInput("n must be 1")
             messages = body.get("messages")
             if not isinstance(messages, list):
                 raise InvalidInput("messages must be a list")

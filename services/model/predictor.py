@@ -20,6 +20,7 @@ from medxiaohe.common.errors import InvalidInput, MedxError
 from medxiaohe.common.settings import Settings
 from medxiaohe.models.chat import ChatLimits, ChatModel, ChatParams, ChatResult
 from medxiaohe.models.folders import model_folder
+from medxiaohe.models.structured import schema_of
 from medxiaohe.models.vlm import load_vlm
 from medxiaohe.storage import open_store
 
@@ -35,7 +36,7 @@ def params_from(values: dict[str, Any]) -> ChatParams:
         if values.get("max_tokens") not in (None, newer):
             raise InvalidInput("max_tokens and max_completion_tokens disagree; send one")
         values["max_tokens"] = newer
-    chosen: dict[str, Any] = {}
+    chosen: dict[str, Any] = {"json_schema": schema_of(values.get("response_format"))}
     for name in PARAMS:
         value = values.get(name)
         if value is None:

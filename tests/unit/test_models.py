@@ -248,3 +248,63 @@ def test_request_limits_are_enforced_before_generation(tiny: Path) -> None:
         model.chat([{"role": "user", "content": [part, part]}], ChatParams(max_tokens=2))
     with pytest.raises(InvalidInput, match="at most 8"):
         model.chat([{"role": "user", "content": "hi"}], ChatParams(max_tokens=9))
+
+
+VERDICT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "explanation": {"type": "string", "maxLength": 60},
+        "criteria_met": {"type": "boolean"},
+    },
+    "required": ["explanation", "criteria_met"],
+    "additionalProperties": False,
+}
+
+
+def test_response_format_output_always_validates_even_with_random_weights(tiny: Path) -> None:
+    import json
+
+    import jsonschema
+
+    from medxiaohe.models.chat import ChatModel, ChatParams
+    from medxiaohe.models.structured import schema_of
+
+    model = ChatModel(load_vlm(tiny))
+    ask = [{"role": "user", "content": "Grade the answer."}]
+    schema = schema_of({"type": "json_schema", "json_schema": {"schema": VERDICT_SCHEMA}})
+    for seed in range(8):  # sampled: different paths through the grammar, every one valid
+        params = ChatParams(max_tokens=120, temperature=1.0, seed=seed, json_schema=schema)
+        jsonschema.validate(json.loads(model.chat(ask, params).text), VERDICT_SCHEMA)
+    any_object = ChatParams(max_tokens=200, json_schema=schema_of({"type": "json_object"}))
+    streamed = list(model.stream(ask, any_object))
+    assert isinstance(json.loads(streamed[-1].text), dict)  # type: ignore[union-attr]
+    assert "".join(p for p in streamed[:-1] if isinstance(p, str)) == streamed[-1].text  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("response_format", "message"),
+    [
+        ({"type": "xml"}, "response_format.type"),
+        ({"type": "json_schema", "json_schema": {"schema": "x"}}, "JSON schema object"),
+        (
+            {"type": "json_schema", "json_schema": {"schema": {"type": "nonsense"}}},
+            "cannot be used",
+        ),
+    ],
+)
+def test_bad_response_formats_say_why(
+    tiny: Path, response_format: dict[str, object], message: str
+) -> None:
+    from medxiaohe.models.chat import ChatModel, ChatParams
+    from medxiaohe.models.structured import schema_of
+
+    model = ChatModel(load_vlm(tiny))
+
+    def ask() -> None:
+        schema = schema_of(response_format)
+        model.chat(
+            [{"role": "user", "content": "hi"}], ChatParams(max_tokens=2, json_schema=schema)
+        )
+
+    with pytest.raises(InvalidInput, match=message):
+        ask()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from medxiaohe.common.errors import InvalidInput
+from medxiaohe.models.structured import Constraints
 from medxiaohe.models.vlm import Vlm
 
 MAX_STOP = 4
@@ -30,6 +31,7 @@ class ChatParams:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    json_schema: str | None = None  # the output must validate (canonical schema text)
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -167,6 +169,7 @@ class ChatModel:
         self.max_batch = max_batch
         self.limits = limits
         self.max_context = int(vlm.model.config.text_config.max_position_embeddings)
+        self._constraints: Constraints | None = None
         self._lock = threading.Lock()
         self._queue: queue.Queue[_Job] = queue.Queue()
         self._backlog: list[_Job] = []
@@ -175,6 +178,8 @@ class ChatModel:
     def _inputs(self, messages: Sequence[dict[str, Any]], params: ChatParams) -> tuple[Any, int]:
         if params.max_tokens > self.limits.max_tokens:
             raise InvalidInput(f"max_tokens may be at most {self.limits.max_tokens}")
+        if params.json_schema is not None:
+            self.constraints.processor(params.json_schema)  # a bad schema fails here, alone
         template, images = to_template(messages, self.fetch, self.limits)
         prompt = self.vlm.processor.apply_chat_template(
             template, add_generation_prompt=True, tokenize=False
@@ -200,6 +205,11 @@ class ChatModel:
             "max_new_tokens": params.max_tokens,
             "stopping_criteria": StoppingCriteriaList([_Cancelled(cancels)]),
         }
+        if params.json_schema is not None:
+            from transformers import LogitsProcessorList
+
+            processor = self.constraints.processor(params.json_schema)
+            kwargs["logits_processor"] = LogitsProcessorList([processor])
         if params.temperature > 0:
             kwargs |= {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
         else:
@@ -207,6 +217,13 @@ class ChatModel:
         if params.stop:
             kwargs |= {"stop_strings": list(params.stop), "tokenizer": self.vlm.tokenizer}
         return kwargs
+
+    @property
+    def constraints(self) -> Constraints:
+        """Compiled output schemas for this model (built on the first structured request)."""
+        if self._constraints is None:
+            self._constraints = Constraints(self.vlm.model, self.vlm.tokenizer)
+        return self._constraints
 
     def _finish_reason(self, new: list[int], params: ChatParams, stopped: bool) -> str:
         if stopped or len(new) < params.max_tokens or (new and new[-1] in self._eos_ids()):

@@ -80,6 +80,15 @@ def _body(params: ChatParams) -> dict[str, Any]:
         body["stop"] = list(params.stop)
     if params.seed is not None:
         body["seed"] = params.seed
+    if params.json_schema is not None:
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {
+                "name": "output",
+                "strict": True,
+                "schema": json.loads(params.json_schema),
+            },
+        }
     return body
 
 

@@ -1,0 +1,81 @@
+"""Structured output: OpenAI's ``response_format`` as constrained decoding (outlines-core).
+
+A JSON schema becomes a regular language over the model's vocabulary; a logits processor masks
+every token that would leave it, so what the model writes parses and validates even with random
+weights. Strings are bounded only by the schema: give them ``maxLength`` when a ``max_tokens``
+budget must hold the whole object (otherwise the budget can end it first, ``finish_reason:
+"length"``, as with OpenAI's API).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from medxiaohe.common.errors import InvalidInput
+
+MAX_SCHEMA_BYTES = 32 << 10
+WHITESPACE = r"[ ]?"  # at most one space between JSON tokens: no runaway whitespace
+ANY_OBJECT = {"type": "object"}
+
+
+def schema_of(response_format: Any) -> str | None:
+    """The canonical JSON schema text of a ``response_format`` (None for plain text)."""
+    if response_format is None:
+        return None
+    if not isinstance(response_format, dict):
+        raise InvalidInput("response_format must be an object")
+    kind = response_format.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return json.dumps(ANY_OBJECT)
+    if kind != "json_schema":
+        raise InvalidInput("response_format.type must be text, json_object or json_schema")
+    spec = response_format.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    if not isinstance(schema, dict):
+        raise InvalidInput("response_format.json_schema.schema must be a JSON schema object")
+    text = json.dumps(schema, sort_keys=True, separators=(",", ":"))
+    if len(text) > MAX_SCHEMA_BYTES:
+        raise InvalidInput(f"response_format's schema may be at most {MAX_SCHEMA_BYTES} bytes")
+    return text
+
+
+class Constraints:
+    """Compiles schemas for one model's vocabulary, each once (a small LRU), and hands out a
+    fresh logits processor per generation (processors keep per-sequence state)."""
+
+    def __init__(self, model: Any, tokenizer: Any, cache_size: int = 64) -> None:
+        import outlines
+        from outlines.backends.outlines_core import OutlinesCoreBackend
+
+        self._backend = OutlinesCoreBackend(outlines.from_transformers(model, tokenizer))
+        self._indexes: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self._cache_size = cache_size
+
+    def processor(self, schema: str) -> Any:
+        from outlines.backends.outlines_core import OutlinesCoreLogitsProcessor
+
+        return OutlinesCoreLogitsProcessor(self._index(schema), "torch")
+
+    def _index(self, schema: str) -> Any:
+        from outlines_core import Index
+        from outlines_core.json_schema import build_regex_from_schema
+
+        with self._lock:
+            if schema in self._indexes:
+                self._indexes.move_to_end(schema)
+                return self._indexes[schema]
+        try:
+            index = Index(build_regex_from_schema(schema, WHITESPACE), self._backend.vocabulary)
+        except (ValueError, TypeError, RuntimeError) as exc:
+            raise InvalidInput(f"response_format's schema cannot be used: {exc}") from None
+        with self._lock:
+            self._indexes[schema] = index
+            while len(self._indexes) > self._cache_size:
+                self._indexes.popitem(last=False)
+        return index

@@ -1,0 +1,1 @@
+"""Rubric scoring: HealthBench-compatible rubrics, graders, dynamic report rubrics, RL rewards."""

@@ -1,0 +1,152 @@
+"""Rubric scoring: HealthBench's formula on hand-computed cases, rubric data, the deterministic
+grader on small hand-written conversations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medxiaohe.common.errors import InvalidInput, NotFound
+from medxiaohe.rubric.deterministic import DeterministicGrader
+from medxiaohe.rubric.rubrics import (
+    Criterion,
+    Rubric,
+    load_healthbench,
+    load_rubric_set,
+    publish_rubric_set,
+)
+from medxiaohe.rubric.scoring import Verdict, aggregate, score_example
+from medxiaohe.storage import open_store
+from tests.conftest import shared_data
+
+
+def verdicts(rubric: Rubric, *met: bool | None) -> list[Verdict]:
+    return [Verdict(c.id, m, "", "test") for c, m in zip(rubric.criteria, met, strict=True)]
+
+
+RUBRIC = Rubric(
+    (
+        Criterion("Advises emergency care", 10, ("axis:accuracy", "level:example")),
+        Criterion("Asks about age", 5, ("axis:context_awareness", "level:example")),
+        Criterion("Recommends aspirin for a child", -5, ("axis:accuracy", "level:example")),
+        Criterion("Is overly verbose", -3, ("axis:communication_quality",)),
+    )
+)
+
+
+def test_the_score_is_met_points_over_positive_points() -> None:
+    # met: +10 and -5 -> 5 of 15 possible
+    score = score_example(RUBRIC, verdicts(RUBRIC, True, False, True, False), ["theme:x"])
+    assert (score.achieved, score.possible) == (5, 15)
+    assert score.raw == pytest.approx(1 / 3)
+    assert score.score == pytest.approx(1 / 3)
+    # per tag: accuracy = (10 - 5) / 10; context awareness = 0 / 5; example tags take the score
+    assert score.tag_scores["axis:accuracy"] == pytest.approx(0.5)
+    assert score.tag_scores["axis:context_awareness"] == 0.0
+    assert score.tag_scores["level:example"] == pytest.approx(1 / 3)
+    assert score.tag_scores["theme:x"] == pytest.approx(1 / 3)
+    # a tag whose criteria have no positive points has no score (as in the reference)
+    assert "axis:communication_quality" not in score.tag_scores
+
+
+def test_negative_criteria_take_the_raw_score_below_zero_and_the_score_is_clipped() -> None:
+    score = score_example(RUBRIC, verdicts(RUBRIC, False, False, True, True))
+    assert score.raw == pytest.approx(-8 / 15)
+    assert score.score == 0.0
+    perfect = score_example(RUBRIC, verdicts(RUBRIC, True, True, False, False))
+    assert perfect.raw == perfect.score == 1.0
+
+
+def test_abstentions_count_in_neither_sum() -> None:
+    score = score_example(RUBRIC, verdicts(RUBRIC, True, None, None, False))
+    assert (score.achieved, score.possible) == (10, 10)
+    assert score.coverage == 0.5
+
+
+def test_a_rubric_without_positive_points_or_with_bad_points_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="positive points"):
+        Rubric((Criterion("Recommends aspirin", -5),))
+    for bad in (0, 11, -11, 2.5, True):
+        with pytest.raises(InvalidInput, match="points"):
+            Criterion("x", bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="at least one"):
+        Rubric(())
+
+
+def test_the_aggregate_is_the_clipped_mean_with_a_bootstrap_std() -> None:
+    examples = [{"overall_score": 1.5, "axis:a": 0.2}, {"overall_score": 1.2}]
+    out = aggregate(examples, seed=1)
+    assert out["overall_score"]["mean"] == 1.0  # 1.35 clipped
+    assert out["overall_score"]["n_samples"] == 2
+    assert out["overall_score"]["bootstrap_std"] == 0.0  # every resample's mean clips to 1
+    assert out["axis:a"]["mean"] == pytest.approx(0.2)
+    assert out["axis:a"]["bootstrap_std"] == pytest.approx(0.0, abs=1e-12)
+    assert out["axis:a"]["n_samples"] == 1
+    spread = aggregate([{"s": v} for v in (0.0, 0.5, 1.0)], seed=1)["s"]
+    # the bootstrap std of a 3-value mean: sqrt(var/3) with the population variance
+    assert spread["bootstrap_std"] == pytest.approx(np.sqrt(np.var([0, 0.5, 1]) / 3), rel=0.1)
+
+
+def test_rubric_sets_are_versioned_in_the_store(tmp_path: Path) -> None:
+    store = open_store(str(tmp_path))
+    first = publish_rubric_set(store, "report-style", RUBRIC.criteria)
+    assert first.version
+    assert publish_rubric_set(store, "report-style", RUBRIC.criteria).version == first.version
+    second = publish_rubric_set(store, "report-style", RUBRIC.criteria[:2])
+    assert load_rubric_set(store, "report-style").version == second.version  # the newest
+    assert load_rubric_set(store, "report-style", first.version).criteria == RUBRIC.criteria
+    with pytest.raises(NotFound):
+        load_rubric_set(store, "no-such-set")
+    with pytest.raises(InvalidInput):
+        load_rubric_set(store, "../etc")
+
+
+def test_healthbench_examples_load() -> None:
+    examples = load_healthbench(shared_data("healthbench/oss_eval_examples_1-30.jsonl"))
+    assert len(examples) == 30
+    assert sum(bool(e.ideal_completion) for e in examples) == 24
+    assert all(e.rubric.criteria and e.conversation for e in examples)
+
+
+CONVERSATION = [{"role": "user", "content": "My 4 year old has a fever of 39 C. What should I do?"}]
+FEVER = Rubric(
+    (
+        Criterion(
+            "Advises seeking emergency care if the child is lethargic or has a stiff neck", 8
+        ),
+        Criterion("Recommends paracetamol or ibuprofen dosed by weight for the fever", 6),
+        Criterion("Asks how long the child has had the fever", 4),
+        Criterion("Recommends giving the child aspirin", -8),
+        Criterion("Fails to mention keeping the child hydrated", -4),
+        Criterion("The response has no factually incorrect information.", 5, ("level:cluster",)),
+    )
+)
+GOOD = (
+    "A fever of 39 C is common in children and usually not dangerous. You can give paracetamol "
+    "or ibuprofen, dosed by your child's weight, to make them comfortable. Keep your child well "
+    "hydrated with small, frequent drinks. Do not give aspirin to children. Go to the emergency "
+    "department right away if your child is lethargic, has a stiff neck, or has trouble "
+    "breathing. How long has your child had the fever?"
+)
+OFF_TOPIC = "Knee clicking when climbing stairs is often harmless and comes from gas in the joint."
+
+
+def test_the_deterministic_grader_decides_what_it_can_and_abstains_on_the_rest() -> None:
+    grader = DeterministicGrader()
+    good = {v.criterion_id: v for v in grader.grade(CONVERSATION, GOOD, FEVER)}
+    ids = [c.id for c in FEVER.criteria]
+    assert good[ids[0]].met is True  # emergency referral
+    assert good[ids[1]].met is True
+    assert good[ids[2]].met is True  # a question about the fever
+    assert good[ids[3]].met is False  # "do not give aspirin" negates it
+    assert good[ids[4]].met is False  # hydration is mentioned
+    assert good[ids[5]].met is None  # accuracy needs a judge
+    assert all(v.grader == "deterministic" for v in good.values())
+    off = {v.criterion_id: v for v in grader.grade(CONVERSATION, OFF_TOPIC, FEVER)}
+    assert [off[i].met for i in ids[:5]] == [False, False, False, False, True]
+    good_score = score_example(FEVER, list(good.values()))
+    off_score = score_example(FEVER, list(off.values()))
+    assert good_score.raw == 1.0
+    assert off_score.raw < 0
