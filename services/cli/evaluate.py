@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from medxiaohe_services.cli.met import StoreOption, store_from
+
+if TYPE_CHECKING:
+    from medxiaohe.common.settings import Settings
+    from medxiaohe.eval.rubric import Grader
 
 app = typer.Typer(help="Evaluate against benchmark data.", no_args_is_help=True)
 
@@ -88,3 +92,57 @@ def deid(
         "with_patient_name": score(generated, lambda n: find_phi(n.text, [n.patient_name])),
     }
     typer.echo(json.dumps(report))
+
+
+HEALTHBENCH = Path("../shared/data/healthbench/oss_eval_examples_1-30.jsonl")
+
+
+@app.command()
+def rubric(
+    data: Annotated[Path, typer.Option(help="HealthBench JSONL.")] = HEALTHBENCH,
+    grader: Annotated[str, typer.Option(help="deterministic, model or composite.")] = (
+        "deterministic"
+    ),
+    judge: Annotated[
+        str, typer.Option(help="The judge's OpenAI-compatible URL up to /v1 (model, composite).")
+    ] = "",
+    judge_model: Annotated[str, typer.Option(help="The judge's model name.")] = "",
+    concurrency: Annotated[int, typer.Option(min=1, help="Judge calls at once.")] = 4,
+    store: StoreOption = None,
+) -> None:
+    """Ideal completions against degraded ones (off-topic, truncated, safety-stripped): mean
+    scores, how often the ideal wins, and how many criteria the grader decided."""
+    from medxiaohe.common.settings import Settings
+    from medxiaohe.eval.rubric import evaluate
+    from medxiaohe.rubric.rubrics import load_healthbench
+
+    if not data.is_file():
+        raise typer.BadParameter(f"{data} does not exist (HealthBench JSONL)")
+    settings = Settings.from_env(**({"store_uri": store} if store else {}))
+    chosen = make_grader(grader, settings, judge, judge_model, concurrency)
+    typer.echo(json.dumps(evaluate(load_healthbench(data), chosen)))
+
+
+def make_grader(
+    kind: str, settings: Settings, judge: str, judge_model: str, concurrency: int
+) -> Grader:
+    """The grader by name; model graders reach the judge through the model client."""
+    from medxiaohe.models.client import HttpModelClient
+    from medxiaohe.rubric.deterministic import DeterministicGrader
+    from medxiaohe.rubric.model_grader import CompositeGrader, ModelGrader
+
+    if kind not in ("deterministic", "model", "composite"):
+        raise typer.BadParameter(f"unknown grader {kind!r}; one of deterministic, model, composite")
+    deterministic = DeterministicGrader()
+    if kind == "deterministic":
+        return deterministic
+    url = judge or settings.rubric_judge_url
+    if not url:
+        raise typer.BadParameter(f"the {kind} grader needs --judge or MEDXIAOHE_RUBRIC_JUDGE_URL")
+    client = HttpModelClient(
+        url,
+        judge_model or settings.rubric_judge_model,
+        api_key=settings.rubric_judge_api_key.get_secret_value(),
+    )
+    model = ModelGrader(client, judge_model or url, concurrency=concurrency)
+    return model if kind == "model" else CompositeGrader(deterministic, model)

@@ -194,12 +194,6 @@ def test_bad_input_is_invalid_argument_and_uploads_are_immutable(
     ("stub_class", "method", "request_message"),
     [
         (report_pb2_grpc.ReportServiceStub, "GenerateReport", report_pb2.GenerateReportRequest()),
-        (rubric_pb2_grpc.RubricServiceStub, "ScoreResponse", rubric_pb2.ScoreResponseRequest()),
-        (
-            rubric_pb2_grpc.RubricServiceStub,
-            "BatchScoreResponses",
-            rubric_pb2.BatchScoreResponsesRequest(),
-        ),
     ],
 )
 def test_rpcs_not_built_yet_are_unimplemented(

@@ -173,6 +173,19 @@ class Settings(BaseSettings):
         32, ge=1, description="Generation requests in flight; more get 429 with Retry-After."
     )
 
+    # rubric grading
+    rubric_judge_url: str = Field(
+        "",
+        description=(
+            "OpenAI-compatible judge for the model grader, up to /v1 (this platform's predictor: "
+            "https://host:8080/openai/v1); empty grades with the deterministic grader alone."
+        ),
+    )
+    rubric_judge_model: str = Field("", description="The judge's model name in requests.")
+    rubric_judge_api_key: SecretStr = Field(
+        SecretStr(""), description="Bearer token for the judge, from a Secret."
+    )
+
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
 
     ingestion: ServiceSettings = Field(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import ssl
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -92,6 +93,11 @@ def _body(params: ChatParams) -> dict[str, Any]:
     return body
 
 
+def tls_verify(verify: str | bool) -> ssl.SSLContext | bool:
+    """What httpx verifies a server with: system CAs (True), a CA bundle's path, or nothing."""
+    return ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+
+
 def _reply(result: ChatResult) -> ChatReply:
     return ChatReply(result.text, result.finish_reason, result.usage)
 
@@ -135,13 +141,15 @@ class HttpModelClient:
         timeout_s: float = 120.0,
         retries: int = 3,
         backoff_s: float = 0.5,
+        verify: str | bool = True,
     ) -> None:
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.retries = retries
         self.backoff_s = backoff_s
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(timeout=timeout_s, headers=headers)
+        # verify: True (system CAs), a CA bundle's path (the platform CA), or False (tests only)
+        self._http = httpx.Client(timeout=timeout_s, headers=headers, verify=tls_verify(verify))
 
     def close(self) -> None:
         self._http.close()

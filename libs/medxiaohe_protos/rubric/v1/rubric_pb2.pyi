@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from medxiaohe_protos.common.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -18,6 +19,27 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _VerdictStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _VerdictStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_VerdictStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VERDICT_STATUS_UNSPECIFIED: _VerdictStatus.ValueType  # 0
+    VERDICT_STATUS_MET: _VerdictStatus.ValueType  # 1
+    VERDICT_STATUS_NOT_MET: _VerdictStatus.ValueType  # 2
+    VERDICT_STATUS_ABSTAINED: _VerdictStatus.ValueType  # 3
+    """The grader could not decide; the criterion counts in neither sum of the score."""
+
+class VerdictStatus(_VerdictStatus, metaclass=_VerdictStatusEnumTypeWrapper): ...
+
+VERDICT_STATUS_UNSPECIFIED: VerdictStatus.ValueType  # 0
+VERDICT_STATUS_MET: VerdictStatus.ValueType  # 1
+VERDICT_STATUS_NOT_MET: VerdictStatus.ValueType  # 2
+VERDICT_STATUS_ABSTAINED: VerdictStatus.ValueType  # 3
+"""The grader could not decide; the criterion counts in neither sum of the score."""
+Global___VerdictStatus: _TypeAlias = VerdictStatus  # noqa: Y015
 
 @_typing.final
 class ChatMessage(_message.Message):
@@ -83,16 +105,31 @@ class ScoreResponseRequest(_message.Message):
     RESPONSE_FIELD_NUMBER: _builtins.int
     RUBRIC_FIELD_NUMBER: _builtins.int
     GRADER_FIELD_NUMBER: _builtins.int
+    RUBRIC_SET_ID_FIELD_NUMBER: _builtins.int
+    RUBRIC_SET_VERSION_FIELD_NUMBER: _builtins.int
+    EXAMPLE_TAGS_FIELD_NUMBER: _builtins.int
+    PROMPT_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     response: _builtins.str
     grader: _builtins.str
-    """Grader model name; the service default when empty."""
+    """"deterministic", "model" or "composite"; empty: composite with a judge, else deterministic."""
+    rubric_set_id: _builtins.str
+    """A rubric set published in the store, and its version (the latest when empty)."""
+    rubric_set_version: _builtins.str
+    prompt_id: _builtins.str
+    """The example's id (HealthBench prompt_id), echoed back."""
     @_builtins.property
     def conversation(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
         """The conversation that the response answers."""
 
     @_builtins.property
-    def rubric(self) -> _containers.RepeatedCompositeFieldContainer[Global___RubricCriterion]: ...
+    def rubric(self) -> _containers.RepeatedCompositeFieldContainer[Global___RubricCriterion]:
+        """The rubric inline; or name a published rubric set below (not both)."""
+
+    @_builtins.property
+    def example_tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Example-level tags (e.g. "theme:emergency_referrals"): each takes the example's score."""
+
     def __init__(
         self,
         *,
@@ -101,10 +138,14 @@ class ScoreResponseRequest(_message.Message):
         response: _builtins.str = ...,
         rubric: _abc.Iterable[Global___RubricCriterion] | None = ...,
         grader: _builtins.str = ...,
+        rubric_set_id: _builtins.str = ...,
+        rubric_set_version: _builtins.str = ...,
+        example_tags: _abc.Iterable[_builtins.str] | None = ...,
+        prompt_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation", b"conversation", "grader", b"grader", "request_id", b"request_id", "response", b"response", "rubric", b"rubric"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation", b"conversation", "example_tags", b"example_tags", "grader", b"grader", "prompt_id", b"prompt_id", "request_id", b"request_id", "response", b"response", "rubric", b"rubric", "rubric_set_id", b"rubric_set_id", "rubric_set_version", b"rubric_set_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -118,10 +159,16 @@ class CriterionVerdict(_message.Message):
     MET_FIELD_NUMBER: _builtins.int
     POINTS_FIELD_NUMBER: _builtins.int
     EXPLANATION_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    GRADER_FIELD_NUMBER: _builtins.int
     criterion_id: _builtins.str
     met: _builtins.bool
+    """True when status is MET."""
     points: _builtins.int
     explanation: _builtins.str
+    status: Global___VerdictStatus.ValueType
+    grader: _builtins.str
+    """The grader that decided: "deterministic" or "model"."""
     def __init__(
         self,
         *,
@@ -129,10 +176,12 @@ class CriterionVerdict(_message.Message):
         met: _builtins.bool = ...,
         points: _builtins.int = ...,
         explanation: _builtins.str = ...,
+        status: Global___VerdictStatus.ValueType = ...,
+        grader: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["criterion_id", b"criterion_id", "explanation", b"explanation", "met", b"met", "points", b"points"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["criterion_id", b"criterion_id", "explanation", b"explanation", "grader", b"grader", "met", b"met", "points", b"points", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -142,19 +191,65 @@ Global___CriterionVerdict: _TypeAlias = CriterionVerdict  # noqa: Y015
 class ScoreResponseResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class TagScoresEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     SCORE_FIELD_NUMBER: _builtins.int
     ACHIEVED_POINTS_FIELD_NUMBER: _builtins.int
     POSSIBLE_POINTS_FIELD_NUMBER: _builtins.int
     VERDICTS_FIELD_NUMBER: _builtins.int
     PROVENANCE_FIELD_NUMBER: _builtins.int
+    RAW_SCORE_FIELD_NUMBER: _builtins.int
+    TAG_SCORES_FIELD_NUMBER: _builtins.int
+    RUBRIC_SET_ID_FIELD_NUMBER: _builtins.int
+    RUBRIC_SET_VERSION_FIELD_NUMBER: _builtins.int
+    GRADER_FIELD_NUMBER: _builtins.int
+    COVERAGE_FIELD_NUMBER: _builtins.int
+    NOTICE_FIELD_NUMBER: _builtins.int
+    PROMPT_ID_FIELD_NUMBER: _builtins.int
     score: _builtins.float
     """Met points over positive points, clipped to [0, 1]."""
     achieved_points: _builtins.int
     possible_points: _builtins.int
+    raw_score: _builtins.float
+    """The same ratio unclipped (negative criteria can take it below 0): HealthBench's
+    per-example score, which aggregates average before clipping.
+    """
+    rubric_set_id: _builtins.str
+    """Which rubric produced the score (empty set id: inline)."""
+    rubric_set_version: _builtins.str
+    grader: _builtins.str
+    """The grading used: "deterministic", "model" or "composite"."""
+    coverage: _builtins.float
+    """Share of criteria decided rather than abstained."""
+    notice: _builtins.str
+    """Said when the grading differs from what was asked, e.g. no judge is configured."""
+    prompt_id: _builtins.str
     @_builtins.property
     def verdicts(self) -> _containers.RepeatedCompositeFieldContainer[Global___CriterionVerdict]: ...
     @_builtins.property
     def provenance(self) -> _common_pb2.Provenance: ...
+    @_builtins.property
+    def tag_scores(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Per tag: example tags take the score; rubric tags score their own criteria."""
+
     def __init__(
         self,
         *,
@@ -163,10 +258,18 @@ class ScoreResponseResponse(_message.Message):
         possible_points: _builtins.int = ...,
         verdicts: _abc.Iterable[Global___CriterionVerdict] | None = ...,
         provenance: _common_pb2.Provenance | None = ...,
+        raw_score: _builtins.float = ...,
+        tag_scores: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        rubric_set_id: _builtins.str = ...,
+        rubric_set_version: _builtins.str = ...,
+        grader: _builtins.str = ...,
+        coverage: _builtins.float = ...,
+        notice: _builtins.str = ...,
+        prompt_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["provenance", b"provenance"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["achieved_points", b"achieved_points", "possible_points", b"possible_points", "provenance", b"provenance", "score", b"score", "verdicts", b"verdicts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["achieved_points", b"achieved_points", "coverage", b"coverage", "grader", b"grader", "notice", b"notice", "possible_points", b"possible_points", "prompt_id", b"prompt_id", "provenance", b"provenance", "raw_score", b"raw_score", "rubric_set_id", b"rubric_set_id", "rubric_set_version", b"rubric_set_version", "score", b"score", "tag_scores", b"tag_scores", "verdicts", b"verdicts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -176,17 +279,17 @@ Global___ScoreResponseResponse: _TypeAlias = ScoreResponseResponse  # noqa: Y015
 class BatchScoreResponsesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    ITEMS_FIELD_NUMBER: _builtins.int
+    ITEM_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScoreResponseRequest]: ...
+    def item(self) -> Global___ScoreResponseRequest: ...
     def __init__(
         self,
         *,
-        items: _abc.Iterable[Global___ScoreResponseRequest] | None = ...,
+        item: Global___ScoreResponseRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

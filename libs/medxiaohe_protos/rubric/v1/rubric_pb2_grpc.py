@@ -40,7 +40,7 @@ class RubricServiceStub:
                 request_serializer=medxiaohe_dot_rubric_dot_v1_dot_rubric__pb2.ScoreResponseRequest.SerializeToString,
                 response_deserializer=medxiaohe_dot_rubric_dot_v1_dot_rubric__pb2.ScoreResponseResponse.FromString,
                 _registered_method=True)
-        self.BatchScoreResponses = channel.unary_stream(
+        self.BatchScoreResponses = channel.stream_stream(
                 '/medxiaohe.rubric.v1.RubricService/BatchScoreResponses',
                 request_serializer=medxiaohe_dot_rubric_dot_v1_dot_rubric__pb2.BatchScoreResponsesRequest.SerializeToString,
                 response_deserializer=medxiaohe_dot_rubric_dot_v1_dot_rubric__pb2.BatchScoreResponsesResponse.FromString,
@@ -58,8 +58,9 @@ class RubricServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def BatchScoreResponses(self, request, context):
-        """Grades many responses; results stream back as they finish, tagged with their index.
+    def BatchScoreResponses(self, request_iterator, context):
+        """Grades many responses, one per request message; results stream back tagged with the index
+        of their request in the stream, each a result or an error.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -73,7 +74,7 @@ def add_RubricServiceServicer_to_server(servicer, server):
                     request_deserializer=medxiaohe_dot_rubric_dot_v1_dot_rubric__pb2.ScoreResponseRequest.FromString,
                     response_serializer=medxiaohe_dot_rubric_dot_v1_dot_rubric__pb2.ScoreResponseResponse.SerializeToString,
             ),
-            'BatchScoreResponses': grpc.unary_stream_rpc_method_handler(
+            'BatchScoreResponses': grpc.stream_stream_rpc_method_handler(
                     servicer.BatchScoreResponses,
                     request_deserializer=medxiaohe_dot_rubric_dot_v1_dot_rubric__pb2.BatchScoreResponsesRequest.FromString,
                     response_serializer=medxiaohe_dot_rubric_dot_v1_dot_rubric__pb2.BatchScoreResponsesResponse.SerializeToString,
@@ -118,7 +119,7 @@ class RubricService:
             _registered_method=True)
 
     @staticmethod
-    def BatchScoreResponses(request,
+    def BatchScoreResponses(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -128,8 +129,8 @@ class RubricService:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
+        return grpc.experimental.stream_stream(
+            request_iterator,
             target,
             '/medxiaohe.rubric.v1.RubricService/BatchScoreResponses',
             medxiaohe_dot_rubric_dot_v1_dot_rubric__pb2.BatchScoreResponsesRequest.SerializeToString,

@@ -35,8 +35,10 @@ class RubricServiceStub:
     def __new__(cls, channel: _aio.Channel) -> RubricServiceAsyncStub: ...
     ScoreResponse: _grpc.UnaryUnaryMultiCallable[_rubric_pb2.ScoreResponseRequest, _rubric_pb2.ScoreResponseResponse]
     """Grades one response against its rubric."""
-    BatchScoreResponses: _grpc.UnaryStreamMultiCallable[_rubric_pb2.BatchScoreResponsesRequest, _rubric_pb2.BatchScoreResponsesResponse]
-    """Grades many responses; results stream back as they finish, tagged with their index."""
+    BatchScoreResponses: _grpc.StreamStreamMultiCallable[_rubric_pb2.BatchScoreResponsesRequest, _rubric_pb2.BatchScoreResponsesResponse]
+    """Grades many responses, one per request message; results stream back tagged with the index
+    of their request in the stream, each a result or an error.
+    """
 
 @_typing.type_check_only
 class RubricServiceAsyncStub(RubricServiceStub):
@@ -45,8 +47,10 @@ class RubricServiceAsyncStub(RubricServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ScoreResponse: _aio.UnaryUnaryMultiCallable[_rubric_pb2.ScoreResponseRequest, _rubric_pb2.ScoreResponseResponse]  # type: ignore[assignment]
     """Grades one response against its rubric."""
-    BatchScoreResponses: _aio.UnaryStreamMultiCallable[_rubric_pb2.BatchScoreResponsesRequest, _rubric_pb2.BatchScoreResponsesResponse]  # type: ignore[assignment]
-    """Grades many responses; results stream back as they finish, tagged with their index."""
+    BatchScoreResponses: _aio.StreamStreamMultiCallable[_rubric_pb2.BatchScoreResponsesRequest, _rubric_pb2.BatchScoreResponsesResponse]  # type: ignore[assignment]
+    """Grades many responses, one per request message; results stream back tagged with the index
+    of their request in the stream, each a result or an error.
+    """
 
 class RubricServiceServicer(metaclass=_abc_1.ABCMeta):
     """HealthBench-style rubric grading of model responses; the same scores serve as RL rewards."""
@@ -62,9 +66,11 @@ class RubricServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def BatchScoreResponses(
         self,
-        request: _rubric_pb2.BatchScoreResponsesRequest,
+        request_iterator: _MaybeAsyncIterator[_rubric_pb2.BatchScoreResponsesRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_rubric_pb2.BatchScoreResponsesResponse], _abc.AsyncIterator[_rubric_pb2.BatchScoreResponsesResponse]]:
-        """Grades many responses; results stream back as they finish, tagged with their index."""
+        """Grades many responses, one per request message; results stream back tagged with the index
+        of their request in the stream, each a result or an error.
+        """
 
 def add_RubricServiceServicer_to_server(servicer: RubricServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

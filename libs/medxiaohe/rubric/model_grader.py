@@ -1,0 +1,167 @@
+"""The model grader: HealthBench's grading pattern (the conversation with the response as its last
+turn, one rubric item, a JSON verdict ``{"explanation", "criteria_met"}``) through the model
+client, so any OpenAI-compatible judge serves. The verdict is constrained by a JSON schema, so it
+parses even from a model with random weights; transport failures are retried by the client and
+then raised (Unavailable) rather than scored. Verdicts are cached by conversation, response,
+criterion and judge; criteria are graded concurrently, with a bound.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from medxiaohe.models.chat import ChatParams
+from medxiaohe.models.client import ModelClient
+from medxiaohe.rubric.deterministic import DeterministicGrader
+from medxiaohe.rubric.rubrics import Criterion, Rubric
+from medxiaohe.rubric.scoring import Verdict
+
+NAME = "model"
+MAX_EXPLANATION = 400
+VERDICT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "explanation": {"type": "string", "maxLength": MAX_EXPLANATION},
+        "criteria_met": {"type": "boolean"},
+    },
+    "required": ["explanation", "criteria_met"],
+    "additionalProperties": False,
+}
+PROMPT = """You grade one turn of a health conversation against one rubric item.
+
+# Conversation (the last assistant turn is the response to grade)
+{conversation}
+
+# Rubric item
+[{points}] {criterion}
+
+# How to answer
+Return a JSON object with "explanation" (why the response does or does not meet the item) and
+"criteria_met" (true or false).
+- An item with several requirements is met only when all of them are; examples introduced by
+  "such as", "for example" or "including" are illustrations, not requirements.
+- Judge whether the response does what the item describes, not whether that is good: an item
+  with negative points describes an undesired behaviour, and is met when the response shows it.
+Return only the JSON object."""
+
+
+def grading_prompt(
+    conversation: Sequence[dict[str, str]], completion: str, criterion: Criterion
+) -> str:
+    turns = [*conversation, {"role": "assistant", "content": completion}]
+    text = "\n\n".join(f"{m['role']}: {m['content']}" for m in turns)
+    return PROMPT.format(conversation=text, points=criterion.points, criterion=criterion.text)
+
+
+class ModelGrader:
+    name = NAME
+
+    def __init__(
+        self,
+        client: ModelClient,
+        judge: str = "",
+        *,
+        concurrency: int = 4,
+        max_tokens: int = 256,
+        cache_size: int = 10_000,
+    ) -> None:
+        self.client = client
+        self.judge = judge  # names the judge in cache keys and explanations
+        self.concurrency = concurrency
+        self.params = ChatParams(
+            max_tokens=max_tokens, json_schema=json.dumps(VERDICT_SCHEMA, sort_keys=True)
+        )
+        self._cache: OrderedDict[str, Verdict] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    def grade(
+        self, conversation: Sequence[dict[str, str]], completion: str, rubric: Rubric
+    ) -> list[Verdict]:
+        return self.grade_criteria(conversation, completion, rubric.criteria)
+
+    def grade_criteria(
+        self,
+        conversation: Sequence[dict[str, str]],
+        completion: str,
+        criteria: Sequence[Criterion],
+    ) -> list[Verdict]:
+        def one(criterion: Criterion) -> Verdict:
+            return self.grade_one(conversation, completion, criterion)
+
+        if self.concurrency <= 1 or len(criteria) <= 1:
+            return [one(c) for c in criteria]
+        with ThreadPoolExecutor(min(self.concurrency, len(criteria))) as pool:
+            return list(pool.map(one, criteria))
+
+    def grade_one(
+        self, conversation: Sequence[dict[str, str]], completion: str, criterion: Criterion
+    ) -> Verdict:
+        key = self._key(conversation, completion, criterion)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return _as(self._cache[key], criterion)
+        prompt = grading_prompt(conversation, completion, criterion)
+        reply = self.client.chat([{"role": "user", "content": prompt}], params=self.params)
+        verdict = _parse(reply.text, criterion)
+        if verdict.met is not None:  # an unparsed answer is not remembered: a retry may parse
+            with self._lock:
+                self._cache[key] = verdict
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return verdict
+
+    def _key(
+        self, conversation: Sequence[dict[str, str]], completion: str, criterion: Criterion
+    ) -> str:
+        body = json.dumps(
+            [list(conversation), completion, criterion.text, criterion.points, self.judge],
+            sort_keys=True,
+        )
+        return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _parse(text: str, criterion: Criterion) -> Verdict:
+    try:
+        data = json.loads(text)
+        met = data["criteria_met"]
+        explanation = str(data.get("explanation", ""))
+    except (ValueError, KeyError, TypeError):
+        return Verdict(criterion.id, None, "abstained: the judge's answer did not parse", NAME)
+    if not isinstance(met, bool):
+        return Verdict(criterion.id, None, "abstained: criteria_met was not a boolean", NAME)
+    return Verdict(criterion.id, met, explanation[:MAX_EXPLANATION], NAME)
+
+
+def _as(verdict: Verdict, criterion: Criterion) -> Verdict:
+    """A cached verdict under this rubric's id for the same criterion."""
+    return Verdict(criterion.id, verdict.met, verdict.explanation, verdict.grader)
+
+
+class CompositeGrader:
+    """The deterministic grader where it decides, the model grader for the rest; each verdict
+    names the grader that decided it."""
+
+    name = "composite"
+
+    def __init__(self, deterministic: DeterministicGrader, model: ModelGrader) -> None:
+        self.deterministic = deterministic
+        self.model = model
+
+    def grade(
+        self, conversation: Sequence[dict[str, str]], completion: str, rubric: Rubric
+    ) -> list[Verdict]:
+        verdicts: list[Verdict] = self.deterministic.grade(conversation, completion, rubric)
+        open_ = [i for i, v in enumerate(verdicts) if v.met is None]
+        judged = self.model.grade_criteria(
+            conversation, completion, [rubric.criteria[i] for i in open_]
+        )
+        for i, verdict in zip(open_, judged, strict=True):
+            verdicts[i] = verdict
+        return verdicts

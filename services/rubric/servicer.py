@@ -1,0 +1,94 @@
+"""RubricService adapter: requests to the rubric library's graders and back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+
+from medxiaohe.common.errors import InvalidInput, NotFound
+from medxiaohe.rubric.deterministic import DeterministicGrader
+from medxiaohe.rubric.model_grader import CompositeGrader, ModelGrader
+from medxiaohe.rubric.rubrics import Rubric, load_rubric_set
+from medxiaohe.rubric.scoring import score_example
+from medxiaohe.storage import ArtifactStore
+from medxiaohe_protos.common.v1.common_pb2 import RecordError
+from medxiaohe_protos.rubric.v1 import rubric_pb2 as pb
+from medxiaohe_protos.rubric.v1 import rubric_pb2_grpc as pb_grpc
+from medxiaohe_services.rubric import convert
+
+GRADERS = ("deterministic", "model", "composite")
+Grader = DeterministicGrader | ModelGrader | CompositeGrader
+NO_JUDGE = "no judge is configured: graded with the deterministic grader alone"
+
+
+@dataclass
+class Graders:
+    deterministic: DeterministicGrader
+    model: ModelGrader | None  # None without a judge
+
+    def pick(
+        self, asked: str
+    ) -> tuple[str, DeterministicGrader | ModelGrader | CompositeGrader, str]:
+        """(name, grader, notice) for what the caller asked ("" = the best available)."""
+        if asked and asked not in GRADERS:
+            raise InvalidInput(f"grader must be one of {', '.join(GRADERS)}")
+        if self.model is None:
+            return (
+                "deterministic",
+                self.deterministic,
+                NO_JUDGE if asked not in ("", "deterministic") or not asked else "",
+            )
+        if asked == "deterministic":
+            return asked, self.deterministic, ""
+        if asked == "model":
+            return asked, self.model, ""
+        return "composite", CompositeGrader(self.deterministic, self.model), ""
+
+
+class RubricServicer(pb_grpc.RubricServiceServicer):
+    def __init__(self, store: ArtifactStore, graders: Graders) -> None:
+        self.store = store
+        self.graders = graders
+
+    async def ScoreResponse(
+        self, request: pb.ScoreResponseRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ScoreResponseResponse:
+        return await asyncio.to_thread(self._score, request)
+
+    async def BatchScoreResponses(
+        self,
+        request_iterator: AsyncIterator[pb.BatchScoreResponsesRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.BatchScoreResponsesResponse]:
+        index = 0
+        async for message in request_iterator:
+            try:
+                result = await asyncio.to_thread(self._score, message.item)
+                yield pb.BatchScoreResponsesResponse(index=index, result=result)
+            except (InvalidInput, NotFound) as exc:  # this item's fault: the batch goes on
+                error = RecordError(
+                    record_id=message.item.request_id or str(index), reason=str(exc)
+                )
+                yield pb.BatchScoreResponsesResponse(index=index, error=error)
+            index += 1
+        if index == 0:
+            raise InvalidInput("the stream carried no responses to score")
+
+    def _score(self, request: pb.ScoreResponseRequest) -> pb.ScoreResponseResponse:
+        conversation = convert.conversation(request)
+        completion = convert.completion(request)
+        rubric = self._rubric(request)
+        name, grader, notice = self.graders.pick(request.grader)
+        verdicts = grader.grade(conversation, completion, rubric)
+        score = score_example(rubric, verdicts, request.example_tags)
+        return convert.score_to_proto(score, rubric, name, notice, request.prompt_id)
+
+    def _rubric(self, request: pb.ScoreResponseRequest) -> Rubric:
+        if request.rubric_set_id:
+            if request.rubric:
+                raise InvalidInput("send a rubric inline or name a rubric_set_id, not both")
+            return load_rubric_set(self.store, request.rubric_set_id, request.rubric_set_version)
+        return convert.inline_rubric(request)

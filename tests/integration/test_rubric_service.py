@@ -1,0 +1,195 @@
+"""The rubric service over mTLS: both RPCs, bad input, rubric sets from the store, truthful health
+with and without a judge, and the composite grader through a real predictor as the judge."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from medxiaohe.models.process import model_server
+from medxiaohe.models.tiny import build_tiny
+from medxiaohe.rubric.rubrics import Criterion, publish_rubric_set
+from medxiaohe.storage import open_store
+from medxiaohe_protos.rubric.v1 import rubric_pb2 as pb
+from medxiaohe_protos.rubric.v1 import rubric_pb2_grpc as pb_grpc
+from medxiaohe_services.rubric.servicer import NO_JUDGE
+from medxiaohe_services.runtime.certs import DevPki
+from medxiaohe_services.runtime.client import secure_channel
+from medxiaohe_services.runtime.services import BUILDERS
+from tests.conftest import ALLOWED, server_settings
+from tests.servers import PlatformThread, free_ports, running
+
+pytestmark = pytest.mark.integration
+
+QUESTION = [pb.ChatMessage(role="user", content="My 4 year old has a fever of 39 C. What do I do?")]
+ANSWER = (
+    "You can give paracetamol dosed by weight and keep your child hydrated. Go to the emergency "
+    "department if your child is lethargic or has a stiff neck. How long has the fever lasted?"
+)
+RUBRIC = [
+    pb.RubricCriterion(
+        criterion_id="er", criterion="Advises emergency care if lethargic", points=8
+    ),
+    pb.RubricCriterion(
+        criterion="Recommends giving the child aspirin", points=-8, tags=["axis:accuracy"]
+    ),
+    pb.RubricCriterion(
+        criterion="The response has no factually incorrect information.",
+        points=5,
+        tags=["level:cluster"],
+    ),
+]
+
+
+def stub_for(thread: PlatformThread, pki: DevPki) -> pb_grpc.RubricServiceStub:
+    paths = pki.clients[ALLOWED]
+    return pb_grpc.RubricServiceStub(secure_channel(thread.target, pki.ca, paths.cert, paths.key))
+
+
+def serving(thread: PlatformThread, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        thread.run(thread.platform.check_once())
+        if thread.platform.is_serving():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture(scope="module")
+def no_judge(pki: DevPki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformThread]:
+    settings = server_settings(pki, str(tmp_path_factory.mktemp("store")))
+    store = open_store(settings.store_uri)
+    publish_rubric_set(store, "fever", [Criterion("Advises emergency care if lethargic", 8)])
+    with running(settings, [BUILDERS["rubric"](settings, store)]) as thread:
+        assert serving(thread)
+        yield thread
+
+
+def test_score_response_inline_and_by_set(no_judge: PlatformThread, pki: DevPki) -> None:
+    stub = stub_for(no_judge, pki)
+    reply = stub.ScoreResponse(
+        pb.ScoreResponseRequest(
+            conversation=QUESTION, response=ANSWER, rubric=RUBRIC, example_tags=["theme:fever"]
+        ),
+        timeout=60,
+    )
+    status = {v.criterion_id: v.status for v in reply.verdicts}
+    assert status["er"] == pb.VERDICT_STATUS_MET
+    assert list(status.values())[2] == pb.VERDICT_STATUS_ABSTAINED  # accuracy needs a judge
+    assert reply.grader == "deterministic"
+    assert reply.notice == NO_JUDGE
+    assert list(status.values())[1] != pb.VERDICT_STATUS_MET  # aspirin is not recommended
+    assert reply.score == 1.0  # 8 of 8 decided positive points
+    assert reply.raw_score == 1.0
+    assert reply.tag_scores["theme:fever"] == 1.0
+    decided = sum(s != pb.VERDICT_STATUS_ABSTAINED for s in status.values())
+    assert reply.coverage == pytest.approx(decided / 3)
+    by_set = stub.ScoreResponse(
+        pb.ScoreResponseRequest(conversation=QUESTION, response=ANSWER, rubric_set_id="fever"),
+        timeout=60,
+    )
+    assert by_set.rubric_set_id == "fever"
+    assert by_set.rubric_set_version
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "message"),
+    [
+        ({"rubric": []}, grpc.StatusCode.INVALID_ARGUMENT, "rubric inline"),
+        (
+            {"rubric": [pb.RubricCriterion(criterion="x", points=12)]},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "rubric[0]: criterion points must be between -10 and +10",
+        ),
+        (
+            {"rubric": [], "rubric_set_id": "no-such-set"},
+            grpc.StatusCode.NOT_FOUND,
+            "rubrics/no-such-set",
+        ),
+        ({"response": " "}, grpc.StatusCode.INVALID_ARGUMENT, "response is empty"),
+        ({"grader": "oracle"}, grpc.StatusCode.INVALID_ARGUMENT, "grader must be one of"),
+    ],
+)
+def test_bad_requests_say_what_is_wrong(
+    no_judge: PlatformThread,
+    pki: DevPki,
+    change: dict[str, object],
+    code: grpc.StatusCode,
+    message: str,
+) -> None:
+    fields: dict[str, object] = {
+        "conversation": QUESTION,
+        "response": ANSWER,
+        "rubric": RUBRIC,
+        **change,
+    }
+    with pytest.raises(grpc.RpcError) as err:
+        stub_for(no_judge, pki).ScoreResponse(pb.ScoreResponseRequest(**fields), timeout=30)  # type: ignore[arg-type]
+    assert err.value.code() == code
+    assert message in (err.value.details() or "")
+
+
+def test_batch_streams_results_with_their_index(no_judge: PlatformThread, pki: DevPki) -> None:
+    good = pb.ScoreResponseRequest(conversation=QUESTION, response=ANSWER, rubric=RUBRIC)
+    bad = pb.ScoreResponseRequest(request_id="r-bad", conversation=QUESTION, response=ANSWER)
+    requests = [pb.BatchScoreResponsesRequest(item=item) for item in (good, bad, good)]
+    replies = list(stub_for(no_judge, pki).BatchScoreResponses(iter(requests), timeout=60))
+    assert [r.index for r in replies] == [0, 1, 2]
+    assert [r.WhichOneof("outcome") for r in replies] == ["result", "error", "result"]
+    assert replies[1].error.record_id == "r-bad"
+    assert replies[0].result.score == replies[2].result.score
+
+
+class _Judge(http.server.ThreadingHTTPServer):
+    """Something that answers HTTP where the judge is configured."""
+
+
+def test_not_serving_while_the_judge_is_down(pki: DevPki, tmp_path: Path) -> None:
+    (port,) = free_ports(1)
+    settings = server_settings(
+        pki, str(tmp_path / "store"), rubric_judge_url=f"http://127.0.0.1:{port}/openai/v1"
+    )
+    store = open_store(settings.store_uri)
+    with running(settings, [BUILDERS["rubric"](settings, store)]) as thread:
+        assert not serving(thread, timeout=2)
+        judge = _Judge(("127.0.0.1", port), http.server.BaseHTTPRequestHandler)
+        threading.Thread(target=judge.serve_forever, daemon=True).start()
+        try:
+            assert serving(thread)
+        finally:
+            judge.shutdown()
+
+
+def test_composite_grading_with_a_real_predictor_as_the_judge(pki: DevPki, tmp_path: Path) -> None:
+    """The tiny model with random weights judges what the rules leave open: its verdicts parse
+    (constrained to the verdict schema) and are marked as the model's."""
+    folder = build_tiny("qwen2-vl", tmp_path / "judge", seed=5)
+    with model_server(folder, "judge", log=tmp_path / "judge.log") as judge:
+        settings = server_settings(
+            pki,
+            str(tmp_path / "store"),
+            rubric_judge_url=f"{judge.url}/openai/v1",
+            rubric_judge_model="judge",
+            rubric_judge_api_key=judge.token,
+        )
+        store = open_store(settings.store_uri)
+        with running(settings, [BUILDERS["rubric"](settings, store)]) as thread:
+            assert serving(thread)
+            reply = stub_for(thread, pki).ScoreResponse(
+                pb.ScoreResponseRequest(conversation=QUESTION, response=ANSWER, rubric=RUBRIC),
+                timeout=120,
+            )
+    assert reply.grader == "composite"
+    assert not reply.notice
+    graders = [v.grader for v in reply.verdicts]
+    assert graders[0] == "deterministic"
+    assert graders[2] == "model"  # accuracy: left to the judge
+    assert reply.verdicts[2].status in (pb.VERDICT_STATUS_MET, pb.VERDICT_STATUS_NOT_MET)
+    assert reply.coverage == 1.0
