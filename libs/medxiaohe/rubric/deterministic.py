@@ -153,14 +153,18 @@ class DeterministicGrader:
     def grade(
         self, conversation: Sequence[dict[str, str]], completion: str, rubric: Rubric
     ) -> list[Verdict]:
+        return self.grade_criteria(conversation, completion, rubric.criteria)
+
+    def grade_criteria(
+        self,
+        conversation: Sequence[dict[str, str]],
+        completion: str,
+        criteria: Sequence[Criterion],
+    ) -> list[Verdict]:
         response = self._analyse(completion)
         asked = [m["content"] for m in conversation if m.get("role") == "user"]
         relevance = self._relevance(response, sentences(asked[-1]) if asked else [])
-        cores = [criterion_core(c.text) for c in rubric.criteria]
-        return [
-            self._decide(c, core, response, relevance)
-            for c, core in zip(rubric.criteria, cores, strict=True)
-        ]
+        return [self._decide(c, criterion_core(c.text), response, relevance) for c in criteria]
 
     # -- the response ---------------------------------------------------------------------------
 
