@@ -6,6 +6,8 @@ be reached; without one it serves with the deterministic grader and says so in e
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import httpx
 
 from medxiaohe.common.errors import Unavailable
@@ -13,6 +15,7 @@ from medxiaohe.common.settings import Settings
 from medxiaohe.models.client import HttpModelClient, tls_verify
 from medxiaohe.rubric.deterministic import DeterministicGrader
 from medxiaohe.rubric.model_grader import ModelGrader
+from medxiaohe.rubric.rubrics import publish_builtin_sets
 from medxiaohe.storage import ArtifactStore
 from medxiaohe_protos.rubric.v1 import rubric_pb2, rubric_pb2_grpc
 from medxiaohe_services.rubric.servicer import Graders, RubricServicer
@@ -27,6 +30,19 @@ def judge_check(url: str, verify: str | bool) -> None:
         httpx.get(url, timeout=2.0, verify=tls_verify(verify))
     except httpx.HTTPError:
         raise Unavailable("the rubric judge cannot be reached") from None
+
+
+def sets_published(store: ArtifactStore) -> Callable[[], None]:
+    """A readiness check: the shipped rubric sets are in the store (published once it is
+    reachable), so callers can name them (``report-style``)."""
+    done: list[bool] = []
+
+    def check() -> None:
+        if not done:
+            publish_builtin_sets(store)
+            done.append(True)
+
+    return check
 
 
 def build(settings: Settings, store: ArtifactStore) -> ServiceSpec:
@@ -44,6 +60,7 @@ def build(settings: Settings, store: ArtifactStore) -> ServiceSpec:
         model = ModelGrader(client, settings.rubric_judge_model or url)
         checks.append(lambda: judge_check(url, verify))
     servicer = RubricServicer(store, Graders(DeterministicGrader(), model))
+    checks.append(sets_published(store))
     return ServiceSpec(
         name="rubric",
         full_name=FULL_NAME,

@@ -150,3 +150,79 @@ def test_the_deterministic_grader_decides_what_it_can_and_abstains_on_the_rest()
     off_score = score_example(FEVER, list(off.values()))
     assert good_score.raw == 1.0
     assert off_score.raw < 0
+
+
+def report_tagger() -> object:
+    from medxiaohe.entities.build import ROOT, build_tree
+    from medxiaohe.entities.tagger import DictionaryTagger
+    from medxiaohe.entities.tree import NodeRecord
+
+    def node(node_id: str, name: str) -> NodeRecord:
+        return NodeRecord(id=node_id, name=name, parents=["MET:phenotype"], source="HPO")
+
+    records = [
+        NodeRecord(id=ROOT, name="Medical Entity Tree", parents=[], source="MET"),
+        NodeRecord(id="MET:phenotype", name="Phenotypes", parents=[ROOT], source="MET"),
+        node("HP:0002107", "Pneumothorax"),
+        node("HP:0001640", "Cardiomegaly"),
+        node("HP:0002202", "Pleural effusion"),
+    ]
+    return DictionaryTagger(build_tree(records))
+
+
+FINDINGS_REPORT = (
+    "Findings: Left lower lobe opacity. No pneumothorax. No pleural effusion.\n"
+    "Impression: Left lower lobe opacity, possibly pneumonia."
+)
+
+
+def test_dynamic_rubrics_lower_the_score_of_every_error_type() -> None:
+    from medxiaohe.rubric.dynamic import Finding, FindingGrader, rubric_for
+
+    findings = [
+        Finding("left lower lobe opacity", "present", "left"),
+        Finding("pneumothorax", "absent"),
+        Finding("cardiomegaly", "absent"),
+    ]
+    dynamic = rubric_for(findings)
+    texts = [c.text for c in dynamic.rubric.criteria]
+    assert "Mentions left lower lobe opacity" in texts
+    assert "States no pneumothorax" in texts
+    assert "Does not claim cardiomegaly" in texts
+    assert "Does not state the wrong side for lower lobe opacity" in texts
+    grader = FindingGrader(report_tagger())
+
+    def score(report: str) -> float:
+        return score_example(dynamic.rubric, grader.grade(report, dynamic)).raw
+
+    original = score(FINDINGS_REPORT)
+    corrupted = {
+        "laterality": FINDINGS_REPORT.replace("Left lower", "Right lower"),
+        "negation": FINDINGS_REPORT.replace("No pneumothorax.", "Small pneumothorax."),
+        "addition": FINDINGS_REPORT + " Cardiomegaly.",
+        "omission": "Findings: No pneumothorax. No pleural effusion.\nImpression: Normal.",
+        "recommendation": FINDINGS_REPORT + " Recommend follow-up chest CT for the hilum.",
+        "hedging": FINDINGS_REPORT.replace("No pneumothorax.", "Possible pneumothorax."),
+    }
+    for kind, report in corrupted.items():
+        assert score(report) < original, kind
+    with pytest.raises(InvalidInput):
+        Finding("opacity", "maybe")
+    with pytest.raises(InvalidInput):
+        rubric_for([])
+
+
+def test_the_report_style_set_ships_and_checks_sections() -> None:
+    from medxiaohe.rubric.rubrics import builtin_sets, rubric_from_yaml
+
+    style = rubric_from_yaml(builtin_sets()["report-style"], "report-style")
+    grader = DeterministicGrader()
+    ask = [{"role": "user", "content": "Write the chest X-ray report."}]
+    good = score_example(style, grader.grade(ask, FINDINGS_REPORT, style))
+    assert good.raw == 1.0
+    assert good.coverage == 1.0
+    long_impression = FINDINGS_REPORT + " Two. Three. Four."
+    worse = score_example(style, grader.grade(ask, long_impression, style))
+    no_sections = score_example(style, grader.grade(ask, "Left lower lobe opacity.", style))
+    assert worse.raw < good.raw
+    assert no_sections.raw < worse.raw

@@ -94,6 +94,12 @@ _CONCISE = re.compile(
 _VERBOSE = re.compile(
     r"\b(?:verbose|too long|lengthy|excessive(?:ly long| detail)|overly long)\b", re.I
 )
+_SECTION = re.compile(
+    r"\b(?:has|includes|contains|gives) an? ([A-Za-z][A-Za-z ]{1,28}?) section\b", re.I
+)
+_AT_MOST = re.compile(
+    r"\bthe ([A-Za-z][A-Za-z ]{1,28}?) section (?:is|has) at most (\d+) (sentences?|words?)\b", re.I
+)
 _FORMAT = re.compile(r"\b(?:formatting|bullet(?:ed)? points?|headings?|numbered list)\b", re.I)
 
 
@@ -110,6 +116,18 @@ def sentences(text: str) -> list[str]:
     """Sentences and list items, with bullets stripped."""
     found = [_BULLET.sub("", part).strip() for part in _SENTENCE.split(text)]
     return [s for s in found if len(s) > 3]
+
+
+def section_text(text: str, name: str) -> str | None:
+    """The text of a section ("Impression:" or a "# Impression" heading up to the next one), or
+    None when the report has no such section."""
+    heading = re.compile(rf"^\s*(?:#+\s*)?{re.escape(name.strip())}\s*(?::|$)", re.I | re.M)
+    found = heading.search(text)
+    if not found:
+        return None
+    rest = text[found.end() :]
+    following = re.search(r"^\s*(?:#+\s*)?[A-Z][A-Za-z ]{1,30}:", rest, re.M)
+    return rest[: following.start()] if following else rest
 
 
 def criterion_core(text: str) -> str:
@@ -241,6 +259,18 @@ class DeterministicGrader:
             if c.points > 0:
                 return found, f"referral {'found' if found else 'missing'}"
             return None if found else (False, "no referral in the response")
+        section = _SECTION.search(core)
+        if section:
+            found = section_text(r.text, section.group(1)) is not None
+            return found, f"{section.group(1)} section {'found' if found else 'missing'}"
+        at_most = _AT_MOST.search(core)
+        if at_most:
+            name, limit, unit = at_most.group(1), int(at_most.group(2)), at_most.group(3)
+            body = section_text(r.text, name)
+            if body is None:
+                return False, f"no {name} section"
+            count = len(sentences(body)) if unit.startswith("sentence") else len(body.split())
+            return count <= limit, f"{name}: {count} {unit}"
         if _FORMAT.search(core) and c.points > 0:
             return r.list_lines >= 3, f"{r.list_lines} list lines or headings"
         if _CONCISE.search(core) and "level:cluster" in c.tags:

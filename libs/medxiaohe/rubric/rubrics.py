@@ -160,3 +160,20 @@ def load_rubric_set(store: ArtifactStore, set_id: str, version: str = "") -> Rub
     manifest = resolve(store, f"{SETS_PREFIX}/{check_set_id(set_id)}", version or None)
     rubric = rubric_from_yaml(read_file(store, manifest, "rubric.yaml").decode(), set_id)
     return Rubric(rubric.criteria, set_id, manifest.version)
+
+
+BUILTIN = Path(__file__).parent / "sets"
+
+
+def builtin_sets() -> dict[str, str]:
+    """The rubric sets that ship with the platform: id -> YAML text."""
+    return {path.stem: path.read_text(encoding="utf-8") for path in sorted(BUILTIN.glob("*.yaml"))}
+
+
+def publish_builtin_sets(store: ArtifactStore) -> dict[str, str]:
+    """Each shipped set as a version in the store (the same content is the same version, so
+    this is idempotent); id -> version."""
+    return {
+        set_id: publish_rubric_set(store, set_id, rubric_from_yaml(text).criteria).version
+        for set_id, text in builtin_sets().items()
+    }
