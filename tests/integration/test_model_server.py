@@ -202,6 +202,14 @@ def test_open_inference_protocol_rest_and_grpc(server: Server) -> None:
         ({"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}, "number"),
         ({"messages": [{"role": "user", "content": "hi"}], "model": "gpt-9"}, "unknown model"),
         (
+            {"messages": [{"role": "user", "content": "hi"}], "tools": [], "logprobs": True},
+            "unsupported request fields: logprobs, tools",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "xml"}},
+            "response_format.type",
+        ),
+        (
             {
                 "messages": [
                     {
@@ -433,3 +441,58 @@ def test_s3_images_only_under_the_configured_prefix(weed: Weed, tmp_path: Path) 
     ):
         with pytest.raises(InvalidInput, match=r"^image_url cannot be read$"):
             fetch(uri)
+
+
+def test_response_format_json_schema_over_http_and_the_model_grader(server: Server) -> None:
+    """Random weights, constrained output: every answer validates, streamed or not, and the
+    model grader's verdicts parse."""
+    import jsonschema
+
+    from medxiaohe.models.client import HttpModelClient
+    from medxiaohe.rubric.model_grader import MAX_TOKENS, VERDICT_SCHEMA, ModelGrader
+    from medxiaohe.rubric.rubrics import Criterion, Rubric
+
+    ask = [{"role": "user", "content": "Grade it."}]
+    response_format = {
+        "type": "json_schema",
+        "json_schema": {"name": "v", "schema": VERDICT_SCHEMA},
+    }
+    for seed in range(3):
+        reply = chat(
+            server,
+            messages=ask,
+            max_tokens=MAX_TOKENS,
+            temperature=1.0,
+            seed=seed,
+            response_format=response_format,
+        )
+        jsonschema.validate(
+            json.loads(reply.json()["choices"][0]["message"]["content"]), VERDICT_SCHEMA
+        )
+    client = HttpModelClient(
+        f"{server.base}/openai/v1", NAME, api_key=server.running.token, verify=str(server.pki.ca)
+    )
+    grader = ModelGrader(client, NAME)
+    rubric = Rubric((Criterion("Advises rest", 5), Criterion("Recommends aspirin", -5)))
+    verdicts = grader.grade(ask, "Rest and drink fluids.", rubric)
+    assert all(v.met in (True, False) and v.grader == "model" for v in verdicts)
+    assert grader.grade(ask, "Rest and drink fluids.", rubric) == verdicts  # from the cache
+
+
+def test_the_model_grader_retries_then_fails_clearly(server: Server) -> None:
+    from medxiaohe.common.errors import Unavailable
+    from medxiaohe.models.client import HttpModelClient
+    from medxiaohe.rubric.model_grader import ModelGrader
+    from medxiaohe.rubric.rubrics import Criterion, Rubric
+
+    rubric = Rubric((Criterion("Advises rest", 5),))
+    ask = [{"role": "user", "content": "Grade it."}]
+    flaky = FlakyProxy(server, fail=1)
+    grader = ModelGrader(HttpModelClient(f"{flaky.url}/openai/v1", NAME, backoff_s=0.01), NAME)
+    assert grader.grade(ask, "Rest.", rubric)[0].met in (True, False)  # after one 503
+    down = FlakyProxy(server, fail=10)
+    stubborn = ModelGrader(
+        HttpModelClient(f"{down.url}/openai/v1", NAME, retries=2, backoff_s=0.01), NAME
+    )
+    with pytest.raises(Unavailable, match="giving up"):
+        stubborn.grade(ask, "Rest.", rubric)

@@ -22,7 +22,10 @@ from medxiaohe.rubric.rubrics import Criterion, Rubric
 from medxiaohe.rubric.scoring import Verdict
 
 NAME = "model"
-MAX_EXPLANATION = 400
+# The explanation is bounded so that the verdict always closes within the token budget: at
+# most 4 bytes (byte-level tokens) per character, plus the JSON around it.
+MAX_EXPLANATION = 160
+MAX_TOKENS = 4 * MAX_EXPLANATION + 64
 VERDICT_SCHEMA = {
     "type": "object",
     "properties": {
@@ -67,7 +70,7 @@ class ModelGrader:
         judge: str = "",
         *,
         concurrency: int = 4,
-        max_tokens: int = 256,
+        max_tokens: int = MAX_TOKENS,
         cache_size: int = 10_000,
     ) -> None:
         self.client = client
