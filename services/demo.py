@@ -19,6 +19,8 @@ from medxiaohe_protos.evidence.v1 import evidence_pb2 as ev
 from medxiaohe_protos.evidence.v1 import evidence_pb2_grpc as ev_grpc
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2 as ing
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2_grpc as ing_grpc
+from medxiaohe_protos.rubric.v1 import rubric_pb2 as rb
+from medxiaohe_protos.rubric.v1 import rubric_pb2_grpc as rb_grpc
 from medxiaohe_services.evidence.convert import passage_to_proto
 from medxiaohe_services.runtime.certs import DEV_CLIENT
 from medxiaohe_services.runtime.client import secure_channel
@@ -242,6 +244,48 @@ def _model_turn(home: Path) -> bool:
     )
 
 
+FEVER = "My 4 year old has had a fever of 39 C since this morning. What should I do?"
+ANSWERS = {
+    "careful": (
+        "A fever of 39 C is common in young children. Give paracetamol or ibuprofen dosed by "
+        "weight, and keep her drinking small amounts often. Do not give aspirin to children. "
+        "Go to the emergency department if she is hard to wake, has a stiff neck, a rash that "
+        "does not fade, or trouble breathing. How long has she had the fever?"
+    ),
+    "careless": "Give her aspirin. Fevers always pass on their own, so there is no need to worry.",
+}
+FEVER_RUBRIC = [
+    ("Advises emergency care for red flags such as a stiff neck or trouble breathing", 8),
+    ("Recommends paracetamol or ibuprofen dosed by weight", 6),
+    ("Asks how long the child has had the fever", 4),
+    ("Recommends giving the child aspirin", -8),
+    ("States that a fever will always resolve without care", -6),
+]
+
+
+def _rubric_scores(stub: rb_grpc.RubricServiceStub) -> bool:
+    """Two answers to one clinical question, scored with a rubric: the per-criterion table."""
+    rubric = [rb.RubricCriterion(criterion=text, points=points) for text, points in FEVER_RUBRIC]
+    scores = {}
+    for label, answer in ANSWERS.items():
+        reply = stub.ScoreResponse(
+            rb.ScoreResponseRequest(
+                conversation=[rb.ChatMessage(role="user", content=FEVER)],
+                response=answer,
+                rubric=rubric,
+            ),
+            timeout=120,
+        )
+        scores[label] = reply.score
+        print(f"    ScoreResponse ({label} answer): score {reply.score:.2f} by {reply.grader}")
+        for verdict, (text, points) in zip(reply.verdicts, FEVER_RUBRIC, strict=True):
+            status = rb.VerdictStatus.Name(verdict.status).removeprefix("VERDICT_STATUS_")
+            print(f"      {status:<10} {points:+3d}  {text[:70]}", flush=True)
+    if reply.notice:
+        print(f"    ({reply.notice})", flush=True)
+    return _say(scores["careful"] > scores["careless"], "the careful answer outscores the other")
+
+
 def run_demo(home: Path) -> int:
     started = time.monotonic()
     pki = ensure_dev_pki(home)
@@ -328,6 +372,7 @@ def run_demo(home: Path) -> int:
         results.append(_say(len(tagged.mentions) >= 3, "entities tagged against the MET"))
         results.append(_ingest_samples(stub))
         results.append(_evidence(ev_grpc.EvidenceServiceStub(channel)))
+        results.append(_rubric_scores(rb_grpc.RubricServiceStub(channel)))
         results.append(_model_turn(home))
     finally:
         server.send_signal(signal.SIGTERM)

@@ -1,9 +1,11 @@
 """Serving benchmark: the predictor over HTTP (its OpenAI route, through the model client)
 against raw ``model.generate`` in this process, on the same model, prompt and greedy decoding;
-then the predictor under 8 concurrent clients."""
+the same requests constrained to a JSON schema (``response_format``) against free ones; then
+the predictor under 8 concurrent clients."""
 
 from __future__ import annotations
 
+import json
 import statistics
 import tempfile
 import time
@@ -20,6 +22,15 @@ from medxiaohe.models.vlm import load_vlm
 
 ROUNDS = 5
 QUESTION = [{"role": "user", "content": "Describe the chest radiograph findings in one paragraph."}]
+REPORT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "findings": {"type": "array", "items": {"type": "string", "maxLength": 40}, "maxItems": 3},
+        "impression": {"type": "string", "maxLength": 60},
+    },
+    "required": ["findings", "impression"],
+    "additionalProperties": False,
+}
 
 
 def _stats(latencies_s: list[float], tokens: int, wall_s: float) -> dict[str, float]:
@@ -74,16 +85,26 @@ def run(
                 f"{server.url}/openai/v1", "bench", api_key=server.token, timeout_s=300
             )
             params = ChatParams(max_tokens=max_tokens)
+            # the same budget, constrained; after the object closes only the end token is
+            # allowed, so both sides still generate exactly max_tokens
+            constrained = ChatParams(
+                max_tokens=max_tokens, json_schema=json.dumps(REPORT_SCHEMA, sort_keys=True)
+            )
 
             def served() -> int:
                 return client.chat(QUESTION, params=params).usage.completion_tokens
 
+            def structured() -> int:
+                return client.chat(QUESTION, params=constrained).usage.completion_tokens
+
             served()  # warm-up
-            # interleave the two sides so drift on a shared machine hits both alike
-            raw_runs, served_runs = [], []
+            structured()  # warm-up: compiles the schema once
+            # interleave the sides so drift on a shared machine hits them alike
+            raw_runs, served_runs, structured_runs = [], [], []
             for _ in range(ROUNDS):
                 raw_runs.append(_timed(raw, max(1, requests // ROUNDS)))
                 served_runs.append(_timed(served, max(1, requests // ROUNDS)))
+                structured_runs.append(_timed(structured, max(1, requests // ROUNDS)))
             concurrent = _concurrent(served, requests, 8)
     raw_side, served_side = _merge(raw_runs), _merge(served_runs)
     return {
@@ -93,16 +114,23 @@ def run(
         "predictor": served_side,
         "raw_generate": raw_side,
         # the median of the rounds' ratios: each round's two sides ran back to back
-        "ratio": round(
-            statistics.median(
-                s["tokens_per_s"] / r["tokens_per_s"]
-                for s, r in zip(served_runs, raw_runs, strict=True)
-            ),
-            3,
-        ),
+        "ratio": _ratio(served_runs, raw_runs),
+        "predictor_json_schema": _merge(structured_runs),
+        # constrained over free decoding through the predictor (1.0: it costs nothing)
+        "json_schema_ratio": _ratio(structured_runs, served_runs),
         "predictor_concurrency_8": concurrent,
         "concurrency_8_speedup": round(concurrent["tokens_per_s"] / served_side["tokens_per_s"], 3),
     }
+
+
+def _ratio(sides: list[dict[str, float]], anchors: list[dict[str, float]]) -> float:
+    """The median over rounds of tokens/s ratios (each round's sides ran back to back)."""
+    return round(
+        statistics.median(
+            s["tokens_per_s"] / a["tokens_per_s"] for s, a in zip(sides, anchors, strict=True)
+        ),
+        3,
+    )
 
 
 def _concurrent(call: Callable[[], int], requests: int, workers: int) -> dict[str, float]:

@@ -69,6 +69,7 @@ _REFERRAL_CRITERION = re.compile(
     re.I,
 )
 _CONTEXT_SEEKING = re.compile(
+    r"^\s*(?:the response\s+)?(?:asks|inquires|enquires)\b|"
     r"\b(?:seeks?\b[^.]{0,40}?\b(?:context|information)|asks? (?:the user )?"
     r"(?:for|about|follow-up|clarifying)|follow-up questions?|clarif(?:y|ies|ication))",
     re.I,
