@@ -2,7 +2,8 @@
 turn, one rubric item, a JSON verdict ``{"explanation", "criteria_met"}``) through the model
 client, so any OpenAI-compatible judge serves. The verdict is constrained by a JSON schema, so it
 parses even from a model with random weights; transport failures are retried by the client and
-then raised (Unavailable) rather than scored. Verdicts are cached by conversation, response,
+then raised (Unavailable) rather than scored; a request the judge refuses (longer than its
+context) is an abstention. Verdicts are cached by conversation, response,
 criterion and judge; criteria are graded concurrently, with a bound.
 """
 
@@ -15,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from medxiaohe.common.errors import InvalidInput
 from medxiaohe.models.chat import ChatParams
 from medxiaohe.models.client import ModelClient
 from medxiaohe.rubric.deterministic import DeterministicGrader
@@ -111,7 +113,10 @@ class ModelGrader:
                 self._cache.move_to_end(key)
                 return _as(self._cache[key], criterion)
         prompt = grading_prompt(conversation, completion, criterion)
-        reply = self.client.chat([{"role": "user", "content": prompt}], params=self.params)
+        try:
+            reply = self.client.chat([{"role": "user", "content": prompt}], params=self.params)
+        except InvalidInput as exc:  # e.g. longer than the judge's context: it cannot decide
+            return Verdict(criterion.id, None, f"abstained: the judge refused: {exc}"[:300], NAME)
         verdict = _parse(reply.text, criterion)
         if verdict.met is not None:  # an unparsed answer is not remembered: a retry may parse
             with self._lock:
