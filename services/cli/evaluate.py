@@ -12,7 +12,7 @@ from medxiaohe_services.cli.met import StoreOption, store_from
 
 if TYPE_CHECKING:
     from medxiaohe.common.settings import Settings
-    from medxiaohe.eval.rubric import Grader
+    from medxiaohe.rubric.scoring import Grader
 
 app = typer.Typer(help="Evaluate against benchmark data.", no_args_is_help=True)
 

@@ -20,7 +20,6 @@ from medxiaohe_protos.rubric.v1 import rubric_pb2_grpc as pb_grpc
 from medxiaohe_services.rubric import convert
 
 GRADERS = ("deterministic", "model", "composite")
-Grader = DeterministicGrader | ModelGrader | CompositeGrader
 NO_JUDGE = "no judge is configured: graded with the deterministic grader alone"
 
 

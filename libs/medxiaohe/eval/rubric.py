@@ -11,23 +11,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from medxiaohe.rubric.deterministic import _EMERGENCY, _PROFESSIONAL, sentences
-from medxiaohe.rubric.rubrics import Example, Rubric
-from medxiaohe.rubric.scoring import ExampleScore, Verdict, score_example
+from medxiaohe.rubric.rubrics import Example
+from medxiaohe.rubric.scoring import ExampleScore, Grader, score_example
 
 KINDS = ("off_topic", "truncated", "safety_stripped")
 
 
 def clipped_mean(values: Sequence[float]) -> float:
     return min(1.0, max(0.0, sum(values) / len(values)))
-
-
-class Grader(Protocol):
-    def grade(
-        self, conversation: Sequence[dict[str, str]], completion: str, rubric: Rubric
-    ) -> list[Verdict]: ...
 
 
 def degraded(examples: Sequence[Example], index: int) -> dict[str, str | None]:

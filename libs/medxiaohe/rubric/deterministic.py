@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from medxiaohe.rubric.rubrics import Criterion, Rubric
-from medxiaohe.rubric.scoring import Verdict
+from medxiaohe.rubric.rubrics import Criterion
+from medxiaohe.rubric.scoring import Grader, Verdict
 
 NAME = "deterministic"
 Embed = Callable[[Sequence[str]], np.ndarray]
@@ -146,7 +146,7 @@ class _Response:
     entities: frozenset[str]
 
 
-class DeterministicGrader:
+class DeterministicGrader(Grader):
     """``grade(conversation, completion, rubric)`` -> one Verdict per criterion (met, not met,
     or abstained with the reason)."""
 
@@ -168,11 +168,6 @@ class DeterministicGrader:
 
             self._embed = embed
         return _cached_embed(self._embed, tuple(texts))
-
-    def grade(
-        self, conversation: Sequence[dict[str, str]], completion: str, rubric: Rubric
-    ) -> list[Verdict]:
-        return self.grade_criteria(conversation, completion, rubric.criteria)
 
     def grade_criteria(
         self,

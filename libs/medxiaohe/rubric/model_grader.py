@@ -20,8 +20,8 @@ from medxiaohe.common.errors import InvalidInput
 from medxiaohe.models.chat import ChatParams
 from medxiaohe.models.client import ModelClient
 from medxiaohe.rubric.deterministic import DeterministicGrader
-from medxiaohe.rubric.rubrics import Criterion, Rubric
-from medxiaohe.rubric.scoring import Verdict
+from medxiaohe.rubric.rubrics import Criterion
+from medxiaohe.rubric.scoring import Grader, Verdict
 
 NAME = "model"
 # The explanation is bounded so that the verdict always closes within the token budget: at
@@ -63,7 +63,7 @@ def grading_prompt(
     return PROMPT.format(conversation=text, points=criterion.points, criterion=criterion.text)
 
 
-class ModelGrader:
+class ModelGrader(Grader):
     name = NAME
 
     def __init__(
@@ -84,11 +84,6 @@ class ModelGrader:
         self._cache: OrderedDict[str, Verdict] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
-
-    def grade(
-        self, conversation: Sequence[dict[str, str]], completion: str, rubric: Rubric
-    ) -> list[Verdict]:
-        return self.grade_criteria(conversation, completion, rubric.criteria)
 
     def grade_criteria(
         self,
@@ -152,7 +147,7 @@ def _as(verdict: Verdict, criterion: Criterion) -> Verdict:
     return Verdict(criterion.id, verdict.met, verdict.explanation, verdict.grader)
 
 
-class CompositeGrader:
+class CompositeGrader(Grader):
     """The deterministic grader where it decides, the model grader for the rest; each verdict
     names the grader that decided it."""
 
@@ -162,14 +157,15 @@ class CompositeGrader:
         self.deterministic = deterministic
         self.model = model
 
-    def grade(
-        self, conversation: Sequence[dict[str, str]], completion: str, rubric: Rubric
+    def grade_criteria(
+        self,
+        conversation: Sequence[dict[str, str]],
+        completion: str,
+        criteria: Sequence[Criterion],
     ) -> list[Verdict]:
-        verdicts: list[Verdict] = self.deterministic.grade(conversation, completion, rubric)
+        verdicts = self.deterministic.grade_criteria(conversation, completion, criteria)
         open_ = [i for i, v in enumerate(verdicts) if v.met is None]
-        judged = self.model.grade_criteria(
-            conversation, completion, [rubric.criteria[i] for i in open_]
-        )
+        judged = self.model.grade_criteria(conversation, completion, [criteria[i] for i in open_])
         for i, verdict in zip(open_, judged, strict=True):
             verdicts[i] = verdict
         return verdicts

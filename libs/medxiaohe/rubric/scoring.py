@@ -11,6 +11,7 @@ and ``coverage`` says how many were decided.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,26 @@ class Verdict:
     met: bool | None  # None: the grader abstained
     explanation: str
     grader: str  # which grader decided: "deterministic", "model", ...
+
+
+class Grader(ABC):
+    """Grades a response, criterion by criterion: one Verdict each, in order."""
+
+    name: str
+
+    def grade(
+        self, conversation: Sequence[dict[str, str]], completion: str, rubric: Rubric
+    ) -> list[Verdict]:
+        return self.grade_criteria(conversation, completion, rubric.criteria)
+
+    @abstractmethod
+    def grade_criteria(
+        self,
+        conversation: Sequence[dict[str, str]],
+        completion: str,
+        criteria: Sequence[Criterion],
+    ) -> list[Verdict]:
+        """Criteria need not form a rubric (safety criteria are often all negative)."""
 
 
 @dataclass(frozen=True)
