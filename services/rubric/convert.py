@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from medxiaohe import __version__
 from medxiaohe.common.errors import InvalidInput
-from medxiaohe.rubric.rubrics import Criterion, Rubric
+from medxiaohe.rubric.rubrics import Criterion, Rubric, content_version
 from medxiaohe.rubric.scoring import ExampleScore
 from medxiaohe_protos.common.v1 import common_pb2
 from medxiaohe_protos.rubric.v1 import rubric_pb2 as pb
@@ -54,7 +54,8 @@ def inline_rubric(request: pb.ScoreResponseRequest) -> Rubric:
             )
         except InvalidInput as exc:
             raise InvalidInput(f"rubric[{i}]: {exc}") from None
-    return Rubric(tuple(criteria))
+    # an inline rubric is versioned by its content, so the score still names what produced it
+    return Rubric(tuple(criteria), set_id="inline", version=content_version(criteria))
 
 
 def score_to_proto(

@@ -89,6 +89,8 @@ def test_score_response_inline_and_by_set(no_judge: PlatformThread, pki: DevPki)
     assert reply.score == 1.0  # 8 of 8 decided positive points
     assert reply.raw_score == 1.0
     assert reply.tag_scores["theme:fever"] == 1.0
+    assert reply.rubric_set_id == "inline"
+    assert len(reply.rubric_set_version) == 16  # the inline rubric's content hash
     decided = sum(s != pb.VERDICT_STATUS_ABSTAINED for s in status.values())
     assert reply.coverage == pytest.approx(decided / 3)
     by_set = stub.ScoreResponse(

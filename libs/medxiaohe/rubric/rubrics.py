@@ -140,6 +140,11 @@ def rubric_to_yaml(criteria: Sequence[Criterion], description: str = "") -> str:
     return yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
 
 
+def content_version(criteria: Sequence[Criterion]) -> str:
+    """A rubric's version by its content: the same criteria, the same version."""
+    return hashlib.sha256(rubric_to_yaml(list(criteria)).encode()).hexdigest()[:16]
+
+
 def check_set_id(set_id: str) -> str:
     if not set_id or not all(ch.isalnum() or ch in "-_." for ch in set_id) or len(set_id) > 100:
         raise InvalidInput("a rubric set id has 1..100 letters, digits, '-', '_' or '.'")
@@ -150,7 +155,7 @@ def publish_rubric_set(store: ArtifactStore, set_id: str, criteria: Iterable[Cri
     """A new version of a rubric set (its content hash; the same content is the same version)."""
     text = rubric_to_yaml(list(criteria))
     rubric = rubric_from_yaml(text, check_set_id(set_id))
-    version = hashlib.sha256(text.encode()).hexdigest()[:16]
+    version = content_version(rubric.criteria)
     publish(store, f"{SETS_PREFIX}/{set_id}", {"rubric.yaml": text.encode()}, version=version)
     return Rubric(rubric.criteria, set_id, version)
 

@@ -233,7 +233,9 @@ class ScoreResponseResponse(_message.Message):
     per-example score, which aggregates average before clipping.
     """
     rubric_set_id: _builtins.str
-    """Which rubric produced the score (empty set id: inline)."""
+    """Which rubric produced the score: a set and its version, or "inline" and the version
+    (content hash) of the rubric sent.
+    """
     rubric_set_version: _builtins.str
     grader: _builtins.str
     """The grading used: "deterministic", "model" or "composite"."""
