@@ -155,6 +155,8 @@ def _ingest_samples(stub: ing_grpc.IngestionServiceStub) -> bool:
     )
 
 
+NOT_BUILT = ("report",)  # answers UNIMPLEMENTED, so it says NOT_SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 QUESTION = "Which syndrome causes lens luxation, dural ectasia and aortic dilatation?"
 
 
@@ -332,11 +334,10 @@ def run_demo(home: Path) -> int:
         for name, full in FULL_NAMES.items():
             status = health.Check(health_pb2.HealthCheckRequest(service=full), timeout=5).status
             text = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
-            results.append(
-                _say(
-                    status == health_pb2.HealthCheckResponse.SERVING, f"{name:<10} {text} over mTLS"
-                )
-            )
+            built = name not in NOT_BUILT
+            expected = health_pb2.HealthCheckResponse.SERVING if built else NOT_SERVING
+            note = "" if built else " (its RPCs are not built yet: truthfully not ready)"
+            results.append(_say(status == expected, f"{name:<10} {text} over mTLS{note}"))
         results.append(_say(_refused(grpc.insecure_channel(target)), "plaintext client refused"))
         results.append(
             _say(_refused(secure_channel(target, pki.ca)), "client without a certificate refused")

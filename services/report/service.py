@@ -1,7 +1,7 @@
 """Wiring of the report service into the runtime.
 
 Its RPCs are not built yet: the generated base servicer answers UNIMPLEMENTED for each of
-them, and health reflects only what the service already depends on (the object store).
+them, and the service reports NOT_SERVING (``built=False``), so no caller takes it for ready.
 """
 
 from __future__ import annotations
@@ -23,4 +23,5 @@ def build(settings: Settings, store: ArtifactStore) -> ServiceSpec:
             servicer, server
         ),
         checks=(store.ping,),
+        built=False,
     )
