@@ -146,3 +146,24 @@ def make_grader(
     )
     model = ModelGrader(client, judge_model or url, concurrency=concurrency)
     return model if kind == "model" else CompositeGrader(deterministic, model)
+
+
+IU_XRAY = Path("../shared/data/iu_xray/reports_train_val.csv")
+
+
+@app.command()
+def grounding(
+    reports: Annotated[Path, typer.Option(help="IU X-ray-format CSV (findings, impression).")] = (
+        IU_XRAY
+    ),
+    limit: Annotated[int, typer.Option(min=0, help="Reports to use; 0: all.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the injected errors.")] = 13,
+) -> None:
+    """Inject errors (addition, negation, laterality, omission) into reports and measure how the
+    verifier, and ROUGE-L and MiniLM sentence matching, find them; and how the dynamic rubric
+    scores the corrupted reports against their originals."""
+    from medxiaohe.eval.grounding import evaluate
+
+    if not reports.is_file():
+        raise typer.BadParameter(f"{reports} does not exist (IU X-ray reports CSV)")
+    typer.echo(json.dumps(evaluate(reports, limit, seed)))

@@ -201,11 +201,14 @@ def test_dynamic_rubrics_lower_the_score_of_every_error_type() -> None:
         "negation": FINDINGS_REPORT.replace("No pneumothorax.", "Small pneumothorax."),
         "addition": FINDINGS_REPORT + " Cardiomegaly.",
         "omission": "Findings: No pneumothorax. No pleural effusion.\nImpression: Normal.",
-        "recommendation": FINDINGS_REPORT + " Recommend follow-up chest CT for the hilum.",
         "hedging": FINDINGS_REPORT.replace("No pneumothorax.", "Possible pneumothorax."),
     }
     for kind, report in corrupted.items():
         assert score(report) < original, kind
+    normal = rubric_for([Finding("pneumothorax", "absent")])  # nothing found: nothing to follow
+    plain = score_example(normal.rubric, grader.grade("No pneumothorax.", normal)).raw
+    advised = "No pneumothorax. Recommend follow-up chest CT."
+    assert score_example(normal.rubric, grader.grade(advised, normal)).raw < plain
     with pytest.raises(InvalidInput):
         Finding("opacity", "maybe")
     with pytest.raises(InvalidInput):

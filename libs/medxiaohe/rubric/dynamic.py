@@ -10,10 +10,14 @@ For each finding:
 * absent: "States no <finding>" (+3), met by a sentence that negates it; "Does not claim
   <finding>" (-5), met (a penalty) by a sentence that asserts it;
 
-and for the report: "Hedges only where a finding is uncertain" (+3), not met when a sentence
-hedges a finding the perception step was sure of; "Recommends nothing without a supporting
-finding" (+3), not met when a sentence recommends (follow-up, further imaging, correlation)
-without naming any finding that was present or uncertain.
+and for the report: "Reports no observation beyond the findings" (+3), not met when a sentence
+asserts an observation the study's findings do not have; "Hedges only where a finding is
+uncertain" (+3), not met when a sentence hedges a finding the perception step was sure of;
+"Recommends nothing without a supporting finding" (+3), not met when the report recommends
+(follow-up, further imaging, correlation) while no finding is present or uncertain.
+
+Sentences are read as claims (``medxiaohe.report.claims``: observation, ConText assertion,
+side); a finding names an observation the same way.
 
 A finding is matched to a sentence by its tree entities when the tagger finds some in the
 finding's text, else by the finding's words.
@@ -27,18 +31,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from medxiaohe.common.errors import InvalidInput
+from medxiaohe.report.claims import claims
 from medxiaohe.rubric.deterministic import sentences
 from medxiaohe.rubric.rubrics import Criterion, Rubric
 from medxiaohe.rubric.scoring import Verdict
 
 NAME = "dynamic"
 ASSERTIONS = ("present", "absent", "uncertain")
-_SIDES = {"left": "left", "right": "right", "bilateral": "bilateral", "both": "bilateral"}
 _SIDE = re.compile(r"\b(left|right|bilateral|both)\b", re.I)
-_NEGATED = re.compile(r"\b(?:no|not|without|negative for|free of|absent|resolved)\b", re.I)
-_STOPWORDS = frozenset(
-    ["a", "an", "the", "of", "in", "on", "at", "with", "and", "or", "is", "are", "there"]
-)
 _RECOMMENDS = re.compile(
     r"\b(?:recommend|suggest|advise|consider|follow-up|follow up|further (?:imaging|evaluation)|"
     r"correlat)",
@@ -92,7 +92,10 @@ def rubric_for(findings: Sequence[Finding]) -> DynamicRubric:
             criteria.append(criterion)
             checks[criterion.id] = check
 
+    present = {_concept(f) for f in findings if f.assertion != "absent"}
     for finding in findings:
+        if finding.assertion == "absent" and _concept(finding) in present:
+            continue  # absent on one side, present on the other: the present one is checked
         if finding.assertion == "absent":
             add(f"States no {finding.text}", 3, Check(finding, "negated"))
             add(f"Does not claim {finding.text}", -5, Check(finding, "asserted"))
@@ -106,6 +109,7 @@ def rubric_for(findings: Sequence[Finding]) -> DynamicRubric:
             )
     if not findings:
         raise InvalidInput("findings give no criterion to score: send at least one")
+    add("Reports no observation beyond the findings", 3, Check(None, "beyond"))
     add("Hedges only where a finding is uncertain", 3, Check(None, "hedging"))
     add("Recommends nothing without a supporting finding", 3, Check(None, "recommendation"))
     return DynamicRubric(Rubric(tuple(criteria), set_id="dynamic"), checks)
@@ -145,6 +149,13 @@ class FindingGrader:
     def _report_check(
         self, wants: str, units: list[str], findings: list[Finding]
     ) -> tuple[bool, str]:
+        if wants == "beyond":
+            known = {_concept(f, self.tagger) for f in findings}
+            for unit in units:
+                for claim in claims(unit, self.tagger):
+                    if claim.assertion != "negated" and claim.concept not in known:
+                        return False, f"asserts {claim.concept}, which the findings do not have"
+            return True, "asserts only the findings"
         if wants == "hedging":
             for finding in findings:
                 if finding.assertion == "uncertain":
@@ -154,32 +165,25 @@ class FindingGrader:
                     if said and said.assertion == "uncertain":
                         return False, f"hedges a certain finding: {finding.text}"
             return True, "hedges no certain finding"
-        supported = [f for f in findings if f.assertion != "absent"]
-        for unit in units:
-            if _RECOMMENDS.search(unit) and not any(self._said(unit, f) for f in supported):
-                return False, "a recommendation names no finding"
-        return True, "every recommendation names a finding"
+        if any(f.assertion != "absent" for f in findings):
+            return True, "there is a finding to recommend on"
+        if any(_RECOMMENDS.search(unit) for unit in units):
+            return False, "recommends while nothing was found"
+        return True, "recommends nothing"
 
     def _said(self, sentence: str, finding: Finding) -> _Said | None:
-        side_found = _SIDE.search(sentence)
-        side = _SIDES[side_found.group(1).lower()] if side_found else ""
-        wanted = self._entities(_subject(finding))
-        if wanted:
-            mentions = [m for m in self.tagger.tag(sentence) if m.node_id in wanted]
-            if not mentions:
-                return None
-            assertion = str(mentions[0].assertion.value)
-            return _Said("negated" if assertion == "negated" else assertion, side)
-        words = {w for w in re.findall(r"[a-z]+", _subject(finding).lower()) if w not in _STOPWORDS}
-        have = set(re.findall(r"[a-z]+", sentence.lower()))
-        if not words or len(words & have) < max(1, (2 * len(words) + 2) // 3):
-            return None
-        return _Said("negated" if _NEGATED.search(sentence) else "present", side)
+        """How the sentence speaks of the finding's observation, or None when it does not."""
+        concept = _concept(finding, self.tagger)
+        for claim in claims(sentence, self.tagger):
+            if claim.concept == concept:
+                return _Said(claim.assertion, claim.side)
+        return None
 
-    def _entities(self, text: str) -> frozenset[str]:
-        if self.tagger is None:
-            return frozenset()
-        return frozenset(m.node_id for m in self.tagger.tag(text, assertions=False))
+
+def _concept(finding: Finding, tagger: Any = None) -> str:
+    """The observation a finding names: its first claim's concept, else its own words."""
+    found = claims(_subject(finding), tagger)
+    return found[0].concept if found else _subject(finding).lower()
 
 
 def _decide(check: Check, said: list[_Said]) -> tuple[bool, str]:

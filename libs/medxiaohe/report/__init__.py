@@ -1,0 +1,1 @@
+"""Report generation: claims in report sentences, and the verifier that checks them."""
