@@ -167,3 +167,14 @@ def grounding(
     if not reports.is_file():
         raise typer.BadParameter(f"{reports} does not exist (IU X-ray reports CSV)")
     typer.echo(json.dumps(evaluate(reports, limit, seed)))
+
+
+@app.command()
+def report(
+    pred: Annotated[Path, typer.Option(help="Generated reports: JSONL (id, report) or IU CSV.")],
+    ref: Annotated[Path, typer.Option(help="Reference reports, the same formats.")],
+) -> None:
+    """BLEU-4, ROUGE-L and entity F1 with assertions, per report and overall."""
+    from medxiaohe.eval.report import evaluate, read_reports
+
+    typer.echo(json.dumps(evaluate(read_reports(pred), read_reports(ref))))

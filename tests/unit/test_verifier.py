@@ -3,7 +3,10 @@ corruptions."""
 
 from __future__ import annotations
 
-from medxiaohe.eval.grounding import flip, rouge_l, swap_sides
+from pathlib import Path
+
+from medxiaohe.eval.grounding import flip, swap_sides
+from medxiaohe.eval.report import rouge_l
 from medxiaohe.report.claims import claims, split_sentences
 from medxiaohe.report.verifier import ADDITION, LATERALITY, NEGATION, NOT_CHECKED, SUPPORTED, verify
 
@@ -51,3 +54,26 @@ def test_the_corruptions_change_what_they_claim() -> None:
     assert swap_sides("Left effusion, right granuloma.") == "Right effusion, left granuloma."
     assert rouge_l("no acute disease", "no acute disease") == 1.0
     assert 0 < rouge_l("there is no pneumothorax", "there is pneumothorax") < 1
+
+
+def test_report_metrics_score_words_and_clinical_content(tmp_path: Path) -> None:
+    import json
+
+    import pytest
+
+    from medxiaohe.common.errors import InvalidInput
+    from medxiaohe.eval.report import evaluate, read_reports
+
+    refs = {"1": "No pneumothorax. Small left pleural effusion.", "2": "Heart size is normal."}
+    same = evaluate(refs, refs)
+    assert same["overall"] == {"bleu4": 1.0, "rouge_l": 1.0, "entity_f1": 1.0}
+    flipped = evaluate(
+        {"1": "Small pneumothorax. Small left pleural effusion.", "2": refs["2"]}, refs
+    )
+    assert flipped["overall"]["entity_f1"] < 1.0  # one assertion wrong
+    assert flipped["per_report"][1]["entity_f1"] == 1.0
+    path = tmp_path / "pred.jsonl"
+    path.write_text("\n".join(json.dumps({"id": k, "report": v}) for k, v in refs.items()))
+    assert read_reports(path) == refs
+    with pytest.raises(InvalidInput, match="no prediction"):
+        evaluate({"1": refs["1"]}, refs)

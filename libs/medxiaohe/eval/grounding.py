@@ -24,11 +24,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medxiaohe.eval.report import rouge_l
 from medxiaohe.report.claims import Claim, claims, split_sentences
 from medxiaohe.report.verifier import verify
 from medxiaohe.rubric.dynamic import Finding, FindingGrader, rubric_for
@@ -238,6 +240,7 @@ def tuned(
 ) -> tuple[float, Tally]:
     """The threshold with the best mean F1 over the types, and its tally."""
     best: tuple[float, float, Tally] | None = None
+    similarity = lru_cache(maxsize=None)(similarity)  # the same pairs at every threshold
     for threshold in np.arange(0.3, 1.0, 0.05):
         tally = score_matcher(reports, cases, similarity, float(threshold))
         result = tally.result()
@@ -250,21 +253,6 @@ def tuned(
 
 def _f1(p: float, r: float) -> float:
     return 2 * p * r / (p + r) if p + r else 0.0
-
-
-def rouge_l(a: str, b: str) -> float:
-    """ROUGE-L F-measure over lower-cased word tokens."""
-    x, y = re.findall(r"\w+", a.lower()), re.findall(r"\w+", b.lower())
-    if not x or not y:
-        return 0.0
-    previous = [0] * (len(y) + 1)
-    for token in x:
-        current = [0]
-        for j, other in enumerate(y):
-            current.append(previous[j] + 1 if token == other else max(previous[j + 1], current[j]))
-        previous = current
-    lcs = previous[-1]
-    return 0.0 if lcs == 0 else 2 * lcs / (len(x) + len(y))
 
 
 def minilm_similarity(sentences: Sequence[str]) -> Similarity:
