@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterator
+from dataclasses import replace
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,7 +18,15 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import Counter
 
 from medxiaohe.common.errors import InvalidInput
-from medxiaohe.models.chat import ChatResult
+from medxiaohe.models.chat import ChatParams, ChatResult
+from medxiaohe.models.tools import (
+    ToolCall,
+    choice_from,
+    output_schema,
+    parse_output,
+    tools_from,
+    with_tools,
+)
 from medxiaohe_services.model.predictor import VlmPredictor, params_from
 
 ROUTE = "/openai/v1/chat/completions"
@@ -35,6 +44,8 @@ FIELDS = frozenset(
         "stream",
         "response_format",
         "n",
+        "tools",
+        "tool_choice",
     }
 )
 CANCELLED = Counter(
@@ -64,9 +75,18 @@ def add_routes(app: FastAPI, predictor: VlmPredictor) -> None:
             if not isinstance(messages, list):
                 raise InvalidInput("messages must be a list")
             params = params_from(body)
+            messages, params, choice = _tools(body, messages, params)
             if not predictor.ready:
                 return JSONResponse({"error": {"message": "model not loaded"}}, status_code=503)
             cancel = threading.Event()  # set when the client goes away: generation stops
+            if choice != "none":  # a call is parsed whole: generate, then answer
+                work = asyncio.to_thread(predictor.model.chat, messages, params, cancel)
+                result = await _unless_disconnected(request, cancel, work)
+                content, calls = parse_output(result.text, choice)
+                if body.get("stream"):
+                    events = _answer_events(predictor.name, result, content, calls)
+                    return StreamingResponse(events, media_type="text/event-stream")
+                return JSONResponse(_completion(predictor.name, result, content, calls))
             if body.get("stream"):
                 # validate before the 200 goes out: errors after it cannot be a 400
                 stream = predictor.model.stream(messages, params, cancel)
@@ -96,12 +116,40 @@ async def _unless_disconnected(
     return task.result()
 
 
+def _tools(
+    body: dict[str, Any], messages: list[Any], params: ChatParams
+) -> tuple[list[Any], ChatParams, str]:
+    """The messages and parameters for a request with tools, and the tool choice ("none"
+    without tools): the output is constrained to a call (or, for "auto", a call or an answer)."""
+    if "tools" not in body:
+        if "tool_choice" in body:
+            raise InvalidInput("tool_choice needs tools")
+        return with_tools(messages), params, "none"  # earlier calls and results, as text
+    tools = tools_from(body["tools"])
+    choice = choice_from(body.get("tool_choice"), tools)
+    if choice != "none" and params.json_schema is not None:
+        raise InvalidInput("response_format and tools cannot be used together")
+    schema = output_schema(tools, choice)
+    return with_tools(messages, tools, choice), replace(params, json_schema=schema), choice
+
+
 def _error(message: str) -> JSONResponse:
     body = {"error": {"message": message, "type": "invalid_request_error", "code": None}}
     return JSONResponse(body, status_code=400)
 
 
-def _completion(model: str, result: ChatResult) -> dict[str, Any]:
+def _completion(
+    model: str,
+    result: ChatResult,
+    content: str | None = None,
+    calls: list[ToolCall] | None = None,
+) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": result.text}
+    if calls is not None:  # a request with tools
+        message["content"] = content
+        if calls:
+            message["tool_calls"] = [c.as_dict() for c in calls]
+    finish = "tool_calls" if calls else result.finish_reason
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -110,8 +158,8 @@ def _completion(model: str, result: ChatResult) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": result.text},
-                "finish_reason": result.finish_reason,
+                "message": message,
+                "finish_reason": finish,
             }
         ],
         "usage": {
@@ -120,6 +168,30 @@ def _completion(model: str, result: ChatResult) -> dict[str, Any]:
             "total_tokens": result.usage.total_tokens,
         },
     }
+
+
+async def _answer_events(
+    model: str, result: ChatResult, content: str | None, calls: list[ToolCall]
+) -> AsyncIterator[bytes]:
+    """A whole answer as chat.completion.chunk events: the role, the content or the calls,
+    the finish reason with usage, [DONE]."""
+    whole = _completion(model, result, content, calls)
+    delta: dict[str, Any] = {"content": content} if content is not None else {}
+    if calls:
+        delta["tool_calls"] = [{"index": i, **c.as_dict()} for i, c in enumerate(calls)]
+    base = {k: whole[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+    finish = whole["choices"][0]["finish_reason"]
+    for body in (
+        {**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]},
+        {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
+        {
+            **base,
+            "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
+            "usage": whole["usage"],
+        },
+    ):
+        yield f"data: {json.dumps(body)}\n\n".encode()
+    yield b"data: [DONE]\n\n"
 
 
 async def _events(

@@ -201,9 +201,14 @@ def test_open_inference_protocol_rest_and_grpc(server: Server) -> None:
         ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 10**6}, "at most 2000"),
         ({"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}, "number"),
         ({"messages": [{"role": "user", "content": "hi"}], "model": "gpt-9"}, "unknown model"),
+        ({"messages": ["hi"]}, "messages[0] must be an object"),
         (
-            {"messages": [{"role": "user", "content": "hi"}], "tools": [], "logprobs": True},
-            "unsupported request fields: logprobs, tools",
+            {"messages": [{"role": "assistant", "content": None, "tool_calls": [{"x": 1}]}]},
+            "are not OpenAI tool calls",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "hi"}], "user": "u1", "logprobs": True},
+            "unsupported request fields: logprobs, user",
         ),
         (
             {"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "xml"}},
@@ -496,3 +501,64 @@ def test_the_model_grader_retries_then_fails_clearly(server: Server) -> None:
     )
     with pytest.raises(Unavailable, match="giving up"):
         stubborn.grade(ask, "Rest.", rubric)
+
+
+def test_tools_answer_with_calls_that_validate(server: Server) -> None:
+    import jsonschema
+
+    zoom = {
+        "type": "function",
+        "function": {
+            "name": "zoom",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "box": {"type": "array", "items": {"type": "integer"}, "maxItems": 4}
+                },
+                "required": ["box"],
+                "additionalProperties": False,
+            },
+        },
+    }
+    ask = [{"role": "user", "content": "Zoom into the opacity."}]
+    reply = chat(server, messages=ask, tools=[zoom], tool_choice="required", max_tokens=400)
+    body = reply.json()
+    assert body["choices"][0]["finish_reason"] == "tool_calls"
+    (call,) = body["choices"][0]["message"]["tool_calls"]
+    assert call["function"]["name"] == "zoom"
+    jsonschema.validate(json.loads(call["function"]["arguments"]), zoom["function"]["parameters"])
+    follow = [
+        *ask,
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "a 64x64 view"},
+    ]
+    assert chat(server, messages=follow, max_tokens=3).status_code == 200  # the result goes back
+    with (
+        server.http() as http,
+        http.stream(
+            "POST",
+            f"{server.base}/openai/v1/chat/completions",
+            json={
+                "messages": ask,
+                "tools": [zoom],
+                "tool_choice": "required",
+                "max_tokens": 120,
+                "stream": True,
+            },
+        ) as streamed,
+    ):
+        events = [json.loads(x[6:]) for x in streamed.iter_lines() if x.startswith("data: {")]
+    deltas = [e["choices"][0]["delta"] for e in events]
+    assert any("tool_calls" in d for d in deltas)
+    assert events[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    for bad, message in [
+        ({"tool_choice": "required"}, "tool_choice needs tools"),
+        (
+            {"tools": [zoom], "tool_choice": {"type": "function", "function": {"name": "rotate"}}},
+            "not in tools",
+        ),
+        ({"tools": [zoom], "response_format": {"type": "json_object"}}, "cannot be used together"),
+    ]:
+        refused = chat(server, messages=ask, **bad)
+        assert refused.status_code == 400
+        assert message in refused.json()["error"]["message"]

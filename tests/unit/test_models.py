@@ -308,3 +308,84 @@ def test_bad_response_formats_say_why(
 
     with pytest.raises(InvalidInput, match=message):
         ask()
+
+
+ZOOM = {
+    "type": "function",
+    "function": {
+        "name": "zoom",
+        "description": "A closer view of part of an image.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "image_id": {"type": "string", "maxLength": 12},
+                "box": {
+                    "type": "array",
+                    "items": {"type": "integer"},
+                    "minItems": 4,
+                    "maxItems": 4,
+                },
+            },
+            "required": ["image_id", "box"],
+            "additionalProperties": False,
+        },
+    },
+}
+SEARCH = {
+    "type": "function",
+    "function": {
+        "name": "search_evidence",
+        "parameters": {
+            "type": "object",
+            "properties": {"query": {"type": "string", "maxLength": 30}},
+            "required": ["query"],
+        },
+    },
+}
+
+
+@pytest.mark.parametrize(
+    "choice", ["required", {"type": "function", "function": {"name": "zoom"}}, "auto"]
+)
+def test_tool_calls_parse_and_validate_even_with_random_weights(tiny: Path, choice: object) -> None:
+    import json
+
+    import jsonschema
+
+    from medxiaohe.models.chat import ChatModel, ChatParams
+    from medxiaohe.models.tools import (
+        choice_from,
+        output_schema,
+        parse_output,
+        tools_from,
+        with_tools,
+    )
+
+    model = ChatModel(load_vlm(tiny))
+    tools = tools_from([ZOOM, SEARCH])
+    mode = choice_from(choice, tools)
+    asked = [{"role": "user", "content": "Look closer at the left lower lobe."}]
+    for seed in range(4):
+        params = ChatParams(
+            max_tokens=300, temperature=1.0, seed=seed, json_schema=output_schema(tools, mode)
+        )
+        content, calls = parse_output(model.chat(with_tools(asked, tools, mode), params).text, mode)
+        if mode == "auto" and not calls:
+            assert isinstance(content, str)
+            continue
+        (call,) = calls
+        schema = {t.name: t.parameters for t in tools}[call.name]
+        jsonschema.validate(json.loads(call.arguments), schema)
+        if mode == "zoom":
+            assert call.name == "zoom"
+
+
+def test_bad_tools_say_why() -> None:
+    from medxiaohe.models.tools import choice_from, tools_from
+
+    with pytest.raises(InvalidInput, match="tools must be"):
+        tools_from([])
+    with pytest.raises(InvalidInput, match="unique"):
+        tools_from([ZOOM, ZOOM])
+    with pytest.raises(InvalidInput, match="not in tools"):
+        choice_from({"type": "function", "function": {"name": "rotate"}}, tools_from([ZOOM]))

@@ -19,7 +19,7 @@ from medxiaohe.models.structured import Constraints
 from medxiaohe.models.vlm import Vlm
 
 MAX_STOP = 4
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 
 Fetch = Callable[[str], bytes]  # s3:// URI -> bytes
 

@@ -2,9 +2,10 @@
 
 A JSON schema becomes a regular language over the model's vocabulary; a logits processor masks
 every token that would leave it, so what the model writes parses and validates even with random
-weights. Strings are bounded only by the schema: give them ``maxLength`` when a ``max_tokens``
-budget must hold the whole object (otherwise the budget can end it first, ``finish_reason:
-"length"``, as with OpenAI's API).
+weights. Integers with a small minimum..maximum range are enforced exactly (as an enum); other
+numbers are bounded to 16 digits (their bounds are not enforced); strings only by the schema:
+give them ``maxLength`` when a ``max_tokens`` budget must hold the whole object (otherwise the
+budget can end it first, ``finish_reason: "length"``, as with OpenAI's API).
 """
 
 from __future__ import annotations
@@ -18,6 +19,46 @@ from medxiaohe.common.errors import InvalidInput
 
 MAX_SCHEMA_BYTES = 32 << 10
 WHITESPACE = r"[ ]?"  # at most one space between JSON tokens: no runaway whitespace
+# outlines-core writes numbers with unbounded digit runs (and ignores minimum/maximum), so a
+# model could write digits forever: every run is bounded, which no practical value exceeds.
+_DIGIT_RUNS = (
+    ("[1-9][0-9]*", "[1-9][0-9]{0,15}"),
+    ("\\.[0-9]+", "\\.[0-9]{1,16}"),
+    ("[eE][+-][0-9]+", "[eE][+-][0-9]{1,3}"),
+)
+
+
+MAX_ENUM_RANGE = 65_536
+
+
+def enforceable(schema: Any) -> Any:
+    """The schema with bounded integers (minimum and maximum, a range of at most
+    ``MAX_ENUM_RANGE``) written as enums, which the regular expression can enforce (outlines-core
+    ignores numeric bounds)."""
+    if isinstance(schema, list):
+        return [enforceable(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: enforceable(value) for key, value in schema.items()}
+    if out.get("type") == "integer":
+        low = out.get("minimum")
+        high = out.get("maximum")
+        if isinstance(out.get("exclusiveMinimum"), int):
+            low = out["exclusiveMinimum"] + 1
+        if isinstance(out.get("exclusiveMaximum"), int):
+            high = out["exclusiveMaximum"] - 1
+        if isinstance(low, int) and isinstance(high, int) and 0 <= high - low < MAX_ENUM_RANGE:
+            return {"enum": list(range(low, high + 1))}
+    return out
+
+
+def bounded(regex: str) -> str:
+    """The schema's regular expression with number literals of at most 16 digits."""
+    for unbounded, limited in _DIGIT_RUNS:
+        regex = regex.replace(unbounded, limited)
+    return regex
+
+
 ANY_OBJECT = {"type": "object"}
 
 
@@ -71,7 +112,9 @@ class Constraints:
                 self._indexes.move_to_end(schema)
                 return self._indexes[schema]
         try:
-            index = Index(build_regex_from_schema(schema, WHITESPACE), self._backend.vocabulary)
+            rewritten = json.dumps(enforceable(json.loads(schema)))
+            regex = bounded(build_regex_from_schema(rewritten, WHITESPACE))
+            index = Index(regex, self._backend.vocabulary)
         except (ValueError, TypeError, RuntimeError) as exc:
             raise InvalidInput(f"response_format's schema cannot be used: {exc}") from None
         with self._lock:
