@@ -477,7 +477,7 @@ def test_response_format_json_schema_over_http_and_the_model_grader(server: Serv
     client = HttpModelClient(
         f"{server.base}/openai/v1", NAME, api_key=server.running.token, verify=str(server.pki.ca)
     )
-    grader = ModelGrader(client, NAME)
+    grader = ModelGrader(client, NAME, concurrency=1)  # this server runs one generation at once
     rubric = Rubric((Criterion("Advises rest", 5), Criterion("Recommends aspirin", -5)))
     verdicts = grader.grade(ask, "Rest and drink fluids.", rubric)
     assert all(v.met in (True, False) and v.grader == "model" for v in verdicts)
@@ -493,7 +493,8 @@ def test_the_model_grader_retries_then_fails_clearly(server: Server) -> None:
     rubric = Rubric((Criterion("Advises rest", 5),))
     ask = [{"role": "user", "content": "Grade it."}]
     flaky = FlakyProxy(server, fail=1)
-    grader = ModelGrader(HttpModelClient(f"{flaky.url}/openai/v1", NAME, backoff_s=0.01), NAME)
+    client = HttpModelClient(f"{flaky.url}/openai/v1", NAME, backoff_s=0.01)
+    grader = ModelGrader(client, NAME, concurrency=1)
     assert grader.grade(ask, "Rest.", rubric)[0].met in (True, False)  # after one 503
     down = FlakyProxy(server, fail=10)
     stubborn = ModelGrader(
