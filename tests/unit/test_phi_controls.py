@@ -53,7 +53,8 @@ WORST_CASES = ["Ab ", "1.", "A-", "Ab-Cd ", "a.", "9 ", "12 ", "a@a.", "Ab, ", "
 @pytest.mark.parametrize("rule", range(len(deid._RULES)))
 def test_every_rule_runs_in_linear_time_on_a_megabyte(rule: int) -> None:
     """1 MB of each worst case: a quadratic rule takes hours here (24 KB of "Ab Ab" took 3 s
-    before the fix); a linear one well under a second. The bound only catches the former."""
+    before the fix); a linear one under 2 s even on a busy machine. The bound only catches the
+    former, so a slow CI machine cannot fail it."""
     _, pattern, _ = deid._RULES[rule]
     slowest = 0.0
     for unit in WORST_CASES:
@@ -61,7 +62,7 @@ def test_every_rule_runs_in_linear_time_on_a_megabyte(rule: int) -> None:
         start = time.perf_counter()
         sum(1 for _ in pattern.finditer(text))
         slowest = max(slowest, time.perf_counter() - start)
-    assert slowest < 5.0, f"rule {rule} took {slowest:.1f} s on 1 MB"
+    assert slowest < 20.0, f"rule {rule} took {slowest:.1f} s on 1 MB"
 
 
 def test_the_length_cap_runs_before_de_identification() -> None:
