@@ -18,15 +18,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import Counter
 
 from medxiaohe.common.errors import InvalidInput
-from medxiaohe.models.chat import ChatParams, ChatResult
-from medxiaohe.models.tools import (
-    ToolCall,
-    choice_from,
-    output_schema,
-    parse_output,
-    tools_from,
-    with_tools,
-)
+from medxiaohe.models.chat import ChatResult
+from medxiaohe.models.tools import ToolCall, parse_output, prepare
 from medxiaohe_services.model.predictor import VlmPredictor, params_from
 
 ROUTE = "/openai/v1/chat/completions"
@@ -75,7 +68,10 @@ def add_routes(app: FastAPI, predictor: VlmPredictor) -> None:
             if not isinstance(messages, list):
                 raise InvalidInput("messages must be a list")
             params = params_from(body)
-            messages, params, choice = _tools(body, messages, params)
+            messages, schema, choice = prepare(
+                messages, params.json_schema, body.get("tools"), body.get("tool_choice")
+            )
+            params = replace(params, json_schema=schema)
             if not predictor.ready:
                 return JSONResponse({"error": {"message": "model not loaded"}}, status_code=503)
             cancel = threading.Event()  # set when the client goes away: generation stops
@@ -114,23 +110,6 @@ async def _unless_disconnected(
             cancel.set()
             CANCELLED.labels("false").inc()
     return task.result()
-
-
-def _tools(
-    body: dict[str, Any], messages: list[Any], params: ChatParams
-) -> tuple[list[Any], ChatParams, str]:
-    """The messages and parameters for a request with tools, and the tool choice ("none"
-    without tools): the output is constrained to a call (or, for "auto", a call or an answer)."""
-    if "tools" not in body:
-        if "tool_choice" in body:
-            raise InvalidInput("tool_choice needs tools")
-        return with_tools(messages), params, "none"  # earlier calls and results, as text
-    tools = tools_from(body["tools"])
-    choice = choice_from(body.get("tool_choice"), tools)
-    if choice != "none" and params.json_schema is not None:
-        raise InvalidInput("response_format and tools cannot be used together")
-    schema = output_schema(tools, choice)
-    return with_tools(messages, tools, choice), replace(params, json_schema=schema), choice
 
 
 def _error(message: str) -> JSONResponse:

@@ -549,6 +549,13 @@ def test_tools_answer_with_calls_that_validate(server: Server) -> None:
         ) as streamed,
     ):
         events = [json.loads(x[6:]) for x in streamed.iter_lines() if x.startswith("data: {")]
+    from medxiaohe.models.client import HttpModelClient
+
+    client = HttpModelClient(
+        f"{server.base}/openai/v1", NAME, api_key=server.running.token, verify=str(server.pki.ca)
+    )
+    through_client = client.call_tools(ask, [zoom], "required")
+    assert [c.name for c in through_client.tool_calls] == ["zoom"]
     deltas = [e["choices"][0]["delta"] for e in events]
     assert any("tool_calls" in d for d in deltas)
     assert events[-1]["choices"][0]["finish_reason"] == "tool_calls"

@@ -389,3 +389,18 @@ def test_bad_tools_say_why() -> None:
         tools_from([ZOOM, ZOOM])
     with pytest.raises(InvalidInput, match="not in tools"):
         choice_from({"type": "function", "function": {"name": "rotate"}}, tools_from([ZOOM]))
+
+
+def test_the_in_process_client_calls_tools(tiny: Path) -> None:
+    import json
+
+    from medxiaohe.models.chat import ChatModel, ChatParams
+    from medxiaohe.models.client import LocalModelClient
+
+    client = LocalModelClient(ChatModel(load_vlm(tiny)))
+    ask = [{"role": "user", "content": "Zoom into the opacity."}]
+    reply = client.call_tools(ask, [ZOOM], "required", params=ChatParams(max_tokens=300))
+    assert reply.finish_reason == "tool_calls"
+    (call,) = reply.tool_calls
+    assert call.name == "zoom"
+    assert set(json.loads(call.arguments)) == {"image_id", "box"}

@@ -10,13 +10,14 @@ import random
 import ssl
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import httpx
 
 from medxiaohe.common.errors import InvalidInput, Unavailable
 from medxiaohe.models.chat import ChatModel, ChatParams, ChatResult, Usage
+from medxiaohe.models.tools import ToolCall, parse_output, prepare
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
 DEFAULT_PARAMS = ChatParams()
@@ -25,8 +26,9 @@ DEFAULT_PARAMS = ChatParams()
 @dataclass(frozen=True)
 class ChatReply:
     text: str
-    finish_reason: str
+    finish_reason: str  # "stop", "length" or "tool_calls"
     usage: Usage
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 class ModelClient(Protocol):
@@ -43,6 +45,17 @@ class ModelClient(Protocol):
         images: Sequence[bytes | str] = (),
         params: ChatParams = DEFAULT_PARAMS,
     ) -> Iterator[str | ChatReply]: ...
+
+    def call_tools(
+        self,
+        messages: Sequence[dict[str, Any]],
+        tools: Sequence[dict[str, Any]],
+        tool_choice: str | dict[str, Any] = "auto",
+        images: Sequence[bytes | str] = (),
+        params: ChatParams = DEFAULT_PARAMS,
+    ) -> ChatReply:
+        """A turn with OpenAI ``tools``: the reply's ``tool_calls``, or its text."""
+        ...
 
 
 def with_images(
@@ -125,6 +138,20 @@ class LocalModelClient:
         for item in self.model.stream(with_images(messages, images), params):
             yield item if isinstance(item, str) else _reply(item)
 
+    def call_tools(
+        self,
+        messages: Sequence[dict[str, Any]],
+        tools: Sequence[dict[str, Any]],
+        tool_choice: str | dict[str, Any] = "auto",
+        images: Sequence[bytes | str] = (),
+        params: ChatParams = DEFAULT_PARAMS,
+    ) -> ChatReply:
+        prepared, schema, mode = prepare(messages, params.json_schema, list(tools), tool_choice)
+        result = self.model.chat(with_images(prepared, images), replace(params, json_schema=schema))
+        content, calls = parse_output(result.text, mode)
+        finish = "tool_calls" if calls else result.finish_reason
+        return ChatReply(content or "", finish, result.usage, tuple(calls))
+
 
 class HttpModelClient:
     """Any OpenAI-compatible endpoint: ``base_url`` up to and including ``/v1`` (this
@@ -193,6 +220,30 @@ class HttpModelClient:
                         yield piece
                     finish = choice.get("finish_reason") or finish
         yield ChatReply("".join(text), finish, usage)
+
+    def call_tools(
+        self,
+        messages: Sequence[dict[str, Any]],
+        tools: Sequence[dict[str, Any]],
+        tool_choice: str | dict[str, Any] = "auto",
+        images: Sequence[bytes | str] = (),
+        params: ChatParams = DEFAULT_PARAMS,
+    ) -> ChatReply:
+        body = self._request(messages, images, params, stream=False)
+        body |= {"tools": list(tools), "tool_choice": tool_choice}
+        with self._send(body) as response:
+            data = json.loads(response.read())
+        choice, usage = data["choices"][0], data.get("usage") or {}
+        calls = tuple(
+            ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"])
+            for c in choice["message"].get("tool_calls") or ()
+        )
+        return ChatReply(
+            text=choice["message"].get("content") or "",
+            finish_reason=choice.get("finish_reason") or "stop",
+            usage=Usage(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)),
+            tool_calls=calls,
+        )
 
     def _request(
         self,

@@ -180,3 +180,20 @@ def parse_output(text: str, choice: str) -> tuple[str | None, list[ToolCall]]:
     if isinstance(data, dict) and "content" in data:
         return str(data["content"]), []
     return text, []
+
+
+def prepare(
+    messages: Sequence[dict[str, Any]], json_schema: str | None, tools: Any, tool_choice: Any
+) -> tuple[list[dict[str, Any]], str | None, str]:
+    """A request's messages, output schema and tool mode ("none" without tools), as the
+    predictor and the in-process client both run it."""
+    if tools is None:
+        if tool_choice is not None:
+            raise InvalidInput("tool_choice needs tools")
+        return with_tools(messages), json_schema, "none"  # earlier calls and results, as text
+    specs = tools_from(tools)
+    mode = choice_from(tool_choice, specs)
+    if mode != "none" and json_schema is not None:
+        raise InvalidInput("response_format and tools cannot be used together")
+    schema = output_schema(specs, mode) if mode != "none" else json_schema
+    return with_tools(messages, specs, mode), schema, mode
