@@ -32,7 +32,7 @@ import numpy as np
 
 from medxiaohe.eval.report import rouge_l
 from medxiaohe.report.claims import Claim, claims, split_sentences
-from medxiaohe.report.verifier import verify
+from medxiaohe.report.verifier import positive, verify
 from medxiaohe.rubric.dynamic import Finding, FindingGrader, rubric_for
 from medxiaohe.rubric.scoring import score_example
 
@@ -115,7 +115,7 @@ def corrupt(reports: Sequence[list[str]], seed: int = 13) -> list[Case]:
                 break
         for j in order:  # laterality
             sided = [c for c in per_sentence[j] if c.side in ("left", "right")]
-            if sided and c_positive(sided[0]):
+            if sided and positive(sided[0].assertion):
                 cases.append(
                     Case(
                         i,
@@ -149,10 +149,6 @@ def corrupt(reports: Sequence[list[str]], seed: int = 13) -> list[Case]:
                 cases.append(Case(i, "addition", sentences, at, (new[0].concept,)))
                 break
     return cases
-
-
-def c_positive(claim: Claim) -> bool:
-    return claim.assertion in ("present", "uncertain")
 
 
 def _with(report: Sequence[str], index: int, sentence: str) -> tuple[str, ...]:

@@ -41,7 +41,8 @@ class Verification:
         return [s for s in self.sentences if s.verdict not in (SUPPORTED, NOT_CHECKED)]
 
 
-def _positive(assertion: str) -> bool:
+def positive(assertion: str) -> bool:
+    """Present or uncertain: the report asserts the observation (possibly hedged)."""
     return assertion in ("present", "uncertain")
 
 
@@ -49,14 +50,12 @@ def check_claim(claim: Claim, source: Sequence[Claim]) -> tuple[str, str]:
     """(verdict, reason) of one claim against the source's claims."""
     same = [s for s in source if s.concept == claim.concept]
     if not same:
-        if _positive(claim.assertion):
+        if positive(claim.assertion):
             return ADDITION, f"{claim.concept}: not in the source"
         return SUPPORTED, f"{claim.concept}: absent, and the source does not report it"
-    if not any(_positive(s.assertion) == _positive(claim.assertion) for s in same):
+    if not any(positive(s.assertion) == positive(claim.assertion) for s in same):
         return NEGATION, f"{claim.concept}: the source says {same[0].assertion}"
-    sided = [
-        s.side for s in same if s.side and _positive(s.assertion) == _positive(claim.assertion)
-    ]
+    sided = [s.side for s in same if s.side and positive(s.assertion) == positive(claim.assertion)]
     if claim.side and sided and claim.side not in sided and claim.side != "bilateral":
         return LATERALITY, f"{claim.concept}: the source says {sided[0]}"
     return SUPPORTED, f"{claim.concept}: in the source"
