@@ -77,3 +77,67 @@ def test_report_metrics_score_words_and_clinical_content(tmp_path: Path) -> None
     assert read_reports(path) == refs
     with pytest.raises(InvalidInput, match="no prediction"):
         evaluate({"1": refs["1"]}, refs)
+
+
+def test_a_report_exports_as_validated_fhir_r4() -> None:
+    import base64
+
+    import pytest
+    from fhir.resources.R4B.bundle import Bundle
+
+    from medxiaohe.common.errors import InvalidInput
+    from medxiaohe.report.fhir import to_fhir
+    from medxiaohe.report.model import Finding, Provenance, Region, Report, Section, Sentence
+
+    findings = (
+        Finding(
+            "f1",
+            "lower lobe opacity",
+            "present",
+            "lung",
+            "left",
+            Region("1.2.3.4", (10, 20, 60, 80)),
+        ),
+        Finding("f2", "pneumothorax", "absent"),
+    )
+    report = Report(
+        id="r-1",
+        study_id="s-1",
+        findings=findings,
+        sections=(
+            Section("Findings", (Sentence("Left lower lobe opacity.", ("f1",), (), "supported"),)),
+            Section("Impression", (Sentence("Possible pneumonia.", ("f1",)),)),
+        ),
+        provenance=Provenance(
+            "req-1",
+            "https://model:8080/openai/v1",
+            "tiny-1",
+            "met-7",
+            "cxr-2",
+            "0.1.0",
+            {"rare": "v3"},
+        ),
+        created="2026-12-02T07:00:00Z",
+    )
+    bundle = to_fhir(report)
+    parsed = Bundle.model_validate(bundle)  # valid R4
+    kinds = [e.resource.get_resource_type() for e in parsed.entry]
+    assert kinds == ["DiagnosticReport", "Observation", "Observation", "Provenance"]
+    diagnostic, left, absent, provenance = (e["resource"] for e in bundle["entry"])
+    assert diagnostic["conclusion"] == "Possible pneumonia."
+    assert [r["reference"] for r in diagnostic["result"]] == [
+        "Observation/r-1-f1",
+        "Observation/r-1-f2",
+    ]
+    assert (
+        "Left lower lobe opacity."
+        in base64.b64decode(diagnostic["presentedForm"][0]["data"]).decode()
+    )
+    assert left["bodySite"]["text"] == "left lung"
+    assert "1.2.3.4" in left["note"][0]["text"]
+    assert absent["interpretation"][0]["coding"][0]["code"] == "NEG"
+    names = {a["type"]["text"] for a in provenance["agent"]}
+    assert names == {"model", "perception", "reasoning", "style", "verifier"}
+    assert any("rare v3" in e["what"]["display"] for e in provenance["entity"])
+    with pytest.raises(InvalidInput):
+        Region("x", (50, 0, 10, 10))
