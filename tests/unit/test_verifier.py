@@ -8,6 +8,7 @@ from pathlib import Path
 from medxiaohe.eval.grounding import flip, swap_sides
 from medxiaohe.eval.report import rouge_l
 from medxiaohe.report.claims import claims, split_sentences
+from medxiaohe.report.model import Report
 from medxiaohe.report.verifier import ADDITION, LATERALITY, NEGATION, NOT_CHECKED, SUPPORTED, verify
 
 SOURCE = (
@@ -79,15 +80,8 @@ def test_report_metrics_score_words_and_clinical_content(tmp_path: Path) -> None
         evaluate({"1": refs["1"]}, refs)
 
 
-def test_a_report_exports_as_validated_fhir_r4() -> None:
-    import base64
-
-    import pytest
-    from fhir.resources.R4B.bundle import Bundle
-
-    from medxiaohe.common.errors import InvalidInput
-    from medxiaohe.report.fhir import to_fhir
-    from medxiaohe.report.model import Finding, Provenance, Region, Report, Section, Sentence
+def sample_report() -> Report:
+    from medxiaohe.report.model import Finding, Provenance, Region, Section, Sentence
 
     findings = (
         Finding(
@@ -119,7 +113,20 @@ def test_a_report_exports_as_validated_fhir_r4() -> None:
         ),
         created="2026-12-02T07:00:00Z",
     )
-    bundle = to_fhir(report)
+    return report
+
+
+def test_a_report_exports_as_validated_fhir_r4() -> None:
+    import base64
+
+    import pytest
+    from fhir.resources.R4B.bundle import Bundle
+
+    from medxiaohe.common.errors import InvalidInput
+    from medxiaohe.report.fhir import to_fhir
+    from medxiaohe.report.model import Region
+
+    bundle = to_fhir(sample_report())
     parsed = Bundle.model_validate(bundle)  # valid R4
     kinds = [e.resource.get_resource_type() for e in parsed.entry]
     assert kinds == ["DiagnosticReport", "Observation", "Observation", "Provenance"]
@@ -141,3 +148,29 @@ def test_a_report_exports_as_validated_fhir_r4() -> None:
     assert any("rare v3" in e["what"]["display"] for e in provenance["entity"])
     with pytest.raises(InvalidInput):
         Region("x", (50, 0, 10, 10))
+
+
+def test_reports_are_stored_once_per_request(tmp_path: Path) -> None:
+    import dataclasses
+
+    import pytest
+
+    from medxiaohe.common.errors import Conflict, NotFound
+    from medxiaohe.report.store import find_report, load_fhir, load_report, report_id, save_report
+    from medxiaohe.storage import open_store
+
+    store = open_store(str(tmp_path))
+    report = dataclasses.replace(sample_report(), id=report_id("ris", "req-1"))
+    assert report_id("ris", "req-1") == report.id != report_id("pacs", "req-1")
+    trace = [{"id": "s1", "agent": "perception", "kind": "findings"}]
+    prefix = save_report(store, report, trace)
+    assert prefix == f"reports/{report.id}"
+    assert save_report(store, report, trace) == prefix  # a retry stores nothing new
+    assert load_report(store, report.id) == (report, trace)
+    assert load_fhir(store, report.id)["resourceType"] == "Bundle"
+    other = dataclasses.replace(report, omissions=("cardiomegaly",))
+    with pytest.raises(Conflict):
+        save_report(store, other, trace)
+    assert find_report(store, "r-unknown") is None
+    with pytest.raises(NotFound):
+        load_report(store, "r-unknown")
