@@ -158,19 +158,27 @@ async def _answer_events(
     delta: dict[str, Any] = {"content": content} if content is not None else {}
     if calls:
         delta["tool_calls"] = [{"index": i, **c.as_dict()} for i, c in enumerate(calls)]
-    base = {k: whole[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
-    finish = whole["choices"][0]["finish_reason"]
-    for body in (
-        {**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]},
-        {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
-        {
-            **base,
-            "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
-            "usage": whole["usage"],
-        },
-    ):
-        yield f"data: {json.dumps(body)}\n\n".encode()
+    frame = (whole["id"], whole["created"], model)
+    yield _chunk(frame, {"role": "assistant"})
+    yield _chunk(frame, delta)
+    yield _chunk(frame, {}, whole["choices"][0]["finish_reason"], usage=whole["usage"])
     yield b"data: [DONE]\n\n"
+
+
+def _chunk(
+    frame: tuple[str, int, str], delta: dict[str, Any], finish: str | None = None, **extra: Any
+) -> bytes:
+    """One server-sent chat.completion.chunk event; ``frame`` is (id, created, model)."""
+    ident, created, model = frame
+    body = {
+        "id": ident,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        **extra,
+    }
+    return f"data: {json.dumps(body)}\n\n".encode()
 
 
 async def _events(
@@ -192,26 +200,14 @@ async def _events(
 async def _chunks(
     model: str, first: str | ChatResult, rest: Iterator[str | ChatResult]
 ) -> AsyncIterator[bytes]:
-    ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-
-    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
-        body = {
-            "id": ident,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            **extra,
-        }
-        return f"data: {json.dumps(body)}\n\n".encode()
-
-    yield chunk({"role": "assistant", "content": ""})
+    frame = (f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), model)
+    yield _chunk(frame, {"role": "assistant", "content": ""})
     item: str | ChatResult | None = first
     while item is not None:
         if isinstance(item, ChatResult):
             usage = _completion(model, item)["usage"]
-            yield chunk({}, item.finish_reason, usage=usage)
+            yield _chunk(frame, {}, item.finish_reason, usage=usage)
             break
-        yield chunk({"content": item})
+        yield _chunk(frame, {"content": item})
         item = await asyncio.to_thread(next, rest, None)
     yield b"data: [DONE]\n\n"

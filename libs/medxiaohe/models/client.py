@@ -187,15 +187,7 @@ class HttpModelClient:
         images: Sequence[bytes | str] = (),
         params: ChatParams = DEFAULT_PARAMS,
     ) -> ChatReply:
-        body = self._request(messages, images, params, stream=False)
-        with self._send(body) as response:
-            data = json.loads(response.read())
-        choice, usage = data["choices"][0], data.get("usage") or {}
-        return ChatReply(
-            text=choice["message"].get("content") or "",
-            finish_reason=choice.get("finish_reason") or "stop",
-            usage=Usage(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)),
-        )
+        return self._answer(self._request(messages, images, params, stream=False))
 
     def stream(
         self,
@@ -230,7 +222,10 @@ class HttpModelClient:
         params: ChatParams = DEFAULT_PARAMS,
     ) -> ChatReply:
         body = self._request(messages, images, params, stream=False)
-        body |= {"tools": list(tools), "tool_choice": tool_choice}
+        return self._answer(body | {"tools": list(tools), "tool_choice": tool_choice})
+
+    def _answer(self, body: dict[str, Any]) -> ChatReply:
+        """One non-streamed completion: its text or tool calls, finish reason and usage."""
         with self._send(body) as response:
             data = json.loads(response.read())
         choice, usage = data["choices"][0], data.get("usage") or {}
