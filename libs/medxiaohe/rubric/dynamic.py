@@ -26,12 +26,12 @@ finding's text, else by the finding's words.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from medxiaohe.common.errors import InvalidInput
-from medxiaohe.report.claims import claims
+from medxiaohe.report.claims import Claim, claims
 from medxiaohe.rubric.deterministic import sentences
 from medxiaohe.rubric.rubrics import Criterion, Rubric
 from medxiaohe.rubric.scoring import Verdict
@@ -124,8 +124,9 @@ class _Said:
 
 
 class FindingGrader:
-    """Grades a report against a dynamic rubric. ``tagger`` (a DictionaryTagger) matches findings
-    to sentences by tree entities with their ConText assertions; without one, by words."""
+    """Grades a report against a dynamic rubric: each sentence is read as claims once (the
+    chest X-ray lexicon, and tree entities when a ``tagger`` is given), and each finding's
+    observation is looked up among them."""
 
     name = NAME
 
@@ -134,50 +135,58 @@ class FindingGrader:
 
     def grade(self, report: str, dynamic: DynamicRubric) -> list[Verdict]:
         units = sentences(report)
+        per_unit = [claims(unit, self.tagger) for unit in units]
         findings = [c.finding for c in dynamic.checks.values() if c.finding is not None]
+        concepts = {f: _concept(f, self.tagger) for f in findings}
+
+        def said(finding: Finding) -> list[_Said]:
+            """How each sentence that names the finding's observation speaks of it (its first
+            claim of it)."""
+            out = []
+            for found in per_unit:
+                claim = next((c for c in found if c.concept == concepts[finding]), None)
+                if claim is not None:
+                    out.append(_Said(claim.assertion, claim.side))
+            return out
+
         verdicts = []
         for criterion in dynamic.rubric.criteria:
             check = dynamic.checks[criterion.id]
             if check.finding is None:
-                met, why = self._report_check(check.wants, units, findings)
+                met, why = _report_check(check.wants, units, per_unit, findings, concepts, said)
             else:
-                said = [s for unit in units if (s := self._said(unit, check.finding))]
-                met, why = _decide(check, said)
+                met, why = _decide(check, said(check.finding))
             verdicts.append(Verdict(criterion.id, met, why, NAME))
         return verdicts
 
-    def _report_check(
-        self, wants: str, units: list[str], findings: list[Finding]
-    ) -> tuple[bool, str]:
-        if wants == "beyond":
-            known = {_concept(f, self.tagger) for f in findings}
-            for unit in units:
-                for claim in claims(unit, self.tagger):
-                    if claim.assertion != "negated" and claim.concept not in known:
-                        return False, f"asserts {claim.concept}, which the findings do not have"
-            return True, "asserts only the findings"
-        if wants == "hedging":
-            for finding in findings:
-                if finding.assertion == "uncertain":
-                    continue
-                for unit in units:
-                    said = self._said(unit, finding)
-                    if said and said.assertion == "uncertain":
-                        return False, f"hedges a certain finding: {finding.text}"
-            return True, "hedges no certain finding"
-        if any(f.assertion != "absent" for f in findings):
-            return True, "there is a finding to recommend on"
-        if any(_RECOMMENDS.search(unit) for unit in units):
-            return False, "recommends while nothing was found"
-        return True, "recommends nothing"
 
-    def _said(self, sentence: str, finding: Finding) -> _Said | None:
-        """How the sentence speaks of the finding's observation, or None when it does not."""
-        concept = _concept(finding, self.tagger)
-        for claim in claims(sentence, self.tagger):
-            if claim.concept == concept:
-                return _Said(claim.assertion, claim.side)
-        return None
+def _report_check(
+    wants: str,
+    units: list[str],
+    per_unit: list[list[Claim]],
+    findings: list[Finding],
+    concepts: dict[Finding, str],
+    said: Callable[[Finding], list[_Said]],
+) -> tuple[bool, str]:
+    if wants == "beyond":
+        known = set(concepts.values())
+        for found in per_unit:
+            for claim in found:
+                if claim.assertion != "negated" and claim.concept not in known:
+                    return False, f"asserts {claim.concept}, which the findings do not have"
+        return True, "asserts only the findings"
+    if wants == "hedging":
+        for finding in findings:
+            if finding.assertion != "uncertain" and any(
+                s.assertion == "uncertain" for s in said(finding)
+            ):
+                return False, f"hedges a certain finding: {finding.text}"
+        return True, "hedges no certain finding"
+    if any(f.assertion != "absent" for f in findings):
+        return True, "there is a finding to recommend on"
+    if any(_RECOMMENDS.search(unit) for unit in units):
+        return False, "recommends while nothing was found"
+    return True, "recommends nothing"
 
 
 def _concept(finding: Finding, tagger: Any = None) -> str:
