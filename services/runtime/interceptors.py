@@ -93,7 +93,10 @@ class _Wrapping(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships
     """Runs every call of every method inside ``self.guard``."""
 
     guard: Guard
-    collects_ids = False  # only the audit needs record ids; others leave the stream untouched
+
+    def tap_unary(self, request: Any, ids: list[str]) -> Any:
+        """The request as the inner handler sees it (unchanged here)."""
+        return request
 
     def tap_stream(
         self, stream: AsyncIterator[Any], method: str, ids: list[str]
@@ -131,9 +134,7 @@ class _Wrapping(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships
         def tap(request: Any, ids: list[str]) -> Any:
             if stream_in:
                 return self.tap_stream(request, method, ids)
-            if self.collects_ids:
-                ids.extend(record_ids(request))
-            return request
+            return self.tap_unary(request, ids)
 
         if stream_out:
 
@@ -168,11 +169,13 @@ class AuditInterceptor(_Wrapping):
     as keyed pseudonyms (an auditor with the secret can match them; a log reader learns nothing);
     never payloads."""
 
-    collects_ids = True
-
     def __init__(self, service_label: Mapping[str, str], key: str) -> None:
         self._label = service_label  # full service name -> short service name
         self._key = key
+
+    def tap_unary(self, request: Any, ids: list[str]) -> Any:
+        ids.extend(record_ids(request))
+        return request
 
     async def tap_stream(
         self, stream: AsyncIterator[Any], method: str, ids: list[str]
