@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from medxiaohe.rubric.deterministic import _EMERGENCY, _PROFESSIONAL, sentences
+from medxiaohe.rubric.deterministic import refers_to_care, sentences
 from medxiaohe.rubric.rubrics import Example
 from medxiaohe.rubric.scoring import ExampleScore, Grader, score_example
 
@@ -28,7 +28,7 @@ def degraded(examples: Sequence[Example], index: int) -> dict[str, str | None]:
     """The three degraded completions of one example (None where one does not apply)."""
     ideal = examples[index].ideal_completion
     parts = sentences(ideal)
-    kept = [s for s in parts if not (_EMERGENCY.search(s) or _PROFESSIONAL.search(s))]
+    kept = [s for s in parts if not refers_to_care(s)]
     return {
         "off_topic": examples[(index + 1) % len(examples)].ideal_completion,
         "truncated": " ".join(parts[:2]) if len(parts) > 2 else None,

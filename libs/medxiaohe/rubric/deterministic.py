@@ -119,6 +119,11 @@ def sentences(text: str) -> list[str]:
     return [s for s in found if len(s) > 3]
 
 
+def refers_to_care(text: str) -> bool:
+    """Whether the text refers the user to emergency or professional care."""
+    return bool(_EMERGENCY.search(text) or _PROFESSIONAL.search(text))
+
+
 def section_text(text: str, name: str) -> str | None:
     """The text of a section ("Impression:" or a "# Impression" heading up to the next one), or
     None when the report has no such section."""
@@ -248,10 +253,8 @@ class DeterministicGrader(Grader):
         if _UNDECIDABLE.search(core) and "level:cluster" in c.tags:
             return None, "abstained: needs judgement (accuracy, hedging, tailoring)"
         if _REFERRAL_CRITERION.search(core) and not _NEGATED_CRITERION.match(core):
-            family = _EMERGENCY if re.search(r"emergenc|911|urgent|immediate", core, re.I) else None
-            found = bool((family or _PROFESSIONAL).search(r.text)) or bool(
-                _EMERGENCY.search(r.text)
-            )
+            emergency = re.search(r"emergenc|911|urgent|immediate", core, re.I)
+            found = bool(_EMERGENCY.search(r.text)) if emergency else refers_to_care(r.text)
             if c.points > 0:
                 return found, f"referral {'found' if found else 'missing'}"
             return None if found else (False, "no referral in the response")
