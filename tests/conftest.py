@@ -32,6 +32,14 @@ def foreign_pki(tmp_path_factory: pytest.TempPathFactory) -> DevPki:
 
 
 @pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny vision-language model (random weights), built once per session."""
+    from medxiaohe.models.tiny import build_tiny
+
+    return build_tiny("qwen2-vl", tmp_path_factory.mktemp("tiny-model") / "model", seed=0)
+
+
+@pytest.fixture(scope="session")
 def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Weed]:
     server = start_weed(tmp_path_factory.mktemp("weed"))
     yield server

@@ -1,27 +1,56 @@
 """Wiring of the report service into the runtime.
 
-Its RPCs are not built yet: the generated base servicer answers UNIMPLEMENTED for each of
-them, and the service reports NOT_SERVING (``built=False``), so no caller takes it for ready.
-"""
+Health is truthful: NOT_SERVING until the model answers (an endpoint, or the in-process model
+loaded), the entity tree is loaded and the shipped templates are in the store."""
 
 from __future__ import annotations
 
+from medxiaohe.common.errors import NotReady
+from medxiaohe.common.secrets import required_secret
 from medxiaohe.common.settings import Settings
+from medxiaohe.entities.loader import TaggerLoader
+from medxiaohe.evidence.registry import IndexRegistry
+from medxiaohe.report.style import publish_builtin_templates
 from medxiaohe.storage import ArtifactStore
 from medxiaohe_protos.report.v1 import report_pb2, report_pb2_grpc
-from medxiaohe_services.runtime.server import ServiceSpec
+from medxiaohe_services.report.servicer import ReportServicer
+from medxiaohe_services.runtime.models import model_endpoint
+from medxiaohe_services.runtime.server import ServiceSpec, once
 
 FULL_NAME = report_pb2.DESCRIPTOR.services_by_name["ReportService"].full_name
 
 
+def no_model() -> None:
+    raise NotReady("no model: set MEDXIAOHE_REPORT_MODEL_URL or MEDXIAOHE_LOCAL_MODEL_URI")
+
+
 def build(settings: Settings, store: ArtifactStore) -> ServiceSpec:
-    servicer = report_pb2_grpc.ReportServiceServicer()  # type: ignore[abstract]  # base: UNIMPLEMENTED
+    model = model_endpoint(
+        settings,
+        settings.report_model_url,
+        settings.report_model_name,
+        settings.report_model_api_key.get_secret_value(),
+    )
+    # the tree comes from the store: `medxiaohe met build`, or the embedded ingestion service
+    tagging = TaggerLoader(store, settings.met_version or None)
+    servicer = ReportServicer(
+        store,
+        model,
+        tagging,
+        IndexRegistry(store),
+        settings.report_evidence_index,
+        required_secret(settings).encode(),
+    )
     return ServiceSpec(
         name="report",
         full_name=FULL_NAME,
         register=lambda server: report_pb2_grpc.add_ReportServiceServicer_to_server(
             servicer, server
         ),
-        checks=(store.ping,),
-        built=False,
+        checks=(
+            store.ping,
+            model.check if model else no_model,
+            tagging.check,
+            once(lambda: publish_builtin_templates(store)),
+        ),
     )

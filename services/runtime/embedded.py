@@ -1,8 +1,9 @@
 """Embedded defaults: everything in one process on one port, for a laptop or a demo.
 
-A local folder is the object store, tasks run in-process, and a development PKI under the home
-folder provides mTLS (client ``medxiaohe-dev`` may call every RPC unless MEDXIAOHE_*__ALLOW
-says otherwise).
+A local folder is the object store, tasks run in-process, the report and rubric services use a
+model loaded in the process, and a development PKI under the home folder provides mTLS (client
+``medxiaohe-dev`` may call every RPC unless MEDXIAOHE_*__ALLOW says
+otherwise).
 """
 
 from __future__ import annotations
@@ -19,11 +20,29 @@ from medxiaohe.training.runs import models_prefix
 from medxiaohe_services.runtime.certs import DEV_CLIENT, DevPki, load_dev_pki, write_dev_pki
 
 NER_MODELS = models_prefix("ner")
+SMALL_MODEL = models_prefix("small")
 
 
 def trained_ner(home: Path) -> bool:
     """Whether the home's local store holds a NER model (`make train-ner` publishes one)."""
     return (home / "store" / NER_MODELS / LATEST).is_file()
+
+
+def local_model(home: Path) -> str:
+    """The in-process model of the report and rubric services: the platform-trained small
+    model when the home's store has one, else the tiny one (random weights), built on first
+    use into home/models/tiny-vlm."""
+    if (home / "store" / SMALL_MODEL / LATEST).is_file():
+        return SMALL_MODEL
+    folder = home / "models" / "tiny-vlm"
+    if not (folder / "config.json").is_file():
+        from transformers.utils import logging as hf_logging
+
+        from medxiaohe.models.tiny import build_tiny
+
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        build_tiny("qwen2-vl", folder)
+    return str(folder)
 
 
 def ensure_dev_pki(home: Path) -> DevPki:
@@ -48,6 +67,8 @@ def embedded_settings(home: Path, port: int, *, insecure: bool = False) -> Setti
         "tls_client_ca": pki.ca,
         "deid_secret": SecretStr(home_secret(home)),
     }
+    if "local_model_uri" not in env.model_fields_set:
+        defaults["local_model_uri"] = local_model(home)
     if trained_ner(home):
         defaults["ner_model_uri"] = NER_MODELS
     for name in SERVICE_NAMES:

@@ -41,9 +41,19 @@ class ServiceSpec:
     register: Callable[[grpc.aio.Server], None]
     # Each check raises (a MedxError, ideally) while a dependency is not loaded or reachable.
     checks: Sequence[Callable[[], None]] = field(default_factory=tuple)
-    # False while the service's RPCs answer UNIMPLEMENTED: it is NOT_SERVING, and the overall
-    # health of a process that embeds it does not wait for it.
-    built: bool = True
+
+
+def once(action: Callable[[], object]) -> Callable[[], None]:
+    """A readiness check that runs ``action`` until it has succeeded once (e.g. publishing the
+    shipped templates to a store that may not be reachable yet)."""
+    done: list[bool] = []
+
+    def check() -> None:
+        if not done:
+            action()
+            done.append(True)
+
+    return check
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -153,8 +163,8 @@ class Platform:
     async def check_once(self) -> None:
         """Run every service's readiness checks and publish the result to health."""
         for spec in self.specs:
-            status = SERVING if spec.built else NOT_SERVING
-            for check in spec.checks if spec.built else ():
+            status = SERVING
+            for check in spec.checks:
                 try:
                     await asyncio.wait_for(
                         asyncio.to_thread(check), timeout=max(self.settings.health_interval_s, 1.0)
@@ -168,7 +178,7 @@ class Platform:
             await self._set(spec.full_name, status)
         overall = (
             SERVING
-            if all(self._status.get(s.full_name) == SERVING for s in self.specs if s.built)
+            if all(self._status.get(s.full_name) == SERVING for s in self.specs)
             else NOT_SERVING
         )
         await self._set("", overall)

@@ -21,7 +21,6 @@ from medxiaohe.common.settings import Settings
 from medxiaohe.storage import open_store
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2 as ing
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2_grpc as ing_grpc
-from medxiaohe_protos.report.v1 import report_pb2, report_pb2_grpc
 from medxiaohe_protos.rubric.v1 import rubric_pb2, rubric_pb2_grpc
 from medxiaohe_services.runtime.certs import DevPki
 from medxiaohe_services.runtime.client import secure_channel
@@ -35,11 +34,14 @@ PHI = "Jane Q. Patient, MRN 00-123-456, seen on 2024-03-02"
 
 
 @pytest.fixture(scope="module")
-def platform(pki: DevPki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformThread]:
+def platform(
+    pki: DevPki, tmp_path_factory: pytest.TempPathFactory, tiny_model: Path
+) -> Iterator[PlatformThread]:
     (metrics_port,) = free_ports(1)
     settings = server_settings(
         pki,
         str(tmp_path_factory.mktemp("store")),
+        local_model_uri=str(tiny_model),  # the report service needs a model to be SERVING
         metrics_port=metrics_port,
         max_stream_messages=50,
         max_stream_mb=1,
@@ -190,35 +192,14 @@ def test_bad_input_is_invalid_argument_and_uploads_are_immutable(
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
-@pytest.mark.parametrize(
-    ("stub_class", "method", "request_message"),
-    [
-        (report_pb2_grpc.ReportServiceStub, "GenerateReport", report_pb2.GenerateReportRequest()),
-    ],
-)
-def test_rpcs_not_built_yet_are_unimplemented(
-    platform: PlatformThread, pki: DevPki, stub_class: type, method: str, request_message: object
-) -> None:
-    call = getattr(stub_class(client(platform, pki)), method)
-
-    def invoke() -> object:
-        result = call(request_message, timeout=5)
-        return list(result) if hasattr(result, "__iter__") else result  # drain streamed replies
-
-    with pytest.raises(grpc.RpcError) as err:
-        invoke()
-    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
-
-
 def test_health_and_reflection(platform: PlatformThread, pki: DevPki) -> None:
     channel = client(platform, pki, LIMITED)  # open to every authenticated caller
     health = health_pb2_grpc.HealthStub(channel)
     for spec in platform.platform.specs:
         status = health.Check(health_pb2.HealthCheckRequest(service=spec.full_name), timeout=3)
-        expected = "SERVING" if spec.built else "NOT_SERVING"  # report: UNIMPLEMENTED still
-        assert health_pb2.HealthCheckResponse.ServingStatus.Name(status.status) == expected
+        assert status.status == health_pb2.HealthCheckResponse.SERVING, spec.name
     overall = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=3).status
-    assert overall == health_pb2.HealthCheckResponse.SERVING  # the built services are
+    assert overall == health_pb2.HealthCheckResponse.SERVING
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
     answer = next(
         stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))

@@ -186,6 +186,34 @@ class Settings(BaseSettings):
         SecretStr(""), description="Bearer token for the judge, from a Secret."
     )
 
+    # report generation
+    report_model_url: str = Field(
+        "",
+        description=(
+            "OpenAI-compatible endpoint of the report's vision-language model, up to /v1; empty "
+            "uses the in-process model (local_model_uri)."
+        ),
+    )
+    report_model_name: str = Field("", description="The report model's name in requests.")
+    report_model_api_key: SecretStr = Field(
+        SecretStr(""), description="Bearer token for the report model, from a Secret."
+    )
+    report_evidence_index: str = Field(
+        "",
+        description=(
+            "Evidence index reports are grounded in when a request names none; empty offers "
+            "no evidence search to such requests."
+        ),
+    )
+    local_model_uri: str = Field(
+        "",
+        description=(
+            "A model loaded in this process (a folder, s3://bucket/prefix or a store prefix) "
+            "for the report service and the rubric judge when their URLs are empty; "
+            "`medxiaohe up` sets it."
+        ),
+    )
+
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
 
     ingestion: ServiceSettings = Field(

@@ -87,7 +87,7 @@ def _identifiers(dataset: Any) -> list[str]:
     return found
 
 
-def _check_pixels(dataset: Any) -> int:
+def check_pixels(dataset: Any) -> int:
     """The number of frames, once the pixel description is within bounds."""
     syntax = str(dataset.file_meta.get("TransferSyntaxUID", ""))
     if syntax not in TRANSFER_SYNTAXES:
@@ -108,20 +108,26 @@ def _check_pixels(dataset: Any) -> int:
     return frames
 
 
-def _png(dataset: Any, frames: int) -> bytes:
-    """One frame (the middle one of a series) scaled to 8 bits, as PNG."""
+def eight_bit_frame(dataset: Any, index: int, frames: int) -> Any:
+    """Frame ``index`` scaled to 8 bits (MONOCHROME1 inverted), as a numpy array."""
     import numpy as np
-    from PIL import Image
     from pydicom.pixels.utils import pixel_array
 
-    frame = pixel_array(dataset, index=frames // 2) if frames > 1 else dataset.pixel_array
+    frame = pixel_array(dataset, index=index) if frames > 1 else dataset.pixel_array
     low, high = frame.min(), frame.max()
     scaled = (frame.astype(np.float32) - np.float32(low)) * np.float32(
         255.0 / (float(high - low) or 1.0)
     )
     if getattr(dataset, "PhotometricInterpretation", "") == "MONOCHROME1":
         scaled = 255.0 - scaled
-    image = Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8))
+    return np.clip(scaled, 0, 255).astype(np.uint8)
+
+
+def _png(dataset: Any, frames: int) -> bytes:
+    """One frame (the middle one of a series) scaled to 8 bits, as PNG."""
+    from PIL import Image
+
+    image = Image.fromarray(eight_bit_frame(dataset, frames // 2, frames))
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()
@@ -176,7 +182,7 @@ def read_dicom(content: bytes, record_id: str, source: str = "dicom") -> Record:
     dataset.remove_private_tags()
     attachments = {}
     if "PixelData" in dataset:
-        frames = _check_pixels(dataset)
+        frames = check_pixels(dataset)
         try:
             attachments["image.png"] = _png(dataset, frames)
         except (ValueError, AttributeError, RuntimeError, NotImplementedError, MemoryError):

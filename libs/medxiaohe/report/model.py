@@ -63,6 +63,8 @@ class Sentence:
     finding_ids: tuple[str, ...] = ()
     citations: tuple[int, ...] = ()  # positions in Report.citations
     verdict: str = ""  # the verifier's: supported, addition, negation, laterality, not_checked
+    reasons: tuple[str, ...] = ()
+    removed: bool = False  # the verifier's policy kept it out of the final text
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,18 @@ class Section:
 
     @property
     def text(self) -> str:
-        return " ".join(s.text for s in self.sentences)
+        """The section's final text: its sentences the policy kept."""
+        return " ".join(s.text for s in self.sentences if not s.removed)
+
+
+@dataclass(frozen=True)
+class Omission:
+    """A positive finding no sentence of the report mentions."""
+
+    finding_id: str
+    text: str
+    step_id: str  # the perception step that reported it
+    region: Region | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +97,7 @@ class Provenance:
     template_version: str
     code_version: str
     index_versions: dict[str, str] = field(default_factory=dict)  # index name -> version
+    request_digest: str = ""  # keyed digest of the request: a retry must match it
 
 
 @dataclass(frozen=True)
@@ -94,12 +108,17 @@ class Report:
     sections: tuple[Section, ...]
     provenance: Provenance
     citations: tuple[Citation, ...] = ()
-    omissions: tuple[str, ...] = ()
+    omissions: tuple[Omission, ...] = ()
     created: str = ""  # ISO 8601, UTC
+    template_id: str = ""
 
     def section(self, name: str) -> Section | None:
         return next((s for s in self.sections if s.name.lower() == name.lower()), None)
 
     @property
     def text(self) -> str:
-        return "\n".join(f"{s.name}: {s.text}" for s in self.sections)
+        """The final text: each section the policy left something in."""
+        return "\n".join(f"{s.name}: {s.text}" for s in self.sections if s.text)
+
+    def sentences(self) -> list[Sentence]:
+        return [x for s in self.sections for x in s.sentences]

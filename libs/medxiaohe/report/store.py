@@ -15,6 +15,7 @@ from medxiaohe.report.fhir import to_fhir
 from medxiaohe.report.model import (
     Citation,
     Finding,
+    Omission,
     Provenance,
     Region,
     Report,
@@ -38,15 +39,18 @@ def report_to_dict(report: Report) -> dict[str, Any]:
 
 
 def report_from_dict(data: dict[str, Any]) -> Report:
-    def finding(f: dict[str, Any]) -> Finding:
-        region = f.get("region")
-        box = Region(**{**region, "box": tuple(region["box"])}) if region else None
-        return Finding(**{**f, "region": box})
+    def region(r: dict[str, Any] | None) -> Region | None:
+        return Region(**{**r, "box": tuple(r["box"])}) if r else None
 
     def section(s: dict[str, Any]) -> Section:
         sentences = tuple(
             Sentence(
-                x["text"], tuple(x["finding_ids"]), tuple(x["citations"]), x.get("verdict", "")
+                **{
+                    **x,
+                    "finding_ids": tuple(x["finding_ids"]),
+                    "citations": tuple(x["citations"]),
+                    "reasons": tuple(x["reasons"]),
+                }
             )
             for x in s["sentences"]
         )
@@ -55,12 +59,15 @@ def report_from_dict(data: dict[str, Any]) -> Report:
     return Report(
         id=data["id"],
         study_id=data["study_id"],
-        findings=tuple(finding(f) for f in data["findings"]),
+        findings=tuple(Finding(**{**f, "region": region(f["region"])}) for f in data["findings"]),
         sections=tuple(section(s) for s in data["sections"]),
         provenance=Provenance(**data["provenance"]),
-        citations=tuple(Citation(**c) for c in data.get("citations", ())),
-        omissions=tuple(data.get("omissions", ())),
-        created=data.get("created", ""),
+        citations=tuple(Citation(**c) for c in data["citations"]),
+        omissions=tuple(
+            Omission(**{**o, "region": region(o["region"])}) for o in data["omissions"]
+        ),
+        created=data["created"],
+        template_id=data["template_id"],
     )
 
 

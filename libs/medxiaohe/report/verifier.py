@@ -61,18 +61,25 @@ def check_claim(claim: Claim, source: Sequence[Claim]) -> tuple[str, str]:
     return SUPPORTED, f"{claim.concept}: in the source"
 
 
+def verify_sentence(
+    index: int, sentence: str, source: Sequence[Claim], tagger: Any = None
+) -> tuple[SentenceVerdict, list[Claim]]:
+    """The sentence's verdict (its worst claim's) and its claims."""
+    found = claims(sentence, tagger)
+    if not found:
+        return SentenceVerdict(index, sentence, NOT_CHECKED), found
+    checked = [check_claim(c, source) for c in found]
+    worst = max((v for v, _ in checked), key=SEVERITY.index)
+    reasons = tuple(r for v, r in checked if v == worst)
+    return SentenceVerdict(index, sentence, worst, reasons), found
+
+
 def verify(sentences: Sequence[str], source: Sequence[Claim], tagger: Any = None) -> Verification:
     verdicts = []
     mentioned: set[str] = set()
     for index, sentence in enumerate(sentences):
-        found = claims(sentence, tagger)
+        verdict, found = verify_sentence(index, sentence, source, tagger)
+        verdicts.append(verdict)
         mentioned.update(c.concept for c in found)
-        if not found:
-            verdicts.append(SentenceVerdict(index, sentence, NOT_CHECKED))
-            continue
-        checked = [check_claim(c, source) for c in found]
-        worst = max((v for v, _ in checked), key=SEVERITY.index)
-        reasons = tuple(r for v, r in checked if v == worst)
-        verdicts.append(SentenceVerdict(index, sentence, worst, reasons))
     omitted = sorted({s.concept for s in source if s.assertion == "present"} - mentioned)
     return Verification(tuple(verdicts), tuple(omitted))

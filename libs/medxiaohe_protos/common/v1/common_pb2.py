@@ -22,33 +22,42 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n medxiaohe/common/v1/common.proto\x12\x13medxiaohe.common.v1\"\"\n\x04Span\x12\r\n\x05start\x18\x01 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x05\"\xd1\x01\n\rEntityMention\x12\'\n\x04span\x18\x01 \x01(\x0b\x32\x19.medxiaohe.common.v1.Span\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x0c\n\x04path\x18\x04 \x03(\t\x12\x13\n\x0b\x65ntity_type\x18\x05 \x01(\t\x12\x31\n\tassertion\x18\x06 \x01(\x0e\x32\x1e.medxiaohe.common.v1.Assertion\x12\x12\n\nconfidence\x18\x07 \x01(\x02\x12\x0e\n\x06tagger\x18\x08 \x01(\t\"I\n\x0b\x42oundingBox\x12\r\n\x05x_min\x18\x01 \x01(\x02\x12\r\n\x05y_min\x18\x02 \x01(\x02\x12\r\n\x05x_max\x18\x03 \x01(\x02\x12\r\n\x05y_max\x18\x04 \x01(\x02\"]\n\x0bImageRegion\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12-\n\x03\x62ox\x18\x02 \x01(\x0b\x32 .medxiaohe.common.v1.BoundingBox\x12\r\n\x05label\x18\x03 \x01(\t\"\x8a\x01\n\x08\x43itation\x12\x12\n\npassage_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\'\n\x04span\x18\x04 \x01(\x0b\x32\x19.medxiaohe.common.v1.Span\x12\r\n\x05quote\x18\x05 \x01(\t\x12\r\n\x05score\x18\x06 \x01(\x02\"\xef\x01\n\tTraceStep\x12\r\n\x05index\x18\x01 \x01(\x05\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12+\n\x04kind\x18\x03 \x01(\x0e\x32\x1d.medxiaohe.common.v1.StepKind\x12\x0c\n\x04tool\x18\x04 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\t\x12\x30\n\tcitations\x18\x06 \x03(\x0b\x32\x1d.medxiaohe.common.v1.Citation\x12\x31\n\x07regions\x18\x07 \x03(\x0b\x32 .medxiaohe.common.v1.ImageRegion\x12\x13\n\x0b\x64uration_ms\x18\x08 \x01(\x03\"m\n\nProvenance\x12\x14\n\x0c\x63ode_version\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x15\n\rindex_version\x18\x03 \x01(\t\x12\x1b\n\x13\x65ntity_tree_version\x18\x04 \x01(\t\"0\n\x0bRecordError\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t*\x9d\x01\n\tAssertion\x12\x19\n\x15\x41SSERTION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41SSERTION_PRESENT\x10\x01\x12\x15\n\x11\x41SSERTION_NEGATED\x10\x02\x12\x17\n\x13\x41SSERTION_UNCERTAIN\x10\x03\x12\x18\n\x14\x41SSERTION_HISTORICAL\x10\x04\x12\x14\n\x10\x41SSERTION_FAMILY\x10\x05*\xa8\x01\n\x08StepKind\x12\x19\n\x15STEP_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15STEP_KIND_OBSERVATION\x10\x01\x12\x17\n\x13STEP_KIND_TOOL_CALL\x10\x02\x12\x19\n\x15STEP_KIND_TOOL_RESULT\x10\x03\x12\x16\n\x12STEP_KIND_DECISION\x10\x04\x12\x1a\n\x16STEP_KIND_VERIFICATION\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n medxiaohe/common/v1/common.proto\x12\x13medxiaohe.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\"\n\x04Span\x12\r\n\x05start\x18\x01 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x05\"\xd1\x01\n\rEntityMention\x12\'\n\x04span\x18\x01 \x01(\x0b\x32\x19.medxiaohe.common.v1.Span\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x0c\n\x04path\x18\x04 \x03(\t\x12\x13\n\x0b\x65ntity_type\x18\x05 \x01(\t\x12\x31\n\tassertion\x18\x06 \x01(\x0e\x32\x1e.medxiaohe.common.v1.Assertion\x12\x12\n\nconfidence\x18\x07 \x01(\x02\x12\x0e\n\x06tagger\x18\x08 \x01(\t\"I\n\x0b\x42oundingBox\x12\r\n\x05x_min\x18\x01 \x01(\x02\x12\r\n\x05y_min\x18\x02 \x01(\x02\x12\r\n\x05x_max\x18\x03 \x01(\x02\x12\r\n\x05y_max\x18\x04 \x01(\x02\":\n\x08PixelBox\x12\n\n\x02x0\x18\x01 \x01(\x05\x12\n\n\x02y0\x18\x02 \x01(\x05\x12\n\n\x02x1\x18\x03 \x01(\x05\x12\n\n\x02y1\x18\x04 \x01(\x05\"\x9e\x01\n\x0bImageRegion\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12-\n\x03\x62ox\x18\x02 \x01(\x0b\x32 .medxiaohe.common.v1.BoundingBox\x12\r\n\x05label\x18\x03 \x01(\t\x12\r\n\x05\x66rame\x18\x04 \x01(\x05\x12\x30\n\tpixel_box\x18\x05 \x01(\x0b\x32\x1d.medxiaohe.common.v1.PixelBox\"\xb5\x01\n\x08\x43itation\x12\x12\n\npassage_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\'\n\x04span\x18\x04 \x01(\x0b\x32\x19.medxiaohe.common.v1.Span\x12\r\n\x05quote\x18\x05 \x01(\t\x12\r\n\x05score\x18\x06 \x01(\x02\x12\x12\n\nindex_name\x18\x07 \x01(\t\x12\x15\n\rindex_version\x18\x08 \x01(\t\"\xcc\x03\n\tTraceStep\x12\r\n\x05index\x18\x01 \x01(\x05\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12+\n\x04kind\x18\x03 \x01(\x0e\x32\x1d.medxiaohe.common.v1.StepKind\x12\x0c\n\x04tool\x18\x04 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\t\x12\x30\n\tcitations\x18\x06 \x03(\x0b\x32\x1d.medxiaohe.common.v1.Citation\x12\x31\n\x07regions\x18\x07 \x03(\x0b\x32 .medxiaohe.common.v1.ImageRegion\x12\x13\n\x0b\x64uration_ms\x18\x08 \x01(\x03\x12\x0f\n\x07step_id\x18\t \x01(\t\x12\x12\n\nparent_ids\x18\n \x03(\t\x12\x14\n\x0ctool_call_id\x18\x0b \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x0c \x01(\t\x12\x13\n\x0bresult_json\x18\r \x01(\t\x12/\n\x06status\x18\x0e \x01(\x0e\x32\x1f.medxiaohe.common.v1.StepStatus\x12.\n\nstart_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nconclusion\x18\x10 \x01(\t\"\xb5\x02\n\nProvenance\x12\x14\n\x0c\x63ode_version\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x15\n\rindex_version\x18\x03 \x01(\t\x12\x1b\n\x13\x65ntity_tree_version\x18\x04 \x01(\t\x12\x16\n\x0emodel_endpoint\x18\x05 \x01(\t\x12\x18\n\x10template_version\x18\x06 \x01(\t\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12J\n\x0eindex_versions\x18\x08 \x03(\x0b\x32\x32.medxiaohe.common.v1.Provenance.IndexVersionsEntry\x1a\x34\n\x12IndexVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"0\n\x0bRecordError\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t*\x9d\x01\n\tAssertion\x12\x19\n\x15\x41SSERTION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41SSERTION_PRESENT\x10\x01\x12\x15\n\x11\x41SSERTION_NEGATED\x10\x02\x12\x17\n\x13\x41SSERTION_UNCERTAIN\x10\x03\x12\x18\n\x14\x41SSERTION_HISTORICAL\x10\x04\x12\x14\n\x10\x41SSERTION_FAMILY\x10\x05*\xa8\x01\n\x08StepKind\x12\x19\n\x15STEP_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15STEP_KIND_OBSERVATION\x10\x01\x12\x17\n\x13STEP_KIND_TOOL_CALL\x10\x02\x12\x19\n\x15STEP_KIND_TOOL_RESULT\x10\x03\x12\x16\n\x12STEP_KIND_DECISION\x10\x04\x12\x1a\n\x16STEP_KIND_VERIFICATION\x10\x05*T\n\nStepStatus\x12\x1b\n\x17STEP_STATUS_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTEP_STATUS_OK\x10\x01\x12\x15\n\x11STEP_STATUS_ERROR\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'medxiaohe.common.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ASSERTION']._serialized_start=1020
-  _globals['_ASSERTION']._serialized_end=1177
-  _globals['_STEPKIND']._serialized_start=1180
-  _globals['_STEPKIND']._serialized_end=1348
-  _globals['_SPAN']._serialized_start=57
-  _globals['_SPAN']._serialized_end=91
-  _globals['_ENTITYMENTION']._serialized_start=94
-  _globals['_ENTITYMENTION']._serialized_end=303
-  _globals['_BOUNDINGBOX']._serialized_start=305
-  _globals['_BOUNDINGBOX']._serialized_end=378
-  _globals['_IMAGEREGION']._serialized_start=380
-  _globals['_IMAGEREGION']._serialized_end=473
-  _globals['_CITATION']._serialized_start=476
-  _globals['_CITATION']._serialized_end=614
-  _globals['_TRACESTEP']._serialized_start=617
-  _globals['_TRACESTEP']._serialized_end=856
-  _globals['_PROVENANCE']._serialized_start=858
-  _globals['_PROVENANCE']._serialized_end=967
-  _globals['_RECORDERROR']._serialized_start=969
-  _globals['_RECORDERROR']._serialized_end=1017
+  _globals['_PROVENANCE_INDEXVERSIONSENTRY']._loaded_options = None
+  _globals['_PROVENANCE_INDEXVERSIONSENTRY']._serialized_options = b'8\001'
+  _globals['_ASSERTION']._serialized_start=1644
+  _globals['_ASSERTION']._serialized_end=1801
+  _globals['_STEPKIND']._serialized_start=1804
+  _globals['_STEPKIND']._serialized_end=1972
+  _globals['_STEPSTATUS']._serialized_start=1974
+  _globals['_STEPSTATUS']._serialized_end=2058
+  _globals['_SPAN']._serialized_start=90
+  _globals['_SPAN']._serialized_end=124
+  _globals['_ENTITYMENTION']._serialized_start=127
+  _globals['_ENTITYMENTION']._serialized_end=336
+  _globals['_BOUNDINGBOX']._serialized_start=338
+  _globals['_BOUNDINGBOX']._serialized_end=411
+  _globals['_PIXELBOX']._serialized_start=413
+  _globals['_PIXELBOX']._serialized_end=471
+  _globals['_IMAGEREGION']._serialized_start=474
+  _globals['_IMAGEREGION']._serialized_end=632
+  _globals['_CITATION']._serialized_start=635
+  _globals['_CITATION']._serialized_end=816
+  _globals['_TRACESTEP']._serialized_start=819
+  _globals['_TRACESTEP']._serialized_end=1279
+  _globals['_PROVENANCE']._serialized_start=1282
+  _globals['_PROVENANCE']._serialized_end=1591
+  _globals['_PROVENANCE_INDEXVERSIONSENTRY']._serialized_start=1539
+  _globals['_PROVENANCE_INDEXVERSIONSENTRY']._serialized_end=1591
+  _globals['_RECORDERROR']._serialized_start=1593
+  _globals['_RECORDERROR']._serialized_end=1641
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -69,6 +70,26 @@ STEP_KIND_TOOL_RESULT: StepKind.ValueType  # 3
 STEP_KIND_DECISION: StepKind.ValueType  # 4
 STEP_KIND_VERIFICATION: StepKind.ValueType  # 5
 Global___StepKind: _TypeAlias = StepKind  # noqa: Y015
+
+class _StepStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StepStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StepStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STEP_STATUS_UNSPECIFIED: _StepStatus.ValueType  # 0
+    STEP_STATUS_OK: _StepStatus.ValueType  # 1
+    STEP_STATUS_ERROR: _StepStatus.ValueType  # 2
+    """The step failed (e.g. a tool refused its arguments); the pipeline went on."""
+
+class StepStatus(_StepStatus, metaclass=_StepStatusEnumTypeWrapper):
+    """How one step of a decision trace ended."""
+
+STEP_STATUS_UNSPECIFIED: StepStatus.ValueType  # 0
+STEP_STATUS_OK: StepStatus.ValueType  # 1
+STEP_STATUS_ERROR: StepStatus.ValueType  # 2
+"""The step failed (e.g. a tool refused its arguments); the pipeline went on."""
+Global___StepStatus: _TypeAlias = StepStatus  # noqa: Y015
 
 @_typing.final
 class Span(_message.Message):
@@ -176,6 +197,36 @@ class BoundingBox(_message.Message):
 Global___BoundingBox: _TypeAlias = BoundingBox  # noqa: Y015
 
 @_typing.final
+class PixelBox(_message.Message):
+    """An axis-aligned box in an image's own pixel frame: [x0, x1) x [y0, y1), origin top-left."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    X0_FIELD_NUMBER: _builtins.int
+    Y0_FIELD_NUMBER: _builtins.int
+    X1_FIELD_NUMBER: _builtins.int
+    Y1_FIELD_NUMBER: _builtins.int
+    x0: _builtins.int
+    y0: _builtins.int
+    x1: _builtins.int
+    y1: _builtins.int
+    def __init__(
+        self,
+        *,
+        x0: _builtins.int = ...,
+        y0: _builtins.int = ...,
+        x1: _builtins.int = ...,
+        y1: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["x0", b"x0", "x1", b"x1", "y0", b"y0", "y1", b"y1"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PixelBox: _TypeAlias = PixelBox  # noqa: Y015
+
+@_typing.final
 class ImageRegion(_message.Message):
     """A region of one image that an observation refers to."""
 
@@ -184,20 +235,31 @@ class ImageRegion(_message.Message):
     IMAGE_ID_FIELD_NUMBER: _builtins.int
     BOX_FIELD_NUMBER: _builtins.int
     LABEL_FIELD_NUMBER: _builtins.int
+    FRAME_FIELD_NUMBER: _builtins.int
+    PIXEL_BOX_FIELD_NUMBER: _builtins.int
     image_id: _builtins.str
+    """The DICOM SOP instance UID when the image came from DICOM."""
     label: _builtins.str
+    frame: _builtins.int
+    """Frame of a multi-frame image (0 for single-frame images)."""
     @_builtins.property
     def box(self) -> Global___BoundingBox: ...
+    @_builtins.property
+    def pixel_box(self) -> Global___PixelBox:
+        """The same region in the original image's pixels (what the report service fills)."""
+
     def __init__(
         self,
         *,
         image_id: _builtins.str = ...,
         box: Global___BoundingBox | None = ...,
         label: _builtins.str = ...,
+        frame: _builtins.int = ...,
+        pixel_box: Global___PixelBox | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["box", b"box"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "pixel_box", b"pixel_box"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "image_id", b"image_id", "label", b"label"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "frame", b"frame", "image_id", b"image_id", "label", b"label", "pixel_box", b"pixel_box"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -215,12 +277,17 @@ class Citation(_message.Message):
     SPAN_FIELD_NUMBER: _builtins.int
     QUOTE_FIELD_NUMBER: _builtins.int
     SCORE_FIELD_NUMBER: _builtins.int
+    INDEX_NAME_FIELD_NUMBER: _builtins.int
+    INDEX_VERSION_FIELD_NUMBER: _builtins.int
     passage_id: _builtins.str
     document_id: _builtins.str
     source: _builtins.str
     quote: _builtins.str
     """The supporting text, exactly as in the passage."""
     score: _builtins.float
+    index_name: _builtins.str
+    """The evidence index the passage was retrieved from, and its version."""
+    index_version: _builtins.str
     @_builtins.property
     def span(self) -> Global___Span:
         """Character span of the supporting text inside the source document."""
@@ -234,10 +301,12 @@ class Citation(_message.Message):
         span: Global___Span | None = ...,
         quote: _builtins.str = ...,
         score: _builtins.float = ...,
+        index_name: _builtins.str = ...,
+        index_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["span", b"span"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_id", b"document_id", "passage_id", b"passage_id", "quote", b"quote", "score", b"score", "source", b"source", "span", b"span"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_id", b"document_id", "index_name", b"index_name", "index_version", b"index_version", "passage_id", b"passage_id", "quote", b"quote", "score", b"score", "source", b"source", "span", b"span"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -257,18 +326,43 @@ class TraceStep(_message.Message):
     CITATIONS_FIELD_NUMBER: _builtins.int
     REGIONS_FIELD_NUMBER: _builtins.int
     DURATION_MS_FIELD_NUMBER: _builtins.int
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    PARENT_IDS_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    ARGUMENTS_JSON_FIELD_NUMBER: _builtins.int
+    RESULT_JSON_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    CONCLUSION_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     agent: _builtins.str
     """The agent that took the step: "perception", "reasoning", "style", "verifier"."""
     kind: Global___StepKind.ValueType
     tool: _builtins.str
-    """Tool name for tool calls and results, e.g. "evidence_search", "image_zoom"."""
+    """Tool name for tool calls and results, e.g. "search_evidence", "zoom"."""
     content: _builtins.str
+    """A human-readable summary of the step."""
     duration_ms: _builtins.int
+    step_id: _builtins.str
+    """Unique within the trace, e.g. "s3"."""
+    tool_call_id: _builtins.str
+    """Pairs a tool result with its tool call."""
+    arguments_json: _builtins.str
+    """The tool call's arguments and the tool's result, as JSON text."""
+    result_json: _builtins.str
+    status: Global___StepStatus.ValueType
+    conclusion: _builtins.str
+    """What the step concluded, when it concluded something."""
     @_builtins.property
     def citations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Citation]: ...
     @_builtins.property
     def regions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImageRegion]: ...
+    @_builtins.property
+    def parent_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The steps this one follows from (a tool result names its call)."""
+
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -280,10 +374,18 @@ class TraceStep(_message.Message):
         citations: _abc.Iterable[Global___Citation] | None = ...,
         regions: _abc.Iterable[Global___ImageRegion] | None = ...,
         duration_ms: _builtins.int = ...,
+        step_id: _builtins.str = ...,
+        parent_ids: _abc.Iterable[_builtins.str] | None = ...,
+        tool_call_id: _builtins.str = ...,
+        arguments_json: _builtins.str = ...,
+        result_json: _builtins.str = ...,
+        status: Global___StepStatus.ValueType = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        conclusion: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "citations", b"citations", "content", b"content", "duration_ms", b"duration_ms", "index", b"index", "kind", b"kind", "regions", b"regions", "tool", b"tool"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "arguments_json", b"arguments_json", "citations", b"citations", "conclusion", b"conclusion", "content", b"content", "duration_ms", b"duration_ms", "index", b"index", "kind", b"kind", "parent_ids", b"parent_ids", "regions", b"regions", "result_json", b"result_json", "start_time", b"start_time", "status", b"status", "step_id", b"step_id", "tool", b"tool", "tool_call_id", b"tool_call_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -295,14 +397,47 @@ class Provenance(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class IndexVersionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     CODE_VERSION_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
     INDEX_VERSION_FIELD_NUMBER: _builtins.int
     ENTITY_TREE_VERSION_FIELD_NUMBER: _builtins.int
+    MODEL_ENDPOINT_FIELD_NUMBER: _builtins.int
+    TEMPLATE_VERSION_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    INDEX_VERSIONS_FIELD_NUMBER: _builtins.int
     code_version: _builtins.str
     model_version: _builtins.str
     index_version: _builtins.str
     entity_tree_version: _builtins.str
+    model_endpoint: _builtins.str
+    """The model's endpoint (a URL, or "in-process:<name>")."""
+    template_version: _builtins.str
+    request_id: _builtins.str
+    """The caller's request id the result was made for."""
+    @_builtins.property
+    def index_versions(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Every evidence index consulted: name -> version."""
+
     def __init__(
         self,
         *,
@@ -310,10 +445,14 @@ class Provenance(_message.Message):
         model_version: _builtins.str = ...,
         index_version: _builtins.str = ...,
         entity_tree_version: _builtins.str = ...,
+        model_endpoint: _builtins.str = ...,
+        template_version: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        index_versions: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code_version", b"code_version", "entity_tree_version", b"entity_tree_version", "index_version", b"index_version", "model_version", b"model_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code_version", b"code_version", "entity_tree_version", b"entity_tree_version", "index_version", b"index_version", "index_versions", b"index_versions", "model_endpoint", b"model_endpoint", "model_version", b"model_version", "request_id", b"request_id", "template_version", b"template_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

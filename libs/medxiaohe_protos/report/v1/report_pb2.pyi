@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from medxiaohe_protos.common.v1 import common_pb2 as _common_pb2
@@ -20,6 +21,30 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _VerifierPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _VerifierPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_VerifierPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VERIFIER_POLICY_UNSPECIFIED: _VerifierPolicy.ValueType  # 0
+    """FLAG."""
+    VERIFIER_POLICY_FLAG: _VerifierPolicy.ValueType  # 1
+    """Flagged sentences stay in the text, with their verdicts."""
+    VERIFIER_POLICY_REMOVE: _VerifierPolicy.ValueType  # 2
+    """Flagged sentences leave the text; their verdicts stay in the report."""
+
+class VerifierPolicy(_VerifierPolicy, metaclass=_VerifierPolicyEnumTypeWrapper):
+    """What reaches the report's final text when the verifier flags a sentence."""
+
+VERIFIER_POLICY_UNSPECIFIED: VerifierPolicy.ValueType  # 0
+"""FLAG."""
+VERIFIER_POLICY_FLAG: VerifierPolicy.ValueType  # 1
+"""Flagged sentences stay in the text, with their verdicts."""
+VERIFIER_POLICY_REMOVE: VerifierPolicy.ValueType  # 2
+"""Flagged sentences leave the text; their verdicts stay in the report."""
+Global___VerifierPolicy: _TypeAlias = VerifierPolicy  # noqa: Y015
+
 class _Verdict:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -29,15 +54,44 @@ class _VerdictEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Verdict.Value
     VERDICT_UNSPECIFIED: _Verdict.ValueType  # 0
     VERDICT_SUPPORTED: _Verdict.ValueType  # 1
     VERDICT_UNSUPPORTED: _Verdict.ValueType  # 2
+    """An unsupported addition: an observation neither the findings nor the cited evidence have."""
     VERDICT_CONTRADICTED: _Verdict.ValueType  # 3
+    """A contradiction: see Contradiction for which kind."""
+    VERDICT_NOT_CHECKED: _Verdict.ValueType  # 4
+    """Nothing checkable in the sentence."""
 
 class Verdict(_Verdict, metaclass=_VerdictEnumTypeWrapper): ...
 
 VERDICT_UNSPECIFIED: Verdict.ValueType  # 0
 VERDICT_SUPPORTED: Verdict.ValueType  # 1
 VERDICT_UNSUPPORTED: Verdict.ValueType  # 2
+"""An unsupported addition: an observation neither the findings nor the cited evidence have."""
 VERDICT_CONTRADICTED: Verdict.ValueType  # 3
+"""A contradiction: see Contradiction for which kind."""
+VERDICT_NOT_CHECKED: Verdict.ValueType  # 4
+"""Nothing checkable in the sentence."""
 Global___Verdict: _TypeAlias = Verdict  # noqa: Y015
+
+class _Contradiction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ContradictionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Contradiction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONTRADICTION_UNSPECIFIED: _Contradiction.ValueType  # 0
+    CONTRADICTION_NEGATION: _Contradiction.ValueType  # 1
+    """Asserted where the source negates it, or the reverse."""
+    CONTRADICTION_LATERALITY: _Contradiction.ValueType  # 2
+    """The other side."""
+
+class Contradiction(_Contradiction, metaclass=_ContradictionEnumTypeWrapper): ...
+
+CONTRADICTION_UNSPECIFIED: Contradiction.ValueType  # 0
+CONTRADICTION_NEGATION: Contradiction.ValueType  # 1
+"""Asserted where the source negates it, or the reverse."""
+CONTRADICTION_LATERALITY: Contradiction.ValueType  # 2
+"""The other side."""
+Global___Contradiction: _TypeAlias = Contradiction  # noqa: Y015
 
 @_typing.final
 class ReportImage(_message.Message):
@@ -48,10 +102,11 @@ class ReportImage(_message.Message):
     URI_FIELD_NUMBER: _builtins.int
     MODALITY_FIELD_NUMBER: _builtins.int
     image_id: _builtins.str
+    """The caller's id of the image; for DICOM the SOP instance UID is used instead."""
     content: _builtins.bytes
     """PNG, JPEG or DICOM bytes."""
     uri: _builtins.str
-    """An object-store key or s3:// URI."""
+    """An object-store key the caller uploaded (UploadArtifact's key)."""
     modality: _builtins.str
     def __init__(
         self,
@@ -83,19 +138,21 @@ class GenerateReportRequest(_message.Message):
     LANGUAGE_FIELD_NUMBER: _builtins.int
     EVIDENCE_INDEX_FIELD_NUMBER: _builtins.int
     MAX_STEPS_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Idempotency key: a retried request with the same id returns the same report."""
     study_id: _builtins.str
     clinical_context: _builtins.str
     """Indication, history and prior findings given by the caller."""
     template_id: _builtins.str
-    """Hospital report template to adapt the style to; the default template when empty."""
+    """Hospital report template to adapt the style to: "chest-xray" when empty."""
     language: _builtins.str
     """BCP 47 language tag of the report; "en" when empty."""
     evidence_index: _builtins.str
-    """Evidence index to ground claims in; the built-in index when empty."""
+    """Evidence index to ground claims in; the service's default index when empty."""
     max_steps: _builtins.int
-    """Upper bound on agent steps; a service default when zero."""
+    """Upper bound on the reasoning agent's steps (1..16); 6 when zero."""
+    policy: Global___VerifierPolicy.ValueType
     @_builtins.property
     def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReportImage]: ...
     def __init__(
@@ -109,10 +166,11 @@ class GenerateReportRequest(_message.Message):
         language: _builtins.str = ...,
         evidence_index: _builtins.str = ...,
         max_steps: _builtins.int = ...,
+        policy: Global___VerifierPolicy.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clinical_context", b"clinical_context", "evidence_index", b"evidence_index", "images", b"images", "language", b"language", "max_steps", b"max_steps", "request_id", b"request_id", "study_id", b"study_id", "template_id", b"template_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clinical_context", b"clinical_context", "evidence_index", b"evidence_index", "images", b"images", "language", b"language", "max_steps", b"max_steps", "policy", b"policy", "request_id", b"request_id", "study_id", b"study_id", "template_id", b"template_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -120,70 +178,143 @@ Global___GenerateReportRequest: _TypeAlias = GenerateReportRequest  # noqa: Y015
 
 @_typing.final
 class Finding(_message.Message):
+    """An observation of the perception step."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     FINDING_ID_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
-    EVIDENCE_IDS_FIELD_NUMBER: _builtins.int
-    CITATIONS_FIELD_NUMBER: _builtins.int
     REGIONS_FIELD_NUMBER: _builtins.int
-    ENTITIES_FIELD_NUMBER: _builtins.int
-    VERDICT_FIELD_NUMBER: _builtins.int
+    ASSERTION_FIELD_NUMBER: _builtins.int
+    SITE_FIELD_NUMBER: _builtins.int
+    LATERALITY_FIELD_NUMBER: _builtins.int
+    CONFIDENCE_FIELD_NUMBER: _builtins.int
     finding_id: _builtins.str
     text: _builtins.str
-    verdict: Global___Verdict.ValueType
-    """The verifier's verdict on this finding."""
-    @_builtins.property
-    def evidence_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Passage ids of the evidence behind the finding."""
-
-    @_builtins.property
-    def citations(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Citation]: ...
+    assertion: _common_pb2.Assertion.ValueType
+    site: _builtins.str
+    """Anatomical site, e.g. "lower lobe"."""
+    laterality: _builtins.str
+    """"left", "right", "bilateral" or empty."""
+    confidence: _builtins.float
     @_builtins.property
     def regions(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ImageRegion]: ...
-    @_builtins.property
-    def entities(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.EntityMention]: ...
     def __init__(
         self,
         *,
         finding_id: _builtins.str = ...,
         text: _builtins.str = ...,
-        evidence_ids: _abc.Iterable[_builtins.str] | None = ...,
-        citations: _abc.Iterable[_common_pb2.Citation] | None = ...,
         regions: _abc.Iterable[_common_pb2.ImageRegion] | None = ...,
-        entities: _abc.Iterable[_common_pb2.EntityMention] | None = ...,
-        verdict: Global___Verdict.ValueType = ...,
+        assertion: _common_pb2.Assertion.ValueType = ...,
+        site: _builtins.str = ...,
+        laterality: _builtins.str = ...,
+        confidence: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "entities", b"entities", "evidence_ids", b"evidence_ids", "finding_id", b"finding_id", "regions", b"regions", "text", b"text", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assertion", b"assertion", "confidence", b"confidence", "finding_id", b"finding_id", "laterality", b"laterality", "regions", b"regions", "site", b"site", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Finding: _TypeAlias = Finding  # noqa: Y015
 
 @_typing.final
+class ReportSentence(_message.Message):
+    """One sentence of a section, with where it came from and the verifier's verdict."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    FINDING_IDS_FIELD_NUMBER: _builtins.int
+    CITATIONS_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    CONTRADICTION_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    REMOVED_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    verdict: Global___Verdict.ValueType
+    contradiction: Global___Contradiction.ValueType
+    removed: _builtins.bool
+    """The policy kept it out of the final text."""
+    @_builtins.property
+    def finding_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def citations(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Citation]: ...
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        finding_ids: _abc.Iterable[_builtins.str] | None = ...,
+        citations: _abc.Iterable[_common_pb2.Citation] | None = ...,
+        verdict: Global___Verdict.ValueType = ...,
+        contradiction: Global___Contradiction.ValueType = ...,
+        reasons: _abc.Iterable[_builtins.str] | None = ...,
+        removed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "contradiction", b"contradiction", "finding_ids", b"finding_ids", "reasons", b"reasons", "removed", b"removed", "text", b"text", "verdict", b"verdict"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportSentence: _TypeAlias = ReportSentence  # noqa: Y015
+
+@_typing.final
 class ReportSection(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TITLE_FIELD_NUMBER: _builtins.int
-    FINDINGS_FIELD_NUMBER: _builtins.int
+    SENTENCES_FIELD_NUMBER: _builtins.int
     title: _builtins.str
     @_builtins.property
-    def findings(self) -> _containers.RepeatedCompositeFieldContainer[Global___Finding]: ...
+    def sentences(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReportSentence]: ...
     def __init__(
         self,
         *,
         title: _builtins.str = ...,
-        findings: _abc.Iterable[Global___Finding] | None = ...,
+        sentences: _abc.Iterable[Global___ReportSentence] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["findings", b"findings", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sentences", b"sentences", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReportSection: _TypeAlias = ReportSection  # noqa: Y015
+
+@_typing.final
+class Omission(_message.Message):
+    """A positive finding the report leaves out."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    REGIONS_FIELD_NUMBER: _builtins.int
+    FINDING_ID_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    step_id: _builtins.str
+    """The perception trace step that reported it."""
+    finding_id: _builtins.str
+    @_builtins.property
+    def regions(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ImageRegion]: ...
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        step_id: _builtins.str = ...,
+        regions: _abc.Iterable[_common_pb2.ImageRegion] | None = ...,
+        finding_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finding_id", b"finding_id", "regions", b"regions", "step_id", b"step_id", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Omission: _TypeAlias = Omission  # noqa: Y015
 
 @_typing.final
 class VerificationSummary(_message.Message):
@@ -192,25 +323,30 @@ class VerificationSummary(_message.Message):
     SUPPORTED_FIELD_NUMBER: _builtins.int
     UNSUPPORTED_FIELD_NUMBER: _builtins.int
     CONTRADICTED_FIELD_NUMBER: _builtins.int
-    OMISSIONS_FIELD_NUMBER: _builtins.int
+    NOT_CHECKED_FIELD_NUMBER: _builtins.int
+    REMOVED_FIELD_NUMBER: _builtins.int
+    OMITTED_FIELD_NUMBER: _builtins.int
     supported: _builtins.int
     unsupported: _builtins.int
     contradicted: _builtins.int
+    not_checked: _builtins.int
+    removed: _builtins.int
+    """Sentences the policy kept out of the final text."""
     @_builtins.property
-    def omissions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Findings expected from the perception step that the report leaves out."""
-
+    def omitted(self) -> _containers.RepeatedCompositeFieldContainer[Global___Omission]: ...
     def __init__(
         self,
         *,
         supported: _builtins.int = ...,
         unsupported: _builtins.int = ...,
         contradicted: _builtins.int = ...,
-        omissions: _abc.Iterable[_builtins.str] | None = ...,
+        not_checked: _builtins.int = ...,
+        removed: _builtins.int = ...,
+        omitted: _abc.Iterable[Global___Omission] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contradicted", b"contradicted", "omissions", b"omissions", "supported", b"supported", "unsupported", b"unsupported"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contradicted", b"contradicted", "not_checked", b"not_checked", "omitted", b"omitted", "removed", b"removed", "supported", b"supported", "unsupported", b"unsupported"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -223,31 +359,45 @@ class Report(_message.Message):
     REPORT_ID_FIELD_NUMBER: _builtins.int
     STUDY_ID_FIELD_NUMBER: _builtins.int
     SECTIONS_FIELD_NUMBER: _builtins.int
-    IMPRESSION_FIELD_NUMBER: _builtins.int
     VERIFICATION_FIELD_NUMBER: _builtins.int
     PROVENANCE_FIELD_NUMBER: _builtins.int
+    FINDINGS_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    TEMPLATE_ID_FIELD_NUMBER: _builtins.int
     report_id: _builtins.str
     study_id: _builtins.str
-    impression: _builtins.str
+    text: _builtins.str
+    """The final text, after the verifier's policy."""
+    template_id: _builtins.str
     @_builtins.property
-    def sections(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReportSection]: ...
+    def sections(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReportSection]:
+        """The template's sections in order; the impression is one of them, verified like the others."""
+
     @_builtins.property
     def verification(self) -> Global___VerificationSummary: ...
     @_builtins.property
     def provenance(self) -> _common_pb2.Provenance: ...
+    @_builtins.property
+    def findings(self) -> _containers.RepeatedCompositeFieldContainer[Global___Finding]: ...
+    @_builtins.property
+    def created(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
         report_id: _builtins.str = ...,
         study_id: _builtins.str = ...,
         sections: _abc.Iterable[Global___ReportSection] | None = ...,
-        impression: _builtins.str = ...,
         verification: Global___VerificationSummary | None = ...,
         provenance: _common_pb2.Provenance | None = ...,
+        findings: _abc.Iterable[Global___Finding] | None = ...,
+        text: _builtins.str = ...,
+        created: _timestamp_pb2.Timestamp | None = ...,
+        template_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["provenance", b"provenance", "verification", b"verification"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "provenance", b"provenance", "verification", b"verification"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["impression", b"impression", "provenance", b"provenance", "report_id", b"report_id", "sections", b"sections", "study_id", b"study_id", "verification", b"verification"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "findings", b"findings", "provenance", b"provenance", "report_id", b"report_id", "sections", b"sections", "study_id", b"study_id", "template_id", b"template_id", "text", b"text", "verification", b"verification"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -278,3 +428,85 @@ class GenerateReportResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___GenerateReportResponse: _TypeAlias = GenerateReportResponse  # noqa: Y015
+
+@_typing.final
+class GetReportRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_ID_FIELD_NUMBER: _builtins.int
+    report_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        report_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["report_id", b"report_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReportRequest: _TypeAlias = GetReportRequest  # noqa: Y015
+
+@_typing.final
+class GetReportResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_FIELD_NUMBER: _builtins.int
+    TRACE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def report(self) -> Global___Report: ...
+    @_builtins.property
+    def trace(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.TraceStep]: ...
+    def __init__(
+        self,
+        *,
+        report: Global___Report | None = ...,
+        trace: _abc.Iterable[_common_pb2.TraceStep] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["report", b"report", "trace", b"trace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReportResponse: _TypeAlias = GetReportResponse  # noqa: Y015
+
+@_typing.final
+class ExportReportRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_ID_FIELD_NUMBER: _builtins.int
+    report_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        report_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["report_id", b"report_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportReportRequest: _TypeAlias = ExportReportRequest  # noqa: Y015
+
+@_typing.final
+class ExportReportResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FHIR_JSON_FIELD_NUMBER: _builtins.int
+    fhir_json: _builtins.str
+    """A FHIR R4 Bundle, validated with fhir.resources."""
+    def __init__(
+        self,
+        *,
+        fhir_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fhir_json", b"fhir_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportReportResponse: _TypeAlias = ExportReportResponse  # noqa: Y015

@@ -40,6 +40,16 @@ class ReportServiceStub:
                 request_serializer=medxiaohe_dot_report_dot_v1_dot_report__pb2.GenerateReportRequest.SerializeToString,
                 response_deserializer=medxiaohe_dot_report_dot_v1_dot_report__pb2.GenerateReportResponse.FromString,
                 _registered_method=True)
+        self.GetReport = channel.unary_unary(
+                '/medxiaohe.report.v1.ReportService/GetReport',
+                request_serializer=medxiaohe_dot_report_dot_v1_dot_report__pb2.GetReportRequest.SerializeToString,
+                response_deserializer=medxiaohe_dot_report_dot_v1_dot_report__pb2.GetReportResponse.FromString,
+                _registered_method=True)
+        self.ExportReport = channel.unary_unary(
+                '/medxiaohe.report.v1.ReportService/ExportReport',
+                request_serializer=medxiaohe_dot_report_dot_v1_dot_report__pb2.ExportReportRequest.SerializeToString,
+                response_deserializer=medxiaohe_dot_report_dot_v1_dot_report__pb2.ExportReportResponse.FromString,
+                _registered_method=True)
 
 
 class ReportServiceServicer:
@@ -47,7 +57,22 @@ class ReportServiceServicer:
     """
 
     def GenerateReport(self, request, context):
-        """Streams the decision trace step by step, then one final message with the report.
+        """Streams the decision trace step by step, then one final message with the report. Idempotent
+        on request_id: a retry streams the stored trace and report; other content is ABORTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetReport(self, request, context):
+        """A stored report with its trace.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportReport(self, request, context):
+        """A stored report as FHIR R4 JSON (a Bundle: DiagnosticReport, Observations, Provenance).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -60,6 +85,16 @@ def add_ReportServiceServicer_to_server(servicer, server):
                     servicer.GenerateReport,
                     request_deserializer=medxiaohe_dot_report_dot_v1_dot_report__pb2.GenerateReportRequest.FromString,
                     response_serializer=medxiaohe_dot_report_dot_v1_dot_report__pb2.GenerateReportResponse.SerializeToString,
+            ),
+            'GetReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReport,
+                    request_deserializer=medxiaohe_dot_report_dot_v1_dot_report__pb2.GetReportRequest.FromString,
+                    response_serializer=medxiaohe_dot_report_dot_v1_dot_report__pb2.GetReportResponse.SerializeToString,
+            ),
+            'ExportReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportReport,
+                    request_deserializer=medxiaohe_dot_report_dot_v1_dot_report__pb2.ExportReportRequest.FromString,
+                    response_serializer=medxiaohe_dot_report_dot_v1_dot_report__pb2.ExportReportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,6 +125,60 @@ class ReportService:
             '/medxiaohe.report.v1.ReportService/GenerateReport',
             medxiaohe_dot_report_dot_v1_dot_report__pb2.GenerateReportRequest.SerializeToString,
             medxiaohe_dot_report_dot_v1_dot_report__pb2.GenerateReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/medxiaohe.report.v1.ReportService/GetReport',
+            medxiaohe_dot_report_dot_v1_dot_report__pb2.GetReportRequest.SerializeToString,
+            medxiaohe_dot_report_dot_v1_dot_report__pb2.GetReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/medxiaohe.report.v1.ReportService/ExportReport',
+            medxiaohe_dot_report_dot_v1_dot_report__pb2.ExportReportRequest.SerializeToString,
+            medxiaohe_dot_report_dot_v1_dot_report__pb2.ExportReportResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -34,7 +34,13 @@ class ReportServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ReportServiceAsyncStub: ...
     GenerateReport: _grpc.UnaryStreamMultiCallable[_report_pb2.GenerateReportRequest, _report_pb2.GenerateReportResponse]
-    """Streams the decision trace step by step, then one final message with the report."""
+    """Streams the decision trace step by step, then one final message with the report. Idempotent
+    on request_id: a retry streams the stored trace and report; other content is ABORTED.
+    """
+    GetReport: _grpc.UnaryUnaryMultiCallable[_report_pb2.GetReportRequest, _report_pb2.GetReportResponse]
+    """A stored report with its trace."""
+    ExportReport: _grpc.UnaryUnaryMultiCallable[_report_pb2.ExportReportRequest, _report_pb2.ExportReportResponse]
+    """A stored report as FHIR R4 JSON (a Bundle: DiagnosticReport, Observations, Provenance)."""
 
 @_typing.type_check_only
 class ReportServiceAsyncStub(ReportServiceStub):
@@ -42,7 +48,13 @@ class ReportServiceAsyncStub(ReportServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GenerateReport: _aio.UnaryStreamMultiCallable[_report_pb2.GenerateReportRequest, _report_pb2.GenerateReportResponse]  # type: ignore[assignment]
-    """Streams the decision trace step by step, then one final message with the report."""
+    """Streams the decision trace step by step, then one final message with the report. Idempotent
+    on request_id: a retry streams the stored trace and report; other content is ABORTED.
+    """
+    GetReport: _aio.UnaryUnaryMultiCallable[_report_pb2.GetReportRequest, _report_pb2.GetReportResponse]  # type: ignore[assignment]
+    """A stored report with its trace."""
+    ExportReport: _aio.UnaryUnaryMultiCallable[_report_pb2.ExportReportRequest, _report_pb2.ExportReportResponse]  # type: ignore[assignment]
+    """A stored report as FHIR R4 JSON (a Bundle: DiagnosticReport, Observations, Provenance)."""
 
 class ReportServiceServicer(metaclass=_abc_1.ABCMeta):
     """Evidence-grounded clinical report generation: perception -> reasoning -> style -> verifier."""
@@ -53,6 +65,24 @@ class ReportServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _report_pb2.GenerateReportRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_report_pb2.GenerateReportResponse], _abc.AsyncIterator[_report_pb2.GenerateReportResponse]]:
-        """Streams the decision trace step by step, then one final message with the report."""
+        """Streams the decision trace step by step, then one final message with the report. Idempotent
+        on request_id: a retry streams the stored trace and report; other content is ABORTED.
+        """
+
+    @_abc_1.abstractmethod
+    def GetReport(
+        self,
+        request: _report_pb2.GetReportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_report_pb2.GetReportResponse, _abc.Awaitable[_report_pb2.GetReportResponse]]:
+        """A stored report with its trace."""
+
+    @_abc_1.abstractmethod
+    def ExportReport(
+        self,
+        request: _report_pb2.ExportReportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_report_pb2.ExportReportResponse, _abc.Awaitable[_report_pb2.ExportReportResponse]]:
+        """A stored report as FHIR R4 JSON (a Bundle: DiagnosticReport, Observations, Provenance)."""
 
 def add_ReportServiceServicer_to_server(servicer: ReportServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

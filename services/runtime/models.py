@@ -1,0 +1,134 @@
+"""The model a service talks to: an OpenAI-compatible endpoint (on a cluster), or one model
+loaded in this process and shared by every service that uses it (``medxiaohe up``). Either way
+a readiness check says whether it answers."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from medxiaohe.common.errors import NotReady, Unavailable
+from medxiaohe.common.settings import Settings
+from medxiaohe.models.chat import ChatParams
+from medxiaohe.models.client import (
+    DEFAULT_PARAMS,
+    ChatReply,
+    HttpModelClient,
+    LocalModelClient,
+    ModelClient,
+    tls_verify,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelEndpoint:
+    client: ModelClient
+    endpoint: str  # the URL, or "in-process:<uri>"
+    version: Callable[[], str]  # the model name asked for, or the loaded folder's version
+    check: Callable[[], None]
+
+
+def endpoint_check(url: str, verify: str | bool) -> Callable[[], None]:
+    """A readiness check: the endpoint answers HTTP at all (any status, 401 included)."""
+
+    def check() -> None:
+        try:
+            httpx.get(url, timeout=2.0, verify=tls_verify(verify))
+        except httpx.HTTPError:
+            raise Unavailable(f"the model endpoint {url} cannot be reached") from None
+
+    return check
+
+
+class LocalModel:
+    """A model folder loaded in the background; calls wait for nothing (NotReady until in)."""
+
+    def __init__(self, uri: str, settings: Settings) -> None:
+        self.uri = uri
+        self.version = ""
+        self._client: LocalModelClient | None = None
+        self._error = ""
+        threading.Thread(
+            target=self._load, args=(settings,), name="model-loader", daemon=True
+        ).start()
+
+    def _load(self, settings: Settings) -> None:
+        from medxiaohe.models.chat import ChatModel
+        from medxiaohe.models.folders import model_folder
+        from medxiaohe.models.vlm import load_vlm
+
+        try:
+            folder = model_folder(self.uri, settings)
+            self._client = LocalModelClient(ChatModel(load_vlm(folder)))
+            self.version = folder.name
+            log.info("model loaded", extra={"component": "model", "version": self.version})
+        except Exception as exc:  # reported by readiness
+            self._error = type(exc).__name__
+            log.warning("model not loaded", extra={"reason": self._error})
+
+    @property
+    def client(self) -> LocalModelClient:
+        if self._client is None:
+            raise NotReady(f"the in-process model is {self._error or 'loading'}")
+        return self._client
+
+    def check(self) -> None:
+        _ = self.client
+
+    # the ModelClient protocol, once loaded
+    def chat(
+        self,
+        messages: Sequence[dict[str, Any]],
+        images: Sequence[bytes | str] = (),
+        params: ChatParams = DEFAULT_PARAMS,
+    ) -> ChatReply:
+        return self.client.chat(messages, images, params)
+
+    def stream(
+        self,
+        messages: Sequence[dict[str, Any]],
+        images: Sequence[bytes | str] = (),
+        params: ChatParams = DEFAULT_PARAMS,
+    ) -> Iterator[str | ChatReply]:
+        return self.client.stream(messages, images, params)
+
+    def call_tools(
+        self,
+        messages: Sequence[dict[str, Any]],
+        tools: Sequence[dict[str, Any]],
+        tool_choice: str | dict[str, Any] = "auto",
+        images: Sequence[bytes | str] = (),
+        params: ChatParams = DEFAULT_PARAMS,
+    ) -> ChatReply:
+        return self.client.call_tools(messages, tools, tool_choice, images, params)
+
+
+_LOCAL: dict[str, LocalModel] = {}
+_LOCK = threading.Lock()
+
+
+def local_model(uri: str, settings: Settings) -> LocalModel:
+    """The process's one instance of the model at ``uri``."""
+    with _LOCK:
+        if uri not in _LOCAL:
+            _LOCAL[uri] = LocalModel(uri, settings)
+        return _LOCAL[uri]
+
+
+def model_endpoint(settings: Settings, url: str, name: str, api_key: str) -> ModelEndpoint | None:
+    """The endpoint at ``url``, else the in-process model (``local_model_uri``), else None."""
+    verify: str | bool = str(settings.tls_client_ca) if settings.tls_client_ca else True
+    if url:
+        client = HttpModelClient(url, name, api_key=api_key, verify=verify)
+        return ModelEndpoint(client, url, lambda: name, endpoint_check(url, verify))
+    if settings.local_model_uri:
+        model = local_model(settings.local_model_uri, settings)
+        return ModelEndpoint(model, f"in-process:{model.uri}", lambda: model.version, model.check)
+    return None
