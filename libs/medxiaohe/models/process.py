@@ -19,6 +19,7 @@ from typing import NamedTuple
 import httpx
 
 from medxiaohe.common.errors import Unavailable
+from medxiaohe.models.client import tls_verify
 
 CALLER = "local"  # the token's caller name, allowed everything
 
@@ -113,7 +114,7 @@ def _wait_ready(
             tail = log.read_text(errors="replace")[-3000:] if log else ""
             raise Unavailable(f"the model server did not get ready\n{tail}")
         try:
-            answer = httpx.get(url, headers=running.headers, verify=running.verify, timeout=2)
+            answer = httpx.get(url, headers=running.headers, verify=tls_verify(running.verify), timeout=2)
             if answer.status_code == 200:
                 return
         except httpx.HTTPError:

@@ -1,0 +1,232 @@
+"""The report service over mTLS against a real predictor serving the tiny model: the trace
+streams in order, tool calls pair with their results, every sentence has a verdict, the report
+reads back with its trace and exports as valid FHIR R4, a retried request id returns the stored
+report, and bad input gets a clear error."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from PIL import Image
+
+from medxiaohe.corpus import samples
+from medxiaohe.evidence.index import EvidenceIndex
+from medxiaohe.evidence.passages import Passage
+from medxiaohe.models.process import Tls, model_server
+from medxiaohe.storage import open_store
+from medxiaohe_protos.common.v1 import common_pb2 as common
+from medxiaohe_protos.report.v1 import report_pb2 as pb
+from medxiaohe_protos.report.v1 import report_pb2_grpc as pb_grpc
+from medxiaohe_services.runtime.certs import DevPki
+from medxiaohe_services.runtime.client import secure_channel
+from medxiaohe_services.runtime.services import BUILDERS
+from tests.conftest import ALLOWED, publish_small_tree, server_settings
+from tests.servers import PlatformThread, free_ports, running
+
+pytestmark = pytest.mark.integration
+
+EVIDENCE = [
+    "Pneumonia often appears as a lobar consolidation. A parapneumonic effusion may follow.",
+    "A pneumothorax is air in the pleural space; a large one shifts the mediastinum.",
+    "Cardiomegaly is a cardiothoracic ratio above one half on a frontal film.",
+]
+CONTEXT = "Cough and fever for three days. Right lower lobe opacity on a prior film?"
+
+
+def serving(thread: PlatformThread, timeout: float = 120) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        thread.run(thread.platform.check_once())
+        if thread.platform.is_serving():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def png(size: tuple[int, int] = (96, 80)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, (60, 60, 60)).save(out, "PNG")
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def service(
+    pki: DevPki, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PlatformThread]:
+    folder = tmp_path_factory.mktemp("report")
+    store_uri = str(folder / "store")
+    publish_small_tree(store_uri)
+    store = open_store(store_uri)
+    passages = [
+        Passage(f"cxr-{i}", f"doc-{i}", t, 0, len(t), source="textbook")
+        for i, t in enumerate(EVIDENCE)
+    ]
+    EvidenceIndex.build(passages).save(store, "cxr")
+    tls = Tls(pki.ca, pki.server.cert, pki.server.key)
+    with model_server(tiny_model, "tiny-vlm", log=folder / "model.log", tls=tls) as model:
+        settings = server_settings(
+            pki,
+            store_uri,
+            report_model_url=f"{model.url}/openai/v1",
+            report_model_name="tiny-vlm",
+            report_model_api_key=model.token,
+            report_evidence_index="cxr",
+        )
+        with running(settings, [BUILDERS["report"](settings, store)]) as thread:
+            assert serving(thread)
+            yield thread
+
+
+def stub_for(thread: PlatformThread, pki: DevPki) -> pb_grpc.ReportServiceStub:
+    paths = pki.clients[ALLOWED]
+    return pb_grpc.ReportServiceStub(secure_channel(thread.target, pki.ca, paths.cert, paths.key))
+
+
+def request(**change: object) -> pb.GenerateReportRequest:
+    fields: dict[str, object] = {
+        "request_id": "req-1",
+        "study_id": "cxr-1",
+        "images": [
+            pb.ReportImage(image_id="frontal", content=samples.dicom_bytes()),
+            pb.ReportImage(image_id="lateral", content=png()),
+        ],
+        "clinical_context": CONTEXT,
+        "max_steps": 3,
+        **change,
+    }
+    return pb.GenerateReportRequest(**fields)  # type: ignore[arg-type]
+
+
+def generate(
+    stub: pb_grpc.ReportServiceStub, message: pb.GenerateReportRequest
+) -> tuple[list[common.TraceStep], pb.Report]:
+    replies = list(stub.GenerateReport(message, timeout=300))
+    assert [r.WhichOneof("event") for r in replies[:-1]] == ["step"] * (len(replies) - 1)
+    assert replies[-1].WhichOneof("event") == "report"
+    return [r.step for r in replies[:-1]], replies[-1].report
+
+
+def test_the_pipeline_streams_a_verifiable_trace_and_a_stored_report(
+    service: PlatformThread, pki: DevPki
+) -> None:
+    from fhir.resources.R4B.bundle import Bundle
+
+    stub = stub_for(service, pki)
+    message = request()
+    steps, report = generate(stub, message)
+
+    # the trace streams in order, each step after the steps it follows from
+    assert [s.index for s in steps] == list(range(1, len(steps) + 1))
+    seen: set[str] = set()
+    for step in steps:
+        assert set(step.parent_ids) <= seen, step
+        seen.add(step.step_id)
+    agents = [s.agent for s in steps]
+    assert agents[0] == "perception" and agents[-1] == "verifier"
+    order = ["perception", "reasoning", "style", "verifier"]
+    assert [order.index(a) for a in agents] == sorted(order.index(a) for a in agents)
+    # every tool result answers the call before it, by its id
+    calls = {s.tool_call_id: s for s in steps if s.kind == common.STEP_KIND_TOOL_CALL}
+    results = [s for s in steps if s.kind == common.STEP_KIND_TOOL_RESULT]
+    assert calls and len(results) == len(calls)  # the agent consults a tool at least once
+    for result in results:
+        call = calls[result.tool_call_id]
+        assert result.parent_ids == [call.step_id] and result.tool == call.tool
+        assert json.loads(result.result_json) and json.loads(call.arguments_json) is not None
+        assert result.status in (common.STEP_STATUS_OK, common.STEP_STATUS_ERROR)
+
+    # every sentence has a verdict; the impression is a section like the others
+    sentences = [x for s in report.sections for x in s.sentences]
+    assert [s.title for s in report.sections] == ["Findings", "Impression"]
+    assert sentences and all(s.verdict != pb.VERDICT_UNSPECIFIED for s in sentences)
+    assert all(set(s.finding_ids) <= {f.finding_id for f in report.findings} for s in sentences)
+    for citation in (c for s in sentences for c in s.citations):
+        assert citation.index_name == "cxr" and citation.index_version
+        passage = EVIDENCE[int(citation.passage_id.split("-")[1])]
+        assert passage[citation.span.start : citation.span.end] == citation.quote
+    p = report.provenance
+    assert p.model_endpoint.endswith("/openai/v1") and p.model_version == "tiny-vlm"
+    assert p.template_version and p.entity_tree_version and p.request_id == "req-1"
+    # DICOM regions name the SOP instance UID, never the caller's label
+    for finding in report.findings:
+        assert all(r.image_id != "frontal" for r in finding.regions)
+
+    # stored: read back with its trace, exported as FHIR R4
+    stored = stub.GetReport(pb.GetReportRequest(report_id=report.report_id), timeout=30)
+    assert stored.report == report
+    assert [s.step_id for s in stored.trace] == [s.step_id for s in steps]
+    exported = stub.ExportReport(pb.ExportReportRequest(report_id=report.report_id), timeout=30)
+    bundle = Bundle.model_validate_json(exported.fhir_json)
+    kinds = [e.resource.get_resource_type() for e in bundle.entry]
+    assert kinds[0] == "DiagnosticReport" and kinds[-1] == "Provenance"
+    assert kinds.count("Observation") == len(report.findings)
+
+    # a retry returns the stored report; the same id with other content is refused
+    again_steps, again = generate(stub, message)
+    assert again == report and len(again_steps) == len(steps)
+    with pytest.raises(grpc.RpcError) as err:
+        other = pb.GenerateReportRequest()
+        other.CopyFrom(message)
+        other.clinical_context = "Another study."
+        generate(stub, other)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "another request" in (err.value.details() or "")
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "message"),
+    [
+        ({"images": [], "clinical_context": ""}, "INVALID_ARGUMENT", "images or clinical context"),
+        ({"template_id": "no-such"}, "NOT_FOUND", "no report template 'no-such'"),
+        ({"evidence_index": "no-such"}, "NOT_FOUND", "no evidence index 'no-such'"),
+        ({"max_steps": 17}, "INVALID_ARGUMENT", "max_steps must be between 1 and 16"),
+        ({"max_steps": -1}, "INVALID_ARGUMENT", "max_steps must be between 1 and 16"),
+        (
+            {"images": [pb.ReportImage(image_id="x", content=b"\x89PNG broken")]},
+            "INVALID_ARGUMENT",
+            "image 'x' cannot be decoded",
+        ),
+        (
+            {"images": [pb.ReportImage(uri="uploads/callers/someone-else/a.png")]},
+            "PERMISSION_DENIED",
+            "the caller's own uploads",
+        ),
+        ({"request_id": ""}, "INVALID_ARGUMENT", "request_id is required"),
+        ({"language": "fr"}, "INVALID_ARGUMENT", "language"),
+    ],
+)
+def test_bad_requests_say_what_is_wrong(
+    service: PlatformThread, pki: DevPki, change: dict[str, object], code: str, message: str
+) -> None:
+    fields = {"request_id": f"bad-{code}-{message[:12]}", **change}
+    with pytest.raises(grpc.RpcError) as err:
+        list(stub_for(service, pki).GenerateReport(request(**fields), timeout=60))
+    assert err.value.code().name == code
+    assert message in (err.value.details() or "")
+
+
+def test_unknown_reports_are_not_found(service: PlatformThread, pki: DevPki) -> None:
+    stub = stub_for(service, pki)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetReport(pb.GetReportRequest(report_id="r-0123456789abcdef"), timeout=10)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ExportReport(pb.ExportReportRequest(report_id="../reports/x"), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_not_serving_until_the_model_answers(pki: DevPki, tmp_path: Path) -> None:
+    (port,) = free_ports(1)
+    settings = server_settings(
+        pki, str(tmp_path / "store"), report_model_url=f"http://127.0.0.1:{port}/openai/v1"
+    )
+    publish_small_tree(settings.store_uri)
+    store = open_store(settings.store_uri)
+    with running(settings, [BUILDERS["report"](settings, store)]) as thread:
+        assert not serving(thread, timeout=3)
