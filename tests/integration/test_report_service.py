@@ -128,31 +128,40 @@ def test_the_pipeline_streams_a_verifiable_trace_and_a_stored_report(
         assert set(step.parent_ids) <= seen, step
         seen.add(step.step_id)
     agents = [s.agent for s in steps]
-    assert agents[0] == "perception" and agents[-1] == "verifier"
+    assert agents[0] == "perception"
+    assert agents[-1] == "verifier"
     order = ["perception", "reasoning", "style", "verifier"]
     assert [order.index(a) for a in agents] == sorted(order.index(a) for a in agents)
     # every tool result answers the call before it, by its id
     calls = {s.tool_call_id: s for s in steps if s.kind == common.STEP_KIND_TOOL_CALL}
     results = [s for s in steps if s.kind == common.STEP_KIND_TOOL_RESULT]
-    assert calls and len(results) == len(calls)  # the agent consults a tool at least once
+    assert calls
+    assert len(results) == len(calls)  # the agent consults a tool at least once
     for result in results:
         call = calls[result.tool_call_id]
-        assert result.parent_ids == [call.step_id] and result.tool == call.tool
-        assert json.loads(result.result_json) and json.loads(call.arguments_json) is not None
+        assert result.parent_ids == [call.step_id]
+        assert result.tool == call.tool
+        assert json.loads(result.result_json)
+        assert json.loads(call.arguments_json) is not None
         assert result.status in (common.STEP_STATUS_OK, common.STEP_STATUS_ERROR)
 
     # every sentence has a verdict; the impression is a section like the others
     sentences = [x for s in report.sections for x in s.sentences]
     assert [s.title for s in report.sections] == ["Findings", "Impression"]
-    assert sentences and all(s.verdict != pb.VERDICT_UNSPECIFIED for s in sentences)
+    assert sentences
+    assert all(s.verdict != pb.VERDICT_UNSPECIFIED for s in sentences)
     assert all(set(s.finding_ids) <= {f.finding_id for f in report.findings} for s in sentences)
     for citation in (c for s in sentences for c in s.citations):
-        assert citation.index_name == "cxr" and citation.index_version
+        assert citation.index_name == "cxr"
+        assert citation.index_version
         passage = EVIDENCE[int(citation.passage_id.split("-")[1])]
         assert passage[citation.span.start : citation.span.end] == citation.quote
     p = report.provenance
-    assert p.model_endpoint.endswith("/openai/v1") and p.model_version == "tiny-vlm"
-    assert p.template_version and p.entity_tree_version and p.request_id == "req-1"
+    assert p.model_endpoint.endswith("/openai/v1")
+    assert p.model_version == "tiny-vlm"
+    assert p.template_version
+    assert p.entity_tree_version
+    assert p.request_id == "req-1"
     # DICOM regions name the SOP instance UID, never the caller's label
     for finding in report.findings:
         assert all(r.image_id != "frontal" for r in finding.regions)
@@ -164,16 +173,18 @@ def test_the_pipeline_streams_a_verifiable_trace_and_a_stored_report(
     exported = stub.ExportReport(pb.ExportReportRequest(report_id=report.report_id), timeout=30)
     bundle = Bundle.model_validate_json(exported.fhir_json)
     kinds = [e.resource.get_resource_type() for e in bundle.entry]
-    assert kinds[0] == "DiagnosticReport" and kinds[-1] == "Provenance"
+    assert kinds[0] == "DiagnosticReport"
+    assert kinds[-1] == "Provenance"
     assert kinds.count("Observation") == len(report.findings)
 
     # a retry returns the stored report; the same id with other content is refused
     again_steps, again = generate(stub, message)
-    assert again == report and len(again_steps) == len(steps)
+    assert again == report
+    assert len(again_steps) == len(steps)
+    other = pb.GenerateReportRequest()
+    other.CopyFrom(message)
+    other.clinical_context = "Another study."
     with pytest.raises(grpc.RpcError) as err:
-        other = pb.GenerateReportRequest()
-        other.CopyFrom(message)
-        other.clinical_context = "Another study."
         generate(stub, other)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "another request" in (err.value.details() or "")

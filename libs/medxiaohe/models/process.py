@@ -114,7 +114,9 @@ def _wait_ready(
             tail = log.read_text(errors="replace")[-3000:] if log else ""
             raise Unavailable(f"the model server did not get ready\n{tail}")
         try:
-            answer = httpx.get(url, headers=running.headers, verify=tls_verify(running.verify), timeout=2)
+            answer = httpx.get(
+                url, headers=running.headers, verify=tls_verify(running.verify), timeout=2
+            )
             if answer.status_code == 200:
                 return
         except httpx.HTTPError:
