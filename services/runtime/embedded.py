@@ -28,12 +28,8 @@ def trained_ner(home: Path) -> bool:
     return (home / "store" / NER_MODELS / LATEST).is_file()
 
 
-def local_model(home: Path) -> str:
-    """The in-process model of the report and rubric services: the platform-trained small
-    model when the home's store has one, else the tiny one (random weights), built on first
-    use into home/models/tiny-vlm."""
-    if (home / "store" / SMALL_MODEL / LATEST).is_file():
-        return SMALL_MODEL
+def tiny_model(home: Path) -> Path:
+    """The tiny vision-language model (random weights), built on first use into the home."""
     folder = home / "models" / "tiny-vlm"
     if not (folder / "config.json").is_file():
         from transformers.utils import logging as hf_logging
@@ -42,7 +38,15 @@ def local_model(home: Path) -> str:
 
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         build_tiny("qwen2-vl", folder)
-    return str(folder)
+    return folder
+
+
+def local_model(home: Path) -> str:
+    """The in-process model of the report and rubric services: the platform-trained small
+    model when the home's store has one, else the tiny one."""
+    if (home / "store" / SMALL_MODEL / LATEST).is_file():
+        return SMALL_MODEL
+    return str(tiny_model(home))
 
 
 def ensure_dev_pki(home: Path) -> DevPki:

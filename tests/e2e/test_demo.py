@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,9 @@ def test_demo_passes(tmp_path: Path) -> None:
     assert "demo passed" in result.stdout
     assert "FAIL" not in result.stdout
     assert "`make train-ner` trains the NER model" in result.stdout  # none in a fresh home
+    assert "report generated with a verified trace" in result.stdout
+    fhir = json.loads((tmp_path / "demo-report.fhir.json").read_text())
+    assert fhir["entry"][0]["resource"]["resourceType"] == "DiagnosticReport"
     # the upload sits under its caller's prefix, named by a keyed pseudonym of its key
     (upload,) = (tmp_path / "store" / "uploads" / "callers" / "medxiaohe-dev").iterdir()
     assert upload.suffix == ".txt"
