@@ -18,7 +18,7 @@ from medxiaohe.entities.tagger import DictionaryTagger
 from medxiaohe.evidence.index import EvidenceIndex
 from medxiaohe.evidence.passages import Passage
 from medxiaohe.models.chat import ChatParams, Usage
-from medxiaohe.models.client import ChatReply
+from medxiaohe.models.client import DEFAULT_PARAMS, ChatReply
 from medxiaohe.models.tools import ToolCall
 from medxiaohe.report import images
 from medxiaohe.report.model import Finding
@@ -41,7 +41,7 @@ class Scripted:
         self,
         messages: Sequence[dict[str, Any]],
         images: Sequence[bytes | str] = (),
-        params: ChatParams = ChatParams(),
+        params: ChatParams = DEFAULT_PARAMS,
     ) -> ChatReply:
         self.asked.append(("chat", json.loads(params.json_schema or "null")))
         return self.replies.pop(0)
@@ -52,7 +52,7 @@ class Scripted:
         tools: Sequence[dict[str, Any]],
         tool_choice: str | dict[str, Any] = "auto",
         images: Sequence[bytes | str] = (),
-        params: ChatParams = ChatParams(),
+        params: ChatParams = DEFAULT_PARAMS,
     ) -> ChatReply:
         self.asked.append(("tools", tool_choice))
         return self.replies.pop(0)
