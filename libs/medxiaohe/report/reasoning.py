@@ -219,7 +219,7 @@ def reason(state: ReportState) -> ReportState:
             f"Findings: {json.dumps(findings)}",
         },
     ]
-    parents, calls = [state.perception_step], 0
+    parents, calls, refused = [state.perception_step], 0, 0
     for turn in range(request.max_steps):
         if deps.deadline is not None and time.monotonic() > deps.deadline:
             state.trace.add("reasoning", "decision", content="stopped: the deadline is near")
@@ -244,6 +244,7 @@ def reason(state: ReportState) -> ReportState:
         for call in reply.tool_calls:
             step_id, result = _call(state, call, parents[-1])
             calls += 1
+            refused += "error" in result
             parents.append(step_id)
             messages.append(
                 {"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)}
@@ -252,7 +253,7 @@ def reason(state: ReportState) -> ReportState:
                 views.append(images.png(state.views[result["view_id"]].image))
         if views:
             messages += with_images([{"role": "user", "content": "The new views."}], views)
-    state.count("reason", kept=calls, dropped=0)
+    state.count("reason", kept=calls - refused, dropped=refused)
     return conclude(state, messages, parents)
 
 
