@@ -121,6 +121,17 @@ class PlatformThread:
         return f"127.0.0.1:{self.port}"
 
 
+def serving(thread: PlatformThread, timeout: float = 30) -> bool:
+    """Whether the platform reports SERVING within ``timeout`` (its checks run meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        thread.run(thread.platform.check_once())
+        if thread.platform.is_serving():
+            return True
+        time.sleep(0.1)
+    return False
+
+
 @contextlib.contextmanager
 def running(settings: Settings, specs: list[ServiceSpec]) -> Iterator[PlatformThread]:
     with PlatformThread(settings, specs) as thread:

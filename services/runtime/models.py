@@ -6,23 +6,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 
 from medxiaohe.common.errors import NotReady, Unavailable
 from medxiaohe.common.settings import Settings
-from medxiaohe.models.chat import ChatParams
-from medxiaohe.models.client import (
-    DEFAULT_PARAMS,
-    ChatReply,
-    HttpModelClient,
-    LocalModelClient,
-    ModelClient,
-    tls_verify,
-)
+from medxiaohe.models.chat import ChatModel
+from medxiaohe.models.client import HttpModelClient, LocalModelClient, ModelClient, tls_verify
 
 log = logging.getLogger(__name__)
 
@@ -47,26 +39,25 @@ def endpoint_check(url: str, verify: str | bool) -> Callable[[], None]:
     return check
 
 
-class LocalModel:
-    """A model folder loaded in the background; calls wait for nothing (NotReady until in)."""
+class LocalModel(LocalModelClient):
+    """A model folder loaded in the background; until it is in, calls raise NotReady."""
 
     def __init__(self, uri: str, settings: Settings) -> None:
         self.uri = uri
         self.version = ""
-        self._client: LocalModelClient | None = None
+        self._loaded: ChatModel | None = None
         self._error = ""
         threading.Thread(
             target=self._load, args=(settings,), name="model-loader", daemon=True
         ).start()
 
     def _load(self, settings: Settings) -> None:
-        from medxiaohe.models.chat import ChatModel
         from medxiaohe.models.folders import model_folder
         from medxiaohe.models.vlm import load_vlm
 
         try:
             folder = model_folder(self.uri, settings)
-            self._client = LocalModelClient(ChatModel(load_vlm(folder)))
+            self._loaded = ChatModel(load_vlm(folder))
             self.version = folder.name
             log.info("model loaded", extra={"component": "model", "version": self.version})
         except Exception as exc:  # reported by readiness
@@ -74,40 +65,13 @@ class LocalModel:
             log.warning("model not loaded", extra={"reason": self._error})
 
     @property
-    def client(self) -> LocalModelClient:
-        if self._client is None:
+    def model(self) -> ChatModel:
+        if self._loaded is None:
             raise NotReady(f"the in-process model is {self._error or 'loading'}")
-        return self._client
+        return self._loaded
 
     def check(self) -> None:
-        _ = self.client
-
-    # the ModelClient protocol, once loaded
-    def chat(
-        self,
-        messages: Sequence[dict[str, Any]],
-        images: Sequence[bytes | str] = (),
-        params: ChatParams = DEFAULT_PARAMS,
-    ) -> ChatReply:
-        return self.client.chat(messages, images, params)
-
-    def stream(
-        self,
-        messages: Sequence[dict[str, Any]],
-        images: Sequence[bytes | str] = (),
-        params: ChatParams = DEFAULT_PARAMS,
-    ) -> Iterator[str | ChatReply]:
-        return self.client.stream(messages, images, params)
-
-    def call_tools(
-        self,
-        messages: Sequence[dict[str, Any]],
-        tools: Sequence[dict[str, Any]],
-        tool_choice: str | dict[str, Any] = "auto",
-        images: Sequence[bytes | str] = (),
-        params: ChatParams = DEFAULT_PARAMS,
-    ) -> ChatReply:
-        return self.client.call_tools(messages, tools, tool_choice, images, params)
+        _ = self.model
 
 
 _LOCAL: dict[str, LocalModel] = {}

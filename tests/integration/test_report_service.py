@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from medxiaohe_services.runtime.certs import DevPki
 from medxiaohe_services.runtime.client import secure_channel
 from medxiaohe_services.runtime.services import BUILDERS
 from tests.conftest import ALLOWED, publish_small_tree, server_settings
-from tests.servers import PlatformThread, free_ports, running
+from tests.servers import PlatformThread, free_ports, running, serving
 
 pytestmark = pytest.mark.integration
 
@@ -37,16 +36,6 @@ EVIDENCE = [
     "Cardiomegaly is a cardiothoracic ratio above one half on a frontal film.",
 ]
 CONTEXT = "Cough and fever for three days. Right lower lobe opacity on a prior film?"
-
-
-def serving(thread: PlatformThread, timeout: float = 120) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        thread.run(thread.platform.check_once())
-        if thread.platform.is_serving():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def png(size: tuple[int, int] = (96, 80)) -> bytes:
@@ -79,7 +68,7 @@ def service(
             report_evidence_index="cxr",
         )
         with running(settings, [BUILDERS["report"](settings, store)]) as thread:
-            assert serving(thread)
+            assert serving(thread, timeout=120)
             yield thread
 
 

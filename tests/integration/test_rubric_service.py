@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.server
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from medxiaohe_services.runtime.certs import DevPki
 from medxiaohe_services.runtime.client import secure_channel
 from medxiaohe_services.runtime.services import BUILDERS
 from tests.conftest import ALLOWED, server_settings
-from tests.servers import PlatformThread, free_ports, running
+from tests.servers import PlatformThread, free_ports, running, serving
 
 pytestmark = pytest.mark.integration
 
@@ -50,16 +49,6 @@ RUBRIC = [
 def stub_for(thread: PlatformThread, pki: DevPki) -> pb_grpc.RubricServiceStub:
     paths = pki.clients[ALLOWED]
     return pb_grpc.RubricServiceStub(secure_channel(thread.target, pki.ca, paths.cert, paths.key))
-
-
-def serving(thread: PlatformThread, timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        thread.run(thread.platform.check_once())
-        if thread.platform.is_serving():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 @pytest.fixture(scope="module")

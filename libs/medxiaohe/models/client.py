@@ -119,7 +119,11 @@ class LocalModelClient:
     """The in-process backend, over the same engine the predictor runs."""
 
     def __init__(self, model: ChatModel) -> None:
-        self.model = model
+        self._model = model
+
+    @property
+    def model(self) -> ChatModel:
+        return self._model
 
     def chat(
         self,
