@@ -10,7 +10,7 @@ import typer
 
 from medxiaohe.common.logs import setup_logging
 from medxiaohe.common.settings import SERVICE_NAMES, ServiceName, Settings
-from medxiaohe_services.cli import bench, evaluate, index, ingest, met, model, train
+from medxiaohe_services.cli import bench, evaluate, index, ingest, met, mixture, model, train
 
 app = typer.Typer(help="MedXIAOHE: medical vision-language platform.", no_args_is_help=True)
 HOME = Path(".medxiaohe")
@@ -83,6 +83,7 @@ def demo(
 
 
 app.add_typer(met.app, name="met")
+app.add_typer(mixture.app, name="mixture")
 app.add_typer(evaluate.app, name="eval")
 app.add_typer(bench.app, name="bench")
 app.add_typer(index.app, name="index")

@@ -1,0 +1,1 @@
+"""Entity-balanced pretraining mixtures over ingested corpora."""
