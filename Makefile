@@ -8,7 +8,7 @@ PYTHON ?= python3
 PIP := $(PY) -m pip --disable-pip-version-check -q
 SOURCES := libs/medxiaohe services training-jobs tests protos/generate.py
 
-.PHONY: help venv install protos lint check test demo clean met train-ner bench-tagging bench-ingest bench-serving
+.PHONY: help venv install protos lint check test demo clean met train-ner bench-tagging bench-ingest bench-mixture bench-serving
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -59,6 +59,10 @@ bench-tagging: venv ## Tagger vs spaCy PhraseMatcher and medspaCy (creates .venv
 bench-ingest: venv ## Ingest pipeline vs datatrove (creates .venv-datatrove once)
 	$(VENV)/bin/medxiaohe met stats >/dev/null 2>&1 || $(VENV)/bin/medxiaohe met build >/dev/null
 	$(VENV)/bin/medxiaohe bench ingest
+
+bench-mixture: venv ## Balanced mixture vs uniform on the shared corpus, sampler overhead, synthesis
+	$(VENV)/bin/medxiaohe met stats >/dev/null 2>&1 || $(VENV)/bin/medxiaohe met build >/dev/null
+	HF_HUB_OFFLINE=1 $(VENV)/bin/medxiaohe bench mixture
 
 bench-serving: venv ## Predictor over HTTP vs raw model.generate, and at concurrency 8 (~30 s)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/medxiaohe bench serving

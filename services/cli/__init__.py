@@ -10,7 +10,17 @@ import typer
 
 from medxiaohe.common.logs import setup_logging
 from medxiaohe.common.settings import SERVICE_NAMES, ServiceName, Settings
-from medxiaohe_services.cli import bench, evaluate, index, ingest, met, mixture, model, train
+from medxiaohe_services.cli import (
+    bench,
+    evaluate,
+    index,
+    ingest,
+    met,
+    mixture,
+    model,
+    synthesize,
+    train,
+)
 
 app = typer.Typer(help="MedXIAOHE: medical vision-language platform.", no_args_is_help=True)
 HOME = Path(".medxiaohe")
@@ -91,6 +101,7 @@ app.add_typer(train.app, name="train")
 app.add_typer(model.app, name="model")
 app.command()(ingest.ingest)
 app.command()(ingest.coverage)
+app.command()(synthesize.synthesize)
 
 chart_app = typer.Typer(help="The Helm chart.", no_args_is_help=True)
 app.add_typer(chart_app, name="chart")

@@ -86,3 +86,38 @@ def serving(
 
     setup_logging("WARNING")
     typer.echo(json.dumps(run(requests, max_tokens, hidden_size, layers)))
+
+
+@app.command()
+def mixture(
+    data: Annotated[Path, typer.Option(help="The shared data folder.")] = Path("../shared/data"),
+    budget_share: Annotated[
+        float, typer.Option(min=0.01, max=1.0, help="Token budget as a share of the corpus.")
+    ] = 0.25,
+    home: Annotated[
+        Path, typer.Option(help="Embedded home: its secret keys a local store's pseudonyms.")
+    ] = Path(".medxiaohe"),
+    store: StoreOption = None,
+) -> None:
+    """Balanced mixture vs uniform sampling on the shared corpus (ingested once), the sampler's
+    overhead on a CPT step, and the synthesis figures."""
+    from medxiaohe.bench.mixture import run
+    from medxiaohe.common.errors import NotFound
+    from medxiaohe.common.settings import Settings
+    from medxiaohe.entities.tree import EntityTree
+    from medxiaohe_services.cli.ingest import home_or_configured_secret
+
+    setup_logging("WARNING")
+    target = store_from(store)
+    try:
+        result = run(
+            target,
+            EntityTree.load(target),
+            home_or_configured_secret(Settings.from_env(), home),
+            data,
+            budget_share,
+        )
+    except NotFound as exc:
+        typer.echo(f"skipped: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(result))

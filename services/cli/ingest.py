@@ -17,7 +17,7 @@ from medxiaohe.storage import open_store
 DatasetOption = Annotated[str, typer.Option(help="Dataset the shards belong to.")]
 
 
-def _secret(settings: Settings, home: Path) -> str:
+def home_or_configured_secret(settings: Settings, home: Path) -> str:
     """The configured secret; a local-folder store is the embedded runtime's, so without one
     the home's generated secret keys it (the same one `medxiaohe up` uses)."""
     from medxiaohe.common.secrets import home_secret, required_secret
@@ -59,7 +59,7 @@ def ingest(
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise typer.BadParameter(f"no such file or folder: {', '.join(missing)}")
-    secret = _secret(settings, home)
+    secret = home_or_configured_secret(settings, home)
     store = open_store(settings.store_uri, settings)
     keys = upload_inputs(store, dataset, paths, secret)
     specs = [s.as_dict() for s in plan_shards(keys, files_per_shard)]

@@ -130,3 +130,19 @@ def _refs(mixture: object) -> list[dict[str, object]]:
     from medxiaohe.mixture.sampler import iter_samples
 
     return list(iter_samples(mixture.parts))  # type: ignore[attr-defined]
+
+
+def test_the_torch_dataset_splits_over_dataloader_workers(
+    store: ArtifactStore, tree: EntityTree
+) -> None:
+    from torch.utils.data import DataLoader
+
+    from medxiaohe.training.mixture_data import MixtureDataset
+
+    mixture = build_mixture(store, tree, ["corpus"], MixtureConfig(1500, seed=4))
+    publish_mixture(store, "torch", mixture, ["corpus"], tree.version)
+    alone = [r["id"] for r in MixtureDataset(store, "torch", seed=9)]
+    loader = DataLoader(MixtureDataset(store, "torch", seed=9), batch_size=None, num_workers=2)
+    together = [r["id"] for r in loader]
+    assert sorted(together) == sorted(alone)
+    assert len(alone) == sum(r["repeats"] for r in _refs(mixture))

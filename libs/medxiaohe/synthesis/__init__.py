@@ -1,0 +1,1 @@
+"""Knowledge-centric synthesis: verified questions for the entities a corpus barely covers."""
