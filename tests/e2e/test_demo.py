@@ -25,6 +25,7 @@ def test_demo_passes(tmp_path: Path) -> None:
     assert "FAIL" not in result.stdout
     assert "`make train-ner` trains the NER model" in result.stdout  # none in a fresh home
     assert "report generated with a verified trace" in result.stdout
+    assert "items synthesized and verified for gap nodes" in result.stdout
     fhir = json.loads((tmp_path / "demo-report.fhir.json").read_text())
     assert fhir["entry"][0]["resource"]["resourceType"] == "DiagnosticReport"
     # the upload sits under its caller's prefix, named by a keyed pseudonym of its key
