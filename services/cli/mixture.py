@@ -42,8 +42,8 @@ def build(
         float, typer.Option(min=0.0, help="Weight of records with no entity (mean entity = 1).")
     ] = 0.2,
     combine: Annotated[
-        str, typer.Option(help="A record's weight from its nodes: max, mean, sum.")
-    ] = "max",
+        str, typer.Option(help="A record's weight from its nodes: sum, max, mean.")
+    ] = "sum",
     quota: Annotated[
         list[str] | None, typer.Option(help="SOURCE=SHARE of the budget (repeatable).")
     ] = None,

@@ -66,7 +66,7 @@ def test_the_long_tail_rises_with_the_boost_and_the_seed_fixes_the_draw(
         config = MixtureConfig(3000, WeightConfig(**weights), seed=3)  # type: ignore[arg-type]
         return build_mixture(store, tree, ["corpus"], config).report()
 
-    natural = build(temperature=1.0, rare_boost=1.0, weak_boost=1.0, floor=1.0)
+    natural = build(temperature=1.0, rare_boost=1.0, weak_boost=1.0, floor=1.0, combine="max")
     balanced = build()
     boosted = build(rare_boost=16.0)
     assert natural["balanced"] == natural["uniform"]  # no entity weighting: the natural draw
