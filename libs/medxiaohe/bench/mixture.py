@@ -206,12 +206,11 @@ def run(
     store: ArtifactStore, tree: EntityTree, secret: str, data: Path, budget_share: float = 0.25
 ) -> dict[str, Any]:
     corpus = ensure_corpus(store, DictionaryTagger(tree), secret, data)
-    base = MixtureConfig(1, seed=0)
     total = build_mixture(
         store, tree, [DATASET], MixtureConfig(10**12, max_repeats=1)
     ).uniform.tokens
     budget = int(total * budget_share)
-    config = MixtureConfig(budget, base.weights, max_repeats=base.max_repeats, seed=base.seed)
+    config = MixtureConfig(budget, seed=0)  # the defaults: what `mixture build` uses
     mixture = build_mixture(store, tree, [DATASET], config)
     manifest = publish_mixture(store, "bench", mixture, [DATASET], tree.version)
     report = mixture.report()

@@ -43,6 +43,7 @@ class Synthesis:
             "nodes_covered": len(covered),
             "gap_nodes_with_items": len(covered & set(gap_nodes)),
             "gap_nodes": len(gap_nodes),
+            "steps": {step: dict(counts) for step, counts in self.counts.items()},
         }
 
 
