@@ -51,7 +51,7 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
         self, request: pb.GenerateReportRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GenerateReportResponse]:
         caller = caller_identity(context)
-        rid = report_id(caller, request.request_id)
+        rid = report_id(self.key, caller, request.request_id)
         digest = hmac.new(
             self.key, request.SerializeToString(deterministic=True), hashlib.sha256
         ).hexdigest()

@@ -160,8 +160,10 @@ def test_reports_are_stored_once_per_request(tmp_path: Path) -> None:
     from medxiaohe.storage import open_store
 
     store = open_store(str(tmp_path))
-    report = dataclasses.replace(sample_report(), id=report_id("ris", "req-1"))
-    assert report_id("ris", "req-1") == report.id != report_id("pacs", "req-1")
+    key = b"k" * 32
+    report = dataclasses.replace(sample_report(), id=report_id(key, "ris", "req-1"))
+    assert report_id(key, "ris", "req-1") == report.id != report_id(key, "pacs", "req-1")
+    assert report.id != report_id(b"other-key" * 4, "ris", "req-1")  # keyed, not a plain hash
     trace = [{"id": "s1", "agent": "perception", "kind": "findings"}]
     prefix = save_report(store, report, trace)
     assert prefix == f"reports/{report.id}"

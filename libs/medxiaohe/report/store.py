@@ -1,11 +1,13 @@
 """Reports in the object store: ``reports/<id>/`` holds the report, its trace and its FHIR export,
 published atomically (a manifest written last). A report's id derives from the caller and its
-request id, so a retried request finds the stored report instead of generating another."""
+request id (keyed by the platform's secret), so a retried request finds the stored report
+instead of generating another."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -27,11 +29,13 @@ from medxiaohe.storage import ArtifactStore, publish, read_file, resolve
 PREFIX = "reports"
 
 
-def report_id(caller: str, request_id: str) -> str:
-    """The id a caller's request is stored under (the same request, the same id)."""
+def report_id(key: bytes, caller: str, request_id: str) -> str:
+    """The id a caller's request is stored under (the same request, the same id): an HMAC keyed
+    by the platform's secret, since a request id may be an accession number."""
     if not request_id:
         raise InvalidInput("request_id is required: a retry must find the stored report")
-    return "r-" + hashlib.sha256(f"{caller}\n{request_id}".encode()).hexdigest()[:32]
+    digest = hmac.new(key, f"{caller}\n{request_id}".encode(), hashlib.sha256).hexdigest()
+    return "r-" + digest[:32]
 
 
 def report_to_dict(report: Report) -> dict[str, Any]:
