@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from medxiaohe.common.settings import Settings
+from medxiaohe.corpus.record import Record
+from medxiaohe.corpus.shards import write_shard
 from medxiaohe.entities.build import ROOT, build_tree
+from medxiaohe.entities.tagger import DictionaryTagger
 from medxiaohe.entities.tree import EntityTree, NodeRecord
-from medxiaohe.storage import open_store
+from medxiaohe.storage import ArtifactStore, open_store
 from medxiaohe_services.runtime.certs import DevPki, write_dev_pki
 from tests.servers import S3_KEY, S3_SECRET, Weed, start_weed
 
@@ -128,3 +132,28 @@ def small_records() -> list[NodeRecord]:
 def publish_small_tree(store_uri: str) -> str:
     """Publish the small tree into a local store; returns its version."""
     return build_tree(small_records()).save(open_store(store_uri)).version
+
+
+COMMON = ["Patient with fever.", "Fever and abdominal pain.", "Type 2 diabetes mellitus follow-up."]
+RARE = "Marfan syndrome with lens luxation."
+FILLER = "The weather was mild and the clinic was quiet today."
+
+
+def write_corpus(
+    store: ArtifactStore, tree: EntityTree, shards: int, per_shard: int, pad: int = 0
+) -> None:
+    """Shards of dataset ``corpus`` written by the corpus pipeline's shard writer: the rare
+    disease in 2 % of records, general text in 20 %, two sources."""
+    tagger = DictionaryTagger(tree)
+    rng = random.Random(7)
+    for shard in range(shards):
+        records = []
+        for i in range(per_shard):
+            roll = rng.random()
+            text = RARE if roll < 0.02 else FILLER if roll < 0.22 else rng.choice(COMMON)
+            source = "notes" if i % 4 else "abstracts"
+            record = Record(f"{shard}-{i}", source, f"{text} {'word ' * pad}".strip())
+            record.mentions = tagger.tag(record.text)
+            record.deidentified = True
+            records.append(record)
+        write_shard(store, "corpus", f"s{shard:03d}", records)

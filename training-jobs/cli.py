@@ -4,15 +4,21 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from medxiaohe.common.errors import MedxError
 from medxiaohe.common.logs import setup_logging
 from medxiaohe.common.settings import Settings
-from medxiaohe.training.config import config_help, load_config
-from medxiaohe_training import ner
+from medxiaohe.storage import Manifest
+from medxiaohe.training.config import RunConfig, config_help, load_config
+from medxiaohe_training import cpt, ner
 
-STAGES = {"ner": (ner.NerConfig, ner.train)}
+STAGES: dict[str, tuple[type[RunConfig], Callable[[Any, Settings], Manifest | None]]] = {
+    "ner": (ner.NerConfig, ner.train),
+    "cpt": (cpt.CptConfig, cpt.train),
+}
 
 USAGE = """usage: medxiaohe-train <stage> [--config FILE.yaml] [--key value ...]
 

@@ -4,20 +4,18 @@ splits every epoch, keep the best, and publish it as a Hugging Face folder."""
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medxiaohe.common.errors import InvalidInput
 from medxiaohe.common.settings import Settings
-from medxiaohe.storage import Manifest, download, open_store
+from medxiaohe.storage import Manifest, open_store
 from medxiaohe.training.config import RunConfig
 from medxiaohe.training.hf import RunCallback, interactive, resume_checkpoint
 from medxiaohe.training.ner_data import encode, entity_scores, label_list, read_sentences
-from medxiaohe.training.runs import Run, new_run_id
+from medxiaohe.training.runs import Run
+from medxiaohe.training.stage import open_run, publish_final, training_arguments
 
 STAGE = "ner"
 DEEPSPEED = Path(__file__).parent / "deepspeed"
@@ -96,44 +94,11 @@ def _data_files(
 def train(config: NerConfig, settings: Settings) -> Manifest | None:
     """Train, evaluate every epoch, publish the best epoch; the manifest of the published
     model (None in processes other than the first of a distributed run)."""
-    store = open_store(config.store_uri or settings.store_uri, settings)
-    run_id = config.run_id or (Run.unfinished(store, STAGE) if config.resume else "")
-    # one scratch folder per run and node: the processes of a distributed run share it
-    scratch = Path(tempfile.gettempdir()) / "medxiaohe-train" / (run_id or new_run_id(STAGE))
-    args = _arguments(config, scratch)
-    if args.world_size > 1 and not run_id:
-        raise InvalidInput("a run of several processes needs --run_id (launchers set it)")
-    run = Run.start(store, STAGE, config, scratch.name)
-    trainer = _trainer(config, args, run, settings, scratch)
-    trainer.train(resume_from_checkpoint=resume_checkpoint(run, scratch / "trainer"))
-    if not trainer.is_world_process_zero():
-        return None
-    try:
-        final = scratch / "final"
-        best = run.best()
-        if best is not None:
-            download(store, best, final)
-        else:
-            trainer.save_model(str(final))
-        card = {
-            "stage": STAGE,
-            "run": run.prefix,
-            "labels": label_list(config.types),
-            "config": asdict(config),
-            "best": best.metadata if best else None,
-        }
-        (final / "medxiaohe.json").write_text(json.dumps(card, indent=2, sort_keys=True))
-        return run.publish_model(final)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _arguments(config: NerConfig, scratch: Path) -> Any:
-    import torch
-    from transformers import TrainingArguments
-
-    return TrainingArguments(
-        output_dir=str(scratch / "trainer"),
+    store, scratch = open_run(config, settings, STAGE)
+    args = training_arguments(
+        config,
+        scratch,
+        DEEPSPEED,
         num_train_epochs=config.epochs,
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.eval_batch_size,
@@ -141,24 +106,14 @@ def _arguments(config: NerConfig, scratch: Path) -> Any:
         warmup_steps=config.warmup_ratio,  # a float below 1 is a share of the steps
         weight_decay=config.weight_decay,
         eval_strategy="epoch",
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=1,
         logging_steps=config.logging_steps,
         train_sampling_strategy="group_by_length",
-        disable_tqdm=not interactive(),
-        report_to="none",
-        seed=config.seed,
-        deepspeed=str(DEEPSPEED / f"{config.deepspeed}.json") if config.deepspeed else None,
-        ddp_backend=_cpu_backend(torch),
     )
-
-
-def _cpu_backend(torch: Any) -> str | None:
-    """gloo for several CPU processes (torchrun); otherwise the Trainer's choice (NCCL on GPUs).
-    Without it the Trainer counts one process under torchrun on CPU."""
-    launched = torch.distributed.is_torchelastic_launched()
-    return "gloo" if launched and not torch.cuda.is_available() else None
+    run = Run.start(store, STAGE, config, scratch.name)
+    trainer = _trainer(config, args, run, settings, scratch)
+    trainer.train(resume_from_checkpoint=resume_checkpoint(run, scratch / "trainer"))
+    card = {"stage": STAGE, "labels": label_list(config.types)}
+    return publish_final(trainer, run, scratch, card, config, run.best())
 
 
 def _trainer(config: NerConfig, args: Any, run: Run, settings: Settings, scratch: Path) -> Any:

@@ -4,7 +4,6 @@ larger than the limit, and a reader that shards across ranks and resumes at an o
 
 from __future__ import annotations
 
-import random
 import tracemalloc
 from pathlib import Path
 
@@ -12,44 +11,18 @@ import numpy as np
 import pytest
 
 from medxiaohe.common.errors import InvalidInput
-from medxiaohe.corpus.record import Record
-from medxiaohe.corpus.shards import write_shard
 from medxiaohe.entities.build import build_tree
-from medxiaohe.entities.tagger import DictionaryTagger
 from medxiaohe.entities.tree import EntityTree
 from medxiaohe.mixture.artifact import iter_mixture, load_stats, publish_mixture
 from medxiaohe.mixture.sampler import MixtureConfig, build_mixture, expected_copies
 from medxiaohe.mixture.weights import WeightConfig
 from medxiaohe.storage import ArtifactStore, open_store
-from tests.conftest import small_records
-
-COMMON = ["Patient with fever.", "Fever and abdominal pain.", "Type 2 diabetes mellitus follow-up."]
-RARE = "Marfan syndrome with lens luxation."
-FILLER = "The weather was mild and the clinic was quiet today."
+from tests.conftest import small_records, write_corpus
 
 
 @pytest.fixture(scope="module")
 def tree() -> EntityTree:
     return build_tree(small_records())
-
-
-def write_corpus(
-    store: ArtifactStore, tree: EntityTree, shards: int, per_shard: int, pad: int = 0
-) -> None:
-    """A corpus where the rare disease is in 2 % of records, general text in 20 %."""
-    tagger = DictionaryTagger(tree)
-    rng = random.Random(7)
-    for shard in range(shards):
-        records = []
-        for i in range(per_shard):
-            roll = rng.random()
-            text = RARE if roll < 0.02 else FILLER if roll < 0.22 else rng.choice(COMMON)
-            source = "notes" if i % 4 else "abstracts"
-            record = Record(f"{shard}-{i}", source, f"{text} {'word ' * pad}".strip())
-            record.mentions = tagger.tag(record.text)
-            record.deidentified = True
-            records.append(record)
-        write_shard(store, "corpus", f"s{shard:03d}", records)
 
 
 @pytest.fixture(scope="module")

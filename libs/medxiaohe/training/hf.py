@@ -22,13 +22,14 @@ def interactive() -> bool:
 
 
 class RunCallback(TrainerCallback):
-    """Mirrors a Trainer into a Run. ``metric`` (higher is better) picks the best model."""
+    """Mirrors a Trainer into a Run. ``metric`` (higher is better) picks the best model; a
+    stage without evaluation passes "" and keeps none."""
 
     def __init__(self, run: Run, metric: str, scratch: Path) -> None:
         self.run = run
         self.metric = metric
         self.scratch = scratch
-        best = run.best()  # a resumed run must beat what it already kept
+        best = run.best() if metric else None  # a resumed run must beat what it already kept
         self.best_value = best.metadata["metrics"][f"eval_{metric}"] if best else -math.inf
 
     def on_log(
@@ -68,7 +69,7 @@ class RunCallback(TrainerCallback):
         processing_class: Any = None,
         **kwargs: Any,
     ) -> None:
-        value = (metrics or {}).get(f"eval_{self.metric}")
+        value = (metrics or {}).get(f"eval_{self.metric}") if self.metric else None
         if value is None or value <= self.best_value or not state.is_world_process_zero:
             return
         self.best_value = value

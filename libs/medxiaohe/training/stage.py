@@ -1,0 +1,90 @@
+"""What every Trainer-based stage shares: the store and the run (new, named, or the newest
+unfinished one), one scratch folder per run and node, the Trainer's arguments (checkpoints,
+logging, seed, DeepSpeed, gloo on CPU under torchrun), and publishing the final model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from medxiaohe.common.errors import InvalidInput
+from medxiaohe.common.settings import Settings
+from medxiaohe.storage import ArtifactStore, Manifest, download, open_store
+from medxiaohe.training.config import RunConfig
+from medxiaohe.training.hf import interactive
+from medxiaohe.training.runs import Run, new_run_id
+
+
+def cpu_backend() -> str | None:
+    """gloo for several CPU processes (torchrun); otherwise the Trainer's choice (NCCL on GPUs).
+    Without it the Trainer counts one process under torchrun on CPU."""
+    import torch
+
+    launched = torch.distributed.is_torchelastic_launched()
+    return "gloo" if launched and not torch.cuda.is_available() else None
+
+
+def open_run(config: RunConfig, settings: Settings, stage: str) -> tuple[ArtifactStore, Path]:
+    """(store, the run's scratch folder on this node); the folder's name is the run id: the
+    configured one, the newest unfinished run's (resume), or a new one."""
+    store = open_store(config.store_uri or settings.store_uri, settings)
+    run_id = config.run_id or (Run.unfinished(store, stage) if config.resume else "")
+    # one scratch folder per run and node: the processes of a distributed run share it
+    scratch = Path(tempfile.gettempdir()) / "medxiaohe-train" / (run_id or new_run_id(stage))
+    return store, scratch
+
+
+def training_arguments(config: RunConfig, scratch: Path, deepspeed_dir: Path, **stage: Any) -> Any:
+    """The Trainer's arguments: the run's checkpoints, seed and DeepSpeed, and the stage's own."""
+    from transformers import TrainingArguments
+
+    args = TrainingArguments(
+        output_dir=str(scratch / "trainer"),
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=1,
+        disable_tqdm=not interactive(),
+        report_to="none",
+        seed=config.seed,
+        deepspeed=str(deepspeed_dir / f"{config.deepspeed}.json") if config.deepspeed else None,
+        ddp_backend=cpu_backend(),
+        **stage,
+    )
+    if args.world_size > 1 and not config.run_id:
+        raise InvalidInput("a run of several processes needs --run_id (launchers set it)")
+    return args
+
+
+def publish_final(
+    trainer: Any,
+    run: Run,
+    scratch: Path,
+    card: dict[str, Any],
+    config: RunConfig,
+    best: Manifest | None = None,
+) -> Manifest | None:
+    """Publish the run's best model when it kept one, else the final weights, saved through
+    the Trainer on every process (under ZeRO-3 that gathers the partitioned weights); the
+    first process publishes, with the card (None elsewhere)."""
+    final = scratch / "final"
+    if best is None:
+        trainer.save_model(str(final))
+    if not trainer.is_world_process_zero():
+        return None
+    try:
+        if best is not None:
+            download(run.store, best, final)
+        card = {
+            "run": run.prefix,
+            "config": asdict(config),
+            "best": best.metadata if best else None,
+            **card,
+        }
+        (final / "medxiaohe.json").write_text(json.dumps(card, indent=2, sort_keys=True))
+        return run.publish_model(final)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
