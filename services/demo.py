@@ -52,7 +52,7 @@ def _say(ok: bool, text: str) -> bool:
     return ok
 
 
-def _wait_serving(channel: grpc.Channel, timeout: float = 300.0) -> bool:
+def _wait_serving(channel: grpc.Channel, timeout: float = 900.0) -> bool:
     stub = health_pb2_grpc.HealthStub(channel)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -137,8 +137,8 @@ def _sample_requests() -> tuple[list[ing.IngestDocumentsRequest], list[ing.Inges
 
 def _ingest_samples(stub: ing_grpc.IngestionServiceStub) -> bool:
     documents, studies = _sample_requests()
-    docs = stub.IngestDocuments(iter(documents), timeout=120)
-    stds = stub.IngestStudies(iter(studies), timeout=120)
+    docs = stub.IngestDocuments(iter(documents), timeout=300)
+    stds = stub.IngestStudies(iter(studies), timeout=300)
     print(
         f"    IngestDocuments: {docs.accepted} stored, {docs.duplicates} duplicates, "
         f"{len(docs.rejected)} rejected",
@@ -147,13 +147,13 @@ def _ingest_samples(stub: ing_grpc.IngestionServiceStub) -> bool:
     for error in docs.rejected:
         print(f"      rejected {error.record_id!r}: {error.reason}", flush=True)
     print(f"    IngestStudies:   {stds.accepted} stored, {stds.duplicates} duplicates", flush=True)
-    coverage = stub.GetCoverage(ing.GetCoverageRequest(depth=1), timeout=30)
+    coverage = stub.GetCoverage(ing.GetCoverageRequest(depth=1), timeout=300)
     print(
         "    coverage (rolled-up mentions):",
         ", ".join(f"{n.name.split(',')[0]} {n.rolled_up_mentions}" for n in coverage.nodes[1:]),
         flush=True,
     )
-    gaps = stub.GetGapReport(ing.GetGapReportRequest(min_mentions=1, max_gaps=3), timeout=30)
+    gaps = stub.GetGapReport(ing.GetGapReportRequest(min_mentions=1, max_gaps=3), timeout=300)
     for gap in gaps.gaps:
         print(
             f"      gap: {gap.node.node_id:<12} {gap.node.name[:50]:<50} {gap.reason}", flush=True
@@ -216,7 +216,7 @@ def _evidence(stub: ev_grpc.EvidenceServiceStub) -> bool:
     """Index the built-in Orphanet corpus and the demo notes, then ask a clinical question."""
     name = "demo"
     try:
-        stub.RetrieveEvidence(ev.RetrieveEvidenceRequest(index_name=name, query="x"), timeout=60)
+        stub.RetrieveEvidence(ev.RetrieveEvidenceRequest(index_name=name, query="x"), timeout=300)
     except grpc.RpcError as exc:
         if exc.code() != grpc.StatusCode.NOT_FOUND:
             raise
@@ -242,7 +242,7 @@ def _evidence(stub: ev_grpc.EvidenceServiceStub) -> bool:
         requests[0].request_id = "demo-v1"
         stub.IndexPassages(iter(requests), timeout=600)
     reply = stub.RetrieveEvidence(
-        ev.RetrieveEvidenceRequest(index_name=name, query=QUESTION, k=3), timeout=60
+        ev.RetrieveEvidenceRequest(index_name=name, query=QUESTION, k=3), timeout=300
     )
     print(
         f"    RetrieveEvidence: {QUESTION!r} (index version {reply.provenance.index_version})",
@@ -322,7 +322,7 @@ def _report(stub: rp_grpc.ReportServiceStub, home: Path) -> bool:
         "and supports none)",
         flush=True,
     )
-    exported = stub.ExportReport(rp.ExportReportRequest(report_id=report.report_id), timeout=60)
+    exported = stub.ExportReport(rp.ExportReportRequest(report_id=report.report_id), timeout=300)
     bundle = Bundle.model_validate_json(exported.fhir_json)
     path = home / "demo-report.fhir.json"
     path.write_text(exported.fhir_json)
@@ -356,9 +356,9 @@ def _model_turn(home: Path) -> bool:
     film = io.BytesIO()
     Image.new("L", (224, 224), 40).convert("RGB").save(film, "PNG")  # a dark synthetic film
     question = [{"role": "user", "content": "What does this chest film show?"}]
-    with model_server(folder, "tiny-vlm") as server:
+    with model_server(folder, "tiny-vlm", ready_s=600) as server:
         client = HttpModelClient(
-            f"{server.url}/openai/v1", "tiny-vlm", api_key=server.token, timeout_s=60
+            f"{server.url}/openai/v1", "tiny-vlm", api_key=server.token, timeout_s=300
         )
         reply = client.chat(question, [film.getvalue()], ChatParams(max_tokens=12))
         client.close()
@@ -404,7 +404,7 @@ def _rubric_scores(stub: rb_grpc.RubricServiceStub) -> bool:
                 response=answer,
                 rubric=rubric,
             ),
-            timeout=120,
+            timeout=300,
         )
         scores[label] = reply.score
         print(f"    ScoreResponse ({label} answer): score {reply.score:.2f} by {reply.grader}")
@@ -460,7 +460,7 @@ def run_demo(home: Path) -> int:
         )
         health = health_pb2_grpc.HealthStub(channel)
         for name, full in FULL_NAMES.items():
-            status = health.Check(health_pb2.HealthCheckRequest(service=full), timeout=5).status
+            status = health.Check(health_pb2.HealthCheckRequest(service=full), timeout=60).status
             text = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
             serving = status == health_pb2.HealthCheckResponse.SERVING
             results.append(_say(serving, f"{name:<10} {text} over mTLS"))
@@ -475,10 +475,10 @@ def run_demo(home: Path) -> int:
         chunks = [data[i : i + 65536] for i in range(0, len(data), 65536)]
         requests = [ing.UploadArtifactRequest(key="demo/note.txt", sha256=sha, chunk=chunks[0])]
         requests += [ing.UploadArtifactRequest(chunk=c) for c in chunks[1:]]
-        stored = stub.UploadArtifact(iter(requests), timeout=30)
+        stored = stub.UploadArtifact(iter(requests), timeout=300)
         back = b"".join(
             m.chunk
-            for m in stub.DownloadArtifact(ing.DownloadArtifactRequest(key=stored.key), timeout=30)
+            for m in stub.DownloadArtifact(ing.DownloadArtifactRequest(key=stored.key), timeout=300)
         )
         results.append(
             _say(
@@ -487,7 +487,7 @@ def run_demo(home: Path) -> int:
                 f"({stored.size:,} bytes, sha256 {sha[:12]}…)",
             )
         )
-        tagged = stub.TagEntities(ing.TagEntitiesRequest(text=SENTENCE), timeout=10)
+        tagged = stub.TagEntities(ing.TagEntitiesRequest(text=SENTENCE), timeout=300)
         print(f"    TagEntities: {SENTENCE!r}", flush=True)
         for m in tagged.mentions:
             state = common_pb2.Assertion.Name(m.assertion).removeprefix("ASSERTION_").lower()
@@ -505,7 +505,7 @@ def run_demo(home: Path) -> int:
         results.append(_model_turn(home))
     finally:
         server.send_signal(signal.SIGTERM)
-        code = server.wait(timeout=60)
+        code = server.wait(timeout=300)
     results.append(_say(code == 0, f"drained and stopped on SIGTERM (exit {code})"))
     passed = all(results)
     if not passed:
