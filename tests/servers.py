@@ -121,7 +121,7 @@ class PlatformThread:
         return f"127.0.0.1:{self.port}"
 
 
-def serving(thread: PlatformThread, timeout: float = 30) -> bool:
+def serving(thread: PlatformThread, timeout: float = 120) -> bool:
     """Whether the platform reports SERVING within ``timeout`` (its checks run meanwhile)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+# the subprocess's own limit (1800 s) catches a hang; pytest's default (300 s) must not
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(3600)]
 
 
 def test_demo_passes(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from medxiaohe.training.runs import Run, models_prefix
 from medxiaohe_training import cpt
 from tests.conftest import SECRET, small_records, write_corpus
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 ROOT = Path(__file__).parents[2]
 CONFIG = ROOT / "training-jobs/configs/cpt-tiny.yaml"
 

@@ -32,7 +32,7 @@ from medxiaohe_services.runtime.services import BUILDERS
 from tests.conftest import ALLOWED, publish_small_tree, server_settings, shared_data, small_records
 from tests.servers import running
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "training-jobs" / "configs" / "ner-tiny.yaml"
