@@ -30,7 +30,7 @@ from medxiaohe.entities.tree import EntityTree
 from medxiaohe.mixture.weights import NodeWeights, WeightConfig, with_floor
 from medxiaohe.storage import ArtifactStore, Manifest, read_file
 
-COLUMNS = ["id", "source", "text", "mentions"]
+COLUMNS = ["id", "source", "text", "mentions"]  # pass 2 needs the text; pass 3 does not
 REACHED = 5  # "nodes reached" counts nodes drawn at least this often
 SAMPLES = pa.schema(
     [
@@ -115,9 +115,9 @@ def _shards(store: ArtifactStore, datasets: Sequence[str]) -> list[tuple[str, Ma
     return found
 
 
-def _read(store: ArtifactStore, manifest: Manifest) -> pa.Table:
+def _read(store: ArtifactStore, manifest: Manifest, columns: Sequence[str] = COLUMNS) -> pa.Table:
     data = read_file(store, manifest, "records.parquet")
-    return pq.read_table(io.BytesIO(data), columns=COLUMNS)
+    return pq.read_table(io.BytesIO(data), columns=list(columns))
 
 
 def _nodes(mentions: list[dict[str, Any]], tree: EntityTree) -> set[str]:
@@ -223,7 +223,8 @@ def build_mixture(
     position = 0
     for dataset, manifest in shards:
         drawn: list[dict[str, Any]] = []
-        for index, row in enumerate(_read(store, manifest).to_pylist()):
+        rows = _read(store, manifest, ["id", "source", "mentions"]).to_pylist()
+        for index, row in enumerate(rows):
             found = _nodes(row["mentions"], tree)
             count = int(token_array[position])
             tail = nodes.long_tail(found)

@@ -158,12 +158,11 @@ def _view(state: ReportState, args: dict[str, Any], make: Any) -> tuple[dict[str
 TOOLS = {"search_evidence": search_evidence, "lookup_entity": lookup_entity}
 
 
-def run_tool(state: ReportState, call: ToolCall) -> tuple[dict[str, Any], Region | None]:
-    """(result, the region a new view covers)."""
-    try:
-        args = json.loads(call.arguments)
-    except ValueError:
-        raise InvalidInput("the arguments are not JSON") from None
+def run_tool(state: ReportState, call: ToolCall, args: Any) -> tuple[dict[str, Any], Region | None]:
+    """(result, the region a new view covers); ``args`` are the call's parsed arguments, or its
+    text when that is not JSON."""
+    if isinstance(args, str):
+        raise InvalidInput("the arguments are not JSON")
     if not isinstance(args, dict):
         raise InvalidInput("the arguments are not a JSON object")
     if call.name == "zoom":
@@ -195,7 +194,7 @@ def _call(state: ReportState, call: ToolCall, parent: str) -> tuple[str, dict[st
         "reasoning", "tool_result", parents=(asked.id,), tool=call.name, tool_call_id=call.id
     ) as step:
         try:
-            result, region = run_tool(state, call)
+            result, region = run_tool(state, call, arguments)
             step.regions = (region,) if region else ()
             step.content = f"{call.name} answered"
         except (InvalidInput, NotFound) as exc:  # the model sees why, and may try again
