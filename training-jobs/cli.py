@@ -13,11 +13,12 @@ from medxiaohe.common.logs import setup_logging
 from medxiaohe.common.settings import Settings
 from medxiaohe.storage import Manifest
 from medxiaohe.training.config import RunConfig, config_help, load_config
-from medxiaohe_training import cpt, ner
+from medxiaohe_training import cpt, ner, sft
 
 STAGES: dict[str, tuple[type[RunConfig], Callable[[Any, Settings], Manifest | None]]] = {
     "ner": (ner.NerConfig, ner.train),
     "cpt": (cpt.CptConfig, cpt.train),
+    "sft": (sft.SftConfig, sft.train),
 }
 
 USAGE = """usage: medxiaohe-train <stage> [--config FILE.yaml] [--key value ...]

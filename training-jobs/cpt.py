@@ -18,10 +18,10 @@ from medxiaohe.common.errors import InvalidInput
 from medxiaohe.common.settings import Settings
 from medxiaohe.storage import ArtifactStore, Manifest
 from medxiaohe.training.config import RunConfig
-from medxiaohe.training.hf import RunCallback, interactive, resume_checkpoint
+from medxiaohe.training.hf import mirror, resume_checkpoint
 from medxiaohe.training.mixture_data import MixtureDataset
 from medxiaohe.training.runs import Run
-from medxiaohe.training.stage import open_run, publish_final, training_arguments
+from medxiaohe.training.stage import load_model, open_run, publish_final, training_arguments
 
 STAGE = "cpt"
 DEEPSPEED = Path(__file__).parent / "deepspeed"
@@ -84,29 +84,10 @@ class Packed(IterableDataset):  # type: ignore[type-arg]
                 raise InvalidInput(f"mixture {self.texts.manifest.prefix} holds no records")
 
 
-def _model(config: CptConfig, settings: Settings, scratch: Path) -> tuple[Any, Any]:
-    """(model, tokenizer or processor to save beside it)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from medxiaohe.models.folders import model_folder
-    from medxiaohe.models.vlm import load_vlm
-
-    if config.base_model:
-        folder = model_folder(config.base_model, settings)
-    else:
-        from medxiaohe.models.tiny import build_tiny
-
-        folder = build_tiny("qwen2-vl", scratch / "base", seed=config.seed)
-    if hasattr(AutoConfig.from_pretrained(folder), "vision_config"):
-        vlm = load_vlm(folder)
-        return vlm.model, vlm.processor
-    return AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
-
-
 def train(config: CptConfig, settings: Settings) -> Manifest | None:
     """Train for ``max_steps`` and publish the final weights; the manifest of the published
     model (None in processes other than the first of a distributed run)."""
-    from transformers import PrinterCallback, Trainer, default_data_collator
+    from transformers import Trainer, default_data_collator
 
     store, scratch = open_run(config, settings, STAGE)
     args = training_arguments(
@@ -122,7 +103,9 @@ def train(config: CptConfig, settings: Settings) -> Manifest | None:
     )
     run = Run.start(store, STAGE, config, scratch.name)
     scratch.mkdir(parents=True, exist_ok=True)
-    model, processor = _model(config, settings, Path(tempfile.mkdtemp(dir=scratch)))
+    model, processor = load_model(
+        config.base_model, settings, Path(tempfile.mkdtemp(dir=scratch)), config.seed
+    )
     tokenizer = getattr(processor, "tokenizer", processor)
     trainer = Trainer(
         model=model,
@@ -130,9 +113,7 @@ def train(config: CptConfig, settings: Settings) -> Manifest | None:
         train_dataset=Packed(store, config, tokenizer),
         data_collator=default_data_collator,
         processing_class=processor,
-        callbacks=[RunCallback(run, "", scratch)],
     )
-    if not interactive():
-        trainer.remove_callback(PrinterCallback)  # RunCallback prints JSON lines instead
+    mirror(trainer, run, scratch)
     trainer.train(resume_from_checkpoint=resume_checkpoint(run, scratch / "trainer"))
     return publish_final(trainer, run, scratch, {"stage": STAGE}, config)

@@ -12,7 +12,7 @@ from medxiaohe.common.errors import InvalidInput
 from medxiaohe.common.settings import Settings
 from medxiaohe.storage import Manifest, open_store
 from medxiaohe.training.config import RunConfig
-from medxiaohe.training.hf import RunCallback, interactive, resume_checkpoint
+from medxiaohe.training.hf import mirror, resume_checkpoint
 from medxiaohe.training.ner_data import encode, entity_scores, label_list, read_sentences
 from medxiaohe.training.runs import Run
 from medxiaohe.training.stage import open_run, publish_final, training_arguments
@@ -121,10 +121,8 @@ def _trainer(config: NerConfig, args: Any, run: Run, settings: Settings, scratch
         AutoModelForTokenClassification,
         AutoTokenizer,
         DataCollatorForTokenClassification,
-        PrinterCallback,
         Trainer,
     )
-    from transformers.utils import logging as hf_logging
 
     labels = label_list(config.types)
     base = _base_model(config)
@@ -157,9 +155,6 @@ def _trainer(config: NerConfig, args: Any, run: Run, settings: Settings, scratch
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
         preprocess_logits_for_metrics=lambda logits, _: logits.argmax(-1),
-        callbacks=[RunCallback(run, "f1", scratch)],
     )
-    if not interactive():
-        trainer.remove_callback(PrinterCallback)  # RunCallback prints JSON lines instead
-        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    mirror(trainer, run, scratch, "f1")
     return trainer

@@ -40,7 +40,7 @@ def _launcher(namespace: str):  # type: ignore[no-untyped-def]
 
 @app.command()
 def submit(
-    stage: Annotated[str, typer.Argument(help="Stage: ner or cpt.")],
+    stage: Annotated[str, typer.Argument(help="Stage: ner, cpt or sft.")],
     config: Annotated[Path, typer.Option(help="The stage's YAML config.")],
     backend: Annotated[str, typer.Option(help="local or kubernetes.")] = "local",
     nodes: Annotated[int, typer.Option(min=1, help="Nodes (kubernetes).")] = 1,

@@ -73,7 +73,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
         )
 
     process = start()
-    marker = "runs/cpt/killed/checkpoints/step-00000010/_MANIFEST.json"
+    marker = "runs/cpt/killed/checkpoints/step-00000010/node-0/_MANIFEST.json"
     deadline = time.monotonic() + 300
     while not store.exists(marker) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)

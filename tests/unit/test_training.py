@@ -120,13 +120,12 @@ def test_run_layout_metrics_checkpoints_and_resume(tmp_path: Path) -> None:
     run.log(4, loss=1.0)
     run.save_checkpoint(4, folder)
     # a checkpoint whose upload died before its manifest does not count
-    store.put_bytes(f"{run.prefix}/checkpoints/step-00000006/model.safetensors", b"partial")
+    store.put_bytes(f"{run.prefix}/checkpoints/step-00000006/node-0/model.safetensors", b"partial")
 
     again = Run.start(store, "ner", config, run_id=run.run_id)  # a re-run resumes
-    latest = again.latest_checkpoint()
-    assert latest is not None
+    assert again.latest_checkpoint() == 4
     restored = tmp_path / "restored"
-    assert again.restore(latest, restored) == 4
+    again.restore(4, 0, restored)
     assert (restored / "model.safetensors").read_bytes() == b"weights-4"
     assert [m["step"] for m in again.metrics()] == [1, 2, 4]
     with pytest.raises(Conflict):
@@ -134,6 +133,30 @@ def test_run_layout_metrics_checkpoints_and_resume(tmp_path: Path) -> None:
     model = again.publish_model(folder)
     assert model.version == "final"
     assert store.exists(f"{run.prefix}/config.yaml")
+
+
+def test_a_checkpoint_of_several_nodes_counts_when_every_part_is_in(tmp_path: Path) -> None:
+    from medxiaohe.storage import open_store
+    from medxiaohe.training.runs import Run
+
+    store = open_store(str(tmp_path / "store"))
+    run = Run.start(store, "cpt", ExampleConfig(), run_id="two-nodes")
+    parts = {}
+    for index in (0, 1):
+        parts[index] = tmp_path / f"node-{index}"
+        parts[index].mkdir()
+        (parts[index] / f"shard-{index}.pt").write_bytes(b"rank %d" % index)
+    for step in (5, 10, 15):
+        run.save_checkpoint(step, parts[0], 0, 2)
+        if step < 15:  # node 1 has not uploaded step 15 yet
+            run.save_checkpoint(step, parts[1], 1, 2)
+    assert run.latest_checkpoint(nodes=2) == 10
+    assert run.latest_checkpoint(nodes=1) == 15
+    for index in (0, 1):  # each node gets its own part back
+        run.restore(10, index, tmp_path / f"back-{index}")
+        assert (tmp_path / f"back-{index}" / f"shard-{index}.pt").read_bytes() == b"rank %d" % index
+    # node 0 keeps the newest two checkpoints: step 5 is gone, parts of every node
+    assert not list(store.list(f"{run.prefix}/checkpoints/step-00000005/"))
 
 
 def test_word_tags_align_to_first_word_pieces() -> None:
@@ -164,25 +187,25 @@ def test_a_resumed_run_keeps_its_best_model_unless_beaten(tmp_path: Path) -> Non
     from medxiaohe.training.hf import RunCallback
     from medxiaohe.training.runs import Run
 
-    class Model:
-        def save_pretrained(self, folder: Path) -> None:
-            folder.mkdir(parents=True)
-            (folder / "model.safetensors").write_bytes(b"weights")
+    class Trainer:  # the best model is saved through the Trainer (ZeRO-3 gathers there)
+        def save_model(self, folder: str) -> None:
+            Path(folder).mkdir(parents=True)
+            (Path(folder) / "model.safetensors").write_bytes(b"weights")
 
     store = open_store(str(tmp_path / "store"))
     run = Run.start(store, "ner", ExampleConfig(), run_id="r1")
     state = SimpleNamespace(global_step=10, is_world_process_zero=True)
-    first = RunCallback(run, "f1", tmp_path / "a")
-    first.on_evaluate(None, state, None, metrics={"eval_f1": 0.5}, model=Model())  # type: ignore[arg-type]
-    resumed = RunCallback(run, "f1", tmp_path / "b")  # after a restart
+    first = RunCallback(Trainer(), run, "f1", tmp_path / "a")
+    first.on_evaluate(None, state, None, metrics={"eval_f1": 0.5})  # type: ignore[arg-type]
+    resumed = RunCallback(Trainer(), run, "f1", tmp_path / "b")  # after a restart
     assert resumed.best_value == 0.5
     state.global_step = 20
-    resumed.on_evaluate(None, state, None, metrics={"eval_f1": 0.4}, model=Model())  # type: ignore[arg-type]
+    resumed.on_evaluate(None, state, None, metrics={"eval_f1": 0.4})  # type: ignore[arg-type]
     best = run.best()
     assert best is not None
     assert best.metadata["step"] == 10  # 0.4 did not replace 0.5
     state.global_step = 30
-    resumed.on_evaluate(None, state, None, metrics={"eval_f1": 0.6}, model=Model())  # type: ignore[arg-type]
+    resumed.on_evaluate(None, state, None, metrics={"eval_f1": 0.6})  # type: ignore[arg-type]
     best = run.best()
     assert best is not None
     assert best.metadata["step"] == 30

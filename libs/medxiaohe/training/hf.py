@@ -1,6 +1,9 @@
 """Hugging Face Trainer <-> run store: checkpoints, metrics and the best model go to the run as
 the Trainer produces them, and a restarted run picks its last checkpoint back up.
 
+Scratch folders are node-local: on several nodes each node uploads its own part of every
+checkpoint (its ranks' ZeRO shards, its copy of the rest) and downloads its own part to resume.
+
 Locally the Trainer shows its progress bar and loss lines; without a terminal (on the cluster)
 each log becomes one JSON line on stdout instead."""
 
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,11 +25,28 @@ def interactive() -> bool:
     return sys.stderr.isatty()
 
 
-class RunCallback(TrainerCallback):
-    """Mirrors a Trainer into a Run. ``metric`` (higher is better) picks the best model; a
-    stage without evaluation passes "" and keeps none."""
+def mirror(trainer: Any, run: Run, scratch: Path, metric: str = "") -> None:
+    """Mirror ``trainer`` into ``run``; ``metric`` (higher is better) picks the best model, ""
+    keeps none. Without a terminal the Trainer's own printing gives way to JSON lines."""
+    trainer.add_callback(RunCallback(trainer, run, metric, scratch))
+    if not interactive():
+        from transformers import PrinterCallback
+        from transformers.utils import logging as hf_logging
 
-    def __init__(self, run: Run, metric: str, scratch: Path) -> None:
+        trainer.remove_callback(PrinterCallback)
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+
+def node() -> tuple[int, int]:
+    """(this node's index, the number of nodes) under torchrun; (0, 1) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    return int(os.environ.get("GROUP_RANK", "0")), max(1, world // max(1, local))
+
+
+class RunCallback(TrainerCallback):
+    def __init__(self, trainer: Any, run: Run, metric: str, scratch: Path) -> None:
+        self.trainer = trainer
         self.run = run
         self.metric = metric
         self.scratch = scratch
@@ -55,9 +76,9 @@ class RunCallback(TrainerCallback):
         control: TrainerControl,
         **kwargs: Any,
     ) -> None:
-        if state.is_world_process_zero:
+        if state.is_local_process_zero:  # one upload per node, into the same checkpoint
             folder = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
-            self.run.save_checkpoint(state.global_step, folder)
+            self.run.save_checkpoint(state.global_step, folder, *node())
 
     def on_evaluate(
         self,
@@ -65,27 +86,29 @@ class RunCallback(TrainerCallback):
         state: TrainerState,
         control: TrainerControl,
         metrics: dict[str, float] | None = None,
-        model: Any = None,
-        processing_class: Any = None,
         **kwargs: Any,
     ) -> None:
+        # every process sees the same gathered metrics, so all of them agree to save
         value = (metrics or {}).get(f"eval_{self.metric}") if self.metric else None
-        if value is None or value <= self.best_value or not state.is_world_process_zero:
+        if value is None or value <= self.best_value:
             return
         self.best_value = value
         folder = self.scratch / f"best-{state.global_step}"
-        model.save_pretrained(folder)
-        if processing_class is not None:
-            processing_class.save_pretrained(folder)
-        numbers = {k: float(v) for k, v in (metrics or {}).items() if isinstance(v, int | float)}
-        self.run.save_best(state.global_step, folder, numbers)
+        self.trainer.save_model(str(folder))  # on every process: ZeRO-3 gathers the weights
+        if state.is_world_process_zero:
+            numbers = {
+                k: float(v) for k, v in (metrics or {}).items() if isinstance(v, int | float)
+            }
+            self.run.save_best(state.global_step, folder, numbers)
 
 
 def resume_checkpoint(run: Run, output_dir: Path) -> str | None:
-    """The run's last complete checkpoint, downloaded where the Trainer looks for it."""
-    manifest = run.latest_checkpoint()
-    if manifest is None:
+    """The run's last checkpoint complete on every node, this node's part downloaded where
+    the Trainer looks for it."""
+    index, nodes = node()
+    step = run.latest_checkpoint(nodes)
+    if step is None:
         return None
-    folder = output_dir / f"checkpoint-{manifest.metadata['step']}"
-    run.restore(manifest, folder)
+    folder = output_dir / f"checkpoint-{step}"
+    run.restore(step, index, folder)
     return str(folder)

@@ -2,7 +2,8 @@
 
     config.yaml                      the resolved config, written once
     metrics/part-<n>.jsonl           metric lines, flushed in atomic parts (stores do not append)
-    checkpoints/step-<n>/...         each checkpoint published atomically; _LATEST names the last
+    checkpoints/step-<n>/node-<k>/   node k's part of checkpoint n, published atomically; the
+                                     checkpoint is complete when every node's part is in
     best/step-<n>/...                the best model so far by the stage's metric
     model/final/...                  the final Hugging Face folder, published atomically
 
@@ -99,31 +100,46 @@ class Run:
             ]
         return lines
 
-    def save_checkpoint(self, step: int, folder: Path, keep: int = 2) -> Manifest:
-        """Publish a checkpoint, then delete all but the newest ``keep`` (each older one loses
-        its manifest first, so it is never seen half-deleted)."""
+    def save_checkpoint(
+        self, step: int, folder: Path, index: int = 0, nodes: int = 1, keep: int = 2
+    ) -> Manifest:
+        """Publish node ``index``'s part of checkpoint ``step``; node 0 then deletes all but
+        the newest ``keep`` checkpoints (each part loses its manifest first, so none is ever
+        seen half-deleted)."""
         self.flush()
         prefix = f"{self.prefix}/checkpoints"
         manifest = publish_folder(
-            self.store, prefix, folder, version=f"step-{step:08d}", metadata={"step": step}
+            self.store,
+            f"{prefix}/step-{step:08d}",
+            folder,
+            version=f"node-{index}",
+            metadata={"step": step, "nodes": nodes},
+            move_latest=False,
         )
-        versions = sorted(
-            {i.key[len(prefix) + 1 :].split("/")[0] for i in self.store.list(f"{prefix}/step-")}
-        )
-        for version in versions[:-keep]:
-            keys = [i.key for i in self.store.list(f"{prefix}/{version}/")]
-            for key in sorted(keys, key=lambda k: not k.endswith(MANIFEST)):
-                self.store.delete(key)
+        if index == 0:
+            for version in self._checkpoint_steps()[:-keep]:
+                keys = [i.key for i in self.store.list(f"{prefix}/step-{version:08d}/")]
+                for key in sorted(keys, key=lambda k: not k.endswith(MANIFEST)):
+                    self.store.delete(key)
         return manifest
 
-    def latest_checkpoint(self) -> Manifest | None:
-        return self._latest("checkpoints")
+    def _checkpoint_steps(self) -> list[int]:
+        prefix = f"{self.prefix}/checkpoints/step-"
+        names = {i.key[len(prefix) :].split("/")[0] for i in self.store.list(prefix)}
+        return sorted(int(n) for n in names if n.isdigit())
 
-    def restore(self, manifest: Manifest, folder: Path) -> int:
-        """Download a checkpoint into ``folder``; returns its step."""
-        download(self.store, manifest, folder)
-        step: int = manifest.metadata["step"]
-        return step
+    def latest_checkpoint(self, nodes: int = 1) -> int | None:
+        """The step of the newest checkpoint whose ``nodes`` parts are all in."""
+        for step in reversed(self._checkpoint_steps()):
+            parts = f"{self.prefix}/checkpoints/step-{step:08d}"
+            if all(self.store.exists(f"{parts}/node-{k}/{MANIFEST}") for k in range(nodes)):
+                return step
+        return None
+
+    def restore(self, step: int, index: int, folder: Path) -> None:
+        """Download node ``index``'s part of checkpoint ``step`` into ``folder``."""
+        prefix = f"{self.prefix}/checkpoints/step-{step:08d}"
+        download(self.store, resolve(self.store, prefix, f"node-{index}"), folder)
 
     def save_best(self, step: int, folder: Path, metrics: dict[str, float]) -> Manifest:
         self.flush()

@@ -1,12 +1,14 @@
 """What every Trainer-based stage shares: the store and the run (new, named, or the newest
-unfinished one), one scratch folder per run and node, the Trainer's arguments (checkpoints,
-logging, seed, DeepSpeed, gloo on CPU under torchrun), and publishing the final model."""
+unfinished one), one scratch folder per run and node, the starting model, the Trainer's
+arguments (checkpoints, logging, seed, DeepSpeed, gloo on CPU under torchrun), and publishing
+the final model."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from medxiaohe.common.errors import InvalidInput
 from medxiaohe.common.settings import Settings
 from medxiaohe.storage import ArtifactStore, Manifest, download, open_store
 from medxiaohe.training.config import RunConfig
-from medxiaohe.training.hf import interactive
+from medxiaohe.training.hf import interactive, node
 from medxiaohe.training.runs import Run, new_run_id
 
 
@@ -38,11 +40,48 @@ def open_run(config: RunConfig, settings: Settings, stage: str) -> tuple[Artifac
     return store, scratch
 
 
-def training_arguments(config: RunConfig, scratch: Path, deepspeed_dir: Path, **stage: Any) -> Any:
-    """The Trainer's arguments: the run's checkpoints, seed and DeepSpeed, and the stage's own."""
+def load_model(base_model: str, settings: Settings, scratch: Path, seed: int) -> tuple[Any, Any]:
+    """(model, its processor or tokenizer) from a Hugging Face vision-language or causal LM
+    folder (local, ``s3://`` or a store prefix such as ``models/cpt``); the tiny model with
+    random weights when ``base_model`` is empty."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from medxiaohe.models.folders import model_folder
+    from medxiaohe.models.vlm import load_vlm
+
+    if base_model:
+        folder = model_folder(base_model, settings)
+    else:
+        from medxiaohe.models.tiny import build_tiny
+
+        folder = build_tiny("qwen2-vl", scratch / "base", seed=seed)
+    if hasattr(AutoConfig.from_pretrained(folder), "vision_config"):
+        vlm = load_vlm(folder)
+        return vlm.model, vlm.processor
+    return AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+
+
+def set_vision_trainable(model: Any, trainable: bool) -> int:
+    """Freeze or unfreeze a vision-language model's vision tower (and its merger); returns
+    the number of parameters switched (0 for a text-only model)."""
+    tower = getattr(getattr(model, "model", model), "visual", None)
+    if tower is None:
+        return 0
+    params = list(tower.parameters())
+    for param in params:
+        param.requires_grad_(trainable)
+    return sum(p.numel() for p in params)
+
+
+def training_arguments(
+    config: RunConfig, scratch: Path, deepspeed_dir: Path, kind: Any = None, **stage: Any
+) -> Any:
+    """The Trainer's arguments (``kind``, TrainingArguments by default, or a subclass such as
+    TRL's SFTConfig): the run's checkpoints, seed and DeepSpeed, and the stage's own."""
+    import torch
     from transformers import TrainingArguments
 
-    args = TrainingArguments(
+    args = (kind or TrainingArguments)(
         output_dir=str(scratch / "trainer"),
         save_strategy="steps",
         save_steps=config.save_steps,
@@ -52,6 +91,8 @@ def training_arguments(config: RunConfig, scratch: Path, deepspeed_dir: Path, **
         seed=config.seed,
         deepspeed=str(deepspeed_dir / f"{config.deepspeed}.json") if config.deepspeed else None,
         ddp_backend=cpu_backend(),
+        save_on_each_node=node()[1] > 1,  # scratch folders are node-local
+        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
         **stage,
     )
     if args.world_size > 1 and not config.run_id:
@@ -66,14 +107,17 @@ def publish_final(
     card: dict[str, Any],
     config: RunConfig,
     best: Manifest | None = None,
+    save: Callable[[Path], None] | None = None,
 ) -> Manifest | None:
-    """Publish the run's best model when it kept one, else the final weights, saved through
-    the Trainer on every process (under ZeRO-3 that gathers the partitioned weights); the
-    first process publishes, with the card (None elsewhere)."""
+    """Publish the run's best model when it kept one, else the final weights, saved by
+    ``save`` or through the Trainer on every process (under ZeRO-3 that gathers the
+    partitioned weights); the first process publishes, with the card (None elsewhere)."""
     final = scratch / "final"
     if best is None:
-        trainer.save_model(str(final))
+        (save or (lambda folder: trainer.save_model(str(folder))))(final)
     if not trainer.is_world_process_zero():
+        if trainer.is_local_process_zero():
+            shutil.rmtree(scratch, ignore_errors=True)
         return None
     try:
         if best is not None:

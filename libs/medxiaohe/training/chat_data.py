@@ -1,0 +1,104 @@
+"""Chat data for SFT: JSON lines of ``{"messages": [...], "images": [names]}`` in OpenAI's
+message shape, read from a published artifact (``PREFIX:FILE``, e.g. ``synthesis/default:
+train.jsonl``; images are files of the same version) or a local ``.jsonl`` file (images beside
+it). Every row is checked at the boundary: roles, an assistant turn, at most ``MAX_IMAGES``
+images, and as many images as image parts."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from medxiaohe.common.errors import InvalidInput
+from medxiaohe.storage import ArtifactStore, Manifest, publish, read_file, resolve
+
+ROLES = {"system", "user", "assistant", "tool"}
+MAX_IMAGES = 8
+MAX_ROWS = 1_000_000
+
+
+def _check(row: Any, where: str) -> dict[str, Any]:
+    if not isinstance(row, dict) or not isinstance(row.get("messages"), list):
+        raise InvalidInput(f"{where}: a row needs a 'messages' list")
+    messages = row["messages"]
+    for message in messages:
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            raise InvalidInput(f"{where}: every message needs a role in {sorted(ROLES)}")
+    if not any(m["role"] == "assistant" for m in messages):
+        raise InvalidInput(f"{where}: a row needs an assistant turn to learn from")
+    images = row.get("images") or []
+    if not isinstance(images, list) or len(images) > MAX_IMAGES:
+        raise InvalidInput(f"{where}: 'images' must be a list of at most {MAX_IMAGES} names")
+    return {"messages": messages, "images": images}
+
+
+def _image(data: bytes, where: str) -> Any:
+    from PIL import Image
+
+    from medxiaohe.corpus.readers import clean_image
+
+    clean, _ = clean_image(data)  # PNG or JPEG, bounded pixels, decodable
+    try:
+        return Image.open(io.BytesIO(clean)).convert("RGB")
+    except OSError as exc:
+        raise InvalidInput(f"{where}: {exc}") from None
+
+
+def read_chat(store: ArtifactStore, source: str) -> list[dict[str, Any]]:
+    """The rows of one source, images decoded (PIL, RGB)."""
+    if source.endswith(".jsonl") and ":" not in source:
+        path = Path(source)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise InvalidInput(f"cannot read chat data {source}: {exc.strerror}") from None
+
+        def load(name: str) -> bytes:
+            return (path.parent / name).read_bytes()
+    else:
+        prefix, _, name = source.partition(":")
+        manifest = resolve(store, prefix)
+        text = read_file(store, manifest, name or "train.jsonl").decode()
+
+        def load(name: str) -> bytes:
+            return read_file(store, manifest, name)
+
+    rows: list[dict[str, Any]] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        if len(rows) == MAX_ROWS:
+            raise InvalidInput(f"{source}: more than {MAX_ROWS:,} rows")
+        where = f"{source} line {number}"
+        try:
+            row = _check(json.loads(line), where)
+        except json.JSONDecodeError:
+            raise InvalidInput(f"{where}: not JSON") from None
+        row["images"] = [_image(load(n), where) for n in row["images"]]
+        rows.append(row)
+    if not rows:
+        raise InvalidInput(f"{source} holds no rows")
+    return rows
+
+
+def read_sources(store: ArtifactStore, sources: Sequence[str]) -> list[dict[str, Any]]:
+    return [row for source in sources for row in read_chat(store, source)]
+
+
+def publish_chat(
+    store: ArtifactStore,
+    prefix: str,
+    splits: Mapping[str, Iterable[dict[str, Any]]],
+    images: Mapping[str, bytes] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Manifest:
+    """Publish chat rows as ``<split>.jsonl`` files (rows checked) with their images."""
+    files: dict[str, bytes | Path] = {}
+    for split, rows in splits.items():
+        lines = [json.dumps(_check(r, split) | dict(r), sort_keys=True) for r in rows]
+        files[f"{split}.jsonl"] = "".join(line + "\n" for line in lines).encode()
+    files.update(images or {})
+    return publish(store, prefix, files, metadata=metadata)

@@ -1,0 +1,133 @@
+"""The sft stage for real: TRL's SFTTrainer on chat data published in the store, some rows
+with images; the loss is on assistant turns only and falls; full and LoRA runs publish folders
+that reload and generate; a run killed after a checkpoint resumes from it."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from medxiaohe.common.settings import Settings
+from medxiaohe.storage import download, open_store, resolve
+from medxiaohe.training.chat_data import publish_chat
+from medxiaohe.training.config import load_config
+from medxiaohe.training.runs import Run, models_prefix
+from medxiaohe_training import sft
+from tests.conftest import SECRET
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
+ROOT = Path(__file__).parents[2]
+CONFIG = ROOT / "training-jobs/configs/sft-tiny.yaml"
+
+
+def with_chat_data(store_uri: str) -> None:
+    """Sums to learn, every fourth with an image (a red square whose shade is the row)."""
+    from PIL import Image
+
+    rng = random.Random(0)
+    rows, images = [], {}
+    for i in range(96):
+        a, b = rng.randint(1, 9), rng.randint(1, 9)
+        row: dict[str, object] = {
+            "messages": [
+                {"role": "user", "content": f"What is {a} plus {b}?"},
+                {"role": "assistant", "content": f"The answer is {a + b}."},
+            ]
+        }
+        if i % 4 == 0:
+            png = io.BytesIO()
+            Image.new("RGB", (56, 56), (2 * i, 0, 0)).save(png, format="PNG")
+            images[f"images/{i}.png"] = png.getvalue()
+            row["images"] = [f"images/{i}.png"]
+        rows.append(row)
+    publish_chat(open_store(store_uri), "sft-data/sums", {"train": rows}, images)
+
+
+def settings(store_uri: str) -> Settings:
+    return Settings(store_uri=store_uri, deid_secret=SECRET)
+
+
+def reply(folder: Path) -> int:
+    from medxiaohe.models.chat import ChatModel, ChatParams
+    from medxiaohe.models.vlm import load_vlm
+
+    answer = ChatModel(load_vlm(folder)).chat(
+        [{"role": "user", "content": "What is 2 plus 3?"}], ChatParams(max_tokens=6)
+    )
+    return answer.usage.completion_tokens
+
+
+def test_the_loss_is_on_assistant_turns_only(tmp_path: Path) -> None:
+    store_uri = str(tmp_path / "store")
+    with_chat_data(store_uri)
+    config = load_config(sft.SftConfig, CONFIG, ["--store_uri", store_uri, "--run_id", "mask"])
+    trainer, _, _ = sft.prepare(config, settings(store_uri))
+    batch = next(iter(trainer.get_train_dataloader()))
+    tokenizer = trainer.processing_class.tokenizer
+    for ids, labels in zip(batch["input_ids"], batch["labels"], strict=True):
+        learned = tokenizer.decode(ids[labels != -100])
+        everything = tokenizer.decode(ids)
+        assert "What is" in everything
+        assert "What is" not in learned
+        assert "user" not in learned
+        assert learned.startswith("The answer is")
+        assert learned.endswith("<|im_end|>")
+
+
+@pytest.mark.parametrize("lora", [0, 8])
+def test_sft_learns_and_publishes_a_model_that_generates(tmp_path: Path, lora: int) -> None:
+    store_uri = str(tmp_path / "store")
+    with_chat_data(store_uri)
+    store = open_store(store_uri)
+    overrides = ["--store_uri", store_uri, "--run_id", "s1", "--lora_r", str(lora)]
+    config = load_config(sft.SftConfig, CONFIG, overrides)
+    manifest = sft.train(config, settings(store_uri))
+    assert manifest is not None
+    losses = [m["loss"] for m in Run(store, "sft", "s1").metrics() if "loss" in m]
+    assert len(losses) >= 4
+    assert sum(losses[-2:]) < 0.9 * sum(losses[:2])
+    folder = tmp_path / "model"
+    download(store, resolve(store, models_prefix("sft")), folder)
+    assert (folder / "medxiaohe.json").is_file()
+    assert not (folder / "adapter_config.json").exists()  # LoRA is merged: a plain folder
+    assert reply(folder) > 0
+
+
+def test_a_killed_sft_run_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
+    store_uri = str(tmp_path / "store")
+    with_chat_data(store_uri)
+    store = open_store(store_uri)
+    command = [sys.executable, "-m", "medxiaohe_training", "sft", "--config", str(CONFIG)]
+    command += ["--store_uri", store_uri, "--run_id", "killed", "--max_steps", "30"]
+    command += ["--save_steps", "5"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MEDXIAOHE_LOG_LEVEL": "WARNING"}
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+
+    process = start()
+    marker = "runs/sft/killed/checkpoints/step-00000010/node-0/_MANIFEST.json"
+    deadline = time.monotonic() + 600
+    while not store.exists(marker) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert store.exists(marker), "no checkpoint at step 10"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not store.exists("runs/sft/killed/model/_LATEST")
+    again = start()
+    output, _ = again.communicate(timeout=900)
+    assert again.returncode == 0, output.decode()[-3000:]
+    steps = [m["step"] for m in Run(store, "sft", "killed").metrics() if "loss" in m]
+    assert steps == sorted(set(steps))  # nothing before the checkpoint was trained twice
+    assert steps[-1] == 30
+    assert store.exists("runs/sft/killed/model/_LATEST")
