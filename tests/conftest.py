@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,11 +140,25 @@ RARE = "Marfan syndrome with lens luxation."
 FILLER = "The weather was mild and the clinic was quiet today."
 
 
+def _png(side: int, colour: tuple[int, int, int]) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (side, side), colour).save(out, format="PNG")
+    return out.getvalue()
+
+
 def write_corpus(
-    store: ArtifactStore, tree: EntityTree, shards: int, per_shard: int, pad: int = 0
+    store: ArtifactStore,
+    tree: EntityTree,
+    shards: int,
+    per_shard: int,
+    pad: int = 0,
+    images_every: int = 0,
 ) -> None:
     """Shards of dataset ``corpus`` written by the corpus pipeline's shard writer: the rare
-    disease in 2 % of records, general text in 20 %, two sources."""
+    disease in 2 % of records, general text in 20 %, two sources; every ``images_every``-th
+    record carries a small PNG (its caption is the text)."""
     tagger = DictionaryTagger(tree)
     rng = random.Random(7)
     for shard in range(shards):
@@ -155,5 +170,7 @@ def write_corpus(
             record = Record(f"{shard}-{i}", source, f"{text} {'word ' * pad}".strip())
             record.mentions = tagger.tag(record.text)
             record.deidentified = True
+            if images_every and i % images_every == 0:
+                record.attachments["image.png"] = _png(56, (i % 200, 40, 80))
             records.append(record)
         write_shard(store, "corpus", f"s{shard:03d}", records)

@@ -1,27 +1,30 @@
 """Stage ``cpt``: continual pretraining, causal language modelling over an entity-balanced
-mixture (``mixtures/<name>``) streamed by the mixture reader and packed into fixed-length
-sequences, from a Hugging Face vision-language or causal LM folder (the tiny model when none
-is given); published to ``models/cpt``."""
+mixture (``mixtures/<name>``) streamed by the mixture reader: texts packed into fixed-length
+sequences, image–text records as examples of their own (the vision tower frozen unless
+``train_vision_tower``), from a Hugging Face vision-language or causal LM folder (the tiny
+model when none is given); published to ``models/cpt``."""
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch.utils.data import IterableDataset
 
 from medxiaohe.common.errors import InvalidInput
 from medxiaohe.common.settings import Settings
-from medxiaohe.storage import ArtifactStore, Manifest
+from medxiaohe.storage import Manifest
 from medxiaohe.training.config import RunConfig
+from medxiaohe.training.cpt_data import CptStream, collate
 from medxiaohe.training.hf import mirror, resume_checkpoint
 from medxiaohe.training.mixture_data import MixtureDataset
 from medxiaohe.training.runs import Run
-from medxiaohe.training.stage import load_model, open_run, publish_final, training_arguments
+from medxiaohe.training.stage import (
+    base_folder,
+    load_model,
+    open_run,
+    publish_final,
+    set_vision_trainable,
+    training_arguments,
+)
 
 STAGE = "cpt"
 DEEPSPEED = Path(__file__).parent / "deepspeed"
@@ -49,6 +52,17 @@ class CptConfig(RunConfig):
     )
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
     logging_steps: int = field(default=10, metadata={"help": "Log the loss every this many steps."})
+    image_text: bool = field(
+        default=True,
+        metadata={
+            "help": "Train a vision-language model on image-text records (images with their "
+            "caption or report) too; off, their text is trained as text."
+        },
+    )
+    train_vision_tower: bool = field(
+        default=False,
+        metadata={"help": "Unfreeze the vision tower (and its merger); frozen otherwise."},
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -58,38 +72,14 @@ class CptConfig(RunConfig):
             raise InvalidInput("learning_rate must be positive and warmup_ratio in [0, 1)")
 
 
-class Packed(IterableDataset):  # type: ignore[type-arg]
-    """The mixture's texts, tokenized with an end-of-text token after each, concatenated and
-    cut into ``seq_len`` pieces (a torch IterableDataset; the Trainer shards it over ranks)."""
-
-    def __init__(self, store: ArtifactStore, config: CptConfig, tokenizer: Any) -> None:
-        self.texts = MixtureDataset(store, config.mixture, config.mixture_version, seed=config.seed)
-        self.tokenizer = tokenizer
-        self.seq_len = config.seq_len
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        end = self.tokenizer.eos_token_id
-        while True:  # max_steps ends training; a short mixture is read again
-            buffer: list[int] = []
-            empty = True
-            for record in self.texts:
-                empty = False
-                buffer += self.tokenizer(record["text"], add_special_tokens=False)["input_ids"]
-                buffer.append(end)
-                while len(buffer) >= self.seq_len:
-                    ids = torch.tensor(buffer[: self.seq_len])
-                    buffer = buffer[self.seq_len :]
-                    yield {"input_ids": ids, "labels": ids.clone()}
-            if empty:
-                raise InvalidInput(f"mixture {self.texts.manifest.prefix} holds no records")
-
-
 def train(config: CptConfig, settings: Settings) -> Manifest | None:
     """Train for ``max_steps`` and publish the final weights; the manifest of the published
     model (None in processes other than the first of a distributed run)."""
-    from transformers import Trainer, default_data_collator
+    from transformers import Trainer
 
     store, scratch = open_run(config, settings, STAGE)
+    scratch.mkdir(parents=True, exist_ok=True)
+    base = base_folder(config.base_model, settings, scratch, config.seed)
     args = training_arguments(
         config,
         scratch,
@@ -102,18 +92,19 @@ def train(config: CptConfig, settings: Settings) -> Manifest | None:
         logging_steps=config.logging_steps,
     )
     run = Run.start(store, STAGE, config, scratch.name)
-    scratch.mkdir(parents=True, exist_ok=True)
-    model, processor = load_model(
-        config.base_model, settings, Path(tempfile.mkdtemp(dir=scratch)), config.seed
-    )
-    tokenizer = getattr(processor, "tokenizer", processor)
+    model, processor = load_model(base)
+    set_vision_trainable(model, config.train_vision_tower)
+    records = MixtureDataset(store, config.mixture, config.mixture_version, seed=config.seed)
+    block = config.batch_size * args.world_size
+    stream = CptStream(store, records, processor, config.seq_len, config.image_text, block)
     trainer = Trainer(
         model=model,
         args=args,
-        train_dataset=Packed(store, config, tokenizer),
-        data_collator=default_data_collator,
+        train_dataset=stream,
+        data_collator=collate,
         processing_class=processor,
     )
     mirror(trainer, run, scratch)
     trainer.train(resume_from_checkpoint=resume_checkpoint(run, scratch / "trainer"))
-    return publish_final(trainer, run, scratch, {"stage": STAGE}, config)
+    card = {"stage": STAGE, "mixture": records.manifest.version, "records": stream.counts}
+    return publish_final(trainer, run, scratch, card, config)

@@ -5,7 +5,6 @@ only, full weights or a LoRA adapter (PEFT) merged into the base at publish; pub
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from medxiaohe.training.config import RunConfig
 from medxiaohe.training.hf import mirror, resume_checkpoint
 from medxiaohe.training.runs import Run
 from medxiaohe.training.stage import (
+    base_folder,
     load_model,
     open_run,
     publish_final,
@@ -119,6 +119,8 @@ def prepare(config: SftConfig, settings: Settings) -> tuple[Any, Run, Path]:
     from trl.trainer.sft_trainer import SFTTrainer
 
     store, scratch = open_run(config, settings, STAGE)
+    scratch.mkdir(parents=True, exist_ok=True)
+    base = base_folder(config.base_model, settings, scratch, config.seed)
     evaluating = bool(config.eval_data)
     args = training_arguments(
         config,
@@ -141,10 +143,7 @@ def prepare(config: SftConfig, settings: Settings) -> tuple[Any, Run, Path]:
         dataset_num_proc=None,
     )
     run = Run.start(store, STAGE, config, scratch.name)
-    scratch.mkdir(parents=True, exist_ok=True)
-    model, processor = load_model(
-        config.base_model, settings, Path(tempfile.mkdtemp(dir=scratch)), config.seed
-    )
+    model, processor = load_model(base)
     set_vision_trainable(model, config.train_vision_tower)
     trainer = SFTTrainer(
         model=model,

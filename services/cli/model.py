@@ -1,4 +1,5 @@
-"""`medxiaohe model ...`: build the tiny vision-language model (serving comes next)."""
+"""`medxiaohe model ...`: build the tiny vision-language model, show what a published model
+says of itself, serve a model, deploy it to KServe."""
 
 from __future__ import annotations
 
@@ -44,6 +45,28 @@ def init_tiny(
             seed=seed,
         )
         typer.echo(save_model_folder(folder, out, Settings.from_env()))
+
+
+@app.command()
+def show(
+    uri: Annotated[
+        str,
+        typer.Argument(help="Model: a folder, s3://bucket/prefix or a store prefix (models/sft)."),
+    ],
+) -> None:
+    """Print a published model's provenance and figures as one JSON object."""
+    import json
+
+    from medxiaohe.common.errors import MedxError
+    from medxiaohe.common.settings import Settings
+    from medxiaohe.models.folders import model_card
+
+    try:
+        card = model_card(uri, Settings.from_env())
+    except MedxError as exc:
+        typer.echo(f"medxiaohe model show: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(card, indent=2, sort_keys=True))
 
 
 @app.command()

@@ -1,15 +1,18 @@
 """The cpt stage for real: the tiny model trained a few steps on a mixture streamed from the
-store (never loaded whole), the loss falls, the published folder reloads and generates, and a
-run killed after a checkpoint resumes from it."""
+store (never loaded whole; every fifth record an image with its caption), the loss falls, the
+vision tower stays frozen unless switched on, the published folder reloads and generates, and
+a run killed after a checkpoint resumes from it."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,19 +34,38 @@ CONFIG = ROOT / "training-jobs/configs/cpt-tiny.yaml"
 def with_mixture(store_uri: str) -> None:
     store = open_store(store_uri)
     tree = build_tree(small_records())
-    write_corpus(store, tree, shards=3, per_shard=200)
+    write_corpus(store, tree, shards=3, per_shard=200, images_every=5)
     mixture = build_mixture(store, tree, ["corpus"], MixtureConfig(4000, seed=0))
     publish_mixture(store, "cpt", mixture, ["corpus"], tree.version)
 
 
-def test_cpt_learns_from_a_mixture_and_publishes_a_model(tmp_path: Path) -> None:
+def vision_tower(folder: Path) -> dict[str, Any]:
+    from medxiaohe.models.vlm import load_vlm
+
+    tower = load_vlm(folder).model.model.visual
+    return {k: v.clone() for k, v in tower.state_dict().items()}
+
+
+def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    import torch
+
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("train_vision_tower", [False, True])
+def test_cpt_learns_from_a_mixture_and_publishes_a_model(
+    tmp_path: Path, train_vision_tower: bool
+) -> None:
     from medxiaohe.models.chat import ChatModel, ChatParams
+    from medxiaohe.models.tiny import build_tiny
     from medxiaohe.models.vlm import load_vlm
 
     store_uri = str(tmp_path / "store")
     with_mixture(store_uri)
     store = open_store(store_uri)
-    config = load_config(cpt.CptConfig, CONFIG, ["--store_uri", store_uri, "--run_id", "cpt-t1"])
+    overrides = ["--store_uri", store_uri, "--run_id", "cpt-t1"]
+    overrides += ["--train_vision_tower", str(train_vision_tower)]
+    config = load_config(cpt.CptConfig, CONFIG, overrides)
     manifest = cpt.train(config, Settings(store_uri=store_uri, deid_secret=SECRET))
     assert manifest is not None
     losses = [m["loss"] for m in Run(store, "cpt", "cpt-t1").metrics() if "loss" in m]
@@ -51,7 +73,11 @@ def test_cpt_learns_from_a_mixture_and_publishes_a_model(tmp_path: Path) -> None
     assert sum(losses[-2:]) < sum(losses[:2])  # repetitive text: the loss falls fast
     folder = tmp_path / "model"
     download(store, resolve(store, models_prefix("cpt")), folder)
-    assert (folder / "medxiaohe.json").is_file()
+    card = json.loads((folder / "medxiaohe.json").read_text())
+    assert card["records"]["image_text"] > 0
+    assert card["records"]["text"] > 0
+    untrained = vision_tower(build_tiny("qwen2-vl", tmp_path / "base", seed=config.seed))
+    assert same(vision_tower(folder), untrained) is not train_vision_tower
     reply = ChatModel(load_vlm(folder)).chat(
         [{"role": "user", "content": "Patient with"}], ChatParams(max_tokens=4)
     )

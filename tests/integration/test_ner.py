@@ -121,7 +121,7 @@ def test_a_run_killed_mid_epoch_resumes_from_its_last_checkpoint(tmp_path: Path)
     store_path = tmp_path / "store"
     store = open_store(str(store_path))
     process = train(store_path, "killed", "--save_steps", "10")
-    marker = "runs/ner/killed/checkpoints/step-00000020/_MANIFEST.json"
+    marker = "runs/ner/killed/checkpoints/step-00000020/node-0/_MANIFEST.json"
     deadline = time.monotonic() + 240
     while not store.exists(marker) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)

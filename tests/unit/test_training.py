@@ -209,3 +209,40 @@ def test_a_resumed_run_keeps_its_best_model_unless_beaten(tmp_path: Path) -> Non
     best = run.best()
     assert best is not None
     assert best.metadata["step"] == 30
+
+
+def test_model_show_prints_a_published_models_card_without_its_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from medxiaohe.storage import open_store
+    from medxiaohe.training.runs import Run
+    from medxiaohe_services.cli import app
+
+    store_uri = str(tmp_path / "store")
+    run = Run.start(open_store(store_uri), "sft", ExampleConfig(), run_id="sft-1")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"weights")
+    figures = {"perplexity": {"untrained": 900.0, "cpt": 40.0, "sft": 35.0}}
+    (folder / "medxiaohe.json").write_text(json.dumps({"stage": "sft", "figures": figures}))
+    run.publish_model(folder)
+    monkeypatch.setenv("MEDXIAOHE_STORE_URI", store_uri)
+    monkeypatch.setenv("MEDXIAOHE_DEID_SECRET", "s" * 32)
+    for uri in ("models/sft", "models/sft/sft-1", str(folder)):
+        result = CliRunner().invoke(app, ["model", "show", uri])
+        assert result.exit_code == 0, result.output
+        card = json.loads(result.stdout)
+        assert card["figures"] == figures
+        assert card["stage"] == "sft"
+        assert card["uri"] == uri
+    assert (
+        json.loads(CliRunner().invoke(app, ["model", "show", "models/sft"]).stdout)["version"]
+        == "sft-1"
+    )
+    missing = CliRunner().invoke(app, ["model", "show", "models/rl"])
+    assert missing.exit_code == 1
+    assert "nothing has been published" in missing.output

@@ -51,6 +51,9 @@ def load_stats(store: ArtifactStore, manifest: Manifest) -> dict[str, Any]:
     return stats
 
 
+COLUMNS = ["id", "source", "text", "image_uris"]  # what a record in the stream carries
+
+
 def iter_mixture(
     store: ArtifactStore,
     manifest: Manifest,
@@ -82,9 +85,8 @@ def iter_mixture(
             served += len(mine)
             continue
         shard = resolve(store, shards_prefix(refs[0]["dataset"]), refs[0]["shard"])
-        table = pq.read_table(
-            io.BytesIO(read_file(store, shard, "records.parquet")), columns=["id", "source", "text"]
-        )
+        records = read_file(store, shard, "records.parquet")
+        table = pq.read_table(io.BytesIO(records), columns=COLUMNS)
         for row in mine:
             if served >= start:
                 yield {k: v[0] for k, v in table.slice(row, 1).to_pydict().items()}

@@ -1,14 +1,29 @@
-"""Model URIs as local folders, and local folders published as model URIs."""
+"""Model URIs as local folders, local folders published as model URIs, and a published
+model's card (``medxiaohe.json``: its provenance and figures)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from medxiaohe.common.errors import InvalidInput
+from medxiaohe.common.errors import InvalidInput, NotFound
 from medxiaohe.common.settings import Settings
-from medxiaohe.storage import Manifest, fetch, open_store, publish_folder
+from medxiaohe.storage import (
+    ArtifactStore,
+    Manifest,
+    fetch,
+    open_store,
+    publish_folder,
+    read_file,
+    resolve,
+)
+
+CARD = "medxiaohe.json"
+MAX_CARD_BYTES = 1 << 20
 
 
 def model_folder(uri: str, settings: Settings) -> Path:
@@ -22,6 +37,51 @@ def model_folder(uri: str, settings: Settings) -> Path:
         return fetch(store, prefix.strip("/"), settings.model_cache_dir)
     store = open_store(settings.store_uri, settings)
     return fetch(store, uri.strip("/"), settings.model_cache_dir)
+
+
+def model_card(uri: str, settings: Settings) -> dict[str, Any]:
+    """What a model says of itself, without fetching its weights: ``uri``, the published
+    ``prefix``/``version``/``created_at`` (none for a plain folder), the card's fields
+    (stage, run, config, data, ...) and ``figures`` (null when it holds none)."""
+    if Path(uri).is_dir():
+        path = Path(uri) / CARD
+        if not path.is_file() or path.stat().st_size > MAX_CARD_BYTES:
+            raise NotFound(f"{uri} holds no {CARD}")
+        body, where = path.read_bytes(), {}
+    else:
+        if uri.startswith("s3://"):
+            bucket, _, prefix = uri[len("s3://") :].partition("/")
+            store = open_store(f"s3://{bucket}", settings)
+        else:
+            store, prefix = open_store(settings.store_uri, settings), uri
+        manifest = _manifest(store, prefix.strip("/"))
+        if manifest.files.get(CARD, {}).get("size", MAX_CARD_BYTES + 1) > MAX_CARD_BYTES:
+            raise NotFound(f"{uri} holds no {CARD}")
+        body = read_file(store, manifest, CARD)
+        where = {
+            "prefix": manifest.prefix,
+            "version": manifest.version,
+            "created_at": manifest.created_at,
+        }
+    try:
+        card = json.loads(body)
+    except json.JSONDecodeError:
+        raise InvalidInput(f"the {CARD} of {uri} is not JSON") from None
+    if not isinstance(card, dict):
+        raise InvalidInput(f"the {CARD} of {uri} is not an object")
+    return {"uri": uri, **where, **card, "figures": card.get("figures")}
+
+
+def _manifest(store: ArtifactStore, prefix: str) -> Manifest:
+    """``models/sft`` (its latest version) or ``models/sft/<version>``."""
+    try:
+        return resolve(store, prefix)
+    except NotFound:
+        parent, _, version = prefix.rpartition("/")
+        if parent:
+            with contextlib.suppress(NotFound):
+                return resolve(store, parent, version)
+        raise
 
 
 def save_model_folder(folder: Path, uri: str, settings: Settings) -> str:

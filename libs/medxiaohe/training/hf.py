@@ -111,4 +111,9 @@ def resume_checkpoint(run: Run, output_dir: Path) -> str | None:
         return None
     folder = output_dir / f"checkpoint-{step}"
     run.restore(step, index, folder)
+    # DeepSpeed names the checkpoint's tag in "latest" on global rank 0 only; the other
+    # nodes' parts need it too to load their shards
+    tags = [p.name for p in folder.glob("global_step*") if p.is_dir()]
+    if len(tags) == 1 and not (folder / "latest").exists():
+        (folder / "latest").write_text(tags[0])
     return str(folder)

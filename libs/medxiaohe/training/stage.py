@@ -15,6 +15,7 @@ from typing import Any
 
 from medxiaohe.common.errors import InvalidInput
 from medxiaohe.common.settings import Settings
+from medxiaohe.models.folders import CARD
 from medxiaohe.storage import ArtifactStore, Manifest, download, open_store
 from medxiaohe.training.config import RunConfig
 from medxiaohe.training.hf import interactive, node
@@ -30,6 +31,21 @@ def cpu_backend() -> str | None:
     return "gloo" if launched and not torch.cuda.is_available() else None
 
 
+def _deepspeed_on_cpu(backend: str) -> None:
+    """Accelerate's state for DeepSpeed over gloo on CPU processes. The Trainer would build
+    it without the backend and then count one process (DeepSpeed has no CPU backend of its
+    own here); configured first, the Trainer takes it as it is."""
+    import os
+
+    from accelerate import PartialState
+
+    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+    try:
+        PartialState(backend=backend)
+    finally:
+        del os.environ["ACCELERATE_USE_DEEPSPEED"]
+
+
 def open_run(config: RunConfig, settings: Settings, stage: str) -> tuple[ArtifactStore, Path]:
     """(store, the run's scratch folder on this node); the folder's name is the run id: the
     configured one, the newest unfinished run's (resume), or a new one."""
@@ -40,21 +56,26 @@ def open_run(config: RunConfig, settings: Settings, stage: str) -> tuple[Artifac
     return store, scratch
 
 
-def load_model(base_model: str, settings: Settings, scratch: Path, seed: int) -> tuple[Any, Any]:
-    """(model, its processor or tokenizer) from a Hugging Face vision-language or causal LM
-    folder (local, ``s3://`` or a store prefix such as ``models/cpt``); the tiny model with
-    random weights when ``base_model`` is empty."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
+def base_folder(base_model: str, settings: Settings, scratch: Path, seed: int) -> Path:
+    """The folder of a Hugging Face vision-language or causal LM to start from (local,
+    ``s3://`` or a store prefix such as ``models/cpt``); the tiny model with random weights,
+    built into ``scratch``, when ``base_model`` is empty. Call it before the training
+    arguments: under ZeRO-3 they make every model built afterwards partitioned."""
     from medxiaohe.models.folders import model_folder
-    from medxiaohe.models.vlm import load_vlm
 
     if base_model:
-        folder = model_folder(base_model, settings)
-    else:
-        from medxiaohe.models.tiny import build_tiny
+        return model_folder(base_model, settings)
+    from medxiaohe.models.tiny import build_tiny
 
-        folder = build_tiny("qwen2-vl", scratch / "base", seed=seed)
+    return build_tiny("qwen2-vl", Path(tempfile.mkdtemp(dir=scratch)) / "base", seed=seed)
+
+
+def load_model(folder: Path) -> tuple[Any, Any]:
+    """(model, its processor or tokenizer); under ZeRO-3, loaded straight into partitions."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from medxiaohe.models.vlm import load_vlm
+
     if hasattr(AutoConfig.from_pretrained(folder), "vision_config"):
         vlm = load_vlm(folder)
         return vlm.model, vlm.processor
@@ -81,6 +102,13 @@ def training_arguments(
     import torch
     from transformers import TrainingArguments
 
+    backend = cpu_backend()
+    # every process reads its share of an iterable dataset itself: dispatching batches from
+    # the first would slice each tensor by the batch size, image patches included
+    accelerator: dict[str, bool] = {"dispatch_batches": False}
+    if backend and config.deepspeed:
+        accelerator["use_configured_state"] = True
+        _deepspeed_on_cpu(backend)
     args = (kind or TrainingArguments)(
         output_dir=str(scratch / "trainer"),
         save_strategy="steps",
@@ -90,7 +118,8 @@ def training_arguments(
         report_to="none",
         seed=config.seed,
         deepspeed=str(deepspeed_dir / f"{config.deepspeed}.json") if config.deepspeed else None,
-        ddp_backend=cpu_backend(),
+        ddp_backend=backend,
+        accelerator_config=accelerator,
         save_on_each_node=node()[1] > 1,  # scratch folders are node-local
         bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
         **stage,
@@ -128,7 +157,7 @@ def publish_final(
             "best": best.metadata if best else None,
             **card,
         }
-        (final / "medxiaohe.json").write_text(json.dumps(card, indent=2, sort_keys=True))
+        (final / CARD).write_text(json.dumps(card, indent=2, sort_keys=True))
         return run.publish_model(final)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
