@@ -8,7 +8,7 @@ PYTHON ?= python3
 PIP := $(PY) -m pip --disable-pip-version-check -q
 SOURCES := libs/medxiaohe services training-jobs tests protos/generate.py
 
-.PHONY: help venv install protos lint check test demo clean met train-ner bench-tagging bench-ingest bench-mixture bench-serving
+.PHONY: help venv install protos lint check test demo clean met train-ner train-small bench-tagging bench-ingest bench-mixture bench-serving
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -51,6 +51,11 @@ met: venv ## Build the Medical Entity Tree into the local store (about 35 s)
 
 train-ner: venv ## Fine-tune the NER model on NCBI-disease + BC5CDR from ../shared/data (~20 min, 2 cores)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/medxiaohe-train ner --config training-jobs/configs/ner.yaml
+
+train-small: venv ## Train the small model from ../shared/data: CPT, SFT, figures (~40 min, 2 cores)
+	$(VENV)/bin/medxiaohe met stats >/dev/null 2>&1 || $(VENV)/bin/medxiaohe met build >/dev/null
+	HF_HUB_OFFLINE=1 MEDXIAOHE_LOG_LEVEL=WARNING $(VENV)/bin/medxiaohe-train small --config training-jobs/configs/small.yaml
+	$(VENV)/bin/medxiaohe model show models/small
 
 bench-tagging: venv ## Tagger vs spaCy PhraseMatcher and medspaCy (creates .venv-medspacy once)
 	$(VENV)/bin/medxiaohe met stats >/dev/null 2>&1 || $(VENV)/bin/medxiaohe met build >/dev/null

@@ -1,6 +1,6 @@
 """The model loop in `make demo`: a mixture of the ingested sample and items synthesized for
 its gap nodes, a report generated for the demo's DICOM study, two answers scored with a rubric,
-and a chat turn with the tiny model served by the predictor."""
+and a chat turn with the small model (or the tiny one) served by the predictor."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from medxiaohe_protos.report.v1 import report_pb2 as rp
 from medxiaohe_protos.report.v1 import report_pb2_grpc as rp_grpc
 from medxiaohe_protos.rubric.v1 import rubric_pb2 as rb
 from medxiaohe_protos.rubric.v1 import rubric_pb2_grpc as rb_grpc
-from medxiaohe_services.runtime.embedded import tiny_model
+from medxiaohe_services.runtime.embedded import SMALL_MODEL, local_model, tiny_model
 
 
 def say(ok: bool, text: str) -> bool:
@@ -76,7 +76,7 @@ VERDICTS = {
 
 
 def report(stub: rp_grpc.ReportServiceStub, home: Path) -> bool:
-    """A report for the demo's DICOM study with the in-process tiny model: the trace as it
+    """A report for the demo's DICOM study with the in-process model: the trace as it
     streams, each sentence with its verdict, the FHIR export, and a retry of the request."""
     from fhir.resources.R4B.bundle import Bundle
 
@@ -150,8 +150,9 @@ def report(stub: rp_grpc.ReportServiceStub, home: Path) -> bool:
 
 
 def model_turn(home: Path) -> bool:
-    """The tiny vision-language model (built once into the home folder) served by the predictor
-    in its own process; one OpenAI chat turn with an image through the model client."""
+    """The platform-trained small model when the home's store has one (`make train-small`),
+    else the tiny one (built once into the home folder), served by the predictor in its own
+    process; one OpenAI chat turn with an image through the model client."""
     import io
 
     from PIL import Image
@@ -159,8 +160,14 @@ def model_turn(home: Path) -> bool:
     from medxiaohe.models.chat import ChatParams
     from medxiaohe.models.client import HttpModelClient
     from medxiaohe.models.process import model_server
+    from medxiaohe.storage import fetch, open_store
 
-    folder = tiny_model(home)
+    if local_model(home) == SMALL_MODEL:
+        folder = fetch(open_store(str(home / "store")), SMALL_MODEL, home / "cache")
+        weights = "the small model the platform trained"
+    else:
+        folder = tiny_model(home)
+        weights = "random weights: the words are noise; `make train-small` trains a real one"
     film = io.BytesIO()
     Image.new("L", (224, 224), 40).convert("RGB").save(film, "PNG")  # a dark synthetic film
     question = [{"role": "user", "content": "What does this chest film show?"}]
@@ -173,12 +180,12 @@ def model_turn(home: Path) -> bool:
     print(
         f"    model: {server.url}/openai/v1/chat/completions answered a turn with a 224x224 image: "
         f"{reply.usage.prompt_tokens} prompt + {reply.usage.completion_tokens} completion "
-        "tokens (random weights: the words are noise)",
+        f"tokens ({weights})",
         flush=True,
     )
     return say(
         reply.usage.completion_tokens > 0 and reply.usage.prompt_tokens > 64,
-        "tiny vision-language model served over the OpenAI route",
+        "vision-language model served over the OpenAI route",
     )
 
 

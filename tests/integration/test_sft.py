@@ -70,16 +70,21 @@ def test_the_loss_is_on_assistant_turns_only(tmp_path: Path) -> None:
     with_chat_data(store_uri)
     config = load_config(sft.SftConfig, CONFIG, ["--store_uri", store_uri, "--run_id", "mask"])
     trainer, _, _ = sft.prepare(config, settings(store_uri))
-    batch = next(iter(trainer.get_train_dataloader()))
     tokenizer = trainer.processing_class.tokenizer
-    for ids, labels in zip(batch["input_ids"], batch["labels"], strict=True):
-        learned = tokenizer.decode(ids[labels != -100])
-        everything = tokenizer.decode(ids)
-        assert "What is" in everything
-        assert "What is" not in learned
-        assert "user" not in learned
-        assert learned.startswith("The answer is")
-        assert learned.endswith("<|im_end|>")
+    image_token = trainer.processing_class.image_token_id
+    pictured = 0
+    for batch in trainer.get_train_dataloader():
+        for ids, labels in zip(batch["input_ids"], batch["labels"], strict=True):
+            learned = tokenizer.decode(ids[labels != -100])
+            assert "What is" in tokenizer.decode(ids)
+            assert "What is" not in learned
+            assert "user" not in learned
+            assert learned.startswith("The answer is")
+            assert learned.endswith("<|im_end|>")
+            pictured += int((ids == image_token).any())
+        if "pixel_values" in batch:  # the images reach the model, their tokens unlearned
+            assert (batch["labels"][batch["input_ids"] == image_token] == -100).all()
+    assert pictured == 24  # every fourth of the 96 rows
 
 
 @pytest.mark.parametrize("lora", [0, 8])

@@ -11,7 +11,7 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ DATASET = "bench-mixture"
 PER_FILE = 500  # records per input file (one file a shard)
 
 
-def _pubtator(path: Path) -> Iterator[dict[str, str]]:
+def pubtator_documents(path: Path) -> Iterator[dict[str, str]]:
     title = ""
     for line in path.read_text(encoding="utf-8").splitlines():
         parts = line.split("|", 2)
@@ -43,7 +43,7 @@ def _pubtator(path: Path) -> Iterator[dict[str, str]]:
             }
 
 
-def _iob(path: Path, per_document: int = 10) -> Iterator[dict[str, str]]:
+def iob_documents(path: Path, per_document: int = 10) -> Iterator[dict[str, str]]:
     """BC5CDR's IOB file has sentences without document breaks: ten make a document."""
     sentences: list[str] = []
     words: list[str] = []
@@ -59,7 +59,7 @@ def _iob(path: Path, per_document: int = 10) -> Iterator[dict[str, str]]:
         yield {"id": f"bc5cdr-{path.stem}-{start}", "source": "bc5cdr", "text": text}
 
 
-def _scifact(path: Path) -> Iterator[dict[str, str]]:
+def scifact_documents(path: Path) -> Iterator[dict[str, str]]:
     with gzip.open(path, "rt", encoding="utf-8") as fh:
         for line in fh:
             row = json.loads(line)
@@ -80,11 +80,11 @@ def _iu_xray(path: Path) -> Iterator[dict[str, str]]:
 def shared_documents(data: Path) -> Iterator[dict[str, str]]:
     """Every document of the four sets (NotFound, naming what is missing, when absent)."""
     sources = [
-        (data / "ncbi_disease/original-data_train_NCBItrainset_corpus.txt", _pubtator),
-        (data / "ncbi_disease/original-data_devel_NCBIdevelopset_corpus.txt", _pubtator),
-        (data / "bc5cdr/BC5CDR-IOB_train.tsv", _iob),
-        (data / "bc5cdr/BC5CDR-IOB_devel.tsv", _iob),
-        (data / "scifact/corpus.jsonl.gz", _scifact),
+        (data / "ncbi_disease/original-data_train_NCBItrainset_corpus.txt", pubtator_documents),
+        (data / "ncbi_disease/original-data_devel_NCBIdevelopset_corpus.txt", pubtator_documents),
+        (data / "bc5cdr/BC5CDR-IOB_train.tsv", iob_documents),
+        (data / "bc5cdr/BC5CDR-IOB_devel.tsv", iob_documents),
+        (data / "scifact/corpus.jsonl.gz", scifact_documents),
         (data / "iu_xray/reports_train_val.csv", _iu_xray),
     ]
     missing = [str(p) for p, _ in sources if not p.is_file()]
@@ -94,27 +94,51 @@ def shared_documents(data: Path) -> Iterator[dict[str, str]]:
         yield from reader(path)
 
 
-def ensure_corpus(
-    store: ArtifactStore, tagger: DictionaryTagger, secret: str, data: Path
+def ensure_dataset(
+    store: ArtifactStore,
+    dataset: str,
+    documents: Iterable[dict[str, str]],
+    tagger: DictionaryTagger,
+    secret: str,
 ) -> dict[str, Any]:
-    """Ingest the shared corpus into DATASET once; later runs find its shards."""
-    if list_shards(store, DATASET):
+    """Ingest JSON documents (id, source, text) into ``dataset`` through the corpus pipeline
+    once (de-identified, tagged, deduplicated); later runs find its shards."""
+    if list_shards(store, dataset):
         return {"ingested": False}
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="medxiaohe-bench-") as tmp:
-        documents = list(shared_documents(data))
-        for start in range(0, len(documents), PER_FILE):
-            lines = (json.dumps(d) for d in documents[start : start + PER_FILE])
+    with tempfile.TemporaryDirectory(prefix="medxiaohe-ingest-") as tmp:
+        rows = list(documents)
+        for start in range(0, len(rows), PER_FILE):
+            lines = (json.dumps(d) for d in rows[start : start + PER_FILE])
             (Path(tmp) / f"part-{start // PER_FILE:04d}.jsonl").write_text("\n".join(lines))
-        keys = upload_inputs(store, DATASET, [Path(tmp)], secret)
-    ingestor = ShardIngestor(store, DATASET, tagger, secret)
+        keys = upload_inputs(store, dataset, [Path(tmp)], secret)
+    ingestor = ShardIngestor(store, dataset, tagger, secret)
     results = [ingestor.process(spec) for spec in plan_shards(keys, 1)]
     return {
         "ingested": True,
-        "documents": len(documents),
+        "documents": len(rows),
         "kept": sum(r.kept for r in results),
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def synthesis(
+    store: ArtifactStore, tree: EntityTree, dataset: str, name: str, nodes: int = 300
+) -> dict[str, Any]:
+    """Verified items for the dataset's weakest nodes (rare diseases first), published as
+    ``synthesis/<name>``."""
+    from medxiaohe.corpus.coverage import Coverage
+    from medxiaohe.corpus.shards import dataset_coverage
+    from medxiaohe.synthesis.artifact import publish_synthesis
+    from medxiaohe.synthesis.knowledge import from_tree, hpo_annotations
+    from medxiaohe.synthesis.pipeline import synthesize
+
+    gaps = Coverage(tree, dataset_coverage(store, dataset)).gaps(limit=nodes)
+    gap_nodes = [node.node_id for node, _, _ in gaps]
+    knowledge = from_tree(tree, hpo_annotations())
+    result = synthesize(knowledge, gap_nodes, seed=0)
+    manifest = publish_synthesis(store, name, result, knowledge, gap_nodes, tree.version, 0)
+    return result.summary(gap_nodes) | {"uri": f"{manifest.prefix}/{manifest.version}"}
 
 
 def _step_times(
@@ -186,26 +210,11 @@ def sampler_overhead(
     }
 
 
-def _synthesis(store: ArtifactStore, tree: EntityTree, nodes: int = 300) -> dict[str, Any]:
-    """Verified items for the corpus's weakest nodes (rare diseases first)."""
-    from medxiaohe.corpus.coverage import Coverage
-    from medxiaohe.corpus.shards import dataset_coverage
-    from medxiaohe.synthesis.artifact import publish_synthesis
-    from medxiaohe.synthesis.knowledge import from_tree, hpo_annotations
-    from medxiaohe.synthesis.pipeline import synthesize
-
-    gaps = Coverage(tree, dataset_coverage(store, DATASET)).gaps(limit=nodes)
-    gap_nodes = [node.node_id for node, _, _ in gaps]
-    knowledge = from_tree(tree, hpo_annotations())
-    result = synthesize(knowledge, gap_nodes, seed=0)
-    manifest = publish_synthesis(store, "bench", result, knowledge, gap_nodes, tree.version, 0)
-    return result.summary(gap_nodes) | {"uri": f"{manifest.prefix}/{manifest.version}"}
-
-
 def run(
     store: ArtifactStore, tree: EntityTree, secret: str, data: Path, budget_share: float = 0.25
 ) -> dict[str, Any]:
-    corpus = ensure_corpus(store, DictionaryTagger(tree), secret, data)
+    tagger = DictionaryTagger(tree)
+    corpus = ensure_dataset(store, DATASET, shared_documents(data), tagger, secret)
     total = build_mixture(
         store, tree, [DATASET], MixtureConfig(10**12, max_repeats=1)
     ).uniform.tokens
@@ -222,16 +231,16 @@ def run(
         ).report()
         alternatives[combine] = other["ratios"]
     keys = ("long_tail_share", "nodes_reached_5", "head_coverage", "tokens")
-    synthesis = _synthesis(store, tree)
+    items = synthesis(store, tree, DATASET, "bench")
     return {
         "balanced": {k: report["balanced"][k] for k in keys},
         "uniform": {k: report["uniform"][k] for k in keys},
         "ratios": report["ratios"],
         **sampler_overhead(store, manifest),
         "synthesis": {
-            k: synthesis[k] for k in ("accepted", "rejected_by_rule", "gap_nodes_with_items")
+            k: items[k] for k in ("accepted", "rejected_by_rule", "gap_nodes_with_items")
         },
-        "synthesis_detail": synthesis,
+        "synthesis_detail": items,
         "combine_alternatives": alternatives,
         "corpus": corpus | {"tokens": total, "budget": budget},
         "mixture": f"{manifest.prefix}/{manifest.version}",

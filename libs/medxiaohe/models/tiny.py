@@ -77,6 +77,7 @@ def build_tiny(
     hidden_size: int = 64,
     layers: int = 2,
     seed: int = 0,
+    max_pixels: int = 448 * 448,
 ) -> Path:
     """Write a tiny model folder (weights, config, tokenizer, chat template, image processor)."""
     import torch
@@ -133,7 +134,7 @@ def build_tiny(
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     processor = VlmProcessor(
-        image_processor=Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=448 * 448),
+        image_processor=Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=max_pixels),
         tokenizer=tokenizer,
         chat_template=CHAT_TEMPLATE,
     )

@@ -1,0 +1,64 @@
+"""What a language model learned, measured in process: held-out perplexity, greedy answers to
+chat prompts (images allowed), and the answer in a reply (an option letter, a short answer)."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+LETTER = re.compile(r"answer is\s*\(?([A-D])\b|^\s*\(?([A-D])[).:]?(?:\s|$)")
+
+
+def perplexity(model: Any, tokenizer: Any, texts: Sequence[str], max_tokens: int = 256) -> float:
+    """exp(mean negative log-likelihood per predicted token) over ``texts``, each cut to
+    ``max_tokens`` tokens and scored on its own."""
+    import torch
+
+    total, count = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for text in texts:
+            ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_tokens)
+            if ids["input_ids"].shape[1] < 2:
+                continue
+            out = model(input_ids=ids["input_ids"], labels=ids["input_ids"])
+            predicted = ids["input_ids"].shape[1] - 1
+            total += float(out.loss) * predicted
+            count += predicted
+    return math.exp(total / count) if count else math.inf
+
+
+def answer(
+    model: Any,
+    processor: Any,
+    messages: list[dict[str, Any]],
+    images: Sequence[Any] = (),
+    max_new_tokens: int = 16,
+) -> str:
+    """The model's greedy reply to a chat (images fill its image parts, in order)."""
+    import torch
+
+    text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if images:
+        inputs = processor(text=[text], images=list(images), return_tensors="pt")
+    else:
+        tokenizer = getattr(processor, "tokenizer", processor)
+        inputs = tokenizer([text], return_tensors="pt")
+    model.eval()
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    tokenizer = getattr(processor, "tokenizer", processor)
+    return str(tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
+
+
+def option_letter(reply: str) -> str | None:
+    """ "The answer is B", "(B)", "B." at the start; None when the reply names none."""
+    found = LETTER.search(reply.strip())
+    return (found.group(1) or found.group(2)) if found else None
+
+
+def short_answer(reply: str) -> str:
+    """A closed answer as VQA scoring compares it: lower case, no surrounding punctuation."""
+    return reply.strip().lower().strip(" .!?\"'")
