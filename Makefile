@@ -52,7 +52,7 @@ met: venv ## Build the Medical Entity Tree into the local store (about 35 s)
 train-ner: venv ## Fine-tune the NER model on NCBI-disease + BC5CDR from ../shared/data (~20 min, 2 cores)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/medxiaohe-train ner --config training-jobs/configs/ner.yaml
 
-train-small: venv ## Train the small model from ../shared/data: CPT, SFT, figures (~40 min, 2 cores)
+train-small: venv ## Train the small model from ../shared/data: CPT, SFT, figures (~25 min, 2 cores)
 	$(VENV)/bin/medxiaohe met stats >/dev/null 2>&1 || $(VENV)/bin/medxiaohe met build >/dev/null
 	HF_HUB_OFFLINE=1 MEDXIAOHE_LOG_LEVEL=WARNING $(VENV)/bin/medxiaohe-train small --config training-jobs/configs/small.yaml
 	$(VENV)/bin/medxiaohe model show models/small

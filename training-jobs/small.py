@@ -75,8 +75,26 @@ def _secret(config: SmallConfig, settings: Settings, store_uri: str) -> str:
     return home_secret(Path(config.home))
 
 
+def _thumbnail(path: Path, max_pixels: int) -> bytes:
+    """An image at most ``max_pixels`` large, as PNG: the processor would shrink it anyway,
+    and the SFT data then holds (and decodes) no more than the model sees."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(path) as image:
+        picture = image.convert("RGB")
+    scale = min(1.0, (max_pixels / (picture.width * picture.height)) ** 0.5)
+    if scale < 1:
+        size = (max(28, int(picture.width * scale)), max(28, int(picture.height * scale)))
+        picture = picture.resize(size, Image.Resampling.BICUBIC)
+    out = io.BytesIO()
+    picture.save(out, format="PNG")
+    return out.getvalue()
+
+
 def _sft_rows(
-    store: ArtifactStore, data: Path, synthesis_uri: str
+    store: ArtifactStore, data: Path, synthesis_uri: str, max_pixels: int
 ) -> tuple[list[dict[str, Any]], dict[str, bytes], dict[str, int]]:
     """IU X-ray report writing, the synthesized questions' train split (the answer line:
     a model this size cannot use a long chain of thought) and VQA-RAD train with images."""
@@ -96,8 +114,9 @@ def _sft_rows(
     images: dict[str, bytes] = {}
     train, _ = public.vqa_rad(data)
     for row in train:
-        name = f"images/{Path(row['image_path']).name}"
-        images.setdefault(name, Path(row["image_path"]).read_bytes())
+        name = f"images/{Path(row['image_path']).stem}.png"
+        if name not in images:
+            images[name] = _thumbnail(Path(row["image_path"]), max_pixels)
         rows.append({"messages": public.vqa_messages(row), "images": [name]})
         counts["vqa_rad_train"] += 1
     return rows, images, dict(counts)
@@ -280,7 +299,7 @@ def train(config: SmallConfig, settings: Settings) -> Manifest:
             logging_steps=25,
         )
         cpt_model = _published(_step(steps, "cpt", lambda: cpt.train(cpt_config, settings)))
-        rows, images, counts = _sft_rows(store, data, items["uri"])
+        rows, images, counts = _sft_rows(store, data, items["uri"], config.max_pixels)
         publish_chat(store, "sft-data/small", {"train": rows}, images, metadata=counts)
         steps["sft_data"] = counts
         sft_config = sft.SftConfig(

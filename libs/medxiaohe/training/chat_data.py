@@ -67,6 +67,7 @@ def read_chat(store: ArtifactStore, source: str) -> list[dict[str, Any]]:
             return read_file(store, manifest, name)
 
     rows: list[dict[str, Any]] = []
+    decoded: dict[str, Any] = {}  # rows that share an image share one decoded copy
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -77,7 +78,10 @@ def read_chat(store: ArtifactStore, source: str) -> list[dict[str, Any]]:
             row = _check(json.loads(line), where)
         except json.JSONDecodeError:
             raise InvalidInput(f"{where}: not JSON") from None
-        row["images"] = [_image(load(n), where) for n in row["images"]]
+        for name in row["images"]:
+            if name not in decoded:
+                decoded[name] = _image(load(name), where)
+        row["images"] = [decoded[n] for n in row["images"]]
         rows.append(row)
     if not rows:
         raise InvalidInput(f"{source} holds no rows")
