@@ -124,12 +124,18 @@ def report(stub: rp_grpc.ReportServiceStub, home: Path) -> bool:
         f"{v.contradicted} contradicted, {v.not_checked} not checked, {len(v.omitted)} omissions",
         flush=True,
     )
-    print(
-        "      (random weights: the findings and the impression are noise; the verifier finds "
-        "no\n       observation it can check in noise, so it marks such sentences not checked "
-        "and supports none)",
-        flush=True,
-    )
+    if local_model(home) == SMALL_MODEL:
+        caption = (
+            "(the small model trained here writes report-like sentences; the verifier flags\n"
+            "       those no perceived finding or evidence supports)"
+        )
+    else:
+        caption = (
+            "(random weights: the findings and the impression are noise; the verifier finds no\n"
+            "       observation it can check in noise, so it marks such sentences not checked "
+            "and supports none; `make train-small` trains a real model)"
+        )
+    print(f"      {caption}", flush=True)
     exported = stub.ExportReport(rp.ExportReportRequest(report_id=report.report_id), timeout=300)
     bundle = Bundle.model_validate_json(exported.fhir_json)
     path = home / "demo-report.fhir.json"
