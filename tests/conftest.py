@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import io
+import os
 import random
-from collections.abc import Iterator
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -174,3 +179,47 @@ def write_corpus(
                 record.attachments["image.png"] = _png(56, (i % 200, 40, 80))
             records.append(record)
         write_shard(store, "corpus", f"s{shard:03d}", records)
+
+
+def stage_process(*args: str) -> subprocess.Popen[bytes]:
+    """``python -m medxiaohe_training ARGS`` from the checkout, output captured."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MEDXIAOHE_LOG_LEVEL": "WARNING"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "medxiaohe_training", *args],
+        cwd=Path(__file__).parents[1],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def kill_and_resume(
+    store: ArtifactStore,
+    stage: str,
+    run_id: str,
+    start: Callable[[], subprocess.Popen[bytes]],
+    at_step: int,
+    last_step: int,
+    timeouts: tuple[float, float],
+) -> None:
+    """Start a run, SIGKILL it once its checkpoint at ``at_step`` is in, start it again: it
+    must finish at ``last_step`` and publish, without training any step twice. ``timeouts``:
+    seconds to the checkpoint, seconds for the rerun."""
+    from medxiaohe.training.runs import Run
+
+    process = start()
+    marker = f"runs/{stage}/{run_id}/checkpoints/step-{at_step:08d}/node-0/_MANIFEST.json"
+    deadline = time.monotonic() + timeouts[0]
+    while not store.exists(marker) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert store.exists(marker), f"no checkpoint at step {at_step}"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not store.exists(f"runs/{stage}/{run_id}/model/_LATEST")
+    again = start()
+    output, _ = again.communicate(timeout=timeouts[1])
+    assert again.returncode == 0, output.decode()[-3000:]
+    steps = [m["step"] for m in Run(store, stage, run_id).metrics() if "loss" in m]
+    assert steps == sorted(set(steps))  # nothing before the checkpoint was trained twice
+    assert steps[-1] == last_step
+    assert store.exists(f"runs/{stage}/{run_id}/model/_LATEST")

@@ -6,11 +6,6 @@ a run killed after a checkpoint resumes from it."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +19,7 @@ from medxiaohe.storage import download, open_store, resolve
 from medxiaohe.training.config import load_config
 from medxiaohe.training.runs import Run, models_prefix
 from medxiaohe_training import cpt
-from tests.conftest import SECRET, small_records, write_corpus
+from tests.conftest import SECRET, kill_and_resume, small_records, stage_process, write_corpus
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 ROOT = Path(__file__).parents[2]
@@ -88,29 +83,6 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
     store_uri = str(tmp_path / "store")
     with_mixture(store_uri)
     store = open_store(store_uri)
-    command = [sys.executable, "-m", "medxiaohe_training", "cpt", "--config", str(CONFIG)]
-    command += ["--store_uri", store_uri, "--run_id", "killed", "--max_steps", "40"]
-    command += ["--save_steps", "5", "--learning_rate", "1e-3"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MEDXIAOHE_LOG_LEVEL": "WARNING"}
-
-    def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-
-    process = start()
-    marker = "runs/cpt/killed/checkpoints/step-00000010/node-0/_MANIFEST.json"
-    deadline = time.monotonic() + 300
-    while not store.exists(marker) and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert store.exists(marker), "no checkpoint at step 10"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not store.exists("runs/cpt/killed/model/_LATEST")
-    again = start()
-    output, _ = again.communicate(timeout=600)
-    assert again.returncode == 0, output.decode()[-3000:]
-    steps = [m["step"] for m in Run(store, "cpt", "killed").metrics() if "loss" in m]
-    assert steps == sorted(set(steps))  # nothing before the checkpoint was trained twice
-    assert steps[-1] == 40
-    assert store.exists("runs/cpt/killed/model/_LATEST")
+    args = ["cpt", "--config", str(CONFIG), "--store_uri", store_uri, "--run_id", "killed"]
+    args += ["--max_steps", "40", "--save_steps", "5", "--learning_rate", "1e-3"]
+    kill_and_resume(store, "cpt", "killed", lambda: stage_process(*args), 10, 40, (300, 600))

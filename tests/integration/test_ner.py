@@ -5,7 +5,6 @@ untrained model, and the hybrid tagger and the ingestion service use what it pub
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -29,7 +28,14 @@ from medxiaohe_protos.ingestion.v1 import ingestion_pb2_grpc as ing_grpc
 from medxiaohe_services.runtime.certs import DevPki
 from medxiaohe_services.runtime.client import secure_channel
 from medxiaohe_services.runtime.services import BUILDERS
-from tests.conftest import ALLOWED, publish_small_tree, server_settings, shared_data, small_records
+from tests.conftest import (
+    ALLOWED,
+    kill_and_resume,
+    publish_small_tree,
+    server_settings,
+    shared_data,
+    small_records,
+)
 from tests.servers import running
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -120,23 +126,12 @@ def test_run_is_published_and_beats_an_untrained_model(trained: Path, tmp_path: 
 def test_a_run_killed_mid_epoch_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
     store_path = tmp_path / "store"
     store = open_store(str(store_path))
-    process = train(store_path, "killed", "--save_steps", "10")
-    marker = "runs/ner/killed/checkpoints/step-00000020/node-0/_MANIFEST.json"
-    deadline = time.monotonic() + 240
-    while not store.exists(marker) and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert store.exists(marker), "no checkpoint at step 20"
-    process.send_signal(signal.SIGKILL)  # mid-epoch: the epoch has 50 steps
-    process.wait()
-    assert not store.exists("runs/ner/killed/model/_LATEST")
 
-    again = train(store_path, "killed", "--save_steps", "10")
-    output, _ = again.communicate(timeout=300)
-    assert again.returncode == 0, output.decode()[-3000:]
-    steps = [m["step"] for m in Run(store, "ner", "killed").metrics() if "loss" in m]
-    assert steps == sorted(set(steps))  # nothing before the checkpoint was trained twice
-    assert steps[-1] == 50
-    assert store.exists("runs/ner/killed/model/_LATEST")
+    def start() -> subprocess.Popen[bytes]:
+        return train(store_path, "killed", "--save_steps", "10")
+
+    # the epoch has 50 steps: killed mid-epoch
+    kill_and_resume(store, "ner", "killed", start, 20, 50, (240, 300))
 
 
 class FixedNer(NerTagger):

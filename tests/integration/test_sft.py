@@ -5,12 +5,7 @@ that reload and generate; a run killed after a checkpoint resumes from it."""
 from __future__ import annotations
 
 import io
-import os
 import random
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +16,7 @@ from medxiaohe.training.chat_data import publish_chat
 from medxiaohe.training.config import load_config
 from medxiaohe.training.runs import Run, models_prefix
 from medxiaohe_training import sft
-from tests.conftest import SECRET
+from tests.conftest import SECRET, kill_and_resume, stage_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 ROOT = Path(__file__).parents[2]
@@ -110,29 +105,6 @@ def test_a_killed_sft_run_resumes_from_its_last_checkpoint(tmp_path: Path) -> No
     store_uri = str(tmp_path / "store")
     with_chat_data(store_uri)
     store = open_store(store_uri)
-    command = [sys.executable, "-m", "medxiaohe_training", "sft", "--config", str(CONFIG)]
-    command += ["--store_uri", store_uri, "--run_id", "killed", "--max_steps", "30"]
-    command += ["--save_steps", "5"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MEDXIAOHE_LOG_LEVEL": "WARNING"}
-
-    def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-
-    process = start()
-    marker = "runs/sft/killed/checkpoints/step-00000010/node-0/_MANIFEST.json"
-    deadline = time.monotonic() + 600
-    while not store.exists(marker) and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert store.exists(marker), "no checkpoint at step 10"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not store.exists("runs/sft/killed/model/_LATEST")
-    again = start()
-    output, _ = again.communicate(timeout=900)
-    assert again.returncode == 0, output.decode()[-3000:]
-    steps = [m["step"] for m in Run(store, "sft", "killed").metrics() if "loss" in m]
-    assert steps == sorted(set(steps))  # nothing before the checkpoint was trained twice
-    assert steps[-1] == 30
-    assert store.exists("runs/sft/killed/model/_LATEST")
+    args = ["sft", "--config", str(CONFIG), "--store_uri", store_uri, "--run_id", "killed"]
+    args += ["--max_steps", "30", "--save_steps", "5"]
+    kill_and_resume(store, "sft", "killed", lambda: stage_process(*args), 10, 30, (600, 900))
