@@ -78,7 +78,6 @@ def train(config: CptConfig, settings: Settings) -> Manifest | None:
     from transformers import Trainer
 
     store, scratch = open_run(config, settings, STAGE)
-    scratch.mkdir(parents=True, exist_ok=True)
     base = base_folder(config.base_model, settings, scratch, config.seed)
     args = training_arguments(
         config,

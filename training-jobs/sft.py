@@ -135,7 +135,6 @@ def prepare(config: SftConfig, settings: Settings) -> tuple[Any, Run, Path]:
     from trl.trainer.sft_trainer import SFTTrainer
 
     store, scratch = open_run(config, settings, STAGE)
-    scratch.mkdir(parents=True, exist_ok=True)
     base = base_folder(config.base_model, settings, scratch, config.seed)
     evaluating = bool(config.eval_data)
     args = training_arguments(

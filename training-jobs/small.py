@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from medxiaohe.common.errors import InvalidInput, NotFound
-from medxiaohe.common.secrets import home_secret, required_secret
+from medxiaohe.common.secrets import home_or_configured_secret
 from medxiaohe.common.settings import Settings
 from medxiaohe.storage import ArtifactStore, Manifest, download, open_store, read_file, resolve
 from medxiaohe.training import public_data as public
@@ -67,12 +67,6 @@ class SmallConfig(RunConfig):
         super().__post_init__()
         if min(self.cpt_steps, self.batch_size, self.layers) < 1 or self.sft_epochs <= 0:
             raise InvalidInput("steps, batch size, layers and epochs must be positive")
-
-
-def _secret(config: SmallConfig, settings: Settings, store_uri: str) -> str:
-    if settings.deid_secret.get_secret_value() or store_uri.startswith("s3://"):
-        return required_secret(settings)
-    return home_secret(Path(config.home))
 
 
 def _thumbnail(path: Path, max_pixels: int) -> bytes:
@@ -250,7 +244,7 @@ def train(config: SmallConfig, settings: Settings) -> Manifest:
     steps: dict[str, Any] = {}
     try:
         documents = list(public.cpt_documents(data, tree))
-        secret = _secret(config, settings, store_uri)
+        secret = home_or_configured_secret(settings, Path(config.home))
         tagger = DictionaryTagger(tree)
         _step(steps, "ingest", lambda: ensure_dataset(store, DATASET, documents, tagger, secret))
 

@@ -103,9 +103,9 @@ def mixture(
     overhead on a CPT step, and the synthesis figures."""
     from medxiaohe.bench.mixture import run
     from medxiaohe.common.errors import NotFound
+    from medxiaohe.common.secrets import home_or_configured_secret
     from medxiaohe.common.settings import Settings
     from medxiaohe.entities.tree import EntityTree
-    from medxiaohe_services.cli.ingest import home_or_configured_secret
 
     setup_logging("WARNING")
     target = store_from(store)

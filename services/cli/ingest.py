@@ -17,16 +17,6 @@ from medxiaohe.storage import open_store
 DatasetOption = Annotated[str, typer.Option(help="Dataset the shards belong to.")]
 
 
-def home_or_configured_secret(settings: Settings, home: Path) -> str:
-    """The configured secret; a local-folder store is the embedded runtime's, so without one
-    the home's generated secret keys it (the same one `medxiaohe up` uses)."""
-    from medxiaohe.common.secrets import home_secret, required_secret
-
-    if settings.deid_secret.get_secret_value() or settings.store_uri.startswith("s3://"):
-        return required_secret(settings)
-    return home_secret(home)
-
-
 def _in_process(
     settings: Settings, secret: str, dataset: str, specs: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
@@ -59,6 +49,8 @@ def ingest(
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise typer.BadParameter(f"no such file or folder: {', '.join(missing)}")
+    from medxiaohe.common.secrets import home_or_configured_secret
+
     secret = home_or_configured_secret(settings, home)
     store = open_store(settings.store_uri, settings)
     keys = upload_inputs(store, dataset, paths, secret)

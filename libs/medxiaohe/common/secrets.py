@@ -52,3 +52,11 @@ def home_secret(home: Path) -> str:
             out.write(secrets.token_urlsafe(48))
         os.replace(tmp, path)
     return check_secret(path.read_text().strip())
+
+
+def home_or_configured_secret(settings: Settings, home: Path) -> str:
+    """The configured secret; a local-folder store is the embedded runtime's, so without one
+    the home's generated secret keys it (the same one `medxiaohe up` uses)."""
+    if settings.deid_secret.get_secret_value() or settings.store_uri.startswith("s3://"):
+        return required_secret(settings)
+    return home_secret(home)

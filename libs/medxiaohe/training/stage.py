@@ -47,12 +47,13 @@ def _deepspeed_on_cpu(backend: str) -> None:
 
 
 def open_run(config: RunConfig, settings: Settings, stage: str) -> tuple[ArtifactStore, Path]:
-    """(store, the run's scratch folder on this node); the folder's name is the run id: the
-    configured one, the newest unfinished run's (resume), or a new one."""
+    """(store, the run's scratch folder on this node, created); the folder's name is the run
+    id: the configured one, the newest unfinished run's (resume), or a new one."""
     store = open_store(config.store_uri or settings.store_uri, settings)
     run_id = config.run_id or (Run.unfinished(store, stage) if config.resume else "")
     # one scratch folder per run and node: the processes of a distributed run share it
     scratch = Path(tempfile.gettempdir()) / "medxiaohe-train" / (run_id or new_run_id(stage))
+    scratch.mkdir(parents=True, exist_ok=True)
     return store, scratch
 
 
