@@ -13,6 +13,7 @@ from medxiaohe.common.settings import SERVICE_NAMES, ServiceName, Settings
 from medxiaohe_services.cli import (
     bench,
     evaluate,
+    harness,
     index,
     ingest,
     met,
@@ -102,6 +103,9 @@ app.add_typer(model.app, name="model")
 app.command()(ingest.ingest)
 app.command()(ingest.coverage)
 app.command()(synthesize.synthesize)
+app.command()(harness.decontaminate)
+evaluate.app.command("suite")(harness.suite)
+evaluate.app.command("score-predictions")(harness.score_predictions)
 
 chart_app = typer.Typer(help="The Helm chart.", no_args_is_help=True)
 app.add_typer(chart_app, name="chart")

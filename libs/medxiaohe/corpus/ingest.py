@@ -11,11 +11,13 @@ from medxiaohe.common.errors import InvalidInput
 from medxiaohe.common.secrets import pseudonym
 from medxiaohe.corpus import readers
 from medxiaohe.corpus.dicom import read_dicom
+from medxiaohe.corpus.overlap import BenchmarkIndex
 from medxiaohe.corpus.record import Record
 from medxiaohe.corpus.shards import ShardResult, list_shards, read_records, shard_done, write_shard
 from medxiaohe.corpus.steps import (
     Dedup,
     Deidentify,
+    DropBenchmarkOverlap,
     LengthCap,
     QualityFilter,
     Step,
@@ -89,8 +91,12 @@ def _utf8(data: bytes) -> str:
         raise InvalidInput("not UTF-8 text") from None
 
 
-def default_steps(tagger: DictionaryTagger, secret: str, dedup: Dedup) -> list[Step]:
-    return [LengthCap(), Deidentify(secret), QualityFilter(), Tag(tagger), dedup]
+def default_steps(
+    tagger: DictionaryTagger, secret: str, dedup: Dedup, benchmarks: BenchmarkIndex | None = None
+) -> list[Step]:
+    """The corpus pipeline; with ``benchmarks``, records that copy a benchmark item drop."""
+    overlap: list[Step] = [DropBenchmarkOverlap(benchmarks)] if benchmarks else []
+    return [LengthCap(), *overlap, Deidentify(secret), QualityFilter(), Tag(tagger), dedup]
 
 
 def stored_hashes(store: ArtifactStore, dataset: str) -> set[str]:
@@ -155,6 +161,7 @@ class ShardIngestor:
     tagger: DictionaryTagger
     secret: str
     seen: set[str] = field(default_factory=set)
+    benchmarks: BenchmarkIndex | None = None  # records that copy a benchmark item drop
 
     def __post_init__(self) -> None:
         # one Dedup for every shard of the run: duplicates across shards are found too
@@ -193,5 +200,5 @@ class ShardIngestor:
                 skipped=True,
                 quarantined=meta.get("quarantined", 0),
             )
-        steps = default_steps(self.tagger, self.secret, self.dedup)
+        steps = default_steps(self.tagger, self.secret, self.dedup, self.benchmarks)
         return write_shard(self.store, self.dataset, shard_id, run_pipeline(steps, records))

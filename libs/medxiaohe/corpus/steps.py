@@ -13,6 +13,7 @@ from medxiaohe.corpus.deid import (
     patient_pseudonym,
     record_pseudonym,
 )
+from medxiaohe.corpus.overlap import BenchmarkIndex, first_overlap
 from medxiaohe.corpus.record import Record
 from medxiaohe.entities.tagger import DictionaryTagger
 
@@ -69,6 +70,33 @@ class Deidentify:
             record.known_phi = []
             record.deidentified = True
             yield record
+
+
+@dataclass
+class DropBenchmarkOverlap:
+    """Drops records that copy a benchmark item (a 13-gram of it, or its whole question), so
+    CPT and SFT never train on a test question; the reason names the item. It runs before
+    de-identification, which could shift a copied question's numbers out of the match."""
+
+    index: BenchmarkIndex
+    batch: int = 256
+    name: str = "benchmark_overlap"
+
+    def run(self, records: Iterable[Record]) -> Iterator[Record]:
+        pending: list[Record] = []
+        for record in records:
+            pending.append(record)
+            if len(pending) >= self.batch:
+                yield from self._check(pending)
+                pending = []
+        yield from self._check(pending)
+
+    def _check(self, records: list[Record]) -> list[Record]:
+        live = [r for r in records if not r.dropped and r.text]
+        for record, refs in zip(live, self.index.find([[r.text] for r in live]), strict=True):
+            if refs:
+                record.dropped = first_overlap(refs)
+        return records
 
 
 @dataclass

@@ -1,0 +1,143 @@
+"""`medxiaohe decontaminate`: which benchmark items the training data copies, per suite and per
+training source (ingested datasets, mixtures, synthesis items, SFT data, local JSONL files),
+published as ``decontamination/<name>`` for the harness's clean-subset scores."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from medxiaohe.common.errors import InvalidInput
+from medxiaohe.corpus.overlap import BenchmarkIndex
+from medxiaohe.eval.harness.suites import REPORT, RUBRIC, Item
+from medxiaohe.storage import ArtifactStore, publish, resolve
+
+PREFIX = "decontamination"
+BATCH = 512
+
+
+def benchmark_index(items: Sequence[Item]) -> BenchmarkIndex:
+    """Every item by its 13-grams; text-only items also by their exact question (an image
+    question such as "Is there a pneumothorax?" is not a copy of another image's). A reference
+    report counts only as a whole: templated radiology phrasing shares 13-grams across most
+    reports (179 of the 296 IU X-ray validation reports share one with a training report)."""
+    index = BenchmarkIndex()
+    for item in items:
+        if item.kind == REPORT:
+            index.add(f"{item.suite}/{item.id}", "", item.answer)
+            continue
+        if item.kind == RUBRIC:
+            example = item.extra["example"]
+            text = " ".join(m["content"] for m in example.conversation)
+        else:
+            text = item.text()
+        index.add(f"{item.suite}/{item.id}", text, "" if item.image else item.question)
+    return index
+
+
+def _chat_texts(row: dict[str, Any]) -> list[str]:
+    texts = []
+    for message in row.get("messages") or []:
+        content = message.get("content")
+        if isinstance(content, list):
+            content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        texts.append(str(content or ""))
+    return texts or [str(row.get("text", ""))]
+
+
+def source_texts(store: ArtifactStore, source: str) -> Iterator[list[str]]:
+    """The texts of each training record of a source: ``dataset:NAME`` (ingested shards),
+    ``mixture:NAME`` (each drawn record once), ``chat:PREFIX:FILE`` (synthesis or SFT data in
+    the store) or a local ``.jsonl`` file (``text`` or ``messages`` rows)."""
+    kind, _, rest = source.partition(":")
+    if kind == "dataset":
+        from medxiaohe.corpus.shards import list_shards, read_records
+
+        for manifest in list_shards(store, rest):
+            for row in read_records(store, manifest):
+                yield [row["text"]]
+    elif kind == "mixture":
+        from medxiaohe.mixture.artifact import iter_mixture, mixture_prefix
+
+        seen: set[str] = set()
+        for row in iter_mixture(store, resolve(store, mixture_prefix(rest))):
+            key = f"{row.get('source')}/{row.get('id')}"
+            if key not in seen:
+                seen.add(key)
+                yield [str(row.get("text", ""))]
+    elif kind == "chat":
+        from medxiaohe.storage import read_file
+
+        prefix, _, name = rest.partition(":")
+        body = read_file(store, resolve(store, prefix), name or "train.jsonl")
+        for line in body.decode().splitlines():
+            if line.strip():
+                yield _chat_texts(json.loads(line))
+    elif source.endswith(".jsonl") and Path(source).is_file():
+        for line in Path(source).read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                yield _chat_texts(json.loads(line))
+    else:
+        raise InvalidInput(
+            f"unknown source {source!r}: dataset:NAME, mixture:NAME, chat:PREFIX:FILE or a .jsonl"
+        )
+
+
+def decontaminate(
+    store: ArtifactStore, items: Sequence[Item], sources: Sequence[str]
+) -> dict[str, Any]:
+    """Contaminated items per suite and per source, and the scan's speed."""
+    index = benchmark_index(items)
+    total = {s: sum(i.suite == s for i in items) for s in dict.fromkeys(i.suite for i in items)}
+    hits: dict[str, set[str]] = defaultdict(set)  # suite -> item ids
+    by_source: dict[str, dict[str, int]] = {}
+    records = words = 0
+    start = time.perf_counter()
+    for source in sources:
+        found: set[str] = set()
+        batch: list[list[str]] = []
+        for texts in source_texts(store, source):
+            batch.append(texts)
+            records += 1
+            words += sum(len(t.split()) for t in texts)
+            if len(batch) >= BATCH:
+                found.update(*index.find(batch))
+                batch = []
+        if batch:
+            found.update(*index.find(batch))
+        per_suite: dict[str, int] = defaultdict(int)
+        for ref in found:
+            suite, _, item_id = ref.partition("/")
+            hits[suite].add(item_id)
+            per_suite[suite] += 1
+        by_source[source] = dict(sorted(per_suite.items()))
+    elapsed = max(time.perf_counter() - start, 1e-9)
+    return {
+        "items": total,
+        "contaminated": {s: len(hits.get(s, ())) for s in total},
+        "by_source": by_source,
+        "ids": {s: sorted(hits[s]) for s in total if hits.get(s)},
+        "records": records,
+        "records_per_s": round(records / elapsed, 1),
+        "words_per_s": round(words / elapsed, 1),
+        "n": index.n,
+    }
+
+
+def publish_report(store: ArtifactStore, name: str, report: dict[str, Any]) -> str:
+    manifest = publish(
+        store, f"{PREFIX}/{name}", {"report.json": json.dumps(report, sort_keys=True).encode()}
+    )
+    return f"{manifest.prefix}/{manifest.version}"
+
+
+def contaminated_ids(store: ArtifactStore, name: str) -> dict[str, set[str]]:
+    """Suite -> contaminated item ids, from the latest ``decontamination/<name>``."""
+    from medxiaohe.storage import read_file
+
+    report = json.loads(read_file(store, resolve(store, f"{PREFIX}/{name}"), "report.json"))
+    return {suite: set(ids) for suite, ids in report["ids"].items()}
