@@ -95,9 +95,7 @@ def suite(
     from medxiaohe.storage import open_store
 
     settings = Settings.from_env(**({"store_uri": store} if store else {}))
-    items, skipped = load_items(
-        [s for s in suites.split(",") if s], data, _paths(path), limit
-    )
+    items, skipped = load_items([s for s in suites.split(",") if s], data, _paths(path), limit)
     for name, why in skipped.items():
         typer.echo(f"skipping {name}: {why}", err=True)
     if not items:
@@ -128,7 +126,8 @@ def suite(
 def score_predictions(
     suite: Annotated[str, typer.Option(help="medqa, medmcqa, pubmedqa or mmlu_med.")],
     predictions: Annotated[
-        Path, typer.Option(help="ours: a predictions JSONL; mirage: a folder of per-question files.")
+        Path,
+        typer.Option(help="ours: a predictions JSONL; mirage: a folder of per-question files."),
     ],
     data: Annotated[Path, typer.Option(help="The suite's data file or folder.")],
     format: Annotated[str, typer.Option("--format", help="ours or mirage.")] = "ours",

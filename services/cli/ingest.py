@@ -18,7 +18,11 @@ DatasetOption = Annotated[str, typer.Option(help="Dataset the shards belong to."
 
 
 def _in_process(
-    settings: Settings, secret: str, dataset: str, specs: list[dict[str, Any]]
+    settings: Settings,
+    secret: str,
+    dataset: str,
+    specs: list[dict[str, Any]],
+    benchmarks: Path | None = None,
 ) -> list[dict[str, Any]]:
     """One worker's share of the shards, in this process (dedup spans all of them)."""
     from medxiaohe.corpus.ingest import ShardIngestor, ShardSpec
@@ -27,7 +31,15 @@ def _in_process(
 
     store = open_store(settings.store_uri, settings)
     tagger = DictionaryTagger(EntityTree.load(store, version=settings.met_version or None))
-    ingestor = ShardIngestor(store, dataset, tagger, secret)
+    index = None
+    if benchmarks:
+        from medxiaohe.eval.harness.contamination import benchmark_index
+        from medxiaohe.eval.harness.evaluate import load_items
+        from medxiaohe.eval.harness.suites import SUITES
+
+        loaded, _ = load_items(list(SUITES), benchmarks, {}, 0)
+        index = benchmark_index([i for items in loaded.values() for i in items])
+    ingestor = ShardIngestor(store, dataset, tagger, secret, benchmarks=index)
     return [ingestor.process(ShardSpec(s["shard_id"], tuple(s["keys"]))).as_dict() for s in specs]
 
 
@@ -39,6 +51,10 @@ def ingest(
     home: Annotated[
         Path, typer.Option(help="Embedded home: its secret keys a local store's pseudonyms.")
     ] = Path(".medxiaohe"),
+    drop_benchmark_overlap: Annotated[
+        Path | None,
+        typer.Option(help="Benchmark data root: drop records that copy one of its items."),
+    ] = None,
 ) -> None:
     """Run the ingestion pipeline over files: shards become Celery tasks when a broker is
     configured, or run in this machine's processes; a re-run skips finished shards."""
@@ -51,6 +67,8 @@ def ingest(
         raise typer.BadParameter(f"no such file or folder: {', '.join(missing)}")
     from medxiaohe.common.secrets import home_or_configured_secret
 
+    if drop_benchmark_overlap and settings.broker_url:
+        raise typer.BadParameter("--drop-benchmark-overlap runs in this machine's processes only")
     secret = home_or_configured_secret(settings, home)
     store = open_store(settings.store_uri, settings)
     keys = upload_inputs(store, dataset, paths, secret)
@@ -75,6 +93,7 @@ def ingest(
                     [secret] * workers,
                     [dataset] * workers,
                     shares,
+                    [drop_benchmark_overlap] * workers,
                 ):
                     results.extend(done)
                     progress.advance(task, len(done))

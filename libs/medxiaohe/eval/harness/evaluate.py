@@ -89,7 +89,11 @@ def publish_results(store: ArtifactStore, result: Mapping[str, Any]) -> str:
         "results.png": chart(body),
     }
     for suite in body["suites"]:
-        lines = [json.dumps(r, sort_keys=True) for r in result["predictions"] if r["suite"] == suite]
+        lines = [
+            json.dumps(r, sort_keys=True) for r in result["predictions"] if r["suite"] == suite
+        ]
         files[f"predictions/{suite}.jsonl"] = ("\n".join(lines) + "\n").encode()
-    manifest = publish(store, f"{RESULTS}/{result['run']}", files, metadata={"model": body["model"]})
+    manifest = publish(
+        store, f"{RESULTS}/{result['run']}", files, metadata={"model": body["model"]}
+    )
     return f"{manifest.prefix}/{manifest.version}"

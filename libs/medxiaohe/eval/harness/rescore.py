@@ -56,7 +56,9 @@ def read_mirage(folder: Path, suite: str, items: Sequence[Item]) -> dict[str, st
     return outputs
 
 
-def rescore(items: Sequence[Item], outputs: Mapping[str, str], extraction: str = "ours") -> dict[str, float | int]:
+def rescore(
+    items: Sequence[Item], outputs: Mapping[str, str], extraction: str = "ours"
+) -> dict[str, float | int]:
     """Accuracy over every gold item (an item without an output counts wrong and unparsed).
     ``extraction`` "mirage" applies MIRAGE's own (its fall-back "A" counts as unparsed)."""
     if not items or items[0].suite not in TEXT_CHOICE:

@@ -92,7 +92,9 @@ def judge(item: Item, output: str, grader: Grader | None) -> dict[str, Any]:
     return {"extracted": None}
 
 
-def ask(client: ModelClient, item: Item, config: RunConfig, grader: Grader | None) -> dict[str, Any]:
+def ask(
+    client: ModelClient, item: Item, config: RunConfig, grader: Grader | None
+) -> dict[str, Any]:
     messages = prompts.messages(item, config.mode)
     schema = prompts.schema(item, config.mode) if config.constrain else None
     params = ChatParams(max_tokens=prompts.max_tokens(item, config.mode), json_schema=schema)

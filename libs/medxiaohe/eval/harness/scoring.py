@@ -16,12 +16,13 @@ ROUNDS = 1000
 
 
 def bootstrap(values: Sequence[float], rounds: int = ROUNDS, seed: int = 0) -> list[float]:
-    """The percentile bootstrap 95 % interval of the mean."""
+    """The percentile bootstrap 95 % interval of the mean, clipped to [0, 1] as the scores
+    are (a rubric's raw mean can be negative)."""
     if not values:
         return [0.0, 0.0]
     array = np.asarray(values, dtype=float)
     means = np.random.default_rng(seed).choice(array, size=(rounds, len(array))).mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
+    low, high = np.clip(np.percentile(means, [2.5, 97.5]), 0.0, 1.0)
     return [round(float(low), 4), round(float(high), 4)]
 
 
@@ -60,14 +61,17 @@ def score_suite(
     no decontamination report, no clean score)."""
     kind = items[0].kind
     pairs = zip(items, records, strict=True)
-    clean = [(i, r) for i, r in pairs if i.id not in contaminated] if contaminated is not None else []
+    clean = (
+        [(i, r) for i, r in pairs if i.id not in contaminated] if contaminated is not None else []
+    )
     row: dict[str, Any] = {"n": len(items)}
     if contaminated is not None:
         row["contaminated"] = len(items) - len(clean)
     if kind == REPORT:
         row |= _report_metrics(items, records)
         if clean:
-            row["clean_score"] = _report_metrics(*zip(*clean, strict=True))["score"]  # type: ignore[arg-type]
+            clean_items, clean_records = [i for i, _ in clean], [r for _, r in clean]
+            row["clean_score"] = _report_metrics(clean_items, clean_records)["score"]
         return row
     key = "score" if kind == RUBRIC else "correct"
     values = [float(r[key]) for r in records]
@@ -142,7 +146,9 @@ def chart(result: Mapping[str, Any]) -> bytes:
     figure, axes = plt.subplots(figsize=(max(6.0, 1.1 * len(suites) + 2), 4))
     axes.bar(x - 0.2, score, 0.4, yerr=np.clip(errors, 0, None), capsize=3, label="all items")
     axes.bar(x + 0.2, [r.get("clean_score", 0.0) for r in rows], 0.4, label="decontaminated")
-    axes.set_xticks(x, [f"{s}\n({r['metric']})" for s, r in zip(suites, rows, strict=True)], fontsize=7)
+    axes.set_xticks(
+        x, [f"{s}\n({r['metric']})" for s, r in zip(suites, rows, strict=True)], fontsize=7
+    )
     axes.set_ylim(0, 1)
     axes.set_ylabel("score")
     axes.set_title(f"{result['model']} ({result['prompt_version']})", fontsize=9)

@@ -45,7 +45,7 @@ class Item:
 
 
 def _file(path: Path, name: str) -> Path:
-    """``path`` itself when it is a file, else ``name`` inside it; NotFound names what is missing."""
+    """``path`` itself when it is a file, else ``name`` inside it (NotFound when absent)."""
     found = path if path.is_file() else path / name
     if not found.is_file():
         raise NotFound(f"{found} is missing (skip this suite or point --path at the file)")
@@ -77,7 +77,9 @@ def medmcqa(path: Path) -> list[Item]:
     items = []
     for r in _jsonl(_file(path, "dev.json")):
         options = {LETTERS[i]: str(r[f"op{c}"]) for i, c in enumerate("abcd")}
-        items.append(Item("medmcqa", r["id"], r["question"], LETTERS[int(r["cop"]) - 1], CHOICE, options))
+        items.append(
+            Item("medmcqa", r["id"], r["question"], LETTERS[int(r["cop"]) - 1], CHOICE, options)
+        )
     return items
 
 
@@ -91,7 +93,14 @@ def pubmedqa(path: Path) -> list[Item]:
     if missing:
         raise InvalidInput(f"{len(missing)} test ids are not in ori_pqal.json")
     return [
-        Item("pubmedqa", pmid, labelled[pmid]["QUESTION"], letter[label], CHOICE, dict(PUBMEDQA_OPTIONS))
+        Item(
+            "pubmedqa",
+            pmid,
+            labelled[pmid]["QUESTION"],
+            letter[label],
+            CHOICE,
+            dict(PUBMEDQA_OPTIONS),
+        )
         for pmid, label in test.items()
     ]
 
@@ -105,7 +114,9 @@ def mmlu_med(path: Path) -> list[Item]:
                 if len(row) != 6:
                     raise InvalidInput(f"{subject}_test.csv row {i}: 6 columns expected")
                 options = dict(zip(LETTERS[:4], row[1:5], strict=True))
-                items.append(Item("mmlu_med", f"{subject}-{i:03d}", row[0], row[5].strip(), CHOICE, options))
+                items.append(
+                    Item("mmlu_med", f"{subject}-{i:03d}", row[0], row[5].strip(), CHOICE, options)
+                )
     return items
 
 
@@ -118,7 +129,9 @@ def _vqa_rad(path: Path, kind: str) -> list[Item]:
         if str(r["phrase_type"]).startswith("test") and r["answer_type"].strip().lower() == kind:
             answer = str(r["answer"]).strip().lower()
             image = str(folder / r["image_name"])
-            items.append(Item(f"vqa_rad_{kind}", str(r["qid"]), r["question"], answer, kind, image=image))
+            items.append(
+                Item(f"vqa_rad_{kind}", str(r["qid"]), r["question"], answer, kind, image=image)
+            )
     return items
 
 
@@ -152,7 +165,14 @@ def healthbench(path: Path) -> list[Item]:
     if not found.is_file():
         raise NotFound(f"{found} is missing (skip this suite or point --path at the file)")
     return [
-        Item("healthbench", e.prompt_id, e.conversation[-1]["content"], "", RUBRIC, extra={"example": e})
+        Item(
+            "healthbench",
+            e.prompt_id,
+            e.conversation[-1]["content"],
+            "",
+            RUBRIC,
+            extra={"example": e},
+        )
         for e in load_healthbench(found)
     ]
 

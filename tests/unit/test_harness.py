@@ -1,0 +1,218 @@
+"""The benchmark harness without a model: answer extraction on hand-written outputs, suites
+from hand-made files, MIRAGE-format re-scoring, scores and intervals, and the benchmark
+overlap index with the corpus step that drops copies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from medxiaohe.corpus.overlap import BenchmarkIndex, words
+from medxiaohe.corpus.record import Record
+from medxiaohe.corpus.steps import DropBenchmarkOverlap
+from medxiaohe.eval.harness import prompts
+from medxiaohe.eval.harness.contamination import benchmark_index
+from medxiaohe.eval.harness.extract import extract_choice, extract_short, mirage_choice
+from medxiaohe.eval.harness.scoring import bootstrap, markdown, score_suite
+from medxiaohe.eval.harness.suites import Item, load_suite, medqa
+from medxiaohe.training.public_data import REPORT_PROMPT
+from medxiaohe_services.cli import app
+
+OPTIONS = {
+    "A": "Erythromycin ointment",
+    "B": "Ketotifen eye drops",
+    "C": "Warm compresses",
+    "D": "Fluorometholone eye drops",
+}
+QUESTIONS = [
+    (
+        "A 35-year-old man comes to the physician because of itchy, watery eyes for the past "
+        "week. He has also been sneezing multiple times a day. Which is the most appropriate "
+        "treatment?",
+        OPTIONS,
+        "B",
+    ),
+    (
+        "A 67-year-old man with transitional cell carcinoma of the bladder comes to the "
+        "physician because of a 2-day history of ringing sensation in his ear. Which action "
+        "explains the drug's benefit?",
+        {"A": "Inhibition of proteasome", "B": "Hyperstabilization of microtubules",
+         "C": "Generation of free radicals", "D": "Cross-linking of DNA"},
+        "D",
+    ),
+    (
+        "A 20-year-old man comes to the physician because of worsening gait unsteadiness and "
+        "bilateral hearing loss for 1 month. This patient is at increased risk for which "
+        "condition?",
+        {"A": "Renal cell carcinoma", "B": "Meningioma", "C": "Astrocytoma",
+         "D": "Vascular malformations"},
+        "B",
+    ),
+]  # fmt: skip
+
+
+def write_medqa(folder: Path, questions: list[tuple[str, dict[str, str], str]] = QUESTIONS) -> Path:
+    """A MedQA-format file (the public release's fields)."""
+    path = folder / "test_4options.jsonl"
+    rows = [
+        {"question": q, "options": o, "answer_idx": a, "answer": o[a], "meta_info": "step1"}
+        for q, o, a in questions
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("B", "B"),
+        ("B. Ketotifen eye drops", "B"),
+        ("(C) because compresses soothe", "C"),
+        ("Answer: B", "B"),
+        ("After weighing it all, the answer is (D).", "D"),
+        ("The correct option is C", "C"),
+        ('{"answer": "A"}', "A"),
+        ('Reasoning first. {"reasoning": "allergic", "answer": "B"} done', "B"),
+        ('{"answer": "Ketotifen eye drops"}', "B"),
+        ("I would prescribe ketotifen eye drops for this.", "B"),
+        ("Fluorometholone eye drops.", "D"),  # not "eye drops" of B: the longest option wins
+        ("I am not sure.", None),
+        ("The answer is a difficult one to give.", None),  # a lower-case "a" is no letter
+        ("Either warm compresses or erythromycin ointment.", None),  # two options: ambiguous
+        ('{"answer": "Z"}', None),
+        ("", None),
+    ],
+)
+def test_choice_extraction(reply: str, expected: str | None) -> None:
+    assert extract_choice(reply, OPTIONS) == expected
+
+
+def test_short_answers_and_mirage_extraction() -> None:
+    assert extract_short('{"answer": "Yes"}') == "yes"
+    assert extract_short("No.\nThe lungs are clear.") == "no"
+    assert extract_short("  ") is None
+    thinking = '{"step_by_step_thinking": "The facial nerve ...", "answer_choice": "D"}'
+    assert mirage_choice(thinking) == ("D", True)
+    assert mirage_choice("I think Option C is right") == ("C", True)
+    assert mirage_choice("Answer: B") == ("B", True)
+    assert mirage_choice("no letter here") == ("A", False)  # MIRAGE's fall-back
+
+
+def test_suites_read_their_public_formats(tmp_path: Path) -> None:
+    items = medqa(write_medqa(tmp_path))
+    assert [i.id for i in items] == ["0000", "0001", "0002"]  # MIRAGE's keys
+    assert items[0].answer == "B"
+    assert items[0].options == OPTIONS
+    mmlu = tmp_path / "mmlu"
+    mmlu.mkdir()
+    for subject in ("anatomy", "clinical_knowledge", "college_biology", "college_medicine",
+                    "medical_genetics", "professional_medicine"):  # fmt: skip
+        (mmlu / f"{subject}_test.csv").write_text('"Which, of these?",w,x,y,"z, too",D\n')
+    rows = load_suite("mmlu_med", mmlu)
+    assert rows[0].id == "anatomy-000"
+    assert rows[0].options["D"] == "z, too"
+    assert rows[0].answer == "D"
+    assert len(rows) == 6
+    message = prompts.messages(items[0], "zero-shot")[0]["content"]
+    assert "B. Ketotifen eye drops" in message
+    assert items[0].question in message
+    schema = json.loads(prompts.schema(items[0], "thinking") or "{}")
+    assert schema["required"] == ["reasoning", "answer"]
+    assert schema["properties"]["answer"]["enum"] == ["A", "B", "C", "D"]
+    # the report prompt is the one the small model was trained on
+    report = Item("iu_xray", "1", "cough", "Clear lungs.", "report")
+    assert prompts.messages(report, "zero-shot")[0]["content"] == REPORT_PROMPT.format("cough")
+
+
+def test_mirage_format_rescoring_matches_hand_count(tmp_path: Path) -> None:
+    data = write_medqa(tmp_path)  # gold: B, D, B
+    folder = tmp_path / "mirage"
+    folder.mkdir()
+    outputs = {
+        "0000": '{"step_by_step_thinking": "allergy", "answer_choice": "B"}',  # right
+        "0001": '{"step_by_step_thinking": "cisplatin", "answer_choice": "C"}',  # wrong
+        # 0002 has no file: wrong and unparsed
+    }
+    for key, output in outputs.items():
+        (folder / f"test_{key}.json").write_text(json.dumps([output, "ignored second sample"]))
+    args = ["eval", "score-predictions", "--suite", "medqa", "--format", "mirage"]
+    result = CliRunner().invoke(app, [*args, "--predictions", str(folder), "--data", str(data)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"accuracy": round(1 / 3, 4), "n": 3, "unparsed": 1}
+    # an output no pattern reads: MIRAGE's extraction falls back to "A", ours says unparsed
+    (folder / "test_0002.json").write_text(json.dumps(["I cannot tell."]))
+    for extraction, expected in (("ours", 1), ("mirage", 1)):
+        invoked = CliRunner().invoke(
+            app,
+            [*args, "--predictions", str(folder), "--data", str(data), "--extraction", extraction],
+        )
+        assert json.loads(invoked.output)["unparsed"] == expected
+    ours = tmp_path / "ours.jsonl"
+    ours.write_text("".join(json.dumps({"id": k, "output": v}) + "\n" for k, v in outputs.items()))
+    invoked = CliRunner().invoke(
+        app, ["eval", "score-predictions", "--suite", "medqa", "--predictions", str(ours),
+              "--data", str(data)],
+    )  # fmt: skip
+    assert json.loads(invoked.output) == {"accuracy": round(1 / 3, 4), "n": 3, "unparsed": 1}
+
+
+def test_scores_intervals_and_clean_subset() -> None:
+    items = [Item("medqa", str(i), "q", "A", "choice", {"A": "a", "B": "b"}) for i in range(4)]
+    records = [
+        {"correct": c, "extracted": e}
+        for c, e in ((True, "A"), (False, "B"), (False, None), (True, "A"))
+    ]
+    row = score_suite(items, records, contaminated={"0"})
+    assert row["score"] == 0.5
+    assert row["unparsed"] == 1
+    assert row["contaminated"] == 1
+    assert row["clean_score"] == round(1 / 3, 4)
+    low, high = row["ci95"]
+    assert 0.0 <= low < 0.5 < high <= 1.0
+    assert "clean_score" not in score_suite(items, records)  # no report, no clean score
+    assert bootstrap([1.0] * 5) == [1.0, 1.0]
+    table = markdown(
+        {"model": "m", "prompt_version": "v1-zero-shot", "grader": "deterministic",
+         "decontamination": "default", "suites": {"medqa": row}, "macro_average": 0.5,
+         "clean_macro_average": 0.3333}
+    )  # fmt: skip
+    assert "| medqa | accuracy | 0.5000 |" in table
+    assert "25.0%" in table
+
+
+def test_overlap_index_finds_copies_across_batches() -> None:
+    items = medqa_items()
+    index = benchmark_index(items)
+    question = items[1].question
+    texts = [
+        ["An unrelated abstract about lace plant leaves and programmed cell death in vivo."],
+        [f"Study notes. {question.upper()} Discuss."],  # case and punctuation do not hide it
+        ["Warm compresses"],  # an option alone: too short to be a copy
+        ["user turn", items[2].question],  # an SFT row whose user turn is the question
+    ]
+    found = index.find(texts)
+    assert found == [set(), {"medqa/0001"}, set(), {"medqa/0002"}]
+    # 12 words of a question are not 13
+    twelve = " ".join(words(question)[:12])
+    assert index.find([[twelve]]) == [set()]
+    assert len(BenchmarkIndex()) == 0
+    assert BenchmarkIndex().find([["anything"]]) == [set()]
+
+
+def medqa_items() -> list[Item]:
+    return [Item("medqa", f"{i:04d}", q, a, "choice", o) for i, (q, o, a) in enumerate(QUESTIONS)]
+
+
+def test_corpus_step_drops_copies_with_the_reason() -> None:
+    step = DropBenchmarkOverlap(benchmark_index(medqa_items()), batch=2)
+    records = [
+        Record("r1", "notes", "Patient seen for a cough, lungs clear."),
+        Record("r2", "forum", f"Q: {QUESTIONS[0][0]} A: ketotifen"),
+        Record("r3", "notes", "Follow-up in two weeks."),
+    ]
+    out = list(step.run(records))
+    assert [r.id for r in out] == ["r1", "r2", "r3"]  # dropped records keep flowing
+    assert [r.dropped for r in out] == ["", "overlaps benchmark item medqa/0000", ""]
