@@ -8,7 +8,7 @@ PYTHON ?= python3
 PIP := $(PY) -m pip --disable-pip-version-check -q
 SOURCES := libs/medxiaohe services training-jobs tests protos/generate.py
 
-.PHONY: help venv install protos lint check test demo clean met train-ner train-small bench-tagging bench-ingest bench-mixture bench-serving
+.PHONY: help venv install protos lint check test demo clean met train-ner train-small bench-tagging bench-ingest bench-mixture bench-serving eval-suite bench-decontaminate
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -56,6 +56,12 @@ train-small: venv ## Train the small model from ../shared/data: CPT, SFT, figure
 	$(VENV)/bin/medxiaohe met stats >/dev/null 2>&1 || $(VENV)/bin/medxiaohe met build >/dev/null
 	HF_HUB_OFFLINE=1 MEDXIAOHE_LOG_LEVEL=WARNING $(VENV)/bin/medxiaohe-train small --config training-jobs/configs/small.yaml
 	$(VENV)/bin/medxiaohe model show models/small
+
+eval-suite: venv ## Score models/small (or MODEL=...) on every suite of ../shared/data; resumable
+	HF_HUB_OFFLINE=1 $(VENV)/bin/medxiaohe eval suite --run $(or $(RUN),small-zero-shot) --model $(or $(MODEL),models/small) --out .medxiaohe/eval/$(or $(RUN),small-zero-shot)
+
+bench-decontaminate: venv ## Benchmark-overlap scan vs joined n-gram lookup on the ingested corpus
+	$(VENV)/bin/medxiaohe bench decontaminate --dataset $(or $(DATASET),small)
 
 bench-tagging: venv ## Tagger vs spaCy PhraseMatcher and medspaCy (creates .venv-medspacy once)
 	$(VENV)/bin/medxiaohe met stats >/dev/null 2>&1 || $(VENV)/bin/medxiaohe met build >/dev/null

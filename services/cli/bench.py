@@ -48,6 +48,30 @@ def ingest(
 
 
 @app.command()
+def decontaminate(
+    dataset: Annotated[str, typer.Option(help="An ingested dataset (make train-small: small).")] = (
+        "small"
+    ),
+    data: Annotated[Path, typer.Option(help="The shared data root (the suites).")] = Path(
+        "../shared/data"
+    ),
+    repeats: Annotated[int, typer.Option(min=1, help="Timed repeats (median).")] = 3,
+    store: StoreOption = None,
+) -> None:
+    """The benchmark-overlap scan (13-grams, hashed in numpy) vs joined-string n-gram lookup,
+    over an ingested dataset against every suite."""
+    from medxiaohe.bench.decontamination import run
+    from medxiaohe.eval.harness.evaluate import load_items
+    from medxiaohe.eval.harness.suites import SUITES
+
+    items, skipped = load_items(list(SUITES), data, {}, 0)
+    if skipped:
+        raise typer.BadParameter(f"suites missing under {data}: {', '.join(skipped)}")
+    every = [i for suite in items.values() for i in suite]
+    typer.echo(json.dumps(run(store_from(store), every, dataset, repeats)))
+
+
+@app.command()
 def retrieval(
     beir_dir: Annotated[Path, typer.Option(help="BEIR folder (corpus, queries, qrels).")],
     split: Annotated[str, typer.Option(help="qrels split to score (train for tuning).")] = "train",

@@ -78,6 +78,11 @@ def suite(
         str, typer.Option(help="decontamination/<NAME> whose items the clean scores leave out.")
     ] = "",
     concurrency: Annotated[int, typer.Option(min=1, max=64, help="Requests at once.")] = 4,
+    grader: Annotated[
+        str, typer.Option(help="HealthBench grader: deterministic, model or composite.")
+    ] = ("deterministic"),
+    judge: Annotated[str, typer.Option(help="The judge's OpenAI-compatible URL up to /v1.")] = "",
+    judge_model: Annotated[str, typer.Option(help="The judge's model name.")] = "",
     out: Annotated[
         Path | None, typer.Option(help="Also write results.json, .md and .png to this folder.")
     ] = None,
@@ -91,8 +96,8 @@ def suite(
     from medxiaohe.eval.harness.evaluate import evaluate, load_items, publish_results
     from medxiaohe.eval.harness.run import RunConfig, check_run
     from medxiaohe.eval.harness.scoring import chart, markdown
-    from medxiaohe.rubric.deterministic import DeterministicGrader
     from medxiaohe.storage import open_store
+    from medxiaohe_services.cli.evaluate import make_grader
 
     settings = Settings.from_env(**({"store_uri": store} if store else {}))
     items, skipped = load_items([s for s in suites.split(",") if s], data, _paths(path), limit)
@@ -102,14 +107,16 @@ def suite(
         raise typer.BadParameter("no suite could be read")
     check_run(run)
     client, model_id = _client(settings, model, endpoint, model_name, api_key_file)
-    config = RunConfig(model_id, mode, constrain, grader="deterministic")
+    chosen = make_grader(grader, settings, judge, judge_model, concurrency)
+    named = grader if grader == "deterministic" else f"{grader}:{judge_model or judge}"
+    config = RunConfig(model_id, mode, constrain, grader=named)
     artifacts = open_store(settings.store_uri, settings)
     total = sum(len(v) for v in items.values())
     with Progress(transient=True) as progress:
         task = progress.add_task(f"eval {run}", total=total)
         result = evaluate(
             artifacts, client, config, items,
-            run=run, grader=DeterministicGrader(), decontamination=decontamination,
+            run=run, grader=chosen, decontamination=decontamination,
             concurrency=concurrency, on_answer=lambda _: progress.advance(task),
         )  # fmt: skip
     body = {k: v for k, v in result.items() if k != "predictions"}

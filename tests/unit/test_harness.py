@@ -16,10 +16,12 @@ from medxiaohe.corpus.steps import DropBenchmarkOverlap
 from medxiaohe.eval.harness import prompts
 from medxiaohe.eval.harness.contamination import benchmark_index
 from medxiaohe.eval.harness.extract import extract_choice, extract_short, mirage_choice
+from medxiaohe.eval.harness.rescore import read_mirage, rescore
 from medxiaohe.eval.harness.scoring import bootstrap, markdown, score_suite
 from medxiaohe.eval.harness.suites import Item, load_suite, medqa
 from medxiaohe.training.public_data import REPORT_PROMPT
 from medxiaohe_services.cli import app
+from tests.conftest import SHARED_DATA
 
 OPTIONS = {
     "A": "Erythromycin ointment",
@@ -216,3 +218,27 @@ def test_corpus_step_drops_copies_with_the_reason() -> None:
     out = list(step.run(records))
     assert [r.id for r in out] == ["r1", "r2", "r3"]  # dropped records keep flowing
     assert [r.dropped for r in out] == ["", "overlaps benchmark item medqa/0000", ""]
+
+
+MIRAGE_PUBLISHED = [  # MIRAGE's CoT accuracies, as its evaluate.py computes them
+    ("medqa", "medqa", "medqa_us", "gpt-35-turbo-16k", 0.6489),
+    ("medqa", "medqa", "medqa_us", "gpt-4-32k", 0.8397),
+    ("medmcqa", "medmcqa", "medmcqa", "gpt-35-turbo-16k", 0.5513),
+    ("medmcqa", "medmcqa", "medmcqa", "gpt-4-32k", 0.6988),
+    ("mmlu_med", "mmlu", "mmlu_med", "gpt-35-turbo-16k", 0.7291),
+    ("mmlu_med", "mmlu", "mmlu_med", "gpt-4-32k", 0.8944),
+]
+
+
+@pytest.mark.parametrize(("suite", "dataset", "folder", "llm", "published"), MIRAGE_PUBLISHED)
+def test_mirage_released_predictions_give_published_accuracy(
+    suite: str, dataset: str, folder: str, llm: str, published: float
+) -> None:
+    """With MIRAGE's prediction/ tree under ../shared/data/mirage_baselines (not shipped here:
+    MIRAGE's repository holds it), its own extraction reproduces its numbers."""
+    predictions = SHARED_DATA / "mirage_baselines" / "prediction" / dataset / "cot" / "OpenAI" / llm
+    if not predictions.is_dir():
+        pytest.skip(f"{predictions} is absent (MIRAGE's released predictions)")
+    items = load_suite(suite, SHARED_DATA / folder)
+    outputs = read_mirage(predictions, suite, items)
+    assert rescore(items, outputs, "mirage")["accuracy"] == pytest.approx(published, abs=1e-4)
