@@ -57,8 +57,12 @@ train-small: venv ## Train the small model from ../shared/data: CPT, SFT, figure
 	HF_HUB_OFFLINE=1 MEDXIAOHE_LOG_LEVEL=WARNING $(VENV)/bin/medxiaohe-train small --config training-jobs/configs/small.yaml
 	$(VENV)/bin/medxiaohe model show models/small
 
-eval-suite: venv ## Score models/small (or MODEL=...) on every suite of ../shared/data; resumable
-	HF_HUB_OFFLINE=1 $(VENV)/bin/medxiaohe eval suite --run $(or $(RUN),small-zero-shot) --model $(or $(MODEL),models/small) --out .medxiaohe/eval/$(or $(RUN),small-zero-shot)
+eval-suite: venv ## Score models/small (after train-small) on every suite, clean subsets beside; resumable
+	$(VENV)/bin/medxiaohe decontaminate --name small --source dataset:small --source mixture:small \
+		--source chat:synthesis/small:train.jsonl --source chat:sft-data/small:train.jsonl
+	HF_HUB_OFFLINE=1 $(VENV)/bin/medxiaohe eval suite --run $(or $(RUN),small-zero-shot) \
+		--model $(or $(MODEL),models/small) --decontamination small --concurrency 8 \
+		--out .medxiaohe/eval/$(or $(RUN),small-zero-shot)
 
 bench-decontaminate: venv ## Benchmark-overlap scan vs joined n-gram lookup on the ingested corpus
 	$(VENV)/bin/medxiaohe bench decontaminate --dataset $(or $(DATASET),small)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from itertools import repeat
 
 import numpy as np
 
 WORD = re.compile(r"[a-z0-9]+")
 BASE = np.uint64(1_000_003)
 N = 13
+FILTER_BITS = 24  # a 16 MiB table of hash bits screens windows before the sorted lookup
 
 
 def words(text: str) -> list[str]:
@@ -29,6 +31,7 @@ class BenchmarkIndex:
         self.grams: dict[tuple[int, ...], set[str]] = {}
         self.questions: dict[str, set[str]] = {}
         self._hashes = np.zeros(0, dtype=np.uint64)
+        self._filter = np.zeros(0, dtype=bool)
 
     def __len__(self) -> int:
         return len({ref for refs in self.grams.values() for ref in refs})
@@ -51,9 +54,12 @@ class BenchmarkIndex:
 
     def find(self, texts: Sequence[Sequence[str]]) -> list[set[str]]:
         """For each record (its texts, e.g. a chat's turns), the items it overlaps."""
+        mask = np.uint64((1 << FILTER_BITS) - 1)
         if not len(self._hashes) and self.grams:
             keys = np.array(list(self.grams), dtype=np.uint64)
             self._hashes = np.unique(self._window_hashes(keys.ravel())[:: self.n])
+            self._filter = np.zeros(1 << FILTER_BITS, dtype=bool)
+            self._filter[self._hashes & mask] = True
         found: list[set[str]] = [set() for _ in texts]
         ids: list[int] = []
         owner: list[int] = []
@@ -64,13 +70,14 @@ class BenchmarkIndex:
                 refs = self.questions.get(" ".join(said))
                 if refs:
                     found[index] |= refs
-                ids.extend(get(w, 0) for w in said)
+                ids.extend(map(get, said, repeat(0)))
                 ids.append(0)  # no n-gram spans two texts
                 owner.extend([index] * (len(said) + 1))
         if len(ids) >= self.n and len(self._hashes):
             hashes = self._window_hashes(np.asarray(ids, dtype=np.uint64))
-            at = np.minimum(np.searchsorted(self._hashes, hashes), len(self._hashes) - 1)
-            hits = np.flatnonzero(self._hashes[at] == hashes)
+            maybe = np.flatnonzero(self._filter[hashes & mask])
+            at = np.minimum(np.searchsorted(self._hashes, hashes[maybe]), len(self._hashes) - 1)
+            hits = maybe[self._hashes[at] == hashes[maybe]]
             for start in hits.tolist():
                 refs = self.grams.get(tuple(ids[start : start + self.n]))
                 if refs:

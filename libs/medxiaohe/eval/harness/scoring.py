@@ -144,8 +144,14 @@ def chart(result: Mapping[str, Any]) -> bytes:
     score = np.array([r["score"] for r in rows])
     errors = np.array([[r["score"] - r["ci95"][0], r["ci95"][1] - r["score"]] for r in rows]).T
     figure, axes = plt.subplots(figsize=(max(6.0, 1.1 * len(suites) + 2), 4))
-    axes.bar(x - 0.2, score, 0.4, yerr=np.clip(errors, 0, None), capsize=3, label="all items")
-    axes.bar(x + 0.2, [r.get("clean_score", 0.0) for r in rows], 0.4, label="decontaminated")
+    clean = any("clean_score" in r for r in rows)
+    width = 0.4 if clean else 0.6
+    shift = width / 2 if clean else 0.0
+    axes.bar(x - shift, score, width, yerr=np.clip(errors, 0, None), capsize=3, label="all items")
+    if clean:
+        axes.bar(
+            x + shift, [r.get("clean_score", 0.0) for r in rows], width, label="decontaminated"
+        )
     axes.set_xticks(
         x, [f"{s}\n({r['metric']})" for s, r in zip(suites, rows, strict=True)], fontsize=7
     )
