@@ -106,7 +106,7 @@ def ask(
         "prompt": messages[-1]["content"],
         "output": reply.text,
         **judge(item, reply.text, grader),
-        "gold": item.answer if item.kind != REPORT else None,
+        "gold": item.answer if item.kind not in (REPORT, RUBRIC) else None,
         "model": config.model,
         "prompt_version": prompts.version(config.mode),
         "finish_reason": reply.finish_reason,
