@@ -10,11 +10,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from medxiaohe.common.errors import Conflict
 from medxiaohe.corpus.ingest import ShardIngestor
 from medxiaohe.corpus.record import Record
 from medxiaohe.entities.tagger import DictionaryTagger
@@ -121,6 +123,13 @@ def test_planted_question_is_found_dropped_and_left_out(predictor: Running, tmp_
     assert row["contaminated"] == 1
     assert row["score"] == round(sum(correct.values()) / 3, 4)
     assert row["clean_score"] == round((correct["0000"] + correct["0002"]) / 2, 4)
+    # the run answered these items: other content under their ids is a conflict
+    changed = [replace(items[0], question="Which drug is first line for allergic rhinitis?")]
+    with pytest.raises(Conflict, match="not the one run planted answered"):
+        evaluate(
+            store, client_of(predictor), RunConfig(f"{NAME}@test"), {"medqa": changed},
+            run="planted",
+        )  # fmt: skip
 
 
 @pytest.mark.timeout(900)

@@ -45,6 +45,13 @@ def check_run(run: str) -> str:
     return run
 
 
+def item_digest(item: Item) -> str:
+    """What the item asks and expects: a resumed run must be asking the same items."""
+    image = Path(item.image).name if item.image else ""
+    body = json.dumps([item.question, item.options, item.answer, image], sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
 def item_key(run: str, item: Item) -> str:
     """The item's object; ids that are not plain file names are hashed."""
     name = item.id if SAFE_ID.match(item.id) else hashlib.sha256(item.id.encode()).hexdigest()[:32]
@@ -103,6 +110,7 @@ def ask(
     return {
         "suite": item.suite,
         "id": item.id,
+        "item": item_digest(item),
         "prompt": messages[-1]["content"],
         "output": reply.text,
         **judge(item, reply.text, grader),
@@ -131,8 +139,13 @@ def run_items(
     done: dict[str, dict[str, Any]] = {}
     for suite in dict.fromkeys(i.suite for i in items):
         done |= {f"{suite}/{k}": v for k, v in finished(store, run, suite).items()}
+    for item in items:
+        record = done.get(f"{item.suite}/{item.id}")
+        if record and record.get("item") != item_digest(item):
+            raise Conflict(f"{item.suite} item {item.id} is not the one run {run} answered")
     todo = [i for i in items if f"{i.suite}/{i.id}" not in done]
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+    pool = ThreadPoolExecutor(max_workers=concurrency)
+    try:
         futures = {pool.submit(ask, client, item, config, grader): item for item in todo}
         for future in as_completed(futures):
             item, record = futures[future], future.result()
@@ -140,4 +153,6 @@ def run_items(
             done[f"{item.suite}/{item.id}"] = record
             if on_answer:
                 on_answer(record)
+    finally:  # a failed item stops the run: nothing queued is asked for nothing
+        pool.shutdown(cancel_futures=True)
     return [done[f"{i.suite}/{i.id}"] for i in items]
