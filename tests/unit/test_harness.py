@@ -85,6 +85,7 @@ def write_medqa(folder: Path, questions: list[tuple[str, dict[str, str], str]] =
         ("The answer is a difficult one to give.", None),  # a lower-case "a" is no letter
         ("Either warm compresses or erythromycin ointment.", None),  # two options: ambiguous
         ('{"answer": "Z"}', None),
+        ('{"reasoning": "unsure", "answer": ""}', None),  # an empty JSON answer answers nothing
         ("", None),
     ],
 )
@@ -96,6 +97,7 @@ def test_short_answers_and_mirage_extraction() -> None:
     assert extract_short('{"answer": "Yes"}') == "yes"
     assert extract_short("No.\nThe lungs are clear.") == "no"
     assert extract_short("  ") is None
+    assert extract_short('{"reasoning": "", "answer": ""}') is None
     thinking = '{"step_by_step_thinking": "The facial nerve ...", "answer_choice": "D"}'
     assert mirage_choice(thinking) == ("D", True)
     assert mirage_choice("I think Option C is right") == ("C", True)
@@ -123,6 +125,7 @@ def test_suites_read_their_public_formats(tmp_path: Path) -> None:
     assert items[0].question in message
     schema = json.loads(prompts.schema(items[0], "thinking") or "{}")
     assert schema["required"] == ["reasoning", "answer"]
+    assert list(schema["properties"]) == ["reasoning", "answer"]  # generated in this order
     assert schema["properties"]["answer"]["enum"] == ["A", "B", "C", "D"]
     # the report prompt is the one the small model was trained on
     report = Item("iu_xray", "1", "cough", "Clear lungs.", "report")

@@ -31,7 +31,7 @@ class ChatParams:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
-    json_schema: str | None = None  # the output must validate (canonical schema text)
+    json_schema: str | None = None  # the output must validate (compact schema text)
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:

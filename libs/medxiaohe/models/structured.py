@@ -63,7 +63,9 @@ ANY_OBJECT = {"type": "object"}
 
 
 def schema_of(response_format: Any) -> str | None:
-    """The canonical JSON schema text of a ``response_format`` (None for plain text)."""
+    """The compact JSON schema text of a ``response_format`` (None for plain text). Keys keep
+    their order: properties are generated in the order the schema lists them, as OpenAI's
+    structured outputs do (a "reasoning" listed before an "answer" is written first)."""
     if response_format is None:
         return None
     if not isinstance(response_format, dict):
@@ -79,7 +81,7 @@ def schema_of(response_format: Any) -> str | None:
     schema = spec.get("schema") if isinstance(spec, dict) else None
     if not isinstance(schema, dict):
         raise InvalidInput("response_format.json_schema.schema must be a JSON schema object")
-    text = json.dumps(schema, sort_keys=True, separators=(",", ":"))
+    text = json.dumps(schema, separators=(",", ":"))
     if len(text) > MAX_SCHEMA_BYTES:
         raise InvalidInput(f"response_format's schema may be at most {MAX_SCHEMA_BYTES} bytes")
     return text

@@ -25,7 +25,8 @@ def _words(text: str) -> str:
 
 
 def json_answer(reply: str) -> str | None:
-    """The value of an ``answer`` key in the first JSON object of the reply that has one."""
+    """The value of an ``answer`` key in the first JSON object of the reply that has one
+    (empty when that answer is empty: the reply answered nothing)."""
     reply = reply[:MAX_REPLY]
     candidates = [reply.strip(), *JSON_OBJECT.findall(reply)]
     for candidate in candidates:
@@ -35,7 +36,7 @@ def json_answer(reply: str) -> str | None:
             continue
         if isinstance(value, dict):
             for key in ANSWER_KEYS:
-                if isinstance(value.get(key), str | int | float) and str(value[key]).strip():
+                if isinstance(value.get(key), str | int | float):
                     return str(value[key]).strip()
     return None
 

@@ -52,14 +52,14 @@ def schema(item: Item, mode: str) -> str | None:
         return None
     properties: dict[str, Any] = {"answer": answer}
     if mode == "thinking":
-        properties = {"reasoning": {"type": "string", "maxLength": 1500}, **properties}
+        properties = {"reasoning": {"type": "string", "maxLength": 1000}, **properties}
     body = {
         "type": "object",
         "properties": properties,
         "required": list(properties),
         "additionalProperties": False,
     }
-    return json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return json.dumps(body, separators=(",", ":"))  # in order: the reasoning comes first
 
 
 def max_tokens(item: Item, mode: str) -> int:
