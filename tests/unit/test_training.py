@@ -246,3 +246,33 @@ def test_model_show_prints_a_published_models_card_without_its_weights(
     missing = CliRunner().invoke(app, ["model", "show", "models/rl"])
     assert missing.exit_code == 1
     assert "nothing has been published" in missing.output
+
+
+def test_rl_config_builds_the_layered_reward_config() -> None:
+    from medxiaohe.common.errors import InvalidInput
+    from medxiaohe.rubric.rewards import layered_from_config
+    from medxiaohe_training.rl import RlConfig, prompts
+
+    config = RlConfig(
+        reward_layers="option=1.0,regex:call 911=0.5", safety=["Advises stopping insulin"]
+    )
+    built = config.reward_config()
+    assert built["layers"] == {"option": 1.0, "regex:call 911": 0.5}
+    assert built["rule_layers"] == ["option"]
+    assert built["safety"] == [{"criterion": "Advises stopping insulin", "points": -10}]
+    with pytest.raises(InvalidInput, match="name=weight"):
+        RlConfig(reward_layers="option").reward_config()
+    with pytest.raises(InvalidInput, match="multiple"):
+        RlConfig(num_generations=3, batch_size=8)
+    # the shaping bound must stay under half the smallest rule weight
+    with pytest.raises(InvalidInput, match="shaping bound"):
+        layered_from_config(RlConfig(reward_layers="option=0.1").reward_config())
+    rows = [
+        {"messages": [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "B"}],
+         "images": []},
+        {"messages": [{"role": "user", "content": "R?"}, {"role": "assistant", "content": "x"}],
+         "images": [], "answer": "C"},
+    ]  # fmt: skip
+    dataset = prompts(rows)
+    assert dataset["prompt"][0] == [{"role": "user", "content": "Q?"}]
+    assert dataset["answer"] == ["B", "C"]

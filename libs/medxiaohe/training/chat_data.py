@@ -32,7 +32,10 @@ def _check(row: Any, where: str) -> dict[str, Any]:
     images = row.get("images") or []
     if not isinstance(images, list) or len(images) > MAX_IMAGES:
         raise InvalidInput(f"{where}: 'images' must be a list of at most {MAX_IMAGES} names")
-    return {"messages": messages, "images": images}
+    checked = {"messages": messages, "images": images}
+    if isinstance(row.get("answer"), str):  # the gold answer a reward checks (RL, RFT)
+        checked["answer"] = row["answer"]
+    return checked
 
 
 def _image(data: bytes, where: str) -> Any:

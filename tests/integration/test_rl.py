@@ -1,0 +1,55 @@
+"""The rl stage for real: TRL's GRPOTrainer on the tiny model with the layered reward, from
+chat data in the store; a verifiable toy reward rises well above where it started, every
+layer and the token entropy are logged each step, and the policy is published."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import pytest
+
+from medxiaohe.common.settings import Settings
+from medxiaohe.storage import open_store, resolve
+from medxiaohe.training.chat_data import publish_chat
+from medxiaohe.training.config import load_config
+from medxiaohe.training.runs import Run, models_prefix
+from medxiaohe_training import rl
+from tests.conftest import SECRET
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
+CONFIG = Path(__file__).parents[2] / "training-jobs/configs/rl-tiny.yaml"
+
+
+def with_prompts(store_uri: str) -> None:
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"Write a number, case {i}."},
+                {"role": "assistant", "content": str(i)},
+            ],
+            "answer": str(i),
+        }
+        for i in range(64)
+    ]
+    publish_chat(open_store(store_uri), "rl-data/digits", {"train": rows}, {})
+
+
+def test_grpo_raises_a_verifiable_reward(tmp_path: Path) -> None:
+    store_uri = str(tmp_path / "store")
+    with_prompts(store_uri)
+    config = load_config(rl.RlConfig, CONFIG, ["--store_uri", store_uri, "--run_id", "digits"])
+    manifest = rl.train(config, Settings(store_uri=store_uri, deid_secret=SECRET))
+    assert manifest is not None
+    store = open_store(store_uri)
+    assert resolve(store, models_prefix("rl")).version == "digits"  # the run's model
+    logged = [m for m in Run(store, "rl", "digits").metrics() if "reward" in m]
+    assert len(logged) == config.max_steps
+    for metrics in logged:  # each layer, the total and the entropy, every step
+        assert {"reward/regex:[0-9]", "reward/total", "reward/gated", "entropy"} <= set(metrics)
+    rewards = [m["reward"] for m in logged]
+    first, last = statistics.mean(rewards[:10]), statistics.mean(rewards[-10:])
+    # Seeds 0-3 of this config went from 0.13-0.31 (first 10 steps) to 0.81-0.98 (last 10);
+    # one step's reward varies by about 0.17, so a 10-step mean by about 0.05: a rise of 0.25 is
+    # over three standard errors of the difference, and under half of the smallest rise seen.
+    assert last > first + 0.25, rewards

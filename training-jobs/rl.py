@@ -1,0 +1,198 @@
+"""Stage ``rl``: GRPO (TRL's GRPOTrainer) with the rubric library's layered reward (rule
+layers, the rubric score, the process reward, a safety gate, bounded shaping), each layer's
+mean logged every step; the policy's token entropy logged every step, with an entropy bonus
+that engages below a floor; optional KL to the reference model; published to ``models/rl``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from transformers import TrainerCallback
+
+from medxiaohe.common.errors import InvalidInput
+from medxiaohe.common.settings import Settings
+from medxiaohe.rubric.rewards import LayeredReward, layered_from_config
+from medxiaohe.storage import Manifest
+from medxiaohe.training.chat_data import read_sources
+from medxiaohe.training.config import RunConfig
+from medxiaohe.training.hf import mirror, resume_checkpoint
+from medxiaohe.training.runs import Run
+from medxiaohe.training.stage import (
+    base_folder,
+    load_model,
+    open_run,
+    publish_final,
+    training_arguments,
+)
+from medxiaohe_training.sft import _with_image_parts
+
+STAGE = "rl"
+DEEPSPEED = Path(__file__).parent / "deepspeed"
+
+
+@dataclass
+class RlConfig(RunConfig):
+    data: list[str] = field(
+        default_factory=lambda: ["synthesis/default:train.jsonl"],
+        metadata={
+            "help": "Chat data (PREFIX:FILE or a .jsonl): the prompt is every turn before the "
+            "last assistant turn; the gold answer is the row's 'answer', else that turn."
+        },
+    )
+    base_model: str = field(
+        default="models/sft",
+        metadata={"help": "HF folder, s3:// URI or store prefix; empty builds the tiny model."},
+    )
+    reward_layers: str = field(
+        default="option=1.0",
+        metadata={"help": "name=weight, comma-separated: option, exact_answer, set_match, "
+                  "process, rubric, regex:<pattern>."},
+    )  # fmt: skip
+    rule_layers: str = field(
+        default="option", metadata={"help": "The layers shaping may never outweigh."}
+    )
+    safety: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Critical criteria (what must not happen): any one met zeroes the reward."
+        },
+    )
+    shaping_bound: float = field(
+        default=0.1, metadata={"help": "Format and length shaping, at most this much either way."}
+    )
+    shaping_words: int = field(default=200, metadata={"help": "Words past which length costs."})
+    num_generations: int = field(default=4, metadata={"help": "Completions sampled per prompt."})
+    max_completion_length: int = field(default=128, metadata={"help": "Tokens per completion."})
+    batch_size: int = field(
+        default=8, metadata={"help": "Completions per device and step (a multiple of the group)."}
+    )
+    epochs: float = field(default=1.0, metadata={"help": "Passes over the prompts."})
+    max_steps: int = field(default=-1, metadata={"help": "Stop after this many steps (> epochs)."})
+    learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    beta: float = field(
+        default=0.0, metadata={"help": "KL to the reference model; 0 loads no reference."}
+    )
+    entropy_floor: float = field(
+        default=0.0,
+        metadata={"help": "Token entropy (nats) below which an entropy bonus engages; 0: off."},
+    )
+    logging_steps: int = field(default=1, metadata={"help": "Log every this many steps."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.data:
+            raise InvalidInput("data must name at least one chat source")
+        if self.num_generations < 2 or self.batch_size % self.num_generations:
+            raise InvalidInput("num_generations >= 2, and batch_size a multiple of it")
+        if self.learning_rate <= 0 or self.max_completion_length < 1 or self.entropy_floor < 0:
+            raise InvalidInput("learning_rate, max_completion_length and entropy_floor: positive")
+
+    def reward_config(self) -> dict[str, Any]:
+        layers = {}
+        for part in filter(None, self.reward_layers.split(",")):
+            name, sep, weight = part.rpartition("=")
+            if not sep:
+                raise InvalidInput(f"reward layer {part!r}: name=weight")
+            layers[name.strip()] = float(weight)
+        return {
+            "layers": layers,
+            "rule_layers": [r for r in self.rule_layers.split(",") if r],
+            "safety": [{"criterion": c, "points": -10} for c in self.safety],
+            "shaping": {"bound": self.shaping_bound, "target_words": self.shaping_words}
+            if self.shaping_bound
+            else None,
+        }
+
+
+def prompts(rows: list[dict[str, Any]]) -> Any:
+    """A datasets.Dataset of prompts (the turns before the last assistant turn) and their gold
+    answers, with an images column where some row has images."""
+    from datasets import Dataset
+
+    images = any(r["images"] for r in rows)
+    out = []
+    for row in rows:
+        shaped = _with_image_parts(row) if images else row
+        messages = shaped["messages"]
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        reply = messages[last]["content"]
+        if not isinstance(reply, str):
+            reply = " ".join(p.get("text", "") for p in reply if isinstance(p, dict))
+        item = {"prompt": messages[:last], "answer": row.get("answer") or reply}
+        out.append(item | ({"images": shaped["images"]} if images else {}))
+    return Dataset.from_list(out)
+
+
+class LayerLog(TrainerCallback):
+    """Adds each reward layer's mean of the last step, and whether the entropy floor was
+    crossed (the bonus then engages), to what the Trainer logs."""
+
+    def __init__(self, reward: LayeredReward, floor: float) -> None:
+        self.reward, self.floor = reward, floor
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+        if logs is None or "reward" not in logs:
+            return
+        logs.update({f"reward/{k}": round(v, 4) for k, v in self.reward.last.items()})
+        if self.floor and "entropy" in logs:
+            logs["entropy_below_floor"] = float(logs["entropy"] < self.floor)
+
+
+def prepare(config: RlConfig, settings: Settings) -> tuple[Any, Run, Path]:
+    """(the GRPOTrainer, its run, this node's scratch folder), ready to train."""
+    from trl.trainer.grpo_config import GRPOConfig
+    from trl.trainer.grpo_trainer import GRPOTrainer
+
+    store, scratch = open_run(config, settings, STAGE)
+    base = base_folder(config.base_model, settings, scratch, config.seed)
+    floor = config.entropy_floor
+    args = training_arguments(
+        config,
+        scratch,
+        DEEPSPEED,
+        GRPOConfig,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        num_generations=config.num_generations,
+        max_completion_length=config.max_completion_length,
+        learning_rate=config.learning_rate,
+        temperature=config.temperature,
+        beta=config.beta,
+        logging_steps=config.logging_steps,
+        use_adaptive_entropy=bool(floor),
+        entropy_target=floor or 0.2,
+    )
+    run = Run.start(store, STAGE, config, scratch.name)
+    reward = layered_from_config(config.reward_config(), grader=_grader(config))
+    model, processor = load_model(base)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[cast(Any, reward)],  # TRL types its list as of list[float | None]
+        args=args,
+        train_dataset=prompts(read_sources(store, config.data)),
+        processing_class=processor,
+    )
+    trainer.add_callback(LayerLog(reward, floor))  # before the run's callback sees the logs
+    mirror(trainer, run, scratch)
+    return trainer, run, scratch
+
+
+def _grader(config: RlConfig) -> Any:
+    """The deterministic rubric grader where a layer or the gate needs one."""
+    if config.safety or "rubric" in config.reward_layers:
+        from medxiaohe.rubric.deterministic import DeterministicGrader
+
+        return DeterministicGrader()
+    return None
+
+
+def train(config: RlConfig, settings: Settings) -> Manifest | None:
+    """Optimise the policy against the layered reward and publish it."""
+    trainer, run, scratch = prepare(config, settings)
+    trainer.train(resume_from_checkpoint=resume_checkpoint(run, scratch / "trainer"))
+    card = {"stage": STAGE, "data": config.data, "reward": config.reward_config()}
+    return publish_final(trainer, run, scratch, card, config)
