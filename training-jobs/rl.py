@@ -80,6 +80,12 @@ class RlConfig(RunConfig):
         metadata={"help": "Token entropy (nats) below which an entropy bonus engages; 0: off."},
     )
     logging_steps: int = field(default=1, metadata={"help": "Log every this many steps."})
+    select_band: str = field(
+        default="",
+        metadata={"help": "low,high: keep items whose pass rate (rule layers, sampled from the "
+                  "starting model) lies in the band, e.g. 0.6,0.8; empty keeps all."},
+    )  # fmt: skip
+    select_samples: int = field(default=8, metadata={"help": "Samples per item for the band."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -107,11 +113,9 @@ class RlConfig(RunConfig):
         }
 
 
-def prompts(rows: list[dict[str, Any]]) -> Any:
-    """A datasets.Dataset of prompts (the turns before the last assistant turn) and their gold
-    answers, with an images column where some row has images."""
-    from datasets import Dataset
-
+def prompts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Prompts (the turns before the last assistant turn) and their gold answers, with images
+    where some row has images."""
     images = any(r["images"] for r in rows)
     out = []
     for row in rows:
@@ -123,7 +127,32 @@ def prompts(rows: list[dict[str, Any]]) -> Any:
             reply = " ".join(p.get("text", "") for p in reply if isinstance(p, dict))
         item = {"prompt": messages[:last], "answer": row.get("answer") or reply}
         out.append(item | ({"images": shaped["images"]} if images else {}))
-    return Dataset.from_list(out)
+    return out
+
+
+def selected(
+    config: RlConfig, rows: list[dict[str, Any]], base: Path, reward: LayeredReward, run: Run
+) -> list[dict[str, Any]]:
+    """The rows in the pass-rate band (all without one); the selection is logged to the run."""
+    if not config.select_band:
+        return rows
+    from medxiaohe.models.chat import ChatModel
+    from medxiaohe.models.client import LocalModelClient
+    from medxiaohe.models.vlm import load_vlm
+    from medxiaohe.training.selection import pass_rates, select, verifiable
+
+    low, _, high = config.select_band.partition(",")
+    client = LocalModelClient(ChatModel(load_vlm(base)))
+    rates = pass_rates(
+        client, rows, verifiable(reward), config.select_samples,
+        config.max_completion_length, config.seed,
+    )  # fmt: skip
+    selection = select(rates, float(low), float(high or 1), config.select_samples)
+    summary = selection.summary()
+    run.log(0, **{f"selection/{k}": float(v) for k, v in summary.items() if k != "band"})
+    if not selection.kept:
+        raise InvalidInput(f"no item lies in the pass-rate band: {summary}")
+    return [rows[i] for i in selection.kept]
 
 
 class LayerLog(TrainerCallback):
@@ -143,6 +172,7 @@ class LayerLog(TrainerCallback):
 
 def prepare(config: RlConfig, settings: Settings) -> tuple[Any, Run, Path]:
     """(the GRPOTrainer, its run, this node's scratch folder), ready to train."""
+    from datasets import Dataset
     from trl.trainer.grpo_config import GRPOConfig
     from trl.trainer.grpo_trainer import GRPOTrainer
 
@@ -168,12 +198,13 @@ def prepare(config: RlConfig, settings: Settings) -> tuple[Any, Run, Path]:
     )
     run = Run.start(store, STAGE, config, scratch.name)
     reward = layered_from_config(config.reward_config(), grader=_grader(config))
+    rows = selected(config, prompts(read_sources(store, config.data)), base, reward, run)
     model, processor = load_model(base)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=[cast(Any, reward)],  # TRL types its list as of list[float | None]
         args=args,
-        train_dataset=prompts(read_sources(store, config.data)),
+        train_dataset=Dataset.from_list(rows),
         processing_class=processor,
     )
     trainer.add_callback(LayerLog(reward, floor))  # before the run's callback sees the logs

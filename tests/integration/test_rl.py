@@ -53,3 +53,17 @@ def test_grpo_raises_a_verifiable_reward(tmp_path: Path) -> None:
     # one step's reward varies by about 0.17, so a 10-step mean by about 0.05: a rise of 0.25 is
     # over three standard errors of the difference, and under half of the smallest rise seen.
     assert last > first + 0.25, rewards
+
+
+def test_data_selection_runs_before_the_stage(tmp_path: Path) -> None:
+    store_uri = str(tmp_path / "store")
+    with_prompts(store_uri)
+    overrides = ["--store_uri", store_uri, "--run_id", "band", "--rule_layers", "regex:[0-9]"]
+    overrides += ["--select_band", "0.0,1.0", "--select_samples", "2"]
+    config = load_config(rl.RlConfig, CONFIG, overrides)
+    trainer, run, _ = rl.prepare(config, Settings(store_uri=store_uri, deid_secret=SECRET))
+    run.flush()
+    (logged,) = [m for m in run.metrics() if "selection/kept" in m]
+    assert logged["selection/items"] == 64
+    assert logged["selection/kept"] == len(trainer.train_dataset) == 64  # the whole band
+    assert logged["selection/samples"] == 2

@@ -273,6 +273,6 @@ def test_rl_config_builds_the_layered_reward_config() -> None:
         {"messages": [{"role": "user", "content": "R?"}, {"role": "assistant", "content": "x"}],
          "images": [], "answer": "C"},
     ]  # fmt: skip
-    dataset = prompts(rows)
-    assert dataset["prompt"][0] == [{"role": "user", "content": "Q?"}]
-    assert dataset["answer"] == ["B", "C"]
+    made = prompts(rows)
+    assert made[0]["prompt"] == [{"role": "user", "content": "Q?"}]
+    assert [m["answer"] for m in made] == ["B", "C"]
