@@ -95,6 +95,16 @@ class RlConfig(RunConfig):
             raise InvalidInput("num_generations >= 2, and batch_size a multiple of it")
         if self.learning_rate <= 0 or self.max_completion_length < 1 or self.entropy_floor < 0:
             raise InvalidInput("learning_rate, max_completion_length and entropy_floor: positive")
+        if self.select_band:
+            self.band()
+
+    def band(self) -> tuple[float, float]:
+        """The pass-rate band as (low, high)."""
+        low, _, high = self.select_band.partition(",")
+        try:
+            return float(low), float(high or 1)
+        except ValueError:
+            raise InvalidInput(f"select_band is low,high, not {self.select_band!r}") from None
 
     def reward_config(self) -> dict[str, Any]:
         layers = {}
@@ -141,13 +151,12 @@ def selected(
     from medxiaohe.models.vlm import load_vlm
     from medxiaohe.training.selection import pass_rates, select, verifiable
 
-    low, _, high = config.select_band.partition(",")
     client = LocalModelClient(ChatModel(load_vlm(base)))
     rates = pass_rates(
         client, rows, verifiable(reward), config.select_samples,
         config.max_completion_length, config.seed,
     )  # fmt: skip
-    selection = select(rates, float(low), float(high or 1), config.select_samples)
+    selection = select(rates, *config.band(), config.select_samples)
     summary = selection.summary()
     run.log(0, **{f"selection/{k}": float(v) for k, v in summary.items() if k != "band"})
     if not selection.kept:

@@ -276,3 +276,12 @@ def test_rl_config_builds_the_layered_reward_config() -> None:
     made = prompts(rows)
     assert made[0]["prompt"] == [{"role": "user", "content": "Q?"}]
     assert [m["answer"] for m in made] == ["B", "C"]
+
+
+def test_rl_config_refuses_a_malformed_band() -> None:
+    from medxiaohe.common.errors import InvalidInput
+    from medxiaohe_training.rl import RlConfig
+
+    assert RlConfig(select_band="0.6,0.8").band() == (0.6, 0.8)
+    with pytest.raises(InvalidInput, match="low,high"):
+        RlConfig(select_band="sixty,eighty")

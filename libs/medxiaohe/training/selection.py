@@ -60,6 +60,17 @@ def _png(image: Any) -> bytes:
     return out.getvalue()
 
 
+def _text_parts(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages without image placeholders: the client places the images itself."""
+    out = []
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, list):
+            content = [p for p in content if p.get("type") != "image"]
+        out.append({**message, "content": content})
+    return out
+
+
 def pass_rates(
     client: ModelClient,
     rows: Sequence[dict[str, Any]],
@@ -72,9 +83,10 @@ def pass_rates(
     rates = []
     for row in rows:
         images = [_png(i) for i in row.get("images") or []]
+        messages = _text_parts(row["prompt"])
         replies = [
             client.chat(
-                row["prompt"], images, ChatParams(max_tokens, temperature=1.0, seed=seed + j)
+                messages, images, ChatParams(max_tokens, temperature=1.0, seed=seed + j)
             ).text
             for j in range(samples)
         ]
