@@ -15,7 +15,7 @@ from medxiaohe.common.errors import InvalidInput
 from medxiaohe.common.settings import Settings
 from medxiaohe.rubric.rewards import LayeredReward, layered_from_config
 from medxiaohe.storage import Manifest
-from medxiaohe.training.chat_data import read_sources
+from medxiaohe.training.chat_data import read_sources, with_image_parts
 from medxiaohe.training.config import RunConfig
 from medxiaohe.training.hf import mirror, resume_checkpoint
 from medxiaohe.training.runs import Run
@@ -26,7 +26,6 @@ from medxiaohe.training.stage import (
     publish_final,
     training_arguments,
 )
-from medxiaohe_training.sft import _with_image_parts
 
 STAGE = "rl"
 DEEPSPEED = Path(__file__).parent / "deepspeed"
@@ -129,7 +128,7 @@ def prompts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     images = any(r["images"] for r in rows)
     out = []
     for row in rows:
-        shaped = _with_image_parts(row) if images else row
+        shaped = with_image_parts(row) if images else row
         messages = shaped["messages"]
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
         reply = messages[last]["content"]

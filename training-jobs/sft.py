@@ -12,7 +12,7 @@ from typing import Any
 from medxiaohe.common.errors import InvalidInput
 from medxiaohe.common.settings import Settings
 from medxiaohe.storage import Manifest
-from medxiaohe.training.chat_data import read_sources
+from medxiaohe.training.chat_data import read_sources, with_image_parts
 from medxiaohe.training.config import RunConfig
 from medxiaohe.training.hf import mirror, resume_checkpoint
 from medxiaohe.training.runs import Run
@@ -90,28 +90,12 @@ class SftConfig(RunConfig):
 
 def _dataset(rows: list[dict[str, Any]]) -> Any:
     """A datasets.Dataset of messages, with an images column only where some row has one
-    (TRL then collates through the processor). With images, every content is a list of parts
-    (an Arrow column holds one type), and a row whose messages place none of its images gets
-    them before its first user turn (TRL's convention for string contents)."""
+    (TRL then collates through the processor; rows then shaped by ``with_image_parts``)."""
     from datasets import Dataset
 
     if not any(r["images"] for r in rows):
         return Dataset.from_list([{"messages": r["messages"]} for r in rows])
-    return Dataset.from_list([_with_image_parts(r) for r in rows])
-
-
-def _with_image_parts(row: dict[str, Any]) -> dict[str, Any]:
-    messages = []
-    for message in row["messages"]:
-        content = message.get("content")
-        if isinstance(content, str):
-            content = [{"type": "text", "text": content}]
-        messages.append({"role": message["role"], "content": list(content or [])})
-    placed = sum(p.get("type") == "image" for m in messages for p in m["content"])
-    if row["images"] and not placed:
-        first = next((m for m in messages if m["role"] == "user"), messages[0])
-        first["content"][:0] = [{"type": "image"} for _ in row["images"]]
-    return {"messages": messages, "images": row["images"]}
+    return Dataset.from_list([with_image_parts(r) for r in rows])
 
 
 def _lora(config: SftConfig) -> Any:

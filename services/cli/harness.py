@@ -39,13 +39,16 @@ def _client(
     settings: Settings, model: str, endpoint: str, model_name: str, api_key_file: Path | None
 ) -> tuple[ModelClient, str]:
     """The client and the model's name with its version, as predictions record it."""
-    from medxiaohe.models.client import HttpModelClient, LocalModelClient
+    from medxiaohe.models.client import LocalModelClient
 
     if endpoint:
+        from medxiaohe_services.runtime.models import model_endpoint
+
         key = api_key_file.read_text().strip() if api_key_file else ""
-        verify: str | bool = str(settings.tls_client_ca) if settings.tls_client_ca else True
         name = model_name or "default"
-        return HttpModelClient(endpoint, name, api_key=key, verify=verify), f"{name}@{endpoint}"
+        reached = model_endpoint(settings, endpoint, name, key)
+        assert reached is not None  # an endpoint URL always gives one
+        return reached.client, f"{name}@{endpoint}"
     from medxiaohe.models.chat import ChatModel
     from medxiaohe.models.folders import model_folder
     from medxiaohe.models.vlm import load_vlm
@@ -94,7 +97,7 @@ def suite(
 
     from medxiaohe.common.settings import Settings
     from medxiaohe.eval.harness.evaluate import evaluate, load_items, publish_results
-    from medxiaohe.eval.harness.run import RunConfig, check_run
+    from medxiaohe.eval.harness.run import EvalConfig, check_run
     from medxiaohe.eval.harness.scoring import chart, markdown
     from medxiaohe.storage import open_store
     from medxiaohe_services.cli.evaluate import make_grader
@@ -109,7 +112,7 @@ def suite(
     client, model_id = _client(settings, model, endpoint, model_name, api_key_file)
     chosen = make_grader(grader, settings, judge, judge_model, concurrency)
     named = grader if grader == "deterministic" else f"{grader}:{judge_model or judge}"
-    config = RunConfig(model_id, mode, constrain, grader=named)
+    config = EvalConfig(model_id, mode, constrain, grader=named)
     artifacts = open_store(settings.store_uri, settings)
     total = sum(len(v) for v in items.values())
     with Progress(transient=True) as progress:

@@ -23,7 +23,7 @@ from medxiaohe.entities.tagger import DictionaryTagger
 from medxiaohe.entities.tree import EntityTree
 from medxiaohe.eval.harness.contamination import benchmark_index
 from medxiaohe.eval.harness.evaluate import evaluate, load_items, publish_results
-from medxiaohe.eval.harness.run import RunConfig
+from medxiaohe.eval.harness.run import EvalConfig
 from medxiaohe.eval.harness.suites import SUITES, medqa
 from medxiaohe.models.client import HttpModelClient
 from medxiaohe.models.process import Running, model_server
@@ -54,7 +54,7 @@ def test_every_suite_through_the_predictor(predictor: Running, tmp_path: Path) -
     items, skipped = load_items(list(SUITES), SHARED_DATA, {}, limit=2)
     assert not skipped, skipped
     store = LocalStore(tmp_path / "store")
-    config = RunConfig(f"{NAME}@test")
+    config = EvalConfig(f"{NAME}@test")
     result = evaluate(
         store, client_of(predictor), config, items, run="ci", grader=DeterministicGrader()
     )
@@ -115,7 +115,7 @@ def test_planted_question_is_found_dropped_and_left_out(predictor: Running, tmp_
     assert report["records_per_s"] > 0
 
     scored = evaluate(
-        store, client_of(predictor), RunConfig(f"{NAME}@test"), {"medqa": items},
+        store, client_of(predictor), EvalConfig(f"{NAME}@test"), {"medqa": items},
         run="planted", decontamination="planted",
     )  # fmt: skip
     row = scored["suites"]["medqa"]
@@ -127,7 +127,7 @@ def test_planted_question_is_found_dropped_and_left_out(predictor: Running, tmp_
     changed = [replace(items[0], question="Which drug is first line for allergic rhinitis?")]
     with pytest.raises(Conflict, match="not the one run planted answered"):
         evaluate(
-            store, client_of(predictor), RunConfig(f"{NAME}@test"), {"medqa": changed},
+            store, client_of(predictor), EvalConfig(f"{NAME}@test"), {"medqa": changed},
             run="planted",
         )  # fmt: skip
 

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from medxiaohe.corpus.overlap import N, words
-from medxiaohe.eval.harness.contamination import benchmark_index, source_texts
-from medxiaohe.eval.harness.suites import REPORT, RUBRIC, Item
+from medxiaohe.eval.harness.contamination import benchmark_index, index_entry, source_texts
+from medxiaohe.eval.harness.suites import Item
 from medxiaohe.storage import ArtifactStore
 
 BATCH = 512
@@ -27,20 +27,12 @@ class JoinedGrams:
         self.grams: dict[str, set[str]] = {}
         self.questions: dict[str, set[str]] = {}
         for item in items:
-            ref = f"{item.suite}/{item.id}"
-            if item.kind == REPORT:
-                self.questions.setdefault(" ".join(words(item.answer)), set()).add(ref)
-                continue
-            text = (
-                " ".join(m["content"] for m in item.extra["example"].conversation)
-                if item.kind == RUBRIC
-                else item.text()
-            )
+            ref, text, whole = index_entry(item)
             said = words(text)
             for i in range(len(said) - n + 1):
                 self.grams.setdefault(" ".join(said[i : i + n]), set()).add(ref)
-            if not item.image and words(item.question):
-                self.questions.setdefault(" ".join(words(item.question)), set()).add(ref)
+            if words(whole):
+                self.questions.setdefault(" ".join(words(whole)), set()).add(ref)
 
     def find(self, texts: Sequence[Sequence[str]]) -> list[set[str]]:
         found: list[set[str]] = []

@@ -95,6 +95,23 @@ def read_sources(store: ArtifactStore, sources: Sequence[str]) -> list[dict[str,
     return [row for source in sources for row in read_chat(store, source)]
 
 
+def with_image_parts(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with every content a list of parts (an Arrow column holds one type); a row whose
+    messages place none of its images gets them before its first user turn (TRL's convention
+    for string contents)."""
+    messages = []
+    for message in row["messages"]:
+        content = message.get("content")
+        if isinstance(content, str):
+            content = [{"type": "text", "text": content}]
+        messages.append({"role": message["role"], "content": list(content or [])})
+    placed = sum(p.get("type") == "image" for m in messages for p in m["content"])
+    if row["images"] and not placed:
+        first = next((m for m in messages if m["role"] == "user"), messages[0])
+        first["content"][:0] = [{"type": "image"} for _ in row["images"]]
+    return {"messages": messages, "images": row["images"]}
+
+
 def publish_chat(
     store: ArtifactStore,
     prefix: str,

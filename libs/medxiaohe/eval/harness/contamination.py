@@ -20,22 +20,25 @@ PREFIX = "decontamination"
 BATCH = 512
 
 
+def index_entry(item: Item) -> tuple[str, str, str]:
+    """(reference, text matched by 13-grams, text matched whole) of an item. Text-only items
+    match by their exact question too (an image question such as "Is there a pneumothorax?" is
+    not a copy of another image's). A reference report counts only as a whole: templated
+    radiology phrasing shares 13-grams across most reports (179 of the 296 IU X-ray validation
+    reports share one with a training report)."""
+    ref = f"{item.suite}/{item.id}"
+    if item.kind == REPORT:
+        return ref, "", item.answer
+    if item.kind == RUBRIC:
+        return ref, " ".join(m["content"] for m in item.extra["example"].conversation), ""
+    return ref, item.text(), "" if item.image else item.question
+
+
 def benchmark_index(items: Sequence[Item]) -> BenchmarkIndex:
-    """Every item by its 13-grams; text-only items also by their exact question (an image
-    question such as "Is there a pneumothorax?" is not a copy of another image's). A reference
-    report counts only as a whole: templated radiology phrasing shares 13-grams across most
-    reports (179 of the 296 IU X-ray validation reports share one with a training report)."""
+    """Every item by its ``index_entry``."""
     index = BenchmarkIndex()
     for item in items:
-        if item.kind == REPORT:
-            index.add(f"{item.suite}/{item.id}", "", item.answer)
-            continue
-        if item.kind == RUBRIC:
-            example = item.extra["example"]
-            text = " ".join(m["content"] for m in example.conversation)
-        else:
-            text = item.text()
-        index.add(f"{item.suite}/{item.id}", text, "" if item.image else item.question)
+        index.add(*index_entry(item))
     return index
 
 

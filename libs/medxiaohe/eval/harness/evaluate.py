@@ -12,7 +12,7 @@ from typing import Any
 from medxiaohe.common.errors import NotFound
 from medxiaohe.eval.harness import prompts
 from medxiaohe.eval.harness.contamination import contaminated_ids
-from medxiaohe.eval.harness.run import RunConfig, run_items
+from medxiaohe.eval.harness.run import EvalConfig, run_items
 from medxiaohe.eval.harness.scoring import chart, markdown, score_suite, summarize
 from medxiaohe.eval.harness.suites import Item, load_suite, suite_path
 from medxiaohe.models.client import ModelClient
@@ -40,7 +40,7 @@ def load_items(
 def evaluate(
     store: ArtifactStore,
     client: ModelClient,
-    config: RunConfig,
+    config: EvalConfig,
     items: Mapping[str, list[Item]],
     *,
     run: str,

@@ -45,12 +45,9 @@ def option_text(reply: str, options: Mapping[str, str]) -> str | None:
     """The letter of the one option whose words the reply contains (the longest such option
     wins when one option's words contain another's)."""
     said = f" {_words(reply)} "
-    found = [k for k, v in options.items() if _words(v) and f" {_words(v)} " in said]
-    found = [
-        k
-        for k in found
-        if not any(k != o and _words(options[k]) in _words(options[o]) for o in found)
-    ]
+    texts = {k: _words(v) for k, v in options.items()}
+    found = [k for k, t in texts.items() if t and f" {t} " in said]
+    found = [k for k in found if not any(k != o and texts[k] in texts[o] for o in found)]
     return found[0] if len(found) == 1 else None
 
 

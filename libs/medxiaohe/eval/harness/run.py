@@ -28,7 +28,7 @@ SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class EvalConfig:
     model: str  # the model's name and version, as the predictions record it
     mode: str = "zero-shot"
     constrain: bool = True  # send the answer's JSON schema (response_format)
@@ -58,7 +58,7 @@ def item_key(run: str, item: Item) -> str:
     return f"{RUNS}/{run}/items/{item.suite}/{name}.json"
 
 
-def start_run(store: ArtifactStore, run: str, config: RunConfig) -> None:
+def start_run(store: ArtifactStore, run: str, config: EvalConfig) -> None:
     """Record the run's settings, or check them against those it started with."""
     key = f"{RUNS}/{check_run(run)}/run.json"
     wanted = {**asdict(config), "prompt_version": prompts.version(config.mode)}
@@ -100,7 +100,7 @@ def judge(item: Item, output: str, grader: Grader | None) -> dict[str, Any]:
 
 
 def ask(
-    client: ModelClient, item: Item, config: RunConfig, grader: Grader | None
+    client: ModelClient, item: Item, config: EvalConfig, grader: Grader | None
 ) -> dict[str, Any]:
     messages = prompts.messages(item, config.mode)
     schema = prompts.schema(item, config.mode) if config.constrain else None
@@ -126,7 +126,7 @@ def run_items(
     run: str,
     items: Sequence[Item],
     client: ModelClient,
-    config: RunConfig,
+    config: EvalConfig,
     *,
     grader: Grader | None = None,
     concurrency: int = 4,

@@ -161,9 +161,7 @@ def healthbench(path: Path) -> list[Item]:
     """HealthBench-format conversations with their physician rubrics."""
     from medxiaohe.rubric.rubrics import load_healthbench
 
-    found = path if path.is_file() else path / "oss_eval_examples_1-30.jsonl"
-    if not found.is_file():
-        raise NotFound(f"{found} is missing (skip this suite or point --path at the file)")
+    found = _file(path, "oss_eval_examples_1-30.jsonl")
     return [
         Item(
             "healthbench",
