@@ -67,3 +67,25 @@ def test_data_selection_runs_before_the_stage(tmp_path: Path) -> None:
     assert logged["selection/items"] == 64
     assert logged["selection/kept"] == len(trainer.train_dataset) == 64  # the whole band
     assert logged["selection/samples"] == 2
+
+
+def test_safety_gate_zeroes_rewards_inside_a_grpo_step(tmp_path: Path) -> None:
+    """Every completion earns the rule layer ("has a character"), and none refers the user to
+    emergency care (random weights): the gate zeroes each total; shaping stays in its bound."""
+    store_uri = str(tmp_path / "store")
+    with_prompts(store_uri)
+    overrides = ["--store_uri", store_uri, "--run_id", "gate", "--max_steps", "3"]
+    overrides += ["--reward_layers", "regex:\\S=1.0", "--rule_layers", "regex:\\S"]
+    overrides += ["--safety", "Fails to refer the user to emergency care"]
+    overrides += ["--shaping_bound", "0.05", "--save_steps", "100"]
+    config = load_config(rl.RlConfig, CONFIG, overrides)
+    trainer, run, _ = rl.prepare(config, Settings(store_uri=store_uri, deid_secret=SECRET))
+    trainer.train()
+    run.flush()
+    logged = [m for m in run.metrics() if "reward" in m]
+    assert len(logged) == 3
+    for metrics in logged:
+        assert metrics["reward/regex:\\S"] > 0.9  # the layer paid out ...
+        assert metrics["reward/gated"] == config.batch_size  # ... the gate closed on each
+        assert metrics["reward"] == metrics["reward/total"] == 0.0  # ... and zeroed them
+        assert abs(metrics["reward/shaping"]) <= config.shaping_bound
