@@ -13,12 +13,13 @@ from medxiaohe.common.logs import setup_logging
 from medxiaohe.common.settings import Settings
 from medxiaohe.storage import Manifest
 from medxiaohe.training.config import RunConfig, config_help, load_config
-from medxiaohe_training import cpt, ner, rl, sft, small
+from medxiaohe_training import cpt, ner, rft, rl, sft, small
 
 STAGES: dict[str, tuple[type[RunConfig], Callable[[Any, Settings], Manifest | None]]] = {
     "ner": (ner.NerConfig, ner.train),
     "cpt": (cpt.CptConfig, cpt.train),
     "sft": (sft.SftConfig, sft.train),
+    "rft": (rft.RftConfig, rft.train),
     "rl": (rl.RlConfig, rl.train),
     "small": (small.SmallConfig, small.train),
 }

@@ -15,7 +15,7 @@ from medxiaohe.common.errors import InvalidInput
 from medxiaohe.common.settings import Settings
 from medxiaohe.rubric.rewards import LayeredReward, layered_from_config
 from medxiaohe.storage import Manifest
-from medxiaohe.training.chat_data import read_sources, with_image_parts
+from medxiaohe.training.chat_data import prompts, read_sources
 from medxiaohe.training.config import RunConfig
 from medxiaohe.training.hf import mirror, resume_checkpoint
 from medxiaohe.training.runs import Run
@@ -120,23 +120,6 @@ class RlConfig(RunConfig):
             if self.shaping_bound
             else None,
         }
-
-
-def prompts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Prompts (the turns before the last assistant turn) and their gold answers, with images
-    where some row has images."""
-    images = any(r["images"] for r in rows)
-    out = []
-    for row in rows:
-        shaped = with_image_parts(row) if images else row
-        messages = shaped["messages"]
-        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-        reply = messages[last]["content"]
-        if not isinstance(reply, str):
-            reply = " ".join(p.get("text", "") for p in reply if isinstance(p, dict))
-        item = {"prompt": messages[:last], "answer": row.get("answer") or reply}
-        out.append(item | ({"images": shaped["images"]} if images else {}))
-    return out
 
 
 def selected(

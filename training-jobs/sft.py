@@ -113,12 +113,18 @@ def _lora(config: SftConfig) -> Any:
     )
 
 
-def prepare(config: SftConfig, settings: Settings) -> tuple[Any, Run, Path]:
-    """(the SFTTrainer, its run, this node's scratch folder), ready to train."""
+def prepare(
+    config: SftConfig,
+    settings: Settings,
+    stage: str = STAGE,
+    rows: list[dict[str, Any]] | None = None,
+) -> tuple[Any, Run, Path]:
+    """(the SFTTrainer, its run, this node's scratch folder), ready to train on ``rows``, or
+    on the configured data; ``stage`` names the run (a stage built on this one, e.g. rft)."""
     from trl.trainer.sft_config import SFTConfig
     from trl.trainer.sft_trainer import SFTTrainer
 
-    store, scratch = open_run(config, settings, STAGE)
+    store, scratch = open_run(config, settings, stage)
     base = base_folder(config.base_model, settings, scratch, config.seed)
     evaluating = bool(config.eval_data)
     args = training_arguments(
@@ -141,13 +147,13 @@ def prepare(config: SftConfig, settings: Settings) -> tuple[Any, Run, Path]:
         activation_checkpointing=False,  # TRL's default is on; set it per model size
         dataset_num_proc=None,
     )
-    run = Run.start(store, STAGE, config, scratch.name)
+    run = Run.start(store, stage, config, scratch.name)
     model, processor = load_model(base)
     set_vision_trainable(model, config.train_vision_tower)
     trainer = SFTTrainer(
         model=model,
         args=args,
-        train_dataset=_dataset(read_sources(store, config.data)),
+        train_dataset=_dataset(rows if rows is not None else read_sources(store, config.data)),
         eval_dataset=_dataset(read_sources(store, config.eval_data)) if evaluating else None,
         processing_class=processor,
         peft_config=_lora(config),
@@ -156,10 +162,17 @@ def prepare(config: SftConfig, settings: Settings) -> tuple[Any, Run, Path]:
     return trainer, run, scratch
 
 
-def train(config: SftConfig, settings: Settings) -> Manifest | None:
+def train(
+    config: SftConfig,
+    settings: Settings,
+    stage: str = STAGE,
+    rows: list[dict[str, Any]] | None = None,
+    card: dict[str, Any] | None = None,
+) -> Manifest | None:
     """Fine-tune and publish; the manifest of the published model (None in processes other
-    than the first of a distributed run)."""
-    trainer, run, scratch = prepare(config, settings)
+    than the first of a distributed run). ``stage``, ``rows``: as ``prepare``; ``card``:
+    what the stage adds to the model card."""
+    trainer, run, scratch = prepare(config, settings, stage, rows)
     trainer.train(resume_from_checkpoint=resume_checkpoint(run, scratch / "trainer"))
 
     def merged(folder: Path) -> None:
@@ -168,6 +181,6 @@ def train(config: SftConfig, settings: Settings) -> Manifest | None:
             trainer.model.merge_and_unload().save_pretrained(folder)
             trainer.processing_class.save_pretrained(folder)
 
-    card = {"stage": STAGE, "data": config.data, "lora": bool(config.lora_r)}
+    card = {"stage": stage, "data": config.data, "lora": bool(config.lora_r), **(card or {})}
     save = merged if config.lora_r else None
     return publish_final(trainer, run, scratch, card, config, save=save)

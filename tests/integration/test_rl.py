@@ -4,21 +4,24 @@ layer and the token entropy are logged each step, and the policy is published.""
 
 from __future__ import annotations
 
+import re
 import statistics
 from pathlib import Path
 
 import pytest
 
 from medxiaohe.common.settings import Settings
+from medxiaohe.models.folders import model_card
 from medxiaohe.storage import open_store, resolve
-from medxiaohe.training.chat_data import publish_chat
+from medxiaohe.training.chat_data import publish_chat, read_chat
 from medxiaohe.training.config import load_config
 from medxiaohe.training.runs import Run, models_prefix
-from medxiaohe_training import rl
+from medxiaohe_training import rft, rl
 from tests.conftest import SECRET
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
-CONFIG = Path(__file__).parents[2] / "training-jobs/configs/rl-tiny.yaml"
+CONFIGS = Path(__file__).parents[2] / "training-jobs/configs"
+CONFIG = CONFIGS / "rl-tiny.yaml"
 
 
 def with_prompts(store_uri: str) -> None:
@@ -89,3 +92,26 @@ def test_safety_gate_zeroes_rewards_inside_a_grpo_step(tmp_path: Path) -> None:
         assert metrics["reward/gated"] == config.batch_size  # ... the gate closed on each
         assert metrics["reward"] == metrics["reward/total"] == 0.0  # ... and zeroed them
         assert abs(metrics["reward/shaping"]) <= config.shaping_bound
+
+
+def test_rft_fine_tunes_on_verified_samples_only(tmp_path: Path) -> None:
+    store_uri = str(tmp_path / "store")
+    with_prompts(store_uri)
+    overrides = ["--store_uri", store_uri, "--run_id", "rft-digits"]
+    config = load_config(rft.RftConfig, CONFIGS / "rft-tiny.yaml", overrides)
+    settings = Settings(store_uri=store_uri, deid_secret=SECRET)
+    assert rft.train(config, settings) is not None
+    store = open_store(store_uri)
+    data = resolve(store, "sft-data/rft-digits")
+    rows = read_chat(store, "sft-data/rft-digits:train.jsonl")
+    replies = [row["messages"][-1]["content"] for row in rows]
+    assert replies
+    assert all(re.search("[0-9]", reply) for reply in replies)
+    counts = data.metadata
+    assert counts["sampled"] == 64 * config.samples
+    assert counts["kept"] == len(rows) <= counts["correct"] < counts["sampled"]
+    assert counts["items_kept"] <= 64
+    assert len(rows) <= 2 * counts["items_kept"]
+    card = model_card("models/rft", settings)
+    assert card["stage"] == "rft"
+    assert card["rft"]["data"] == "sft-data/rft-digits:train.jsonl"

@@ -112,6 +112,24 @@ def with_image_parts(row: dict[str, Any]) -> dict[str, Any]:
     return {"messages": messages, "images": row["images"]}
 
 
+def prompts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Prompts (the turns before the last assistant turn) and their gold answers (the row's
+    ``answer``, else that turn), for RL and rejection sampling; with images where some row
+    has images."""
+    images = any(r["images"] for r in rows)
+    out = []
+    for row in rows:
+        shaped = with_image_parts(row) if images else row
+        messages = shaped["messages"]
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        reply = messages[last]["content"]
+        if not isinstance(reply, str):
+            reply = " ".join(p.get("text", "") for p in reply if isinstance(p, dict))
+        item = {"prompt": messages[:last], "answer": row.get("answer") or reply}
+        out.append(item | ({"images": shaped["images"]} if images else {}))
+    return out
+
+
 def publish_chat(
     store: ArtifactStore,
     prefix: str,

@@ -54,7 +54,7 @@ def verifiable(reward: LayeredReward) -> Check:
     return check
 
 
-def _png(image: Any) -> bytes:
+def png(image: Any) -> bytes:
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()
@@ -71,6 +71,18 @@ def _text_parts(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def sample(
+    client: ModelClient, row: dict[str, Any], samples: int, max_tokens: int, seed: int = 0
+) -> list[str]:
+    """``samples`` replies to a prompt row (temperature 1, seeds ``seed``, ``seed + 1``, ...)."""
+    images = [png(i) for i in row.get("images") or []]
+    messages = _text_parts(row["prompt"])
+    return [
+        client.chat(messages, images, ChatParams(max_tokens, temperature=1.0, seed=seed + j)).text
+        for j in range(samples)
+    ]
+
+
 def pass_rates(
     client: ModelClient,
     rows: Sequence[dict[str, Any]],
@@ -79,17 +91,10 @@ def pass_rates(
     max_tokens: int,
     seed: int = 0,
 ) -> list[float]:
-    """Each row's share of ``samples`` sampled replies (temperature 1, seeded) that pass."""
+    """Each row's share of ``samples`` sampled replies that pass."""
     rates = []
     for row in rows:
-        images = [_png(i) for i in row.get("images") or []]
-        messages = _text_parts(row["prompt"])
-        replies = [
-            client.chat(
-                messages, images, ChatParams(max_tokens, temperature=1.0, seed=seed + j)
-            ).text
-            for j in range(samples)
-        ]
+        replies = sample(client, row, samples, max_tokens, seed)
         passed = check([row["prompt"]] * samples, replies, [row["answer"]] * samples)
         rates.append(sum(passed) / samples)
     return rates
