@@ -21,17 +21,27 @@ DataOption = Annotated[Path, typer.Option(help="The shared data root (each suite
 SuitesOption = Annotated[str, typer.Option(help="Comma-separated suites.")]
 PathOption = Annotated[
     list[str] | None,
-    typer.Option("--path", help="SUITE=PATH: a suite's own file or folder (repeatable)."),
+    typer.Option(
+        "--path",
+        help="SUITE=PATH: a suite's own file or folder, or a store prefix such as "
+        "synthesis/<name> (repeatable).",
+    ),
 ]
 
 
-def _paths(values: list[str] | None) -> dict[str, Path]:
+def _paths(values: list[str] | None, settings: Settings | None = None) -> dict[str, Path]:
+    """Suite -> its path; a path that is not on disk is a store artifact, fetched (verified)."""
     out = {}
     for value in values or []:
         suite, sep, path = value.partition("=")
         if not sep or not path:
             raise typer.BadParameter(f"--path takes SUITE=PATH, not {value!r}")
         out[suite] = Path(path)
+        if settings is not None and not out[suite].exists():
+            from medxiaohe.storage import fetch, open_store
+
+            store = open_store(settings.store_uri, settings)
+            out[suite] = fetch(store, path.strip("/"), settings.model_cache_dir)
     return out
 
 
@@ -103,7 +113,9 @@ def suite(
     from medxiaohe_services.cli.evaluate import make_grader
 
     settings = Settings.from_env(**({"store_uri": store} if store else {}))
-    items, skipped = load_items([s for s in suites.split(",") if s], data, _paths(path), limit)
+    items, skipped = load_items(
+        [s for s in suites.split(",") if s], data, _paths(path, settings), limit
+    )
     for name, why in skipped.items():
         typer.echo(f"skipping {name}: {why}", err=True)
     if not items:

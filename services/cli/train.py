@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
 
-app = typer.Typer(help="Training jobs: submit, status, logs, cancel.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from medxiaohe.training.manifests import ClusterSpec
+
+app = typer.Typer(
+    help="Training jobs: submit, pipeline, status, logs, cancel.", no_args_is_help=True
+)
 
 ValuesOption = Annotated[
     Path,
@@ -38,9 +43,27 @@ def _launcher(namespace: str):  # type: ignore[no-untyped-def]
     return KubernetesLauncher.from_kubeconfig(namespace)
 
 
+def _spec(values: Path, namespace: str, nodes: int, gpus_per_node: int) -> ClusterSpec:
+    from medxiaohe_services.deploy.training import spec_from_values
+
+    chart_values = yaml.safe_load(values.read_text()) if values.is_file() else {}
+    return spec_from_values(
+        chart_values, namespace=namespace, nodes=nodes, gpus_per_node=gpus_per_node
+    )
+
+
+def _validated(objects: list[dict[str, Any]]) -> None:
+    """Every object validates strictly against the Kubernetes schemas, or BadParameter."""
+    from medxiaohe_services.deploy.manifests import validate_object
+
+    for obj in objects:
+        if errors := validate_object(obj):
+            raise typer.BadParameter(f"{obj['kind']}: {'; '.join(errors)}")
+
+
 @app.command()
 def submit(
-    stage: Annotated[str, typer.Argument(help="Stage: ner, cpt or sft.")],
+    stage: Annotated[str, typer.Argument(help="Stage: ner, cpt, sft, rft, rl or small.")],
     config: Annotated[Path, typer.Option(help="The stage's YAML config.")],
     backend: Annotated[str, typer.Option(help="local or kubernetes.")] = "local",
     nodes: Annotated[int, typer.Option(min=1, help="Nodes (kubernetes).")] = 1,
@@ -72,25 +95,72 @@ def submit(
         raise typer.Exit(run_local(stage, config, run_id, max(1, gpus_per_node)))
 
     from medxiaohe.training.manifests import render_job
-    from medxiaohe_services.deploy.manifests import validate_object
-    from medxiaohe_services.deploy.training import spec_from_values
 
-    chart_values = yaml.safe_load(values.read_text()) if values.is_file() else {}
-    spec = spec_from_values(
-        chart_values, namespace=namespace, nodes=nodes, gpus_per_node=gpus_per_node
-    )
+    spec = _spec(values, namespace, nodes, gpus_per_node)
     body = {k: v for k, v in asdict(resolved).items() if k not in LAUNCH_FIELDS}
     config_yaml = yaml.safe_dump(body, sort_keys=True)
     if dry_run:
         objects = render_job(stage, run_id, config_yaml, spec)
-        for obj in objects:
-            if errors := validate_object(obj):
-                raise typer.BadParameter(f"{obj['kind']}: {'; '.join(errors)}")
+        _validated(objects)
         typer.echo(yaml.dump_all(objects, Dumper=_BlockDumper, sort_keys=False))
         return
     for name in _launcher(namespace).submit(stage, run_id, config_yaml, spec):
         typer.echo(f"created {name}")
     typer.echo(f"run {run_id}")
+
+
+@app.command()
+def pipeline(
+    config: Annotated[Path, typer.Option(help="The pipeline's YAML (its stages, in order).")],
+    run_id: Annotated[
+        str, typer.Option(help="Pipeline id; re-use it to resume at the stage that failed.")
+    ] = "",
+    backend: Annotated[str, typer.Option(help="local or kubernetes.")] = "local",
+    gpus_per_node: Annotated[int, typer.Option(min=0, help="GPUs per node (per stage).")] = 0,
+    values: ValuesOption = DEFAULT_VALUES,
+    namespace: NamespaceOption = "medxiaohe",
+    dry_run: Annotated[
+        bool, typer.Option(help="Print every stage's validated Kubernetes objects; run nothing.")
+    ] = False,
+) -> None:
+    """Run a curriculum: each stage starts from the model the one before published; locally
+    as processes, or as one Kubernetes Job per stage submitted when the previous succeeded."""
+    from medxiaohe.common.errors import MedxError
+    from medxiaohe.common.settings import Settings
+    from medxiaohe.training.pipeline import plan, run_pipeline
+    from medxiaohe.training.runs import new_run_id
+    from medxiaohe_services.deploy.training import KubernetesRunner, LocalRunner
+    from medxiaohe_training.cli import STAGES
+
+    if backend not in ("local", "kubernetes"):
+        raise typer.BadParameter("backend must be local or kubernetes")
+    pipeline_id = run_id or new_run_id("pl")
+    try:
+        steps = plan(config, pipeline_id, {k: v[0] for k, v in STAGES.items()})
+    except MedxError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if dry_run or backend == "kubernetes":
+        spec = _spec(values, namespace, 1, gpus_per_node)
+    if dry_run:
+        from medxiaohe.training.manifests import render_job
+
+        objects = [o for s in steps for o in render_job(s.stage, s.run_id, s.config_yaml(), spec)]
+        _validated(objects)
+        typer.echo(yaml.dump_all(objects, Dumper=_BlockDumper, sort_keys=False))
+        return
+    settings = Settings.from_env()
+    runner = (
+        LocalRunner(settings.store_uri, settings, max(1, gpus_per_node))
+        if backend == "local"
+        else KubernetesRunner(_launcher(namespace), spec)
+    )
+    typer.echo(f"pipeline {pipeline_id}", err=True)
+    try:
+        done = run_pipeline(steps, runner, say=lambda line: typer.echo(line, err=True))
+    except MedxError as exc:
+        typer.echo(f"pipeline {pipeline_id}: {exc}; run it again with --run-id {pipeline_id}")
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps({"pipeline": pipeline_id, "stages": done}))
 
 
 @app.command()

@@ -9,12 +9,15 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from medxiaohe.common.errors import InvalidInput, NotFound, Unavailable
-from medxiaohe.training.manifests import RUN_LABEL, ClusterSpec, render_job
+from medxiaohe.training.manifests import RUN_LABEL, ClusterSpec, job_name, render_job
+from medxiaohe.training.pipeline import StageFailed, Step
 from medxiaohe_services.deploy.manifests import validate_object
 
 
@@ -36,6 +39,56 @@ def local_command(stage: str, config: Path, run_id: str, processes: int = 1) -> 
 def run_local(stage: str, config: Path, run_id: str, processes: int = 1) -> int:
     """Run the stage in the foreground; its output is this process's; returns its exit code."""
     return subprocess.run(local_command(stage, config, run_id, processes), check=False).returncode
+
+
+class LocalRunner:
+    """Pipeline steps as local processes on the store at ``store_uri``."""
+
+    def __init__(self, store_uri: str, settings: Any, processes: int = 1) -> None:
+        from medxiaohe.storage import open_store
+
+        self.store_uri, self.processes = store_uri, processes
+        self.store = open_store(store_uri, settings)
+
+    def finished(self, step: Step) -> bool:
+        return self.store.exists(f"{step.model}/_LATEST")
+
+    def run(self, step: Step) -> None:
+        with tempfile.TemporaryDirectory(prefix="medxiaohe-pipeline-") as folder:
+            config = Path(folder) / f"{step.name}.yaml"
+            config.write_text(step.config_yaml(self.store_uri))
+            code = run_local(step.stage, config, step.run_id, self.processes)
+        if code:
+            raise StageFailed(f"stage {step.name} ({step.stage}) exited with {code}")
+
+
+class KubernetesRunner:
+    """Pipeline steps as Kubernetes Jobs, each submitted when the one before succeeded; a
+    failed Job of the step is deleted and submitted again (the stage resumes from its
+    checkpoints in the store)."""
+
+    def __init__(self, launcher: KubernetesLauncher, spec: ClusterSpec, poll_s: float = 30.0):
+        self.launcher, self.spec, self.poll_s = launcher, spec, poll_s
+
+    def state(self, step: Step) -> str:
+        try:
+            return self.launcher.status(step.run_id).state
+        except NotFound:
+            return "Absent"
+
+    def finished(self, step: Step) -> bool:
+        return self.state(step) == "Succeeded"
+
+    def run(self, step: Step) -> None:
+        if self.state(step) == "Failed":
+            self.launcher.cancel(step.run_id)
+            while self.state(step) != "Absent":  # deletion runs in the background
+                time.sleep(self.poll_s)
+        self.launcher.submit(step.stage, step.run_id, step.config_yaml(), self.spec)
+        while (state := self.state(step)) not in ("Succeeded", "Failed"):
+            time.sleep(self.poll_s)
+        if state == "Failed":
+            raise StageFailed(f"stage {step.name}: Job {job_name(step.stage, step.run_id)} failed")
 
 
 @dataclass(frozen=True)

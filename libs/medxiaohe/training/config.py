@@ -4,6 +4,7 @@ YAML with command-line overrides through transformers' HfArgumentParser, validat
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -59,17 +60,27 @@ def load_config(
 ) -> Config:
     """The stage config from a YAML file, then ``--key value`` overrides; InvalidInput names
     any unknown key and any value that does not parse."""
+    values = read_mapping(yaml_path) if yaml_path is not None else {}
+    return config_from(kind, values, overrides)
+
+
+def read_mapping(path: Path) -> dict[str, Any]:
+    """A YAML file that holds a mapping; InvalidInput otherwise."""
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidInput(f"cannot read config {path}: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise InvalidInput(f"{path} must hold a mapping of config keys")
+    return loaded
+
+
+def config_from(
+    kind: type[Config], values: dict[str, Any], overrides: list[str] | None = None
+) -> Config:
+    """The stage config from a mapping of its keys, then ``--key value`` overrides."""
     from transformers import HfArgumentParser
 
-    values: dict[str, Any] = {}
-    if yaml_path is not None:
-        try:
-            loaded = yaml.safe_load(yaml_path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise InvalidInput(f"cannot read config {yaml_path}: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise InvalidInput(f"{yaml_path} must hold a mapping of config keys")
-        values = loaded
     known = {f.name for f in fields(kind)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - known)
     if unknown:
@@ -79,8 +90,11 @@ def load_config(
     try:
         with contextlib.redirect_stderr(errors):
             (config,) = parser.parse_args_into_dataclasses(
-                args=_as_args(values) + list(overrides or [])
+                args=_as_args({k: v for k, v in values.items() if v != []}) + list(overrides or [])
             )
+        # an empty list has no command-line form: set it after parsing (validated again)
+        empty = {k: [] for k, v in values.items() if v == [] and f"--{k}" not in (overrides or [])}
+        config = dataclasses.replace(config, **empty) if empty else config
     except SystemExit:
         message = errors.getvalue().strip().splitlines()
         raise InvalidInput(message[-1] if message else "invalid config") from None

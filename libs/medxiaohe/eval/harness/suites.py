@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,6 +176,24 @@ def healthbench(path: Path) -> list[Item]:
     ]
 
 
+_OPTION = re.compile(r"^([A-E])\. (.+)$")
+
+
+def synth_qa(path: Path) -> list[Item]:
+    """The platform's own synthesized questions (a split of ``synthesis/<name>``, such as its
+    held-out ``heldout.jsonl``): the first user turn holds the stem, then "A. ..." lines; the
+    row's ``answer`` is the letter. Ids are the row numbers."""
+    items = []
+    for i, row in enumerate(_jsonl(_file(path, "heldout.jsonl"))):
+        lines = str(row["messages"][0]["content"]).splitlines()
+        options = {m[1]: m[2] for m in map(_OPTION.match, lines) if m}
+        stem = "\n".join(line for line in lines if not _OPTION.match(line))
+        if len(options) < 2 or row.get("answer") not in options:
+            raise InvalidInput(f"{path.name} row {i}: options and a letter answer expected")
+        items.append(Item("synth_qa", f"{i:04d}", stem, row["answer"], CHOICE, options))
+    return items
+
+
 # suite -> (reader, its folder under the shared data)
 SUITES: dict[str, tuple[Callable[[Path], list[Item]], str]] = {
     "medqa": (medqa, "medqa_us"),
@@ -185,6 +204,7 @@ SUITES: dict[str, tuple[Callable[[Path], list[Item]], str]] = {
     "vqa_rad_open": (vqa_rad_open, "vqa_rad"),
     "iu_xray": (iu_xray, "iu_xray"),
     "healthbench": (healthbench, "healthbench"),
+    "synth_qa": (synth_qa, "synth_qa"),  # not shared data: --path synth_qa=synthesis/<name>
 }
 TEXT_CHOICE = ("medqa", "medmcqa", "pubmedqa", "mmlu_med")
 
