@@ -5,6 +5,7 @@ paper-shaped example validates."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -100,5 +101,5 @@ def test_a_pipeline_renders_one_strictly_valid_job_per_stage(tmp_path: Path) -> 
 def test_the_paper_shaped_pipeline_validates() -> None:
     steps = plan(CONFIGS / "pipeline-medxiaohe.yaml", "pl-x", KINDS)
     assert [s.stage for s in steps] == ["rft", "rl", "rl", "rl"]
-    for before, step in zip(steps, steps[1:], strict=False):
+    for before, step in itertools.pairwise(steps):
         assert step.config.base_model == before.model
