@@ -169,6 +169,34 @@ def test_a_grounded_report_is_supported_and_cited(deps: Deps) -> None:
     assert schema["finding_ids"]["items"] == {"enum": ["f1", "f2"]}
 
 
+def test_a_report_trace_exports_as_a_chat_trajectory(deps: Deps) -> None:
+    from medxiaohe.agents.filtering import from_report_trace
+    from medxiaohe.report.store import report_from_dict, report_to_dict
+
+    conclusion = {"text": "Left pleural effusion", "finding_ids": ["f1"], "passage_ids": ["p1"]}
+    report, _, steps = run(
+        deps,
+        [
+            text(FINDINGS),
+            calls(("search_evidence", {"query": "pleural effusion", "k": 1})),
+            ChatReply("done", "stop", Usage(1, 1)),
+            text({"conclusions": [conclusion]}),
+        ],
+    )
+    stored = json.loads(json.dumps([s.as_dict() for s in steps]))  # as the store keeps it
+    row = from_report_trace(report_from_dict(report_to_dict(report)), stored)
+    roles = [m["role"] for m in row["messages"]]
+    assert roles == ["system", "user", "assistant", "tool", "assistant"]
+    (call,) = row["messages"][2]["tool_calls"]
+    assert call["function"]["name"] == "search_evidence"
+    assert json.loads(call["function"]["arguments"]) == {"query": "pleural effusion", "k": 1}
+    assert row["messages"][3]["tool_call_id"] == call["id"]
+    assert json.loads(row["messages"][3]["content"])["passages"][0]["passage_id"] == "p1"
+    assert row["messages"][-1]["content"] == "Left pleural effusion"
+    assert "Dyspnoea" not in json.dumps(row)  # the clinical context is never exported
+    assert row["provenance"]["report"] == "r-1"
+
+
 def test_hallucinations_are_flagged_or_removed_by_policy(deps: Deps) -> None:
     script = [
         text(FINDINGS),

@@ -175,8 +175,9 @@ def run_tool(state: ReportState, call: ToolCall, args: Any) -> tuple[dict[str, A
     return tool(state, args), None
 
 
-def _call(state: ReportState, call: ToolCall, parent: str) -> tuple[str, dict[str, Any]]:
-    """Run one call as a pair of trace steps; (the result step's id, the result)."""
+def call_tool(state: ReportState, call: ToolCall, parent: str) -> tuple[str, dict[str, Any]]:
+    """Run one call as a pair of trace steps after ``parent`` (none when empty); (the result
+    step's id, the result)."""
     try:
         arguments = json.loads(call.arguments)
     except ValueError:
@@ -185,7 +186,7 @@ def _call(state: ReportState, call: ToolCall, parent: str) -> tuple[str, dict[st
         "reasoning",
         "tool_call",
         content=f"{call.name} called",
-        parents=(parent,),
+        parents=(parent,) if parent else (),
         tool=call.name,
         tool_call_id=call.id,
         arguments=arguments,
@@ -241,7 +242,7 @@ def reason(state: ReportState) -> ReportState:
         )
         views = []
         for call in reply.tool_calls:
-            step_id, result = _call(state, call, parents[-1])
+            step_id, result = call_tool(state, call, parents[-1])
             calls += 1
             refused += "error" in result
             parents.append(step_id)

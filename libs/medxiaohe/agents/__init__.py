@@ -1,0 +1,1 @@
+"""Tool-augmented agent trajectories: the agent, the two-level filter, export."""
