@@ -21,6 +21,7 @@ from medxiaohe_services.cli import (
     model,
     synthesize,
     train,
+    trajectories,
 )
 
 app = typer.Typer(help="MedXIAOHE: medical vision-language platform.", no_args_is_help=True)
@@ -100,6 +101,7 @@ app.add_typer(bench.app, name="bench")
 app.add_typer(index.app, name="index")
 app.add_typer(train.app, name="train")
 app.add_typer(model.app, name="model")
+app.add_typer(trajectories.app, name="trajectories")
 app.command()(ingest.ingest)
 app.command()(ingest.coverage)
 app.command()(synthesize.synthesize)

@@ -140,3 +140,18 @@ def test_a_run_out_of_turns_still_answers(toolbox: Toolbox) -> None:
 )
 def test_answers_are_checked_by_letter_or_exactly(final: str, gold: str, right: bool) -> None:
     assert check_answer(final, gold) is right
+
+
+def test_a_tool_run_whose_calls_were_all_refused_is_dropped(toolbox: Toolbox) -> None:
+    class Guesser(Reader):
+        """Calls a tool with a query nothing matches, then guesses right anyway."""
+
+        def call_tools(self, messages: Sequence[dict[str, Any]], *a: Any, **k: Any) -> ChatReply:
+            if messages[-1]["role"] == "tool":
+                return ChatReply("The answer is B.", "stop", Usage(1, 1))
+            call = ToolCall("c1", "lookup_entity", '{"query": "no such thing"}')
+            return ChatReply("", "tool_calls", Usage(1, 1), (call,))
+
+    filtered = two_level_filter(pair(Guesser(), QUESTIONS[:1], toolbox))  # type: ignore[arg-type]
+    assert filtered.reasons == {"q-marfan": NO_TOOL_CALLED}
+    assert filtered.counts["tool_beat_no_tool"] == 1.0  # right, but not thanks to a tool

@@ -1,7 +1,8 @@
 """Which tool-augmented trajectories to train on, and how they are stored.
 
 The paper's two-level filter keeps a trajectory only when the item needs the tool (the same
-model fails it without tools) and the tool run succeeds, having called a tool. Kept runs are
+model fails it without tools) and the tool run succeeds, having had at least one tool call
+answered (a run whose every call was refused did not use a tool). Kept runs are
 published as chat data with their tool calls (``train.jsonl``, for SFT) and as prompts with
 gold answers (``prompts.jsonl``, for RL), each row with its provenance. Report-service traces
 export to the same chat shape."""
@@ -23,7 +24,7 @@ from medxiaohe.training.chat_data import publish_chat
 KEPT = "kept: the tool run succeeded where the no-tool run failed"
 SOLVED_WITHOUT = "dropped: solved without tools"
 TOOL_RUN_FAILED = "dropped: the tool run failed"
-NO_TOOL_CALLED = "dropped: the tool run called no tool"
+NO_TOOL_CALLED = "dropped: no tool call of the tool run was answered"
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class Filtered:
 def verdict(no_tools: Trajectory, with_tools: Trajectory) -> str:
     if no_tools.correct:
         return SOLVED_WITHOUT
-    if not with_tools.tool_calls:
+    if not with_tools.tool_answers:
         return NO_TOOL_CALLED
     return KEPT if with_tools.correct else TOOL_RUN_FAILED
 

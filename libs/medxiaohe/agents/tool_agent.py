@@ -70,6 +70,13 @@ class Trajectory:
             for c in m.get("tool_calls") or ()
         ]
 
+    @property
+    def tool_answers(self) -> int:
+        """How many tool calls were answered (not refused with an error)."""
+        return sum(
+            m["role"] == "tool" and not m["content"].startswith('{"error"') for m in self.messages
+        )
+
 
 @dataclass
 class Toolbox:
