@@ -1,10 +1,12 @@
 """Stage ``rl``: GRPO (TRL's GRPOTrainer) with the rubric library's layered reward (rule
 layers, the rubric score, the process reward, a safety gate, bounded shaping), each layer's
 mean logged every step; the policy's token entropy logged every step, with an entropy bonus
-that engages below a floor; optional KL to the reference model; published to ``models/rl``."""
+(or a temperature rise) that engages below a floor; optional KL to the reference model;
+published to ``models/rl``."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -76,7 +78,15 @@ class RlConfig(RunConfig):
     )
     entropy_floor: float = field(
         default=0.0,
-        metadata={"help": "Token entropy (nats) below which an entropy bonus engages; 0: off."},
+        metadata={"help": "Token entropy (nats) below which entropy_action engages; 0: off."},
+    )
+    entropy_action: str = field(
+        default="bonus",
+        metadata={"help": "Below the floor: 'bonus' (an adaptive entropy term in the loss) or "
+                  "'temperature' (sampling temperature raised, up to temperature_max)."},
+    )  # fmt: skip
+    temperature_max: float = field(
+        default=1.5, metadata={"help": "The highest temperature the 'temperature' action sets."}
     )
     logging_steps: int = field(default=1, metadata={"help": "Log every this many steps."})
     select_band: str = field(
@@ -85,6 +95,12 @@ class RlConfig(RunConfig):
                   "starting model) lies in the band, e.g. 0.6,0.8; empty keeps all."},
     )  # fmt: skip
     select_samples: int = field(default=8, metadata={"help": "Samples per item for the band."})
+    heldout: str = field(
+        default="",
+        metadata={"help": "Held-out synthesized questions (e.g. synthesis/small:heldout.jsonl) "
+                  "the benchmark harness scores on the starting and the final model: the "
+                  "card's figures synth_qa_heldout {sft, rl}."},
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -94,6 +110,10 @@ class RlConfig(RunConfig):
             raise InvalidInput("num_generations >= 2, and batch_size a multiple of it")
         if self.learning_rate <= 0 or self.max_completion_length < 1 or self.entropy_floor < 0:
             raise InvalidInput("learning_rate, max_completion_length and entropy_floor: positive")
+        if self.entropy_action not in ("bonus", "temperature"):
+            raise InvalidInput("entropy_action is 'bonus' or 'temperature'")
+        if self.temperature_max < self.temperature:
+            raise InvalidInput("temperature_max must be at least temperature")
         if self.select_band:
             self.band()
 
@@ -147,18 +167,39 @@ def selected(
 
 
 class LayerLog(TrainerCallback):
-    """Adds each reward layer's mean of the last step, and whether the entropy floor was
-    crossed (the bonus then engages), to what the Trainer logs."""
+    """Adds each reward layer's mean of the last step to what the Trainer logs, and whether
+    the entropy was below the floor; with the 'temperature' action, raises the sampling
+    temperature by ``TEMPERATURE_STEP`` while it is (lowers it back, to the configured one,
+    while it is not), and logs it."""
 
-    def __init__(self, reward: LayeredReward, floor: float) -> None:
-        self.reward, self.floor = reward, floor
+    def __init__(self, reward: LayeredReward, config: RlConfig, trainer: Any = None) -> None:
+        self.reward, self.config, self.trainer = reward, config, trainer
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
         if logs is None or "reward" not in logs:
             return
         logs.update({f"reward/{k}": round(v, 4) for k, v in self.reward.last.items()})
-        if self.floor and "entropy" in logs:
-            logs["entropy_below_floor"] = float(logs["entropy"] < self.floor)
+        floor = self.config.entropy_floor
+        if not floor or "entropy" not in logs:
+            return
+        below = logs["entropy"] < floor
+        logs["entropy_below_floor"] = float(below)
+        if self.trainer is not None and self.config.entropy_action == "temperature":
+            now = self.trainer.temperature + (TEMPERATURE_STEP if below else -TEMPERATURE_STEP)
+            now = min(self.config.temperature_max, max(self.config.temperature, now))
+            set_temperature(self.trainer, now)
+            logs["temperature"] = round(now, 4)
+
+
+TEMPERATURE_STEP = 0.05
+
+
+def set_temperature(trainer: Any, value: float) -> None:
+    """GRPOTrainer samples and scores log-probabilities at ``trainer.temperature``; generation
+    reads it from its config and kwargs, set at start."""
+    trainer.temperature = value
+    trainer.generation_config.temperature = value
+    trainer.generation_kwargs["temperature"] = value
 
 
 def prepare(config: RlConfig, settings: Settings) -> tuple[Any, Run, Path]:
@@ -169,7 +210,7 @@ def prepare(config: RlConfig, settings: Settings) -> tuple[Any, Run, Path]:
 
     store, scratch = open_run(config, settings, STAGE)
     base = base_folder(config.base_model, settings, scratch, config.seed)
-    floor = config.entropy_floor
+    bonus = bool(config.entropy_floor) and config.entropy_action == "bonus"
     args = training_arguments(
         config,
         scratch,
@@ -184,8 +225,8 @@ def prepare(config: RlConfig, settings: Settings) -> tuple[Any, Run, Path]:
         temperature=config.temperature,
         beta=config.beta,
         logging_steps=config.logging_steps,
-        use_adaptive_entropy=bool(floor),
-        entropy_target=floor or 0.2,
+        use_adaptive_entropy=bonus,
+        entropy_target=config.entropy_floor if bonus else 0.2,
     )
     run = Run.start(store, STAGE, config, scratch.name)
     reward = layered_from_config(config.reward_config(), grader=_grader(config))
@@ -198,7 +239,7 @@ def prepare(config: RlConfig, settings: Settings) -> tuple[Any, Run, Path]:
         train_dataset=Dataset.from_list(rows),
         processing_class=processor,
     )
-    trainer.add_callback(LayerLog(reward, floor))  # before the run's callback sees the logs
+    trainer.add_callback(LayerLog(reward, config, trainer))  # before the run's callback
     mirror(trainer, run, scratch)
     return trainer, run, scratch
 
@@ -212,9 +253,85 @@ def _grader(config: RlConfig) -> Any:
     return None
 
 
+def curves(run: Run) -> dict[str, Any]:
+    """The reward (per layer), entropy and gate over the run: first and last ten steps."""
+    run.flush()
+    logged = [m for m in run.metrics() if "reward" in m]
+    keys = sorted({k for m in logged for k in m if k.startswith("reward/") or k == "entropy"})
+
+    def mean(values: list[float]) -> float:
+        return round(sum(values) / max(1, len(values)), 4)
+
+    return {
+        "steps": len(logged),
+        "first10": {k: mean([m[k] for m in logged[:10] if k in m]) for k in keys},
+        "last10": {k: mean([m[k] for m in logged[-10:] if k in m]) for k in keys},
+        "safety_gate_zeroed": int(sum(m.get("reward/gated", 0) for m in logged)),
+        "entropy_below_floor_steps": int(sum(m.get("entropy_below_floor", 0) for m in logged)),
+    }
+
+
+def heldout_accuracy(
+    config: RlConfig, settings: Settings, folder: Path, run_name: str
+) -> dict[str, Any]:
+    """The benchmark harness's synth_qa score of the model in ``folder`` (free-text answers,
+    the letter extracted), published as eval/<run_name>."""
+    from medxiaohe.eval.harness.evaluate import evaluate, publish_results
+    from medxiaohe.eval.harness.run import EvalConfig
+    from medxiaohe.eval.harness.suites import synth_qa
+    from medxiaohe.models.chat import ChatModel
+    from medxiaohe.models.client import LocalModelClient
+    from medxiaohe.models.vlm import load_vlm
+    from medxiaohe.storage import fetch, open_store
+
+    store = open_store(config.store_uri or settings.store_uri, settings)
+    prefix, _, name = config.heldout.partition(":")
+    items = {"synth_qa": synth_qa(fetch(store, prefix, settings.model_cache_dir) / name)}
+    client = LocalModelClient(ChatModel(load_vlm(folder)))
+    eval_config = EvalConfig(f"{run_name}@{folder.name}", constrain=False)
+    result = evaluate(store, client, eval_config, items, run=run_name)
+    publish_results(store, result)
+    score = result["suites"]["synth_qa"]
+    answered = Counter(r["extracted"] for r in result["predictions"])
+    golds = Counter(i.answer for i in items["synth_qa"])
+    right = Counter(r["gold"] for r in result["predictions"] if r["correct"])
+    return {
+        "accuracy": score["score"],
+        "ci95": score["ci95"],
+        "n": score["n"],
+        # a model that answers one letter scores that letter's share: say how close it is
+        "top_answer_share": round(answered.most_common(1)[0][1] / score["n"], 4),
+        "best_constant": round(golds.most_common(1)[0][1] / score["n"], 4),
+        # the mean of each gold letter's accuracy: one letter always scores 1 / letters
+        "balanced": round(sum(right[g] / n for g, n in golds.items()) / len(golds), 4),
+    }
+
+
 def train(config: RlConfig, settings: Settings) -> Manifest | None:
-    """Optimise the policy against the layered reward and publish it."""
+    """Optimise the policy against the layered reward and publish it, with its figures."""
     trainer, run, scratch = prepare(config, settings)
     trainer.train(resume_from_checkpoint=resume_checkpoint(run, scratch / "trainer"))
     card = {"stage": STAGE, "data": config.data, "reward": config.reward_config()}
-    return publish_final(trainer, run, scratch, card, config)
+
+    def figures(final: Path) -> dict[str, Any]:
+        measured: dict[str, Any] = {"rl_curves": curves(run)}
+        if config.heldout:
+            base = base_folder(config.base_model, settings, scratch, config.seed)
+            before = heldout_accuracy(config, settings, base, f"{run.run_id}-heldout-start")
+            after = heldout_accuracy(config, settings, final, f"{run.run_id}-heldout-final")
+            measured["synth_qa_heldout"] = {
+                "sft": before["accuracy"],
+                "rl": after["accuracy"],
+                "ci95": {"sft": before["ci95"], "rl": after["ci95"]},
+                "balanced": {"sft": before["balanced"], "rl": after["balanced"]},
+                "top_answer_share": {
+                    "sft": before["top_answer_share"],
+                    "rl": after["top_answer_share"],
+                },
+                "best_constant": after["best_constant"],
+                "items": after["n"],
+                "source": config.heldout,
+            }
+        return measured
+
+    return publish_final(trainer, run, scratch, card, config, figures=figures)

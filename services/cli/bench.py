@@ -145,3 +145,16 @@ def mixture(
         typer.echo(f"skipped: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(json.dumps(result))
+
+
+@app.command()
+def entropy(
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds per action (medians).")] = 2,
+    steps: Annotated[int, typer.Option(min=20, help="GRPO steps per run.")] = 60,
+) -> None:
+    """The RL stage's actions below the entropy floor (bonus, temperature rise) beside none,
+    on the tiny model's toy task: reward and entropy, medians over seeds."""
+    from medxiaohe_training.entropy_bench import compare
+
+    setup_logging("WARNING")
+    typer.echo(json.dumps(compare(seeds, steps)))

@@ -138,10 +138,12 @@ def publish_final(
     config: RunConfig,
     best: Manifest | None = None,
     save: Callable[[Path], None] | None = None,
+    figures: Callable[[Path], dict[str, Any]] | None = None,
 ) -> Manifest | None:
     """Publish the run's best model when it kept one, else the final weights, saved by
     ``save`` or through the Trainer on every process (under ZeRO-3 that gathers the
-    partitioned weights); the first process publishes, with the card (None elsewhere)."""
+    partitioned weights); the first process publishes, with the card (None elsewhere) and
+    the ``figures`` measured on the final folder."""
     final = scratch / "final"
     if best is None:
         (save or (lambda folder: trainer.save_model(str(folder))))(final)
@@ -158,6 +160,8 @@ def publish_final(
             "best": best.metadata if best else None,
             **card,
         }
+        if figures is not None:
+            card["figures"] = figures(final)
         (final / CARD).write_text(json.dumps(card, indent=2, sort_keys=True))
         return run.publish_model(final)
     finally:
