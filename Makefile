@@ -8,7 +8,7 @@ PYTHON ?= python3
 PIP := $(PY) -m pip --disable-pip-version-check -q
 SOURCES := libs/medxiaohe services training-jobs tests protos/generate.py
 
-.PHONY: help venv install protos lint check test demo clean met train-ner train-small bench-tagging bench-ingest bench-mixture bench-serving eval-suite bench-decontaminate
+.PHONY: help venv install protos lint check test demo clean met train-ner train-small rl-small bench-tagging bench-ingest bench-mixture bench-serving eval-suite bench-decontaminate
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -56,6 +56,10 @@ train-small: venv ## Train the small model from ../shared/data: CPT, SFT, figure
 	$(VENV)/bin/medxiaohe met stats >/dev/null 2>&1 || $(VENV)/bin/medxiaohe met build >/dev/null
 	HF_HUB_OFFLINE=1 MEDXIAOHE_LOG_LEVEL=WARNING $(VENV)/bin/medxiaohe-train small --config training-jobs/configs/small.yaml
 	$(VENV)/bin/medxiaohe model show models/small
+
+rl-small: venv ## GRPO on the small model (after train-small), held-out figures, models/rl
+	HF_HUB_OFFLINE=1 MEDXIAOHE_LOG_LEVEL=WARNING $(VENV)/bin/medxiaohe-train rl --config training-jobs/configs/rl-small.yaml
+	$(VENV)/bin/medxiaohe model show models/rl
 
 eval-suite: venv ## Score models/small (after train-small) on every suite, clean subsets beside; resumable
 	$(VENV)/bin/medxiaohe decontaminate --name small --source dataset:small --source mixture:small \

@@ -56,6 +56,9 @@ def test_grpo_raises_a_verifiable_reward(tmp_path: Path) -> None:
     # one step's reward varies by about 0.17, so a 10-step mean by about 0.05: a rise of 0.25 is
     # over three standard errors of the difference, and under half of the smallest rise seen.
     assert last > first + 0.25, rewards
+    curves = model_card("models/rl", Settings(store_uri=store_uri))["figures"]["rl_curves"]
+    assert curves["steps"] == config.max_steps
+    assert curves["last10"]["reward/total"] == pytest.approx(last, abs=1e-3)
 
 
 def test_data_selection_runs_before_the_stage(tmp_path: Path) -> None:

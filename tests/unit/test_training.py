@@ -251,7 +251,8 @@ def test_model_show_prints_a_published_models_card_without_its_weights(
 def test_rl_config_builds_the_layered_reward_config() -> None:
     from medxiaohe.common.errors import InvalidInput
     from medxiaohe.rubric.rewards import layered_from_config
-    from medxiaohe_training.rl import RlConfig, prompts
+    from medxiaohe.training.chat_data import prompts
+    from medxiaohe_training.rl import RlConfig
 
     config = RlConfig(
         reward_layers="option=1.0,regex:call 911=0.5", safety=["Advises stopping insulin"]
@@ -285,3 +286,32 @@ def test_rl_config_refuses_a_malformed_band() -> None:
     assert RlConfig(select_band="0.6,0.8").band() == (0.6, 0.8)
     with pytest.raises(InvalidInput, match="low,high"):
         RlConfig(select_band="sixty,eighty")
+
+
+def test_the_temperature_action_rises_below_the_floor_and_settles_back() -> None:
+    from types import SimpleNamespace
+
+    from medxiaohe.rubric.rewards import layered_from_config
+    from medxiaohe_training.rl import TEMPERATURE_STEP, LayerLog, RlConfig
+
+    config = RlConfig(
+        entropy_floor=2.0, entropy_action="temperature", temperature=1.0, temperature_max=1.1
+    )
+    trainer = SimpleNamespace(
+        temperature=1.0, generation_config=SimpleNamespace(temperature=1.0),
+        generation_kwargs={"temperature": 1.0},
+    )  # fmt: skip
+    log = LayerLog(layered_from_config({"layers": {"option": 1.0}}), config, trainer)
+    seen = []
+    for entropy in (1.5, 1.5, 1.5, 2.5, 2.5, 2.5):
+        logs = {"reward": 0.5, "entropy": entropy}
+        log.on_log(None, None, None, logs)
+        seen.append(logs["temperature"])
+        assert trainer.temperature == logs["temperature"]
+        assert trainer.generation_kwargs["temperature"] == trainer.temperature
+        assert trainer.generation_config.temperature == trainer.temperature
+        assert logs["entropy_below_floor"] == float(entropy < 2.0)
+    up = round(1.0 + TEMPERATURE_STEP, 4)
+    assert seen == [up, 1.1, 1.1, round(1.1 - TEMPERATURE_STEP, 4), 1.0, 1.0]
+    with pytest.raises(InvalidInput, match="entropy_action"):
+        RlConfig(entropy_action="louder")
