@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from medxiaohe.common.settings import Settings
 from medxiaohe.storage import open_store
 from medxiaohe.training.chat_data import publish_chat
@@ -45,7 +47,10 @@ def _run(store_uri: str, secret: str, run_id: str, steps: int, extra: list[str])
     overrides = ["--store_uri", store_uri, "--run_id", run_id, "--max_steps", str(steps)]
     overrides += ["--save_steps", str(steps + 1), *extra]
     config = load_config(rl.RlConfig, CONFIG, overrides)
-    trainer, run, _ = rl.prepare(config, Settings(store_uri=store_uri, deid_secret=secret))
+    settings = Settings.from_env().model_copy(
+        update={"store_uri": store_uri, "deid_secret": SecretStr(secret)}
+    )
+    trainer, run, _ = rl.prepare(config, settings)
     started = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - started

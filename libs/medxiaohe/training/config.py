@@ -93,7 +93,10 @@ def config_from(
                 args=_as_args({k: v for k, v in values.items() if v != []}) + list(overrides or [])
             )
         # an empty list has no command-line form: set it after parsing (validated again)
-        empty = {k: [] for k, v in values.items() if v == [] and f"--{k}" not in (overrides or [])}
+        given = set(overrides or [])
+        empty: dict[str, list[Any]] = {
+            k: [] for k, v in values.items() if v == [] and f"--{k}" not in given
+        }
         config = dataclasses.replace(config, **empty) if empty else config
     except SystemExit:
         message = errors.getvalue().strip().splitlines()
