@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from medxiaohe.common.errors import InvalidInput, MedxError
+from medxiaohe.common.errors import InvalidInput, Unavailable
 from medxiaohe.training.config import config_from, read_mapping
 from medxiaohe.training.manifests import job_name
 from medxiaohe.training.runs import LAUNCH_FIELDS
@@ -55,7 +55,7 @@ class Step:
         return yaml.safe_dump(body | ({"store_uri": store_uri} if store_uri else {}))
 
 
-class StageFailed(MedxError):
+class StageFailed(Unavailable):
     """A stage of the pipeline did not succeed; re-run the pipeline to resume there."""
 
 
