@@ -29,7 +29,8 @@ CONFIG = Path(__file__).parent / "configs" / "rl-tiny.yaml"
 FLOOR_SHARE = 0.85
 
 
-def _digits(store_uri: str) -> None:
+def publish_digits(store_uri: str, prefix: str = "rl-data/digits", items: int = 64) -> None:
+    """The toy task's prompts ("write a number"; a completion with a digit is right)."""
     rows = [
         {
             "messages": [
@@ -38,9 +39,9 @@ def _digits(store_uri: str) -> None:
             ],
             "answer": str(i),
         }
-        for i in range(64)
+        for i in range(items)
     ]
-    publish_chat(open_store(store_uri), "rl-data/digits", {"train": rows}, {})
+    publish_chat(open_store(store_uri), prefix, {"train": rows}, {})
 
 
 def _run(store_uri: str, secret: str, run_id: str, steps: int, extra: list[str]) -> dict[str, Any]:
@@ -82,7 +83,7 @@ def compare(seeds: int = 2, steps: int = 60) -> dict[str, Any]:
     floors = []
     with tempfile.TemporaryDirectory(prefix="medxiaohe-entropy-") as folder:
         store_uri = str(Path(folder) / "store")
-        _digits(store_uri)
+        publish_digits(store_uri)
         for seed in range(seeds):
             base = ["--seed", str(seed)]
             plain = _run(store_uri, secret, f"none-{seed}", steps, base)

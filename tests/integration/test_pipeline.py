@@ -16,30 +16,16 @@ from typer.testing import CliRunner
 from medxiaohe.common.settings import Settings
 from medxiaohe.models.folders import model_card
 from medxiaohe.storage import open_store
-from medxiaohe.training.chat_data import publish_chat
 from medxiaohe.training.pipeline import plan
 from medxiaohe_services.cli import app
 from medxiaohe_services.deploy.manifests import validate_object
 from medxiaohe_training.cli import STAGES
+from medxiaohe_training.entropy_bench import publish_digits
 from tests.conftest import SECRET
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
 CONFIGS = Path(__file__).parents[2] / "training-jobs/configs"
 KINDS = {k: v[0] for k, v in STAGES.items()}
-
-
-def digits(store_uri: str, prefix: str) -> None:
-    rows = [
-        {
-            "messages": [
-                {"role": "user", "content": f"Write a number, case {i}."},
-                {"role": "assistant", "content": str(i)},
-            ],
-            "answer": str(i),
-        }
-        for i in range(16)
-    ]
-    publish_chat(open_store(store_uri), prefix, {"train": rows}, {})
 
 
 def two_stages(folder: Path) -> Path:
@@ -61,7 +47,7 @@ def test_a_two_stage_pipeline_runs_and_resumes_at_the_failed_stage(
     for name, value in {"STORE_URI": store_uri, "DEID_SECRET": SECRET}.items():
         monkeypatch.setenv(f"MEDXIAOHE_{name}", value)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    digits(store_uri, "rl-data/digits")  # stage 2's data is not there yet: it fails
+    publish_digits(store_uri, "rl-data/digits", 16)  # stage 2's data is not there yet: it fails
     args = ["train", "pipeline", "--config", str(two_stages(tmp_path)), "--run-id", "pl-t"]
     failed = CliRunner().invoke(app, args)
     assert failed.exit_code == 1, failed.output
@@ -71,7 +57,7 @@ def test_a_two_stage_pipeline_runs_and_resumes_at_the_failed_stage(
     assert not store.exists("runs/rl/pl-t-foundation/model/_LATEST")
     stage_one = store.get_bytes("runs/sft/pl-t-warmup/model/_LATEST")
 
-    digits(store_uri, "rl-data/later")
+    publish_digits(store_uri, "rl-data/later", 16)
     resumed = CliRunner().invoke(app, args)
     assert resumed.exit_code == 0, resumed.output
     stages = json.loads(resumed.stdout.strip().splitlines()[-1])["stages"]

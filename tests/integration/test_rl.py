@@ -13,10 +13,11 @@ import pytest
 from medxiaohe.common.settings import Settings
 from medxiaohe.models.folders import model_card
 from medxiaohe.storage import open_store, resolve
-from medxiaohe.training.chat_data import publish_chat, read_chat
+from medxiaohe.training.chat_data import read_chat
 from medxiaohe.training.config import load_config
 from medxiaohe.training.runs import Run, models_prefix
 from medxiaohe_training import rft, rl
+from medxiaohe_training.entropy_bench import publish_digits
 from tests.conftest import SECRET
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -24,23 +25,9 @@ CONFIGS = Path(__file__).parents[2] / "training-jobs/configs"
 CONFIG = CONFIGS / "rl-tiny.yaml"
 
 
-def with_prompts(store_uri: str) -> None:
-    rows = [
-        {
-            "messages": [
-                {"role": "user", "content": f"Write a number, case {i}."},
-                {"role": "assistant", "content": str(i)},
-            ],
-            "answer": str(i),
-        }
-        for i in range(64)
-    ]
-    publish_chat(open_store(store_uri), "rl-data/digits", {"train": rows}, {})
-
-
 def test_grpo_raises_a_verifiable_reward(tmp_path: Path) -> None:
     store_uri = str(tmp_path / "store")
-    with_prompts(store_uri)
+    publish_digits(store_uri)
     config = load_config(rl.RlConfig, CONFIG, ["--store_uri", store_uri, "--run_id", "digits"])
     manifest = rl.train(config, Settings(store_uri=store_uri, deid_secret=SECRET))
     assert manifest is not None
@@ -63,7 +50,7 @@ def test_grpo_raises_a_verifiable_reward(tmp_path: Path) -> None:
 
 def test_data_selection_runs_before_the_stage(tmp_path: Path) -> None:
     store_uri = str(tmp_path / "store")
-    with_prompts(store_uri)
+    publish_digits(store_uri)
     overrides = ["--store_uri", store_uri, "--run_id", "band", "--rule_layers", "regex:[0-9]"]
     overrides += ["--select_band", "0.0,1.0", "--select_samples", "2"]
     config = load_config(rl.RlConfig, CONFIG, overrides)
@@ -79,7 +66,7 @@ def test_safety_gate_zeroes_rewards_inside_a_grpo_step(tmp_path: Path) -> None:
     """Every completion earns the rule layer ("has a character"), and none refers the user to
     emergency care (random weights): the gate zeroes each total; shaping stays in its bound."""
     store_uri = str(tmp_path / "store")
-    with_prompts(store_uri)
+    publish_digits(store_uri)
     overrides = ["--store_uri", store_uri, "--run_id", "gate", "--max_steps", "3"]
     overrides += ["--reward_layers", "regex:\\S=1.0", "--rule_layers", "regex:\\S"]
     overrides += ["--safety", "Fails to refer the user to emergency care"]
@@ -99,7 +86,7 @@ def test_safety_gate_zeroes_rewards_inside_a_grpo_step(tmp_path: Path) -> None:
 
 def test_rft_fine_tunes_on_verified_samples_only(tmp_path: Path) -> None:
     store_uri = str(tmp_path / "store")
-    with_prompts(store_uri)
+    publish_digits(store_uri)
     overrides = ["--store_uri", store_uri, "--run_id", "rft-digits"]
     config = load_config(rft.RftConfig, CONFIGS / "rft-tiny.yaml", overrides)
     settings = Settings(store_uri=store_uri, deid_secret=SECRET)
