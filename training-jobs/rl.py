@@ -31,6 +31,7 @@ from medxiaohe.training.stage import (
 
 STAGE = "rl"
 DEEPSPEED = Path(__file__).parent / "deepspeed"
+TEMPERATURE_STEP = 0.05  # per logged step, for entropy_action: temperature
 
 
 @dataclass
@@ -189,9 +190,6 @@ class LayerLog(TrainerCallback):
             now = min(self.config.temperature_max, max(self.config.temperature, now))
             set_temperature(self.trainer, now)
             logs["temperature"] = round(now, 4)
-
-
-TEMPERATURE_STEP = 0.05
 
 
 def set_temperature(trainer: Any, value: float) -> None:
