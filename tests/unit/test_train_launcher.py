@@ -3,6 +3,8 @@ fake: urllib3's pool manager under the client's request layer; no API server run
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -121,3 +123,50 @@ def test_model_deploy_creates_then_updates_a_validated_inference_service(
     assert stored["spec"]["predictor"]["model"]["storageUri"] == "s3://m/models/vlm-2"
     with pytest.raises(InvalidInput):
         render_inference_service("ftp://nope", "vlm", [])  # the chart's schema refuses it
+
+
+class Cluster(FakeApiServer):
+    """Jobs end the way ``outcomes`` says, one outcome per submission of each Job."""
+
+    def __init__(self, outcomes: dict[str, list[str]]) -> None:
+        super().__init__()
+        self.outcomes = outcomes
+
+    def request(self, method: str, url: str, **kwargs: Any) -> Any:
+        reply = super().request(method, url, **kwargs)
+        if method == "POST" and url.endswith("/jobs"):
+            name = json.loads(kwargs["body"])["metadata"]["name"]
+            ended = self.outcomes[name].pop(0)
+            self.objects[("jobs", "ml", name)]["status"] = {
+                "conditions": [{"type": ended, "status": "True"}]
+            }
+        return reply
+
+
+def test_a_pipeline_on_kubernetes_resubmits_only_the_failed_stage(tmp_path: Path) -> None:
+    import yaml
+
+    from medxiaohe.training.pipeline import StageFailed, plan, run_pipeline
+    from medxiaohe_services.deploy.training import KubernetesRunner
+    from medxiaohe_training.cli import STAGES
+
+    configs = Path(__file__).parents[2] / "training-jobs/configs"
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump({"stages": [
+        {"name": "warmup", "stage": "sft", "config": str(configs / "sft-tiny.yaml")},
+        {"name": "foundation", "stage": "rl", "config": str(configs / "rl-tiny.yaml")},
+    ]}))  # fmt: skip
+    steps = plan(path, "pl-k", {k: v[0] for k, v in STAGES.items()})
+    first, second = "train-sft-pl-k-warmup", "train-rl-pl-k-foundation"
+    cluster = Cluster({first: ["Complete"], second: ["Failed", "Complete"]})
+    runner = KubernetesRunner(KubernetesLauncher(api_client(cluster), "ml"), ClusterSpec(), 0)
+    with pytest.raises(StageFailed, match=f"Job {second} failed"):
+        run_pipeline(steps, runner)
+    done = run_pipeline(steps, runner)  # the same pipeline id again
+    assert [s["state"] for s in done] == ["skipped: published before", "ran"]
+    posted = [p for m, p in cluster.requests if m == "POST" and p.endswith("/jobs")]
+    assert len(posted) == 3  # stage 1 once, stage 2 twice
+    deleted = [p for m, p in cluster.requests if m == "DELETE"]
+    assert f"/apis/batch/v1/namespaces/ml/jobs/{second}" in deleted  # the failed Job went first
+    config = yaml.safe_load(cluster.objects[("configmaps", "ml", second)]["data"]["config.yaml"])
+    assert config["base_model"] == "runs/sft/pl-k-warmup/model"
