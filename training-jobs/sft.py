@@ -12,7 +12,7 @@ from typing import Any
 from medxiaohe.common.errors import InvalidInput
 from medxiaohe.common.settings import Settings
 from medxiaohe.storage import Manifest
-from medxiaohe.training.chat_data import read_sources, with_image_parts
+from medxiaohe.training.chat_data import read_sources, tools_as_text, with_image_parts
 from medxiaohe.training.config import RunConfig
 from medxiaohe.training.hf import mirror, resume_checkpoint
 from medxiaohe.training.runs import Run
@@ -89,10 +89,12 @@ class SftConfig(RunConfig):
 
 
 def _dataset(rows: list[dict[str, Any]]) -> Any:
-    """A datasets.Dataset of messages, with an images column only where some row has one
-    (TRL then collates through the processor; rows then shaped by ``with_image_parts``)."""
+    """A datasets.Dataset of messages (tool calls as the predictor renders them), with an
+    images column only where some row has one (TRL then collates through the processor; rows
+    then shaped by ``with_image_parts``)."""
     from datasets import Dataset
 
+    rows = [tools_as_text(r) for r in rows]
     if not any(r["images"] for r in rows):
         return Dataset.from_list([{"messages": r["messages"]} for r in rows])
     return Dataset.from_list([with_image_parts(r) for r in rows])

@@ -25,7 +25,7 @@ from medxiaohe.models.chat import ChatParams, Usage
 from medxiaohe.models.client import DEFAULT_PARAMS, ChatReply
 from medxiaohe.models.tools import ToolCall
 from medxiaohe.storage import open_store
-from medxiaohe.training.chat_data import read_chat
+from medxiaohe.training.chat_data import read_chat, tools_as_text
 from tests.conftest import small_records
 
 OPTIONS = "\nA. common\nB. rare"
@@ -109,6 +109,14 @@ def test_kept_trajectories_are_chat_data_with_tool_calls_and_provenance(
     (row,) = read_chat(store, "trajectories/unit:train.jsonl")
     assert row["messages"][2]["tool_calls"][0]["function"]["name"] == "lookup_entity"
     assert row["answer"] == "B"
+    assert {t["function"]["name"] for t in row["tools"]} == {"lookup_entity"}
+    # SFT reads the calls the way the predictor renders them for a template without tools
+    shown = tools_as_text(row)["messages"]
+    assert "lookup_entity" in shown[0]["content"]  # the tools, listed
+    assert json.loads(shown[3]["content"]) == {
+        "name": "lookup_entity", "arguments": {"query": "Marfan syndrome"}
+    }  # fmt: skip
+    assert not any(m.get("tool_calls") for m in shown)
     (prompt,) = read_chat(store, "trajectories/unit:prompts.jsonl")
     assert [m["role"] for m in prompt["messages"]] == ["system", "user", "assistant"]
     raw = store.get_bytes(f"{manifest.prefix}/{manifest.version}/train.jsonl")

@@ -68,6 +68,7 @@ def chat_row(run: Trajectory, provenance: Mapping[str, Any]) -> dict[str, Any]:
     """A kept run as a chat row: its messages, tool calls and results included."""
     return {
         "messages": run.messages,
+        "tools": run.tools,
         "answer": run.question.answer,
         "provenance": {**provenance, "item": run.question.id, "tools": run.tool_calls},
     }
@@ -76,7 +77,8 @@ def chat_row(run: Trajectory, provenance: Mapping[str, Any]) -> dict[str, Any]:
 def prompt_row(run: Trajectory, provenance: Mapping[str, Any]) -> dict[str, Any]:
     """The same item as an RL prompt: system and question, the gold answer to verify."""
     row = chat_row(run, provenance)
-    return row | {"messages": [*run.messages[:2], {"role": "assistant", "content": row["answer"]}]}
+    ask = [*run.messages[:2], {"role": "assistant", "content": row["answer"]}]
+    return {k: v for k, v in row.items() if k != "tools"} | {"messages": ask}
 
 
 def publish_trajectories(

@@ -57,6 +57,7 @@ class Trajectory:
     question: Question
     tools: bool  # whether tools were offered
     messages: list[dict[str, Any]] = field(default_factory=list)
+    tools: list[dict[str, Any]] = field(default_factory=list)  # the specs first offered
     final: str = ""
     correct: bool = False
 
@@ -122,6 +123,7 @@ def answer(
     if toolbox is not None:
         state = toolbox.state(model, question)
         parent = ""
+        run.tools = tool_specs(state)
         for turn in range(max_steps):
             reply = model.call_tools(
                 with_images(run.messages, pictures),

@@ -35,6 +35,8 @@ def _check(row: Any, where: str) -> dict[str, Any]:
     checked = {"messages": messages, "images": images}
     if isinstance(row.get("answer"), str):  # the gold answer a reward checks (RL, RFT)
         checked["answer"] = row["answer"]
+    if isinstance(row.get("tools"), list):  # the tools a trajectory's calls were offered
+        checked["tools"] = row["tools"]
     return checked
 
 
@@ -110,6 +112,19 @@ def with_image_parts(row: dict[str, Any]) -> dict[str, Any]:
         first = next((m for m in messages if m["role"] == "user"), messages[0])
         first["content"][:0] = [{"type": "image"} for _ in row["images"]]
     return {"messages": messages, "images": row["images"]}
+
+
+def tools_as_text(row: dict[str, Any]) -> dict[str, Any]:
+    """A row whose messages call tools as a chat template without tools reads it, the form
+    the predictor sends the model: calls and results as text, the tools listed first."""
+    messages = row["messages"]
+    if not any(m.get("tool_calls") or m["role"] == "tool" for m in messages):
+        return row
+    from medxiaohe.models.tools import tools_from, with_tools
+
+    specs = row.get("tools")
+    tools = tools_from(specs) if specs else []
+    return {**row, "messages": with_tools(messages, tools, "auto" if tools else "none")}
 
 
 def prompts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
