@@ -68,7 +68,7 @@ def chat_row(run: Trajectory, provenance: Mapping[str, Any]) -> dict[str, Any]:
     """A kept run as a chat row: its messages, tool calls and results included."""
     return {
         "messages": run.messages,
-        "tools": run.tools,
+        "tools": run.offered,
         "answer": run.question.answer,
         "provenance": {**provenance, "item": run.question.id, "tools": run.tool_calls},
     }

@@ -57,7 +57,7 @@ class Trajectory:
     question: Question
     tools: bool  # whether tools were offered
     messages: list[dict[str, Any]] = field(default_factory=list)
-    tools: list[dict[str, Any]] = field(default_factory=list)  # the specs first offered
+    offered: list[dict[str, Any]] = field(default_factory=list)  # the tool specs, first turn
     final: str = ""
     correct: bool = False
 
@@ -123,7 +123,7 @@ def answer(
     if toolbox is not None:
         state = toolbox.state(model, question)
         parent = ""
-        run.tools = tool_specs(state)
+        run.offered = tool_specs(state)
         for turn in range(max_steps):
             reply = model.call_tools(
                 with_images(run.messages, pictures),
