@@ -51,7 +51,17 @@ def client_of(running: Running) -> HttpModelClient:
 def test_every_suite_through_the_predictor(predictor: Running, tmp_path: Path) -> None:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} is absent (public data sets live in ../shared/data)")
-    items, skipped = load_items(list(SUITES), SHARED_DATA, {}, limit=2)
+    synth = tmp_path / "synth_qa.jsonl"  # the platform's own questions: not shared data
+    synth.write_text(
+        "".join(
+            json.dumps({"messages": [{"role": "user", "content": f"Which is rare, case {i}?\n"
+                                      "A. Fever\nB. Marfan syndrome"},
+                                     {"role": "assistant", "content": "The answer is B."}],
+                        "answer": "B"}) + "\n"
+            for i in range(2)
+        )
+    )  # fmt: skip
+    items, skipped = load_items(list(SUITES), SHARED_DATA, {"synth_qa": synth}, limit=2)
     assert not skipped, skipped
     store = LocalStore(tmp_path / "store")
     config = EvalConfig(f"{NAME}@test")

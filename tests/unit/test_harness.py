@@ -245,3 +245,24 @@ def test_mirage_released_predictions_give_published_accuracy(
     items = load_suite(suite, SHARED_DATA / folder)
     outputs = read_mirage(predictions, suite, items)
     assert rescore(items, outputs, "mirage")["accuracy"] == pytest.approx(published, abs=1e-4)
+
+
+def test_synthesized_questions_read_as_a_choice_suite(tmp_path: Path) -> None:
+    from medxiaohe.common.errors import InvalidInput
+    from medxiaohe.eval.harness.suites import synth_qa
+
+    row = {
+        "messages": [
+            {"role": "user", "content": "Patient with X.\nWhich disease?\nA. Foo\nB. Bar"},
+            {"role": "assistant", "content": "The answer is B."},
+        ],
+        "answer": "B",
+    }
+    (tmp_path / "heldout.jsonl").write_text(json.dumps(row) + "\n")
+    (item,) = synth_qa(tmp_path)
+    assert (item.id, item.kind, item.answer) == ("0000", "choice", "B")
+    assert item.question == "Patient with X.\nWhich disease?"
+    assert item.options == {"A": "Foo", "B": "Bar"}
+    (tmp_path / "heldout.jsonl").write_text(json.dumps(row | {"answer": "E"}) + "\n")
+    with pytest.raises(InvalidInput, match="letter answer"):
+        synth_qa(tmp_path)
