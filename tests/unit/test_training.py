@@ -315,3 +315,36 @@ def test_the_temperature_action_rises_below_the_floor_and_settles_back() -> None
     assert seen == [up, 1.1, 1.1, round(1.1 - TEMPERATURE_STEP, 4), 1.0, 1.0]
     with pytest.raises(InvalidInput, match="entropy_action"):
         RlConfig(entropy_action="louder")
+
+
+@pytest.mark.parametrize(
+    ("stages", "error"),
+    [
+        ([], "1-16 stages"),
+        ([{"name": "a", "stage": "sft", "set": ["x"]}], "set is a mapping"),
+        ([{"name": "A!", "stage": "sft"}], "must be unique"),
+        ([{"name": "a", "stage": "sft"}, {"name": "a", "stage": "rl"}], "must be unique"),
+        ([{"name": "a", "stage": "dpo"}], "is not one of"),
+        (
+            [
+                {"name": "a", "stage": "sft"},
+                {"name": "b", "stage": "rl", "set": {"base_model": "models/x"}},
+            ],
+            "only the first stage",
+        ),
+        ([{"name": "a", "stage": "sft", "set": {"max_length": 2}}], "max_length"),
+        ([{"name": "a" * 24, "stage": "sft"}], "too long"),
+    ],
+)
+def test_a_malformed_pipeline_is_refused_before_anything_runs(
+    stages: list[dict[str, object]], error: str, tmp_path: Path
+) -> None:
+    import yaml
+
+    from medxiaohe.training.pipeline import plan
+    from medxiaohe_training.cli import STAGES
+
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump({"stages": stages}))
+    with pytest.raises(InvalidInput, match=error):
+        plan(path, "pl-20261202-000000-abcd", {k: v[0] for k, v in STAGES.items()})

@@ -93,6 +93,8 @@ def plan(path: Path, pipeline_id: str, kinds: Mapping[str, type[Any]]) -> list[S
             raise InvalidInput(f"{where}: stage {stage!r} is not one of {sorted(kinds)}")
         values = read_mapping(path.parent / entry["config"]) if entry.get("config") else {}
         overrides = entry.get("set") or {}
+        if not isinstance(overrides, dict):
+            raise InvalidInput(f"{where}: set is a mapping of config keys")
         if steps and "base_model" in overrides:
             raise InvalidInput(f"{where}: only the first stage sets a base model")
         values |= overrides
