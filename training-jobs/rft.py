@@ -99,7 +99,7 @@ def _publish(
     store: ArtifactStore, prefix: str, rows: list[dict[str, Any]], provenance: dict[str, Any]
 ) -> Manifest:
     """The kept answers as chat data, images as PNG files named by their digest."""
-    from medxiaohe.training.selection import png
+    from medxiaohe.report.images import png
 
     images: dict[str, bytes] = {}
     named = []
@@ -117,12 +117,10 @@ def _publish(
 def _sample_and_publish(
     config: RftConfig, settings: Settings, store: ArtifactStore, scratch: Path, prefix: str
 ) -> Manifest:
-    from medxiaohe.models.chat import ChatModel
     from medxiaohe.models.client import LocalModelClient
-    from medxiaohe.models.vlm import load_vlm
 
     base = base_folder(config.base_model, settings, scratch, config.seed)
-    client = LocalModelClient(ChatModel(load_vlm(base)))
+    client = LocalModelClient.from_folder(base)
     rows, counts = sample_verified(config, read_sources(store, config.data), client)
     if not rows:
         raise InvalidInput(f"no sampled answer was verified correct: {counts}")

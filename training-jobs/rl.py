@@ -149,12 +149,10 @@ def selected(
     """The rows in the pass-rate band (all without one); the selection is logged to the run."""
     if not config.select_band:
         return rows
-    from medxiaohe.models.chat import ChatModel
     from medxiaohe.models.client import LocalModelClient
-    from medxiaohe.models.vlm import load_vlm
     from medxiaohe.training.selection import pass_rates, select, verifiable
 
-    client = LocalModelClient(ChatModel(load_vlm(base)))
+    client = LocalModelClient.from_folder(base)
     rates = pass_rates(
         client, rows, verifiable(reward), config.select_samples,
         config.max_completion_length, config.seed,
@@ -277,15 +275,13 @@ def heldout_accuracy(
     from medxiaohe.eval.harness.evaluate import evaluate, publish_results
     from medxiaohe.eval.harness.run import EvalConfig
     from medxiaohe.eval.harness.suites import synth_qa
-    from medxiaohe.models.chat import ChatModel
     from medxiaohe.models.client import LocalModelClient
-    from medxiaohe.models.vlm import load_vlm
     from medxiaohe.storage import fetch, open_store
 
     store = open_store(config.store_uri or settings.store_uri, settings)
     prefix, _, name = config.heldout.partition(":")
     items = {"synth_qa": synth_qa(fetch(store, prefix, settings.model_cache_dir) / name)}
-    client = LocalModelClient(ChatModel(load_vlm(folder)))
+    client = LocalModelClient.from_folder(folder)
     eval_config = EvalConfig(f"{run_name}@{folder.name}", constrain=False)
     result = evaluate(store, client, eval_config, items, run=run_name)
     publish_results(store, result)

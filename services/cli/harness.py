@@ -59,12 +59,10 @@ def _client(
         reached = model_endpoint(settings, endpoint, name, key)
         assert reached is not None  # an endpoint URL always gives one
         return reached.client, f"{name}@{endpoint}"
-    from medxiaohe.models.chat import ChatModel
     from medxiaohe.models.folders import model_folder
-    from medxiaohe.models.vlm import load_vlm
 
     folder = model_folder(model, settings)
-    return LocalModelClient(ChatModel(load_vlm(folder))), f"{model}@{folder.name}"
+    return LocalModelClient.from_folder(folder), f"{model}@{folder.name}"
 
 
 def suite(

@@ -77,7 +77,7 @@ def submit(
 ) -> None:
     """Run a stage as a local process, or submit it as a Kubernetes Job."""
     from medxiaohe.training.config import load_config
-    from medxiaohe.training.runs import LAUNCH_FIELDS, new_run_id
+    from medxiaohe.training.runs import launch_yaml, new_run_id
     from medxiaohe_training.cli import STAGES
 
     if stage not in STAGES:
@@ -97,8 +97,7 @@ def submit(
     from medxiaohe.training.manifests import render_job
 
     spec = _spec(values, namespace, nodes, gpus_per_node)
-    body = {k: v for k, v in asdict(resolved).items() if k not in LAUNCH_FIELDS}
-    config_yaml = yaml.safe_dump(body, sort_keys=True)
+    config_yaml = launch_yaml(resolved)
     if dry_run:
         objects = render_job(stage, run_id, config_yaml, spec)
         _validated(objects)

@@ -36,10 +36,8 @@ def collect(
     from medxiaohe.entities.tagger import DictionaryTagger
     from medxiaohe.entities.tree import EntityTree
     from medxiaohe.evidence.index import EvidenceIndex
-    from medxiaohe.models.chat import ChatModel
     from medxiaohe.models.client import LocalModelClient
     from medxiaohe.models.folders import model_folder
-    from medxiaohe.models.vlm import load_vlm
     from medxiaohe.report.images import StudyImage
     from medxiaohe.storage import open_store
     from medxiaohe.training.chat_data import read_chat
@@ -65,7 +63,7 @@ def collect(
     folder = model_folder(model, settings)
     started = time.perf_counter()
     filtered = two_level_filter(
-        pair(LocalModelClient(ChatModel(load_vlm(folder))), asked, toolbox, max_steps)
+        pair(LocalModelClient.from_folder(folder), asked, toolbox, max_steps)
     )
     provenance = {
         "source": "agent",

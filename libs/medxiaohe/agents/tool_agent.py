@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from medxiaohe.common.errors import InvalidInput
@@ -22,7 +23,7 @@ from medxiaohe.report import images as views
 from medxiaohe.report.images import StudyImage
 from medxiaohe.report.pipeline import Deps, ReportRequest, ReportState, handles
 from medxiaohe.report.reasoning import MAX_STEPS, call_tool, tool_specs
-from medxiaohe.report.style import BUILTIN, parse_template
+from medxiaohe.report.style import BUILTIN, Template, parse_template
 from medxiaohe.report.trace import Trace
 
 SYSTEM = (
@@ -89,11 +90,15 @@ class Toolbox:
     index: EvidenceIndex | None = None
     index_name: str = ""
 
+    @cached_property
+    def template(self) -> Template:
+        """The report state wants one; the tools never read it."""
+        return parse_template("chest-xray", (BUILTIN / "chest-xray.yaml").read_text(), "qa")
+
     def state(self, model: ModelClient, question: Question) -> ReportState:
         """A fresh tool state for one run (its own views, retrieved passages and trace)."""
-        template = parse_template("chest-xray", (BUILTIN / "chest-xray.yaml").read_text(), "qa")
         deps = Deps(
-            model, "agent", "", self.tree, self.tagger, template, self.index, self.index_name
+            model, "agent", "", self.tree, self.tagger, self.template, self.index, self.index_name
         )
         request = ReportRequest(
             question.id, question.id, question.images, context=question.text, max_steps=MAX_STEPS

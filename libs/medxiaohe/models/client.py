@@ -11,6 +11,7 @@ import ssl
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
@@ -120,6 +121,13 @@ class LocalModelClient:
 
     def __init__(self, model: ChatModel) -> None:
         self._model = model
+
+    @classmethod
+    def from_folder(cls, folder: Path) -> LocalModelClient:
+        """The vision-language (or causal) model saved in ``folder``, loaded in-process."""
+        from medxiaohe.models.vlm import load_vlm
+
+        return cls(ChatModel(load_vlm(folder)))
 
     @property
     def model(self) -> ChatModel:

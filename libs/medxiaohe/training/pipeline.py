@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-
-import yaml
 
 from medxiaohe.common.errors import InvalidInput, Unavailable
 from medxiaohe.training.config import config_from, read_mapping
 from medxiaohe.training.manifests import job_name
-from medxiaohe.training.runs import LAUNCH_FIELDS
+from medxiaohe.training.runs import launch_yaml
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,23}$")
 MAX_STAGES = 16
@@ -49,10 +47,8 @@ class Step:
         return f"runs/{self.stage}/{self.run_id}/model"
 
     def config_yaml(self, store_uri: str = "") -> str:
-        """The config as the stage reads it (launch fields left to the launcher; the store
-        given for a local process)."""
-        body = {k: v for k, v in asdict(self.config).items() if k not in LAUNCH_FIELDS}
-        return yaml.safe_dump(body | ({"store_uri": store_uri} if store_uri else {}))
+        """The config as the stage reads it (``runs.launch_yaml``)."""
+        return launch_yaml(self.config, store_uri)
 
 
 class StageFailed(Unavailable):

@@ -31,6 +31,13 @@ from medxiaohe.storage.base import check_key
 LAUNCH_FIELDS = ("run_id", "resume", "store_uri")
 
 
+def launch_yaml(config: Any, store_uri: str = "") -> str:
+    """A resolved stage config as the launched stage reads it: the launch fields left to the
+    launcher (the store given, for a process on this machine)."""
+    body = {k: v for k, v in asdict(config).items() if k not in LAUNCH_FIELDS}
+    return yaml.safe_dump(body | ({"store_uri": store_uri} if store_uri else {}), sort_keys=True)
+
+
 def new_run_id(stage: str) -> str:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     return f"{stage}-{stamp}-{secrets.token_hex(2)}"

@@ -6,7 +6,6 @@ reason."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 from medxiaohe.common.errors import InvalidInput
 from medxiaohe.models.chat import ChatParams
 from medxiaohe.models.client import ModelClient
+from medxiaohe.report.images import png
 from medxiaohe.rubric.rewards import LayeredReward
 
 Check = Callable[[Sequence[Any], Sequence[Any], Sequence[str]], list[bool]]
@@ -52,12 +52,6 @@ def verifiable(reward: LayeredReward) -> Check:
         return [all(s[i] >= 1.0 for s in scores) for i in range(len(completions))]
 
     return check
-
-
-def png(image: Any) -> bytes:
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
 
 
 def _text_parts(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
