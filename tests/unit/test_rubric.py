@@ -3,6 +3,7 @@ grader on small hand-written conversations."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -229,3 +230,49 @@ def test_the_report_style_set_ships_and_checks_sections() -> None:
     no_sections = score_example(style, grader.grade(ask, "Left lower lobe opacity.", style))
     assert worse.raw < good.raw
     assert no_sections.raw < worse.raw
+
+
+def _flat_embed(texts: object) -> np.ndarray:
+    """A stand-in for MiniLM (the same unit vector for every text): the test times the
+    grader's own text work, not the embedding model."""
+    return np.full((len(texts), 4), 0.5, dtype=np.float32)  # type: ignore[arg-type]
+
+
+# Response shapes that make line-anchored or adjacent whitespace patterns backtrack.
+WORST_RESPONSES = ["\n", " \n", "\t\n", "#\n", "- \n", "Impression\n", "A \n", "answer \n"]
+CAP_CRITERIA = (
+    "The report has an Impression section.",
+    "The Impression section is at most 2 sentences.",
+    "Asks the user follow-up questions.",
+    "Fails to advise seeing a doctor.",
+    "Recommends going to the emergency department.",
+    "Uses bullet points or headings.",
+)
+
+
+def _grade_worst(chars: int) -> float:
+    from medxiaohe.rubric.rewards import option_letter
+    from medxiaohe.rubric.rubrics import MAX_TEXT
+
+    grader = DeterministicGrader(embed=_flat_embed)
+    criteria = [Criterion(text, 5) for text in CAP_CRITERIA]
+    criteria.append(Criterion("(Justification: " * (MAX_TEXT // 16), 5))
+    slowest = 0.0
+    for unit in WORST_RESPONSES:
+        text = unit * (chars // len(unit))
+        start = time.perf_counter()
+        grader.grade_criteria([{"role": "user", "content": text}], text + "?", criteria)
+        option_letter(text)
+        slowest = max(slowest, time.perf_counter() - start)
+    return slowest
+
+
+def test_the_grader_works_in_linear_time_at_the_size_caps() -> None:
+    """Each worst shape at the 100k-character cap and at a quarter of it. Linear work grows
+    4x; quadratic work 16x (minutes at the cap before the fix: ``^\\s*`` with ``re.M`` crossed
+    newlines). Under a second at the cap passes whatever the ratio, so a busy machine cannot
+    fail it; only growth can."""
+    from medxiaohe_services.rubric.convert import MAX_CHARS
+
+    quarter, full = _grade_worst(MAX_CHARS // 4), _grade_worst(MAX_CHARS)
+    assert full < 1.0 or full < 8 * quarter, f"{quarter:.2f} s at 25k, {full:.2f} s at 100k"

@@ -127,12 +127,15 @@ def refers_to_care(text: str) -> bool:
 def section_text(text: str, name: str) -> str | None:
     """The text of a section ("Impression:" or a "# Impression" heading up to the next one), or
     None when the report has no such section."""
-    heading = re.compile(rf"^\s*(?:#+\s*)?{re.escape(name.strip())}\s*(?::|$)", re.I | re.M)
+    # line-local: [ \t]* where \s* would cross newlines (quadratic on 100k empty lines)
+    heading = re.compile(
+        rf"^[ \t]*(?:#+[ \t]*)?{re.escape(name.strip())}[ \t]*(?::|$)", re.I | re.M
+    )
     found = heading.search(text)
     if not found:
         return None
     rest = text[found.end() :]
-    following = re.search(r"^\s*(?:#+\s*)?[A-Z][A-Za-z ]{1,30}:", rest, re.M)
+    following = re.search(r"^[ \t]*(?:#+[ \t]*)?[A-Z][A-Za-z ]{1,30}:", rest, re.M)
     return rest[: following.start()] if following else rest
 
 

@@ -27,7 +27,8 @@ Reward = Callable[..., list[float]]
 STAGES = ("understanding", "observation|recall", "reasoning", "conclusion")
 _THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.S | re.I)
 _LETTER = re.compile(
-    r"(?:answer|option|choice)\s*(?:is|:)?\s*\(?([A-J])\)?\b|^\s*\(?([A-J])\)?[.):\s]*$|\(([A-J])\)",
+    r"(?:answer|option|choice)\s{0,8}(?:is|:)?\s{0,8}\(?([A-J])\)?\b|"
+    r"^[ \t]*\(?([A-J])\)?[.): \t]*$|\(([A-J])\)",
     re.I | re.M,
 )
 
