@@ -9,7 +9,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from medxiaohe.common.errors import InvalidInput, PermissionDenied
 from medxiaohe.report import verifier
-from medxiaohe.report.images import StudyImage, decode_image
+from medxiaohe.corpus.dicom import PixelBudget
+from medxiaohe.report.images import MAX_REQUEST_PIXELS, StudyImage, decode_image
 from medxiaohe.report.model import Citation, Region, Report
 from medxiaohe.report.reasoning import DEFAULT_STEPS
 from medxiaohe.report.trace import Step
@@ -58,9 +59,14 @@ def policy(request: pb.GenerateReportRequest) -> str:
 
 
 def images(
-    request: pb.GenerateReportRequest, store: ArtifactStore, caller: str
+    request: pb.GenerateReportRequest,
+    store: ArtifactStore,
+    caller: str,
+    max_pixels: int = MAX_REQUEST_PIXELS,
 ) -> tuple[StudyImage, ...]:
-    """The request's images decoded: bytes sent inline, or a key the caller uploaded."""
+    """The request's images decoded: bytes sent inline, or a key the caller uploaded; all of
+    them together decode to at most ``max_pixels``."""
+    budget = PixelBudget(max_pixels)
     out: list[StudyImage] = []
     for i, image in enumerate(request.images):
         name = image.image_id or f"image-{i + 1}"
@@ -75,7 +81,7 @@ def images(
             content = image.content
         else:
             raise InvalidInput(f"images[{i}] has neither content nor uri")
-        out.extend(decode_image(content, name))
+        out.extend(decode_image(content, name, budget))
     return tuple(out)
 
 

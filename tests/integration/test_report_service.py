@@ -25,6 +25,7 @@ from medxiaohe_protos.report.v1 import report_pb2_grpc as pb_grpc
 from medxiaohe_services.runtime.certs import DevPki
 from medxiaohe_services.runtime.client import secure_channel
 from medxiaohe_services.runtime.services import BUILDERS
+from tests import hostile
 from tests.conftest import ALLOWED, publish_small_tree, server_settings
 from tests.servers import PlatformThread, free_ports, running, serving
 
@@ -192,6 +193,16 @@ def test_the_pipeline_streams_a_verifiable_trace_and_a_stored_report(
             {"images": [pb.ReportImage(image_id="x", content=b"\x89PNG broken")]},
             "INVALID_ARGUMENT",
             "image 'x' cannot be decoded",
+        ),
+        (  # a DICOM deflate bomb: refused before pydicom inflates it
+            {"images": [pb.ReportImage(image_id="bomb", content=hostile.deflate_bomb(256))]},
+            "INVALID_ARGUMENT",
+            "inflates beyond",
+        ),
+        (  # a few KB each, 36 MP each: over the request's pixel budget together
+            {"images": [pb.ReportImage(content=hostile.png(6000, 6000))] * 2},
+            "INVALID_ARGUMENT",
+            "pixels together",
         ),
         (
             {"images": [pb.ReportImage(uri="uploads/callers/someone-else/a.png")]},

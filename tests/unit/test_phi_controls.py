@@ -22,6 +22,7 @@ from medxiaohe.corpus.record import Record
 from medxiaohe.corpus.shards import write_shard
 from medxiaohe.corpus.steps import LengthCap
 from medxiaohe.storage import open_store
+from tests import hostile
 
 SECRET = "s" * 40
 
@@ -104,32 +105,21 @@ def test_images_are_re_encoded_without_metadata() -> None:
         clean, _ = clean_image(data)
         assert b"Lovelace" not in clean
         assert Image.open(io.BytesIO(clean)).size == Image.open(io.BytesIO(data)).size
-    huge = io.BytesIO()
-    Image.new("1", (8000, 8000)).save(huge, format="PNG")  # 64 M pixels, a few KB
     with pytest.raises(InvalidInput, match="pixels"):
-        clean_image(huge.getvalue())
-
-
-def _dicom(**fields: object) -> bytes:
-    import pydicom
-
-    ds = pydicom.dcmread(io.BytesIO(samples.dicom_bytes()))
-    for name, value in fields.items():
-        setattr(ds, name, value)
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
+        clean_image(hostile.png(8000, 8000))  # 64 M pixels, a few KB
 
 
 def test_dicom_that_may_show_burned_in_text_is_quarantined() -> None:
-    assert read_dicom(_dicom(Modality="SC"), "a").quarantine.startswith("modality SC")
-    assert read_dicom(_dicom(BurnedInAnnotation="YES"), "a").quarantine
-    assert not read_dicom(_dicom(Modality="SC", BurnedInAnnotation="NO"), "a").quarantine
-    assert not read_dicom(_dicom(), "a").quarantine  # CR without the tag
+    assert read_dicom(hostile.dicom(Modality="SC"), "a").quarantine.startswith("modality SC")
+    assert read_dicom(hostile.dicom(BurnedInAnnotation="YES"), "a").quarantine
+    assert not read_dicom(hostile.dicom(Modality="SC", BurnedInAnnotation="NO"), "a").quarantine
+    assert not read_dicom(hostile.dicom(), "a").quarantine  # CR without the tag
 
 
 def test_dicom_header_identifiers_feed_the_deny_list() -> None:
-    record = read_dicom(_dicom(PatientName="Vantreel^Quillon", AccessionNumber="ACC991"), "a")
+    record = read_dicom(
+        hostile.dicom(PatientName="Vantreel^Quillon", AccessionNumber="ACC991"), "a"
+    )
     assert {"Vantreel Quillon", "Vantreel", "Quillon", "ACC991"} <= set(record.known_phi)
     text, _ = deid.deidentify("Quillon tolerated the exam", SECRET, known=record.known_phi)
     assert "Quillon" not in text
@@ -137,43 +127,67 @@ def test_dicom_header_identifiers_feed_the_deny_list() -> None:
 
 def test_dicom_pixel_descriptions_are_checked_before_decoding() -> None:
     with pytest.raises(InvalidInput, match="pixels"):
-        read_dicom(_dicom(Rows=60000, Columns=60000), "a")
+        read_dicom(hostile.dicom(Rows=60000, Columns=60000), "a")
     with pytest.raises(InvalidInput, match="frames"):
-        read_dicom(_dicom(NumberOfFrames=100000), "a")
+        read_dicom(hostile.dicom(NumberOfFrames=100000), "a")
     with pytest.raises(InvalidInput, match="bits"):
-        read_dicom(_dicom(BitsAllocated=64), "a")
+        read_dicom(hostile.dicom(BitsAllocated=64), "a")
 
 
 def test_a_multi_frame_volume_decodes_one_frame() -> None:
     import numpy as np
 
     frames = np.arange(5 * 32 * 32, dtype="uint16").reshape(5, 32, 32)
-    data = _dicom(Rows=32, Columns=32, NumberOfFrames=5, PixelData=frames.tobytes())
+    data = hostile.dicom(Rows=32, Columns=32, NumberOfFrames=5, PixelData=frames.tobytes())
     assert read_dicom(data, "a").attachments["image.png"].startswith(b"\x89PNG")
 
 
 def test_a_deflate_bomb_is_invalid_input() -> None:
-    """A few hundred KB that would inflate to 600 MiB: refused after MAX_INFLATED bytes."""
-    import pydicom
-    from pydicom.uid import DeflatedExplicitVRLittleEndian
-
-    ds = pydicom.dcmread(io.BytesIO(samples.dicom_bytes()))
-    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    legit = out.getvalue()
-    assert read_dicom(legit, "a").attachments  # a real deflated file is read
-    stream = io.BytesIO(legit)
-    pydicom.filereader.read_preamble(stream, False)
-    pydicom.filereader._read_file_meta_info(stream)
-    meta_end = stream.tell()  # the deflated dataset starts here
-    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    zero = bytes(1 << 20)
-    body = b"".join(deflater.compress(zero) for _ in range((MAX_INFLATED >> 20) + 88))
-    bomb = legit[:meta_end] + body + deflater.flush()
+    """A few hundred KB that would inflate to 600 MiB: refused after MAX_INFLATED bytes,
+    counted a chunk at a time."""
+    assert read_dicom(
+        hostile.deflated_dicom(), "a"
+    ).attachments  # a real deflated file is read
+    bomb = hostile.deflate_bomb((MAX_INFLATED >> 20) + 88)
     assert len(bomb) < 1 << 20
     with pytest.raises(InvalidInput, match="inflates beyond"):
         read_dicom(bomb, "a")
+
+
+def test_reports_decode_dicom_through_the_same_bounded_path() -> None:
+    """The report path used to call pydicom itself: a 4 MB bomb exhausted the pod's memory.
+    Now it inflates no more than its pixel budget allows, and the budget spans a request."""
+    from medxiaohe.corpus.dicom import PixelBudget
+    from medxiaohe.report.images import MAX_REQUEST_PIXELS, decode_image
+
+    budget = PixelBudget(MAX_REQUEST_PIXELS)
+    with pytest.raises(InvalidInput, match="inflates beyond"):
+        decode_image(hostile.deflate_bomb(256), "bomb", budget)
+    assert budget.used == 0
+    (frame,) = decode_image(hostile.deflated_dicom(), "ok", budget)
+    assert budget.used == frame.image.width * frame.image.height
+    small = PixelBudget(40_000)
+    decode_image(hostile.png(150, 150), "first", small)
+    with pytest.raises(InvalidInput, match="more than 40,000 pixels together"):
+        decode_image(hostile.png(150, 150), "second", small)
+
+
+def test_out_of_memory_while_decoding_is_invalid_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever the decoder runs out of, the caller gets InvalidInput, never MemoryError."""
+    import pydicom
+
+    from medxiaohe.corpus.dicom import PixelBudget
+    from medxiaohe.report.images import decode_image
+
+    def exhausted(*args: object, **kwargs: object) -> None:
+        raise MemoryError
+
+    study = hostile.dicom()
+    monkeypatch.setattr(pydicom, "dcmread", exhausted)
+    with pytest.raises(InvalidInput, match="too large"):
+        read_dicom(study, "a")
+    with pytest.raises(InvalidInput, match="too large"):
+        decode_image(study, "a", PixelBudget(10**8))
 
 
 @pytest.mark.parametrize(
@@ -212,7 +226,7 @@ def test_a_deeply_nested_structured_report_is_invalid_input() -> None:
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
 
-    ds = pydicom.dcmread(io.BytesIO(_dicom()))
+    ds = pydicom.dcmread(io.BytesIO(hostile.dicom()))
     node = ds
     for _ in range(40):
         child = Dataset()

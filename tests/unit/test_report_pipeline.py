@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from medxiaohe.common.errors import InvalidInput
+from medxiaohe.corpus.dicom import PixelBudget
 from medxiaohe.entities.build import build_tree
 from medxiaohe.entities.tagger import DictionaryTagger
 from medxiaohe.evidence.index import EvidenceIndex
@@ -334,4 +335,4 @@ def test_requests_are_checked_before_any_work() -> None:
     with pytest.raises(InvalidInput, match="policy"):
         ReportRequest("r", "s", context="x", policy="hide")
     with pytest.raises(InvalidInput, match="cannot be decoded"):
-        images.decode_image(b"GIF89a....", "g")
+        images.decode_image(b"GIF89a....", "g", PixelBudget(100))

@@ -10,6 +10,9 @@ quarantine (kept apart from the corpus with the reason), never mixed into it.
 from __future__ import annotations
 
 import io
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from medxiaohe.common.errors import InvalidInput
@@ -58,6 +61,25 @@ MAX_INFLATED = 512 << 20  # a deflated dataset may inflate to this much, no more
 MAX_FRAME_PIXELS = 40_000_000
 MAX_FRAMES = 5_000
 MAX_SR_DEPTH = 16
+
+
+@dataclass
+class PixelBudget:
+    """How many pixels one request (or one file) may still decode, every image together."""
+
+    limit: int
+    used: int = 0
+
+    @property
+    def remaining(self) -> int:
+        return self.limit - self.used
+
+    def take(self, pixels: int) -> None:
+        if self.used + pixels > self.limit:
+            raise InvalidInput(
+                f"the images would decode to more than {self.limit:,} pixels together"
+            )
+        self.used += pixels
 
 
 def _sr_text(item: Any, depth: int = 0) -> list[str]:
@@ -127,7 +149,8 @@ def _png(dataset: Any, frames: int) -> bytes:
     """One frame (the middle one of a series) scaled to 8 bits, as PNG."""
     from PIL import Image
 
-    image = Image.fromarray(eight_bit_frame(dataset, frames // 2, frames))
+    (frame,) = decode_frames(dataset, [frames // 2], PixelBudget(MAX_FRAME_PIXELS))
+    image = Image.fromarray(frame)
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()
@@ -144,10 +167,9 @@ def quarantine_reason(dataset: Any) -> str:
     return ""
 
 
-def _check_inflated_size(content: bytes) -> None:
-    """pydicom inflates a deflated dataset in one unbounded call: measure it first, boundedly."""
-    import zlib
-
+def _check_inflated_size(content: bytes, limit: int) -> None:
+    """pydicom inflates a deflated dataset in one unbounded call: count what it would inflate
+    to first, a chunk at a time, holding no more than one chunk."""
     from pydicom.filereader import _read_file_meta_info, read_preamble
     from pydicom.uid import DeflatedExplicitVRLittleEndian
 
@@ -157,24 +179,49 @@ def _check_inflated_size(content: bytes) -> None:
     if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
         return
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    pending, total = content[stream.tell() :], 0
     try:
-        inflated = inflater.decompress(content[stream.tell() :], MAX_INFLATED)
+        while pending and total <= limit:
+            total += len(inflater.decompress(pending, 1 << 20))
+            pending = inflater.unconsumed_tail
     except zlib.error:
         raise InvalidInput("deflated DICOM data is corrupt") from None
-    if inflater.unconsumed_tail or len(inflated) >= MAX_INFLATED:
-        raise InvalidInput(f"deflated DICOM inflates beyond {MAX_INFLATED >> 20} MiB")
+    if total > limit:
+        raise InvalidInput(f"deflated DICOM inflates beyond {limit >> 20} MiB")
 
 
-def read_dicom(content: bytes, record_id: str, source: str = "dicom") -> Record:
+def open_dicom(content: bytes, max_inflated: int = MAX_INFLATED) -> Any:
+    """The parsed dataset of a DICOM file, the one way ingestion and reports open one: a
+    deflated dataset is measured before pydicom inflates it, and whatever the file's shape
+    (truncated, corrupt, too large to parse) the caller gets InvalidInput, never MemoryError."""
     import pydicom
-    from dicognito.anonymizer import Anonymizer
     from pydicom.errors import InvalidDicomError
 
     try:
-        _check_inflated_size(content)
-        dataset = pydicom.dcmread(io.BytesIO(content))
-    except (InvalidDicomError, EOFError, ValueError, OSError, KeyError, TypeError):
-        raise InvalidInput("not a DICOM file") from None
+        _check_inflated_size(content, max_inflated)
+        return pydicom.dcmread(io.BytesIO(content))
+    except MemoryError:
+        raise InvalidInput("the DICOM file is too large to parse") from None
+    except (InvalidDicomError, EOFError, ValueError, OSError, KeyError, TypeError, IndexError):
+        raise InvalidInput("not a DICOM file, or a truncated one") from None
+
+
+def decode_frames(dataset: Any, indices: Sequence[int], budget: PixelBudget) -> list[Any]:
+    """Frames ``indices`` of a dataset whose pixel description ``check_pixels`` accepted, each
+    scaled to 8 bits; their pixels are taken from ``budget`` before any is decoded."""
+    rows, columns = int(dataset.Rows), int(dataset.Columns)
+    budget.take(rows * columns * len(indices))
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    try:
+        return [eight_bit_frame(dataset, i, frames) for i in indices]
+    except (ValueError, AttributeError, RuntimeError, NotImplementedError, MemoryError):
+        raise InvalidInput("the pixel data cannot be decoded") from None
+
+
+def read_dicom(content: bytes, record_id: str, source: str = "dicom") -> Record:
+    from dicognito.anonymizer import Anonymizer
+
+    dataset = open_dicom(content)
     patient = str(dataset.get("PatientID", "") or "")
     known = _identifiers(dataset)
     quarantine = quarantine_reason(dataset)
@@ -182,11 +229,7 @@ def read_dicom(content: bytes, record_id: str, source: str = "dicom") -> Record:
     dataset.remove_private_tags()
     attachments = {}
     if "PixelData" in dataset:
-        frames = check_pixels(dataset)
-        try:
-            attachments["image.png"] = _png(dataset, frames)
-        except (ValueError, AttributeError, RuntimeError, NotImplementedError, MemoryError):
-            raise InvalidInput("pixel data cannot be decoded") from None
+        attachments["image.png"] = _png(dataset, check_pixels(dataset))
     text = "\n".join(_sr_text(dataset))
     metadata = {
         k: str(getattr(dataset, k)) for k in KEEP if getattr(dataset, k, None) not in (None, "")

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from medxiaohe.common.errors import InvalidInput
+from medxiaohe.corpus.dicom import PixelBudget, check_pixels, decode_frames, open_dicom
 
 MAX_IMAGES = 8
-MAX_PIXELS = 40_000_000
+MAX_PIXELS = 40_000_000  # one image
+MAX_REQUEST_PIXELS = 48_000_000  # every image of a request together (3 bytes each as RGB)
 VIEW_SIDE = 448  # a zoomed view's longer side, in pixels
 ROTATIONS = (90, 180, 270)  # counter-clockwise
 
@@ -103,11 +105,12 @@ def png(image: Any) -> bytes:
     return out.getvalue()
 
 
-def decode_image(content: bytes, image_id: str) -> list[StudyImage]:
+def decode_image(content: bytes, image_id: str, budget: PixelBudget) -> list[StudyImage]:
     """The image(s) in ``content``: one for PNG/JPEG, one per frame for DICOM (its SOP instance
-    UID as the id). Sizes are checked from the headers before pixels are decoded."""
+    UID as the id). Sizes are checked from the headers, and taken from the request's ``budget``,
+    before pixels are decoded; a file too large to decode is InvalidInput, never MemoryError."""
     if content[128:132] == b"DICM":
-        return _dicom(content, image_id)
+        return _dicom(content, image_id, budget)
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -116,34 +119,31 @@ def decode_image(content: bytes, image_id: str) -> list[StudyImage]:
             raise InvalidInput(f"image {image_id!r} is not PNG, JPEG or DICOM")
         if image.width * image.height > MAX_PIXELS:
             raise InvalidInput(f"image {image_id!r} has more than {MAX_PIXELS:,} pixels")
+        budget.take(image.width * image.height)
         return [StudyImage(image_id, image.convert("RGB"))]
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, MemoryError):
         raise InvalidInput(f"image {image_id!r} cannot be decoded (PNG, JPEG or DICOM)") from None
 
 
-def _dicom(content: bytes, image_id: str) -> list[StudyImage]:
-    import pydicom
+def _dicom(content: bytes, image_id: str, budget: PixelBudget) -> list[StudyImage]:
+    """Through the ingestion reader's own bounded path: the inflated size measured first,
+    the pixel description checked, every frame's pixels taken from the budget."""
     from PIL import Image
-    from pydicom.errors import InvalidDicomError
-
-    from medxiaohe.corpus.dicom import check_pixels, eight_bit_frame
 
     try:
-        dataset = pydicom.dcmread(io.BytesIO(content))
-    except (InvalidDicomError, EOFError, ValueError, OSError, KeyError, TypeError):
-        raise InvalidInput(f"image {image_id!r} is not a readable DICOM file") from None
-    if "PixelData" not in dataset:
-        raise InvalidInput(f"DICOM image {image_id!r} has no pixel data")
-    frames = check_pixels(dataset)
-    if frames > MAX_IMAGES:
-        raise InvalidInput(f"DICOM image {image_id!r} has more than {MAX_IMAGES} frames")
-    uid = str(dataset.get("SOPInstanceUID", "") or image_id)
-    try:
+        dataset = open_dicom(content, max_inflated=budget.remaining * 4 + (1 << 20))
+        if "PixelData" not in dataset:
+            raise InvalidInput("it has no pixel data")
+        frames = check_pixels(dataset)
+        if frames > MAX_IMAGES:
+            raise InvalidInput(f"it has more than {MAX_IMAGES} frames")
+        uid = str(dataset.get("SOPInstanceUID", "") or image_id)
+        decoded = decode_frames(dataset, range(frames), budget)
         return [
-            StudyImage(uid, Image.fromarray(eight_bit_frame(dataset, i, frames)).convert("RGB"), i)
-            for i in range(frames)
+            StudyImage(uid, Image.fromarray(frame).convert("RGB"), i)
+            for i, frame in enumerate(decoded)
         ]
-    except (ValueError, AttributeError, RuntimeError, NotImplementedError, MemoryError):
-        raise InvalidInput(
-            f"the pixel data of DICOM image {image_id!r} cannot be decoded"
-        ) from None
+    except MemoryError:
+        raise InvalidInput(f"DICOM image {image_id!r} is too large to decode") from None
+    except InvalidInput as exc:
+        raise InvalidInput(f"DICOM image {image_id!r}: {exc}") from None
