@@ -8,8 +8,8 @@ from datetime import datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from medxiaohe.common.errors import InvalidInput, PermissionDenied
-from medxiaohe.report import verifier
 from medxiaohe.corpus.dicom import PixelBudget
+from medxiaohe.report import verifier
 from medxiaohe.report.images import MAX_REQUEST_PIXELS, StudyImage, decode_image
 from medxiaohe.report.model import Citation, Region, Report
 from medxiaohe.report.reasoning import DEFAULT_STEPS
