@@ -174,9 +174,9 @@ def write_corpus(
             source = "notes" if i % 4 else "abstracts"
             record = Record(f"{shard}-{i}", source, f"{text} {'word ' * pad}".strip())
             record.mentions = tagger.tag(record.text)
-            record.deidentified = True
             if images_every and i % images_every == 0:
                 record.attachments["image.png"] = _png(56, (i % 200, 40, 80))
+            record.seal()
             records.append(record)
         write_shard(store, "corpus", f"s{shard:03d}", records)
 

@@ -83,28 +83,34 @@ def collect(
 @app.command("export-reports")
 def export_reports(
     name: NameOption,
-    report: Annotated[
-        list[str] | None, typer.Option(help="Report ids (r-...); every stored report if none.")
-    ] = None,
+    report: Annotated[list[str] | None, typer.Option(help="Report ids (r-...) to export.")] = None,
+    caller: Annotated[
+        str, typer.Option(help="Or every report this caller (certificate name) generated.")
+    ] = "",
     store: StoreOption = None,
 ) -> None:
     """The reasoning agent's trajectories of stored reports (tool calls, results, impression)
-    as chat data, ``trajectories/<NAME>`` train.jsonl."""
+    as chat data, ``trajectories/<NAME>`` train.jsonl: ids as keyed pseudonyms, every string
+    de-identified as ingestion does it. Name the reports, or the one caller whose reports go."""
     from medxiaohe.agents.filtering import from_report_trace
+    from medxiaohe.common.secrets import required_secret
     from medxiaohe.common.settings import Settings
-    from medxiaohe.report.store import PREFIX, load_report
+    from medxiaohe.report.store import ReportKeys, load_report, report_ids, report_owner
     from medxiaohe.storage import open_store
     from medxiaohe.training.chat_data import publish_chat
 
+    if bool(report) == bool(caller):
+        raise typer.BadParameter("name the reports (--report) or one caller (--caller), not both")
     settings = Settings.from_env(**({"store_uri": store} if store else {}))
+    secret = required_secret(settings)
     artifacts = open_store(settings.store_uri, settings)
-    ids = report or sorted(
-        {i.key.split("/")[1] for i in artifacts.list(f"{PREFIX}/") if i.key.count("/") >= 2}
-    )
-    rows = [from_report_trace(*load_report(artifacts, i)) for i in ids]
+    if caller:
+        owner = ReportKeys(secret.encode()).owner(caller)
+        report = [i for i in report_ids(artifacts) if report_owner(artifacts, i) == owner]
+    rows = [from_report_trace(*load_report(artifacts, i), secret) for i in report or []]
     rows = [r for r in rows if any(m.get("tool_calls") for m in r["messages"])]
     if not rows:
-        raise typer.BadParameter("no stored report has a reasoning trajectory with tool calls")
+        raise typer.BadParameter("no such report has a reasoning trajectory with tool calls")
     meta = {"source": "report-trace", "reports": len(rows)}
     manifest = publish_chat(artifacts, f"trajectories/{name}", {"train": rows}, {}, meta)
     typer.echo(

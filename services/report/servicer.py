@@ -7,16 +7,25 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import grpc
 
-from medxiaohe.common.errors import Conflict, InvalidInput, NotFound
+from medxiaohe.common.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from medxiaohe.entities.loader import TaggerLoader
 from medxiaohe.evidence.registry import IndexRegistry
+from medxiaohe.report.fhir import to_fhir
+from medxiaohe.report.model import Report
 from medxiaohe.report.pipeline import Deps, ReportRequest, generate
-from medxiaohe.report.store import find_report, load_fhir, load_report, report_id, save_report
+from medxiaohe.report.store import (
+    ReportKeys,
+    find_report,
+    load_report,
+    report_id,
+    report_owner,
+    save_report,
+)
 from medxiaohe.report.style import DEFAULT, load_template
 from medxiaohe.report.trace import Step, steps_from_dicts
 from medxiaohe.storage import ArtifactStore
@@ -28,6 +37,9 @@ from medxiaohe_services.runtime.models import ModelEndpoint
 
 DEADLINE_MARGIN_S = 5.0  # kept for the conclusions, the verifier and the store after the loop
 _DONE = object()
+# Lets a caller read reports other callers generated: name it in the caller's allow list beside
+# the RPCs ("*" does not include it).
+READ_ANY = "ReadAnyReport"
 
 
 class ReportServicer(pb_grpc.ReportServiceServicer):
@@ -39,6 +51,7 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
         indexes: IndexRegistry,
         default_index: str,
         key: bytes,
+        allow: Mapping[str, Sequence[str]],
     ) -> None:
         self.store = store
         self.model = model
@@ -46,6 +59,8 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
         self.indexes = indexes
         self.default_index = default_index
         self.key = key
+        self.keys = ReportKeys(key)
+        self.allow = allow
 
     async def GenerateReport(
         self, request: pb.GenerateReportRequest, context: grpc.aio.ServicerContext
@@ -72,15 +87,15 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
         def emit(step: Step) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, step)
 
+        # what the store must not hold in clear: the caller's request, study and image ids
+        identifiers = [request.request_id, request.study_id]
+        identifiers += sorted({image.id for image in report_request.images})
+
         def run() -> tuple[Any, list[Step]]:
             try:
-                report, state = generate(
-                    report_request,
-                    deps,
-                    rid,
-                    emit,
-                )
-                return self._save(report, state.trace.steps, digest), state.trace.steps
+                report, state = generate(report_request, deps, rid, emit)
+                saved = self._save(report, state.trace.steps, digest, caller, identifiers)
+                return saved, state.trace.steps
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
@@ -93,7 +108,7 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
     async def GetReport(
         self, request: pb.GetReportRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetReportResponse:
-        report, trace = await asyncio.to_thread(load_report, self.store, _id(request.report_id))
+        report, trace = await asyncio.to_thread(self._readable, request.report_id, context)
         return pb.GetReportResponse(
             report=convert.report(report),
             trace=[convert.step(s) for s in steps_from_dicts(trace)],
@@ -102,23 +117,41 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
     async def ExportReport(
         self, request: pb.ExportReportRequest, context: grpc.aio.ServicerContext
     ) -> pb.ExportReportResponse:
-        bundle = await asyncio.to_thread(load_fhir, self.store, _id(request.report_id))
-        return pb.ExportReportResponse(fhir_json=json.dumps(bundle))
+        report, _ = await asyncio.to_thread(self._readable, request.report_id, context)
+        return pb.ExportReportResponse(fhir_json=json.dumps(to_fhir(report)))
+
+    def _readable(
+        self, requested: str, context: grpc.aio.ServicerContext
+    ) -> tuple[Report, list[dict[str, Any]]]:
+        """A stored report with the caller's ids, if the caller generated it or may read any."""
+        rid = _id(requested)
+        caller = caller_identity(context)
+        mine = report_owner(self.store, rid) == self.keys.owner(caller)
+        if not mine and READ_ANY not in self.allow.get(caller, ()):
+            raise PermissionDenied(
+                f"caller {caller!r} may read only the reports it generated; other reports "
+                f"need {READ_ANY} in its allow list"
+            )
+        return load_report(self.store, rid, self.keys)
 
     def _stored(self, rid: str, digest: str) -> tuple[Any, list[Step]] | None:
         """The stored report of this request id, if any; Conflict when it was made for other
         content."""
-        if find_report(self.store, rid) is None:
+        found = find_report(self.store, rid, self.keys)
+        if found is None:
             return None
-        report, trace = load_report(self.store, rid)
+        report, trace = found
         if report.provenance.request_digest != digest:
             raise Conflict("this request_id was used for another request; use a new request_id")
         return report, steps_from_dicts(trace)
 
-    def _save(self, report: Any, trace: list[Step], digest: str) -> Any:
+    def _save(
+        self, report: Any, trace: list[Step], digest: str, caller: str, identifiers: list[str]
+    ) -> Any:
         """Store the report; a twin request that finished first wins (its report is returned)."""
         try:
-            save_report(self.store, report, [s.as_dict() for s in trace])
+            dicts = [s.as_dict() for s in trace]
+            save_report(self.store, report, dicts, self.keys, caller, identifiers)
             return report
         except Conflict:
             stored = self._stored(report.id, digest)

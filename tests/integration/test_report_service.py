@@ -22,11 +22,11 @@ from medxiaohe.storage import open_store
 from medxiaohe_protos.common.v1 import common_pb2 as common
 from medxiaohe_protos.report.v1 import report_pb2 as pb
 from medxiaohe_protos.report.v1 import report_pb2_grpc as pb_grpc
-from medxiaohe_services.runtime.certs import DevPki
+from medxiaohe_services.runtime.certs import DevPki, write_dev_pki
 from medxiaohe_services.runtime.client import secure_channel
 from medxiaohe_services.runtime.services import BUILDERS
 from tests import hostile
-from tests.conftest import ALLOWED, publish_small_tree, server_settings
+from tests.conftest import ALLOWED, LIMITED, publish_small_tree, server_settings
 from tests.servers import PlatformThread, free_ports, running, serving
 
 # generous: the fixture starts a predictor; a loaded machine is slow, not hung
@@ -44,6 +44,15 @@ def png(size: tuple[int, int] = (96, 80)) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", size, (60, 60, 60)).save(out, "PNG")
     return out.getvalue()
+
+
+AUDITOR = "audit-office"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> DevPki:
+    """The usual callers and an auditor who may read any caller's reports."""
+    return write_dev_pki(tmp_path_factory.mktemp("pki"), clients=[ALLOWED, LIMITED, AUDITOR])
 
 
 @pytest.fixture(scope="module")
@@ -68,14 +77,23 @@ def service(
             report_model_name="tiny-vlm",
             report_model_api_key=model.token,
             report_evidence_index="cxr",
+            report={
+                "allow": {
+                    ALLOWED: ["*"],
+                    LIMITED: ["GetReport", "ExportReport"],
+                    AUDITOR: ["GetReport", "ReadAnyReport"],
+                }
+            },
         )
         with running(settings, [BUILDERS["report"](settings, store)]) as thread:
             assert serving(thread, timeout=600)
             yield thread
 
 
-def stub_for(thread: PlatformThread, pki: DevPki) -> pb_grpc.ReportServiceStub:
-    paths = pki.clients[ALLOWED]
+def stub_for(
+    thread: PlatformThread, pki: DevPki, caller: str = ALLOWED
+) -> pb_grpc.ReportServiceStub:
+    paths = pki.clients[caller]
     return pb_grpc.ReportServiceStub(secure_channel(thread.target, pki.ca, paths.cert, paths.key))
 
 
@@ -179,6 +197,36 @@ def test_the_pipeline_streams_a_verifiable_trace_and_a_stored_report(
         generate(stub, other)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "another request" in (err.value.details() or "")
+
+
+def test_a_caller_reads_its_own_reports_and_the_store_holds_no_caller_id(
+    service: PlatformThread, pki: DevPki
+) -> None:
+    """Another hospital system cannot read a report by its id; an auditor granted
+    ReadAnyReport can. The store keeps the request, study and image ids as pseudonyms only."""
+    import pydicom
+
+    accession, study = "ACC-55123409", samples.dicom_bytes()
+    uid = str(pydicom.dcmread(io.BytesIO(study)).SOPInstanceUID)
+    image = pb.ReportImage(image_id="frontal", content=study)
+    message = request(request_id=accession, study_id=accession, images=[image])
+    _, report = generate(stub_for(service, pki), message)
+    by_id = pb.GetReportRequest(report_id=report.report_id)
+    for rpc in ("GetReport", "ExportReport"):
+        with pytest.raises(grpc.RpcError) as err:
+            getattr(stub_for(service, pki, LIMITED), rpc)(by_id, timeout=120)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "ReadAnyReport" in (err.value.details() or "")
+    audited = stub_for(service, pki, AUDITOR).GetReport(by_id, timeout=120)
+    assert audited.report == report  # the ids restored for callers who may read it
+    assert report.study_id == accession
+    store = open_store(service.platform.settings.store_uri)
+    stored = b"".join(store.get_bytes(o.key) for o in store.list(f"reports/{report.report_id}/"))
+    assert b"55123409" not in stored
+    assert uid.encode() not in stored
+    assert any(f.regions for f in audited.report.findings) <= any(
+        r.image_id == uid for f in audited.report.findings for r in f.regions
+    )
 
 
 @pytest.mark.parametrize(

@@ -214,8 +214,53 @@ def test_hl7_values_are_fully_unescaped() -> None:
 
 
 def test_the_shard_writer_refuses_records_that_skipped_de_identification(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="de-identification"):
-        write_shard(open_store(str(tmp_path)), "d", "s", [Record(id="raw", source="t", text="x")])
+    """The guard checks what it writes against the seal, not a flag a step sets."""
+    store = open_store(str(tmp_path))
+    with pytest.raises(ValueError, match="did not pass de-identification"):
+        write_shard(store, "d", "s", [Record(id="raw", source="t", text="x")])
+    changed = Record(id="r", source="t", text="Seen today.")
+    changed.seal()
+    changed.text += " Call Ada Lovelace."  # a step after de-identification wrote into it
+    with pytest.raises(ValueError, match="changed after de-identification"):
+        write_shard(store, "d", "s", [changed])
+    reason = Record(id="r", source="t", text="", dropped="malformed")
+    reason.seal()
+    reason.dropped = "malformed: MRN 48213377"
+    with pytest.raises(ValueError, match="drop reason changed"):
+        write_shard(store, "d", "s", [reason])
+
+
+def test_records_dropped_before_de_identification_are_stored_de_identified(
+    tmp_path: Path,
+) -> None:
+    """A benchmark copy drops before de-identification (which could shift its numbers out of
+    the match); dropped.parquet used to keep its original text with the planted identifiers."""
+    import pyarrow.parquet as pq
+
+    from medxiaohe.corpus.ingest import ShardIngestor
+    from medxiaohe.corpus.overlap import BenchmarkIndex
+    from medxiaohe.entities.build import build_tree
+    from medxiaohe.entities.tagger import DictionaryTagger
+    from tests.conftest import small_records
+
+    question = "Which vitamin deficiency causes scurvy in sailors on long sea voyages with no fruit"
+    index = BenchmarkIndex()
+    index.add("medqa/0001", question, question)
+    planted = (
+        f"Patient: Ada Lovelace, MRN 48213377, seen 03/14/2024, phone (617) 555-0142. {question}"
+    )
+    store = open_store(str(tmp_path))
+    tagger = DictionaryTagger(build_tree(small_records()))
+    ingestor = ShardIngestor(store, "d", tagger, SECRET, benchmarks=index)
+    result = ingestor.process_records(
+        "s0", [Record(id="Lovelace-48213377", source="t", text=planted)]
+    )
+    assert [why for _, why in result.drops] == ["overlaps benchmark item medqa/0001"]
+    stored = store.get_bytes("corpus/d/shards/s0/dropped.parquet")
+    (row,) = pq.read_table(io.BytesIO(stored)).to_pylist()
+    assert "scurvy" in row["text"]  # kept, for whoever audits the drop: de-identified
+    for planted_value in ("Lovelace", "48213377", "03/14/2024", "555-0142"):
+        assert planted_value not in json.dumps(row)
 
 
 def test_a_deeply_nested_structured_report_is_invalid_input() -> None:

@@ -174,27 +174,34 @@ def test_a_report_trace_exports_as_a_chat_trajectory(deps: Deps) -> None:
     from medxiaohe.agents.filtering import from_report_trace
     from medxiaohe.report.store import report_from_dict, report_to_dict
 
-    conclusion = {"text": "Left pleural effusion", "finding_ids": ["f1"], "passage_ids": ["p1"]}
+    said = "Left pleural effusion, told to Mrs. Ada Lovelace on 03/14/2024"
+    conclusion = {"text": said, "finding_ids": ["f1"], "passage_ids": ["p1"]}
+    query = "pleural effusion Mrs. Ada Lovelace MRN 48213377"
     report, _, steps = run(
         deps,
         [
             text(FINDINGS),
-            calls(("search_evidence", {"query": "pleural effusion", "k": 1})),
+            calls(("search_evidence", {"query": query, "k": 1})),
             ChatReply("done", "stop", Usage(1, 1)),
             text({"conclusions": [conclusion]}),
         ],
     )
     stored = json.loads(json.dumps([s.as_dict() for s in steps]))  # as the store keeps it
-    row = from_report_trace(report_from_dict(report_to_dict(report)), stored)
+    row = from_report_trace(report_from_dict(report_to_dict(report)), stored, "s" * 40)
     roles = [m["role"] for m in row["messages"]]
     assert roles == ["system", "user", "assistant", "tool", "assistant"]
     (call,) = row["messages"][2]["tool_calls"]
     assert call["function"]["name"] == "search_evidence"
-    assert json.loads(call["function"]["arguments"]) == {"query": "pleural effusion", "k": 1}
+    arguments = json.loads(call["function"]["arguments"])
+    assert arguments["k"] == 1
+    assert arguments["query"].startswith("pleural effusion")
     assert row["messages"][3]["tool_call_id"] == call["id"]
     assert json.loads(row["messages"][3]["content"])["passages"][0]["passage_id"] == "p1"
-    assert row["messages"][-1]["content"] == "Left pleural effusion"
-    assert "Dyspnoea" not in json.dumps(row)  # the clinical context is never exported
+    assert row["messages"][-1]["content"].startswith("Left pleural effusion")
+    exported = json.dumps(row)
+    assert "Dyspnoea" not in exported  # the clinical context is never exported
+    for planted in ("Lovelace", "48213377", "03/14/2024"):  # model-written, de-identified
+        assert planted not in exported
     assert row["provenance"]["report"] == "r-1"
 
 

@@ -156,23 +156,71 @@ def test_reports_are_stored_once_per_request(tmp_path: Path) -> None:
     import pytest
 
     from medxiaohe.common.errors import Conflict, NotFound
-    from medxiaohe.report.store import find_report, load_fhir, load_report, report_id, save_report
+    from medxiaohe.report.store import (
+        ReportKeys,
+        find_report,
+        load_report,
+        report_id,
+        report_owner,
+        save_report,
+    )
     from medxiaohe.storage import open_store
 
     store = open_store(str(tmp_path))
     key = b"k" * 32
+    keys = ReportKeys(key)
     report = dataclasses.replace(sample_report(), id=report_id(key, "ris", "req-1"))
     assert report_id(key, "ris", "req-1") == report.id != report_id(key, "pacs", "req-1")
     assert report.id != report_id(b"other-key" * 4, "ris", "req-1")  # keyed, not a plain hash
-    trace = [{"id": "s1", "agent": "perception", "kind": "findings"}]
-    prefix = save_report(store, report, trace)
+    trace = [{"id": "s1", "agent": "perception", "kind": "findings", "content": "see 1.2.3.4"}]
+    ids = ["req-1", "s-1", "1.2.3.4"]
+    prefix = save_report(store, report, trace, keys, "ris", ids)
     assert prefix == f"reports/{report.id}"
-    assert save_report(store, report, trace) == prefix  # a retry stores nothing new
-    assert load_report(store, report.id) == (report, trace)
-    assert load_fhir(store, report.id)["resourceType"] == "Bundle"
+    assert save_report(store, report, trace, keys, "ris", ids) == prefix  # nothing new
+    assert load_report(store, report.id, keys) == (report, trace)  # the owner's ids back
+    assert report_owner(store, report.id) == keys.owner("ris") != keys.owner("pacs")
     other = dataclasses.replace(report, template_id="generic")
     with pytest.raises(Conflict):
-        save_report(store, other, trace)
+        save_report(store, other, trace, keys, "ris", ids)
     assert find_report(store, "r-unknown") is None
     with pytest.raises(NotFound):
         load_report(store, "r-unknown")
+
+
+def test_stored_reports_hold_the_callers_ids_only_as_keyed_pseudonyms(tmp_path: Path) -> None:
+    """Request ids are often accession numbers and image ids are SOP instance UIDs: neither is
+    in any stored byte (report, trace, FHIR export, manifest); the encrypted map gives them back
+    only with the secret."""
+    import dataclasses
+
+    import pytest
+
+    from medxiaohe.common.errors import Unavailable
+    from medxiaohe.report.store import ReportKeys, load_report, save_report
+    from medxiaohe.storage import open_store
+
+    store = open_store(str(tmp_path))
+    keys = ReportKeys(b"k" * 32)
+    accession, uid = "ACC-77120045", "1.2.840.113619.2.55.3.77120045"
+    base = sample_report()
+    finding = dataclasses.replace(
+        base.findings[0], region=dataclasses.replace(base.findings[0].region, image_id=uid)
+    )
+    report = dataclasses.replace(
+        base,
+        study_id=accession,
+        findings=(finding, *base.findings[1:]),
+        provenance=dataclasses.replace(base.provenance, request_id=accession),
+    )
+    trace = [{"id": "s1", "arguments": {"image_id": uid}, "content": f"zoom on {uid}#1"}]
+    save_report(store, report, trace, keys, "ris", [accession, uid])
+    stored = b"".join(store.get_bytes(o.key) for o in store.list("reports/"))
+    assert b"77120045" not in stored
+    assert b"ACC-" not in stored
+    assert stored.count(keys.pseudonym(uid).encode()) >= 3
+    as_stored, stored_trace = load_report(store, report.id)  # what an export reads
+    assert as_stored.study_id == keys.pseudonym(accession)
+    assert stored_trace[0]["content"] == f"zoom on {keys.pseudonym(uid)}#1"
+    assert load_report(store, report.id, keys) == (report, trace)
+    with pytest.raises(Unavailable, match="cannot be decrypted"):
+        load_report(store, report.id, ReportKeys(b"another secret" * 3))

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from medxiaohe.agents.tool_agent import Trajectory
+from medxiaohe.corpus.deid import deidentify
 from medxiaohe.report.model import Report
 from medxiaohe.report.reasoning import PROMPT
+from medxiaohe.report.store import map_strings
 from medxiaohe.storage import ArtifactStore, Manifest
 from medxiaohe.training.chat_data import publish_chat
 
@@ -94,17 +96,25 @@ def publish_trajectories(
     return publish_chat(store, f"trajectories/{name}", splits, {}, meta)
 
 
-def from_report_trace(report: Report, trace: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def from_report_trace(
+    report: Report, trace: Sequence[Mapping[str, Any]], secret: str
+) -> dict[str, Any]:
     """A stored report's reasoning as a chat row: the reasoning agent's prompt, the findings
     it was given, each turn's tool calls and results, and the impression it concluded. The
-    clinical context is not stored with a report, so it is not exported either."""
+    clinical context is not stored with a report, so it is not exported either. Read ``report``
+    and ``trace`` without the report keys (ids stay pseudonyms); every string the model or a
+    tool wrote then passes the ingestion pipeline's de-identification, keyed by ``secret``."""
+
+    def clean(value: Any) -> Any:
+        return map_strings(value, lambda text: deidentify(text, secret)[0])
+
     findings = [
         {"id": f.id, "text": f.text, "assertion": f.assertion, "side": f.laterality}
         for f in report.findings
     ]
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": PROMPT},
-        {"role": "user", "content": f"Findings: {json.dumps(findings)}"},
+        {"role": "user", "content": f"Findings: {json.dumps(clean(findings))}"},
     ]
     conclusion = ""
     for step in trace:
@@ -114,17 +124,20 @@ def from_report_trace(report: Report, trace: Sequence[Mapping[str, Any]]) -> dic
             call = {
                 "id": step["tool_call_id"],
                 "type": "function",
-                "function": {"name": step["tool"], "arguments": json.dumps(step["arguments"])},
+                "function": {
+                    "name": step["tool"],
+                    "arguments": json.dumps(clean(step["arguments"])),
+                },
             }
             # one call per turn: the trace does not say which calls shared a turn
             messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
         elif step["kind"] == "tool_result":
-            content = json.dumps(step["result"])
+            content = json.dumps(clean(step["result"]))
             messages.append(
                 {"role": "tool", "tool_call_id": step["tool_call_id"], "content": content}
             )
         elif step["kind"] == "decision" and step.get("conclusion"):
-            conclusion = step["conclusion"]
+            conclusion = clean(step["conclusion"])
     messages.append({"role": "assistant", "content": conclusion})
     provenance = {
         "source": "report-trace",

@@ -161,7 +161,7 @@ def quarantine_reason(dataset: Any) -> str:
     burned = str(dataset.get("BurnedInAnnotation", "") or "").strip().upper()
     modality = str(dataset.get("Modality", "") or "").strip().upper()
     if burned and burned != "NO":
-        return f"BurnedInAnnotation is {burned}"
+        return "BurnedInAnnotation is not NO"
     if not burned and modality in BURNED_IN_MODALITIES:
         return f"modality {modality} without BurnedInAnnotation may show burned-in text"
     return ""

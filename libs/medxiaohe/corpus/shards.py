@@ -140,8 +140,9 @@ def write_shard(
     quarantined: list[Record] = []
     coverage = CoverageCounts()
     for record in records:
-        if not record.deidentified:
-            raise ValueError("a record reached the shard writer without de-identification")
+        problem = record.unsealed()
+        if problem:  # checked on what is written: no raw record, reason or quarantine leaves
+            raise ValueError(f"the shard writer refuses a record: {problem}")
         if record.dropped:
             dropped.append(record)
         elif record.quarantine:

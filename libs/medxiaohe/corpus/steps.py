@@ -41,7 +41,7 @@ class LengthCap:
     def run(self, records: Iterable[Record]) -> Iterator[Record]:
         for record in records:
             if not record.dropped and len(record.text) > self.max_chars:
-                record.dropped = f"longer than {self.max_chars} characters"
+                record.dropped = f"longer than {self.max_chars:,} characters"
                 record.text = ""
             yield record
 
@@ -51,7 +51,8 @@ class Deidentify:
     """Every field that can carry PHI, before anything is stored: Safe Harbor de-identification
     of the text (dates shifted per patient), allow-listed metadata with de-identified values, and
     the source's record id and patient identifier replaced by keyed pseudonyms. Dropped records
-    go through it too: their ids are stored with the reason."""
+    go through it whole, their reasons too: a record dropped before this step (a benchmark copy)
+    is stored in ``dropped.parquet`` with its text. Each record leaves sealed."""
 
     secret: str  # keys pseudonyms and date shifts: keep it out of the code and the logs
     name: str = "deidentify"
@@ -59,16 +60,18 @@ class Deidentify:
     def run(self, records: Iterable[Record]) -> Iterator[Record]:
         for record in records:
             source_patient, known = record.patient_key, record.known_phi
-            if not record.dropped and record.text:
+            if record.text:
                 record.text, spans = deidentify(record.text, self.secret, source_patient, known)
                 record.extra["phi_removed"] = len(spans)
+            if record.dropped:
+                record.dropped = deidentify(record.dropped, self.secret, source_patient, known)[0]
             record.metadata = clean_metadata(record.metadata, self.secret, source_patient, known)
             record.id = record_pseudonym(self.secret, record.id)
             record.patient_key = (
                 patient_pseudonym(self.secret, source_patient) if source_patient else ""
             )
             record.known_phi = []
-            record.deidentified = True
+            record.seal()
             yield record
 
 

@@ -1,7 +1,15 @@
 """Reports in the object store: ``reports/<id>/`` holds the report, its trace and its FHIR export,
 published atomically (a manifest written last). A report's id derives from the caller and its
 request id (keyed by the platform's secret), so a retried request finds the stored report
-instead of generating another."""
+instead of generating another.
+
+What the store holds names no caller identifier: the request id (an accession number, often),
+the study id and the image ids (DICOM SOP instance UIDs) are replaced, wherever they appear in
+the report, its trace and its FHIR export, by keyed pseudonyms (``p-`` and 64 hex digits). The
+map back is kept beside them encrypted (AES-GCM, a key derived from the secret), so the
+report's owner reads its own ids again; whoever reads the store without the secret (an export
+for training, a backup) sees pseudonyms only. The owner is recorded as a keyed pseudonym of the
+caller's identity."""
 
 from __future__ import annotations
 
@@ -9,10 +17,12 @@ import dataclasses
 import hashlib
 import hmac
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from medxiaohe.common.errors import InvalidInput, NotFound
+from medxiaohe.common.errors import InvalidInput, NotFound, Unavailable
 from medxiaohe.report.fhir import to_fhir
 from medxiaohe.report.model import (
     Citation,
@@ -27,6 +37,8 @@ from medxiaohe.report.model import (
 from medxiaohe.storage import ArtifactStore, publish, read_file, resolve
 
 PREFIX = "reports"
+ID_MAP = "ids.enc"
+_PSEUDONYM = re.compile(r"p-[0-9a-f]{64}")
 
 
 def report_id(key: bytes, caller: str, request_id: str) -> str:
@@ -75,36 +87,130 @@ def report_from_dict(data: dict[str, Any]) -> Report:
     )
 
 
-def save_report(store: ArtifactStore, report: Report, trace: Sequence[dict[str, Any]]) -> str:
-    """Publish the report, its trace and its FHIR export; returns the report's store prefix.
-    The same report again is a no-op; another report under the same id is a Conflict."""
+@dataclass(frozen=True)
+class ReportKeys:
+    """What the platform's secret keys in a stored report: its id pseudonyms, the encrypted map
+    back to the caller's ids, and its owner."""
+
+    secret: bytes
+
+    def _derive(self, purpose: str) -> bytes:
+        return hmac.new(self.secret, purpose.encode(), hashlib.sha256).digest()
+
+    def pseudonym(self, value: str) -> str:
+        return "p-" + hmac.new(self._derive("report-id"), value.encode(), "sha256").hexdigest()
+
+    def owner(self, caller: str) -> str:
+        return hmac.new(self._derive("report-owner"), caller.encode(), "sha256").hexdigest()
+
+    def seal(self, mapping: dict[str, str]) -> bytes:
+        """The map encrypted; the nonce derives from it (the same map, the same bytes)."""
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        plain = _json(mapping)
+        nonce = hmac.new(self._derive("report-nonce"), plain, hashlib.sha256).digest()[:12]
+        return nonce + AESGCM(self._derive("report-map")).encrypt(nonce, plain, None)
+
+    def open(self, sealed: bytes) -> dict[str, str]:
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        try:
+            plain = AESGCM(self._derive("report-map")).decrypt(sealed[:12], sealed[12:], None)
+        except (InvalidTag, ValueError):
+            raise Unavailable(
+                "a stored report's ids cannot be decrypted with this secret"
+            ) from None
+        mapping: dict[str, str] = json.loads(plain)
+        return mapping
+
+
+def map_strings(value: Any, change: Callable[[str], str]) -> Any:
+    """``value`` (JSON-ready) with ``change`` applied to every string in it, keys aside."""
+    if isinstance(value, str):
+        return change(value)
+    if isinstance(value, dict):
+        return {k: map_strings(v, change) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [map_strings(v, change) for v in value]
+    return value
+
+
+def _replacer(mapping: dict[str, str]) -> Callable[[str], str]:
+    """A string that is a key of ``mapping`` replaced whole; keys of 4 characters or more also
+    wherever they occur inside a string (not inside a longer word or UID)."""
+    keys = sorted((k for k in mapping if len(k) >= 4), key=len, reverse=True)
+    pattern = (
+        re.compile(r"(?<![\w.])(?:" + "|".join(map(re.escape, keys)) + r")(?![\w.])")
+        if keys
+        else None
+    )
+
+    def change(text: str) -> str:
+        if text in mapping:
+            return mapping[text]
+        return pattern.sub(lambda m: mapping[m.group(0)], text) if pattern else text
+
+    return change
+
+
+def save_report(
+    store: ArtifactStore,
+    report: Report,
+    trace: Sequence[dict[str, Any]],
+    keys: ReportKeys,
+    owner: str,
+    identifiers: Sequence[str],
+) -> str:
+    """Publish the report, its trace and its FHIR export, ``identifiers`` (request, study and
+    image ids) replaced by pseudonyms; returns the report's store prefix. The same report again
+    is a no-op; another report under the same id is a Conflict."""
+    mapping = {i: keys.pseudonym(i) for i in identifiers if i}
+    hide = _replacer(mapping)
+    stored = report_from_dict(map_strings(report_to_dict(report), hide))
     files = {
-        "report.json": _json(report_to_dict(report)),
-        "trace.json": _json(list(trace)),
-        "fhir.json": _json(to_fhir(report)),
+        "report.json": _json(report_to_dict(stored)),
+        "trace.json": _json(map_strings(list(trace), hide)),
+        "fhir.json": _json(to_fhir(stored)),
+        ID_MAP: keys.seal({v: k for k, v in mapping.items()}),
     }
-    publish(store, PREFIX, files, version=report.id, move_latest=False)
+    metadata = {"owner": keys.owner(owner)}
+    publish(store, PREFIX, files, version=report.id, move_latest=False, metadata=metadata)
     return f"{PREFIX}/{report.id}"
 
 
-def load_report(store: ArtifactStore, report_id: str) -> tuple[Report, list[dict[str, Any]]]:
-    """A stored report and its trace; NotFound when there is none."""
+def load_report(
+    store: ArtifactStore, report_id: str, keys: ReportKeys | None = None
+) -> tuple[Report, list[dict[str, Any]]]:
+    """A stored report and its trace; with ``keys``, the caller's ids restored, without them
+    the pseudonyms as stored. NotFound when there is none."""
     manifest = resolve(store, PREFIX, report_id)
-    report = report_from_dict(json.loads(read_file(store, manifest, "report.json")))
+    report_data = json.loads(read_file(store, manifest, "report.json"))
     trace: list[dict[str, Any]] = json.loads(read_file(store, manifest, "trace.json"))
-    return report, trace
+    if keys is not None and ID_MAP in manifest.files:
+        back = keys.open(read_file(store, manifest, ID_MAP))
+        restore = lambda text: _PSEUDONYM.sub(lambda m: back.get(m.group(0), m.group(0)), text)  # noqa: E731
+        report_data, trace = map_strings(report_data, restore), map_strings(trace, restore)
+    return report_from_dict(report_data), trace
 
 
-def load_fhir(store: ArtifactStore, report_id: str) -> dict[str, Any]:
-    exported: dict[str, Any] = json.loads(
-        read_file(store, resolve(store, PREFIX, report_id), "fhir.json")
-    )
-    return exported
+def report_owner(store: ArtifactStore, report_id: str) -> str:
+    """The keyed pseudonym of the caller that generated the report (NotFound without one)."""
+    return str(resolve(store, PREFIX, report_id).metadata.get("owner", ""))
 
 
-def find_report(store: ArtifactStore, report_id: str) -> Report | None:
+def report_ids(store: ArtifactStore) -> list[str]:
+    """Every stored report's id."""
+    found = {i.key.split("/")[1] for i in store.list(f"{PREFIX}/") if i.key.count("/") >= 2}
+    return sorted(found)
+
+
+def find_report(
+    store: ArtifactStore, report_id: str, keys: ReportKeys | None = None
+) -> tuple[Report, list[dict[str, Any]]] | None:
+    """``load_report``, or None when there is no such report."""
     try:
-        return load_report(store, report_id)[0]
+        return load_report(store, report_id, keys)
     except NotFound:
         return None
 
