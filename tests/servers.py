@@ -56,8 +56,15 @@ class Weed:
             self.process.wait()
 
 
-def start_weed(data_dir: Path, s3_port: int | None = None, timeout: float = 60.0) -> Weed:
-    """`weed mini` with every port chosen here, credentials set, telemetry and UIs off."""
+def start_weed(
+    data_dir: Path,
+    s3_port: int | None = None,
+    timeout: float = 60.0,
+    s3_config: Path | None = None,
+) -> Weed:
+    """`weed mini` with every port chosen here, credentials set, telemetry and UIs off.
+    ``s3_config`` adds S3 identities (each with its own keys and allowed actions) beside the
+    administrator the environment names."""
     binary = shutil.which("weed") or str(Path(__file__).resolve().parents[1] / ".venv/bin/weed")
     master, volume, filer, admin, iceberg, lance, *rest = free_ports(7)
     s3 = s3_port or rest[0]
@@ -78,6 +85,7 @@ def start_weed(data_dir: Path, s3_port: int | None = None, timeout: float = 60.0
         f"-s3.port.iceberg={iceberg}",
         f"-s3.port.lance={lance}",
         "-webdav=false",
+        *([f"-s3.config={s3_config}"] if s3_config else []),
     ]
     env = {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "PATH": "/usr/bin:/bin"}
     log = (data_dir / "weed.log").open("wb")

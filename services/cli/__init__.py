@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -111,6 +112,22 @@ evaluate.app.command("score-predictions")(harness.score_predictions)
 
 chart_app = typer.Typer(help="The Helm chart.", no_args_is_help=True)
 app.add_typer(chart_app, name="chart")
+store_app = typer.Typer(help="The object store.", no_args_is_help=True)
+app.add_typer(store_app, name="store")
+
+
+@store_app.command("policies")
+def store_policies(
+    bucket: Annotated[str, typer.Option(help="The store's bucket.")],
+    prefix: Annotated[str, typer.Option(help="The store's root under the bucket.")] = "",
+) -> None:
+    """Each component's IAM policy (MinIO or AWS) for a store at s3://BUCKET/PREFIX, as one JSON
+    object: create one user per component with its policy and put its keys in the Secret that
+    the chart's store.s3.credentials names for it."""
+    from medxiaohe.storage.access import COMPONENTS, iam_policy
+
+    policies = {name: iam_policy(name, bucket, prefix) for name in COMPONENTS}
+    typer.echo(json.dumps(policies, indent=2))
 
 
 @chart_app.command("check")

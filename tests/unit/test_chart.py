@@ -8,6 +8,7 @@ from typing import Any
 import helm_python as helm
 import pytest
 
+from medxiaohe.storage.access import COMPONENTS
 from medxiaohe_services.deploy.manifests import CHART, crd_schema, render_chart, validate_object
 
 SCHEMAS = Path(__file__).resolve().parents[3] / "shared" / "schemas"
@@ -270,3 +271,44 @@ def test_the_store_is_reached_over_tls_by_default() -> None:
         for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
     }
     assert env["MEDXIAOHE_S3_SECURE"] == "true"
+
+
+def _store_secrets(pod: dict[str, Any]) -> set[str]:
+    return {
+        e["valueFrom"]["secretKeyRef"]["name"]
+        for c in pod["containers"]
+        for e in c.get("env", [])
+        if e["name"] in ("MEDXIAOHE_S3_ACCESS_KEY", "MEDXIAOHE_S3_SECRET_KEY")
+    }
+
+
+def test_each_component_has_its_own_store_credential() -> None:
+    """One S3 credential for every pod let a training Job read raw uploads and any pod
+    overwrite models/*/_LATEST: now each component's pods carry only their own, which the
+    store limits to that component's prefixes (tests/integration/test_store_access.py)."""
+    values = {**WORKER, "model": {"imagePrefix": "s3://medxiaohe/platform/uploads/callers/"}}
+    objects = render_chart([TRAINING], values=values)
+    found: dict[str, set[str]] = {}
+    for obj in objects:
+        if obj["kind"] == "Job":
+            found["training"] = _store_secrets(obj["spec"]["template"]["spec"])
+        elif obj["kind"] == "Deployment":
+            component = obj["metadata"]["labels"]["app.kubernetes.io/component"]
+            found[component] = _store_secrets(obj["spec"]["template"]["spec"])
+        elif obj["kind"] == "InferenceService":
+            found["model"] = _store_secrets(obj["spec"]["predictor"])
+    expected = {c: {f"medxiaohe-s3-{c}"} for c in COMPONENTS}
+    assert found == expected
+    with pytest.raises(helm.HelmError):  # a component without a credential: no install
+        render_chart(values={"store": {"s3": {"credentials": {"report": ""}}}})
+
+
+def test_the_chart_readme_lists_the_access_table() -> None:
+    """Operators read the README; the tests and the policies read the table: they agree."""
+    rows = {}
+    for line in (CHART / "README.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 3 and cells[0] in COMPONENTS:
+            read, write = ([p.strip("` ") for p in c.split(",") if c != "-"] for c in cells[1:])
+            rows[cells[0]] = (tuple(read), tuple(write))
+    assert rows == {c: (a.read, a.write) for c, a in COMPONENTS.items()}

@@ -78,7 +78,10 @@ def test_an_object_that_does_not_validate_is_never_sent(
 
 def test_cluster_spec_from_chart_values() -> None:
     values = {
-        "store": {"uri": "s3://b/p", "s3": {"endpoint": "minio:9000", "credentialsSecret": "s"}},
+        "store": {
+            "uri": "s3://b/p",
+            "s3": {"endpoint": "minio:9000", "credentials": {"training": "s"}},
+        },
         "training": {
             "image": {"repository": "reg/train", "tag": "1.2"},
             "nodeSelector": {"gpu": "h100"},

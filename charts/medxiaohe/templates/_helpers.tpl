@@ -34,22 +34,30 @@ app.kubernetes.io/component: {{ .component }}
     {{- toYaml $np.store.to | nindent 4 }}
 {{- end -}}
 
-{{- /* Environment every platform process gets: the store, its credentials and the
-de-identification secret, from Secrets only. */ -}}
-{{- define "medxiaohe.env.common" -}}
-- {name: MEDXIAOHE_STORE_URI, value: {{ .Values.store.uri | quote }}}
-- {name: MEDXIAOHE_S3_ENDPOINT, value: {{ .Values.store.s3.endpoint | quote }}}
-- {name: MEDXIAOHE_S3_SECURE, value: {{ .Values.store.s3.secure | quote }}}
-- {name: MEDXIAOHE_S3_REGION, value: {{ .Values.store.s3.region | quote }}}
+{{- /* The store and the component's own credential (a Secret per component, each limited
+to its prefixes). Call with (dict "root" $ "component" NAME). */ -}}
+{{- define "medxiaohe.env.store" -}}
+{{- $s3 := .root.Values.store.s3 -}}
+{{- $secret := required (printf "store.s3.credentials.%s: name the Secret of this component's store credential" .component) (index $s3.credentials .component) -}}
+- {name: MEDXIAOHE_STORE_URI, value: {{ .root.Values.store.uri | quote }}}
+- {name: MEDXIAOHE_S3_ENDPOINT, value: {{ $s3.endpoint | quote }}}
+- {name: MEDXIAOHE_S3_SECURE, value: {{ $s3.secure | quote }}}
+- {name: MEDXIAOHE_S3_REGION, value: {{ $s3.region | quote }}}
 - name: MEDXIAOHE_S3_ACCESS_KEY
-  valueFrom: {secretKeyRef: {name: {{ .Values.store.s3.credentialsSecret }}, key: accessKey}}
+  valueFrom: {secretKeyRef: {name: {{ $secret }}, key: accessKey}}
 - name: MEDXIAOHE_S3_SECRET_KEY
-  valueFrom: {secretKeyRef: {name: {{ .Values.store.s3.credentialsSecret }}, key: secretKey}}
+  valueFrom: {secretKeyRef: {name: {{ $secret }}, key: secretKey}}
+{{- end -}}
+
+{{- /* Environment every platform process gets: the store with the component's credential
+and the de-identification secret, from Secrets only. Call with (dict "root" $ "component" NAME). */ -}}
+{{- define "medxiaohe.env.common" -}}
+{{ include "medxiaohe.env.store" . }}
 - name: MEDXIAOHE_DEID_SECRET
-  valueFrom: {secretKeyRef: {name: {{ required "deid.existingSecret: name a Secret holding the de-identification secret (key `secret`)" .Values.deid.existingSecret }}, key: secret}}
-{{- with .Values.broker.urlSecret }}
+  valueFrom: {secretKeyRef: {name: {{ required "deid.existingSecret: name a Secret holding the de-identification secret (key `secret`)" .root.Values.deid.existingSecret }}, key: secret}}
+{{- with .root.Values.broker.urlSecret }}
 - name: MEDXIAOHE_BROKER_URL
   valueFrom: {secretKeyRef: {name: {{ . }}, key: url}}
 {{- end }}
-- {name: MEDXIAOHE_LOG_LEVEL, value: {{ .Values.logLevel | quote }}}
+- {name: MEDXIAOHE_LOG_LEVEL, value: {{ .root.Values.logLevel | quote }}}
 {{- end -}}

@@ -13,7 +13,8 @@ from pathlib import Path
 from medxiaohe.common.errors import InvalidInput
 
 CHUNK = 1 << 20  # 1 MiB
-PARTIAL_PREFIX = ".partial/"  # in-flight uploads; never listed, never a valid key
+PARTIAL_PREFIX = ".partial/"  # in-flight uploads; never listed, never a valid key segment
+PARTIAL = PARTIAL_PREFIX.rstrip("/")
 _BAD_KEY = re.compile(r"[\x00-\x1f\\]")
 
 
@@ -32,7 +33,7 @@ def check_key(key: str) -> str:
     if key.startswith("/") or _BAD_KEY.search(key):
         raise InvalidInput("object key must be relative, without backslashes or control characters")
     parts = key.split("/")
-    if any(p in ("", ".", "..") for p in parts) or key.startswith(PARTIAL_PREFIX):
+    if any(p in ("", ".", "..", PARTIAL) for p in parts):
         raise InvalidInput("object key has an empty, '.', '..' or reserved segment")
     return key
 

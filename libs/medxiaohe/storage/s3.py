@@ -16,6 +16,7 @@ from minio.error import MinioException, S3Error
 from medxiaohe.common.errors import NotFound, Unavailable
 from medxiaohe.storage.base import (
     CHUNK,
+    PARTIAL,
     PARTIAL_PREFIX,
     ArtifactStore,
     HashingChunks,
@@ -100,8 +101,10 @@ class S3Store(ArtifactStore):
         name = self._name(key)
         hashing = HashingChunks(chunks)
         # S3 makes an object visible only when its (multipart) upload completes, so a plain
-        # put is atomic. To verify a digest before anything is visible, go through a partial key.
-        target = self.prefix + PARTIAL_PREFIX + uuid.uuid4().hex if expected_sha256 else name
+        # put is atomic. To verify a digest before anything is visible, go through a partial key
+        # beside the target (a credential scoped to the target's prefix may write it).
+        folder = name.rsplit("/", 1)[0] + "/" if "/" in name else ""
+        target = folder + PARTIAL_PREFIX + uuid.uuid4().hex if expected_sha256 else name
         try:
             result = self._client.put_object(
                 self.bucket,
@@ -163,7 +166,7 @@ class S3Store(ArtifactStore):
         try:
             for obj in objects:
                 key = (obj.object_name or "")[len(self.prefix) :]
-                if key and not key.startswith(PARTIAL_PREFIX) and not key.endswith("/"):
+                if key and PARTIAL not in key.split("/") and not key.endswith("/"):
                     yield ObjectInfo(key, obj.size or 0, etag=obj.etag or "")
         except (MinioException, urllib3.exceptions.HTTPError) as exc:
             self._fail(exc, prefix)
@@ -180,11 +183,14 @@ class S3Store(ArtifactStore):
         return url
 
     def ping(self) -> None:
+        """The store answers and knows this credential; the bucket is created when missing
+        and the credential may create it. A credential scoped to some prefixes (one per
+        component) is refused bucket-level calls: AccessDenied still proves both."""
         try:
             if not self._client.bucket_exists(self.bucket):
                 self._client.make_bucket(self.bucket)
         except S3Error as exc:
-            if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists", "AccessDenied"):
                 self._fail(exc, "")
         except (MinioException, urllib3.exceptions.HTTPError) as exc:
             self._fail(exc, "")

@@ -27,7 +27,7 @@ class ClusterSpec:
     shm_size: str = "8Gi"
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: list[dict[str, Any]] = field(default_factory=list)
-    store_secret: str = "medxiaohe-s3"  # noqa: S105 (a Secret's name, not a secret)
+    store_secret: str = "medxiaohe-s3-training"  # noqa: S105 (a Secret's name, not a secret)
     store_uri: str = "s3://medxiaohe/platform"
     s3_endpoint: str = "minio.minio.svc.cluster.local:9000"
     backoff_limit: int = 2
