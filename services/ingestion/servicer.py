@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
@@ -26,10 +27,14 @@ from medxiaohe_services.ingestion import convert
 from medxiaohe_services.ingestion.corpus import DUPLICATE, CorpusWriter, content_key
 from medxiaohe_services.runtime.interceptors import caller_identity
 
+PARSE_THREADS = 2
+PARSE_QUEUE = 16
 MAX_CHUNK = 4 << 20
 MAX_DEPTH = 4
 MAX_NODES = 10_000
 Reply = TypeVar("Reply", pb.IngestDocumentsResponse, pb.IngestStudiesResponse)
+Message = TypeVar("Message", pb.Document, pb.Study)
+Parsed = TypeVar("Parsed", list[Record], Record)
 
 
 # Lets a caller download keys outside its own uploads (shards, coverage, other callers' uploads):
@@ -49,6 +54,16 @@ class IngestionServicer(pb_grpc.IngestionServiceServicer):
         self.tagging = tagging
         self.corpus = corpus
         self.allow = allow
+        # payloads are parsed here, never on the event loop (a 40-megapixel PNG takes a
+        # second): at most PARSE_THREADS at once, at most PARSE_QUEUE waiting for a thread
+        self._parsers = ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="ingest-parse")
+        self._queue = asyncio.Semaphore(PARSE_THREADS + PARSE_QUEUE)
+
+    async def _parse(self, parse: Callable[[Message], Parsed], message: Message) -> Parsed:
+        """``parse(message)`` in the parser pool; the call waits (off the loop) for a place."""
+        async with self._queue:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._parsers, parse, message)
 
     async def IngestDocuments(
         self,
@@ -60,7 +75,7 @@ class IngestionServicer(pb_grpc.IngestionServiceServicer):
             document = message.document
             keys.append(content_key(document.document_id, document.content))
             try:
-                records.extend(convert.document_records(document))
+                records.extend(await self._parse(convert.document_records, document))
             except InvalidInput as exc:
                 rejected.append(RecordError(record_id=document.document_id, reason=str(exc)))
         if not keys:
@@ -77,7 +92,7 @@ class IngestionServicer(pb_grpc.IngestionServiceServicer):
             study = message.study
             keys.append(content_key(study.study_id, study.SerializeToString(deterministic=True)))
             try:
-                records.append(convert.study_record(study))
+                records.append(await self._parse(convert.study_record, study))
             except InvalidInput as exc:
                 rejected.append(RecordError(record_id=study.study_id, reason=str(exc)))
         if not keys:

@@ -6,10 +6,11 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
@@ -84,9 +85,12 @@ class Platform:
         settings.check_transport()
         self.specs = list(specs)
         self.health = HealthServicer()
+        # what the kubelet probes: served by threads of its own, so no handler (nor anything
+        # else that holds the event loop) can keep it from answering
+        self.probe_health = health.HealthServicer()
         self.port = 0
         self._server: grpc.aio.Server | None = None
-        self._health_server: grpc.aio.Server | None = None
+        self._health_server: grpc.Server | None = None
         self._watch: asyncio.Task[None] | None = None
         self._status: dict[str, int] = {}
 
@@ -134,18 +138,22 @@ class Platform:
         else:
             self.port = server.add_secure_port(address, creds)
         for name in ["", *names]:
-            await self.health.set(name, NOT_SERVING)
-        await self.health.set(LIVENESS, SERVING)
+            await self._publish(name, NOT_SERVING)
+        await self._publish(LIVENESS, SERVING)
         await server.start()
         self._server = server
         if self.settings.health_port:
-            # kubelet's native gRPC probes speak plaintext: this port serves health only.
-            self._health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-            health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
+            # kubelet's native gRPC probes speak plaintext: this port serves health only,
+            # from its own threads (a blocked event loop cannot silence it)
+            self._health_server = grpc.server(
+                ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"),
+                options=[("grpc.so_reuseport", 0)],
+            )
+            health_pb2_grpc.add_HealthServicer_to_server(self.probe_health, self._health_server)
             self._health_server.add_insecure_port(
                 f"{self.settings.grpc_host}:{self.settings.health_port}"
             )
-            await self._health_server.start()
+            self._health_server.start()
         if self.settings.metrics_port:
             start_http_server(self.settings.metrics_port, addr=self.settings.grpc_host)
         self._watch = asyncio.create_task(self._watch_dependencies())
@@ -187,10 +195,15 @@ class Platform:
         """Whether every service reported SERVING at the last check."""
         return bool(self._status.get("") == SERVING)
 
+    async def _publish(self, name: str, status: int) -> None:
+        """The status on the main port's health service and on the probes' port."""
+        await self.health.set(name, status)
+        self.probe_health.set(name, status)
+
     async def _set(self, name: str, status: int) -> None:
         if self._status.get(name) != status:
             self._status[name] = status
-            await self.health.set(name, status)
+            await self._publish(name, status)
             log.info(
                 "health",
                 extra={
@@ -210,11 +223,12 @@ class Platform:
         if self._watch:
             self._watch.cancel()
         await self.health.enter_graceful_shutdown()
+        self.probe_health.enter_graceful_shutdown()
         log.info("draining", extra={"event": "drain", "grace_s": grace})
         if self._server:
             await self._server.stop(grace)
         if self._health_server:
-            await self._health_server.stop(0)
+            self._health_server.stop(0).wait()
 
     async def serve_until_signal(self) -> None:
         """Serve until SIGTERM or SIGINT, then drain."""

@@ -20,6 +20,7 @@ from medxiaohe_protos.ingestion.v1 import ingestion_pb2_grpc as ing_grpc
 from medxiaohe_services.runtime.certs import DevPki
 from medxiaohe_services.runtime.client import secure_channel
 from medxiaohe_services.runtime.services import BUILDERS
+from tests import hostile
 from tests.conftest import ALLOWED, SECRET, publish_small_tree, s3_settings, server_settings
 from tests.servers import free_ports, running, start_weed
 
@@ -119,3 +120,56 @@ def test_sigterm_lets_an_in_flight_stream_finish(pki: DevPki, tmp_path: Path) ->
         stderr = server.communicate()[1].decode()
     # the call really was in flight: the drain began before its audit line (written at its end)
     assert 0 <= stderr.index('"msg":"draining"') < stderr.index('"rpc":"DownloadArtifact"')
+
+
+def test_health_and_other_calls_answer_while_a_payload_is_parsed(
+    pki: DevPki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 40-megapixel PNG of 131 KB takes a second to parse; parsed on the event loop it held
+    every call and the probes' health (liveness failed, the pod restarted). Here one parse is
+    held until the checks are done: were it on the loop, they would hang."""
+    import threading
+
+    from medxiaohe_services.ingestion import convert
+
+    started, release = threading.Event(), threading.Event()
+    real = convert.study_record
+
+    def slow_parse(study: ing.Study) -> object:
+        started.set()
+        release.wait(timeout=120)
+        return real(study)
+
+    monkeypatch.setattr(convert, "study_record", slow_parse)
+    (health_port,) = free_ports(1)
+    settings = server_settings(pki, str(tmp_path / "store"), health_port=health_port)
+    publish_small_tree(settings.store_uri)
+    store = open_store(settings.store_uri)
+    with running(settings, [BUILDERS["ingestion"](settings, store)]) as server:
+        paths = pki.clients[ALLOWED]
+        channel = secure_channel(server.target, pki.ca, paths.cert, paths.key)
+        main_health = health_pb2_grpc.HealthStub(channel)
+        assert wait_status(main_health, "", SERVING, 60) == SERVING
+        stub = ing_grpc.IngestionServiceStub(channel)
+        png = ing.StudyFile(format=ing.STUDY_FILE_FORMAT_PNG, content=hostile.png(6300, 6300))
+        study = ing.Study(study_id="big", files=[png], text="Chest film without acute findings.")
+        reply: list[ing.IngestStudiesResponse] = []
+        call = threading.Thread(
+            target=lambda: reply.append(
+                stub.IngestStudies(iter([ing.IngestStudiesRequest(study=study)]), timeout=120)
+            )
+        )
+        call.start()
+        try:
+            assert started.wait(timeout=60), "the parse never started"
+            probe = health_pb2_grpc.HealthStub(grpc.insecure_channel(f"127.0.0.1:{health_port}"))
+            for stub_ in (probe, main_health):  # limits catch a hang, not a slow machine
+                for service in ("", "medxiaohe.liveness"):
+                    request = health_pb2.HealthCheckRequest(service=service)
+                    assert stub_.Check(request, timeout=10).status == SERVING
+            tagged = stub.TagEntities(ing.TagEntitiesRequest(text="Fever."), timeout=10)
+            assert tagged.mentions
+        finally:
+            release.set()
+            call.join(timeout=120)
+    assert reply[0].accepted == 1  # the 40-megapixel image went through the real parser
