@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from medxiaohe.common.secrets import pseudonym
 from medxiaohe.corpus.coverage import Coverage
-from medxiaohe.corpus.deid import record_pseudonym
+from medxiaohe.corpus.deid import record_pseudonym, stored_label
 from medxiaohe.corpus.ingest import ShardIngestor, stored_hashes
 from medxiaohe.corpus.record import Record
 from medxiaohe.corpus.shards import ShardResult, dataset_coverage, shards_prefix
@@ -54,8 +54,10 @@ class CorpusWriter:
         return result, f"{shards_prefix(self.dataset)}/{shard_id}"
 
     def coverage(self, source: str = "") -> Coverage:
+        """Coverage of the dataset, of one source (named as callers send it) when given."""
+        stored = stored_label(source, self.secret, "source")
         return Coverage(
-            self.tagging.tagger.tree, dataset_coverage(self.store, self.dataset), source
+            self.tagging.tagger.tree, dataset_coverage(self.store, self.dataset), stored
         )
 
 

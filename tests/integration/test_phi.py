@@ -118,6 +118,7 @@ def _jsonl() -> bytes:
         "id": f"{LAST}-{MRN}",
         "text": ABOUT,
         "patient_name": f"{FIRST} {LAST}",
+        "source": f"clinic of {LAST}",  # a caller's label: stored only as a keyed pseudonym
         "phone": PHONE,
         "specialty": f"Pulmonology, referred by {FIRST} {LAST} on 1961-04-17",
     }
@@ -152,8 +153,8 @@ def leaks(store: ArtifactStore) -> list[str]:
         if obj.key.endswith(".parquet"):
             rows = pq.read_table(io.BytesIO(store.get_bytes(obj.key))).to_pylist()
             texts.append(json.dumps(rows, default=str))
-        elif obj.key.endswith((".png", ".jpg")) and not obj.key.startswith("uploads/"):
-            texts.append(store.get_bytes(obj.key).decode("latin-1"))
+        elif obj.key.endswith((".png", ".jpg", ".json")) and not obj.key.startswith("uploads/"):
+            texts.append(store.get_bytes(obj.key).decode("latin-1"))  # images, coverage
         for text in texts:
             found += [f"{p!r} in {obj.key}" for p in PLANTED if p.lower() in text.lower()]
     return found
@@ -189,6 +190,8 @@ def test_grpc_stream_stores_no_identifier(
             content=(folder / f"{stem}-{name}").read_bytes(),
             patient_key=MRN,
             metadata=metadata,
+            source=f"{LAST}-clinic",
+            licence=f"owned by {FIRST} {LAST}",
         )
         for kind, fmt, name in [
             ("note", ing.DOCUMENT_FORMAT_TEXT, "note.txt"),

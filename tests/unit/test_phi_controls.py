@@ -87,6 +87,18 @@ def test_metadata_is_allow_listed_and_de_identified() -> None:
     assert "2024-03-02" not in cleaned["specialty"]
 
 
+def test_sources_and_licences_are_allow_listed_or_pseudonymized() -> None:
+    from medxiaohe.corpus.steps import Deidentify
+
+    caller = Record(id="r", source="Lovelace-48213377", text="Seen.", licence="Ada's own")
+    public = Record(id="p", source="pubmed", text="Seen.", licence="CC-BY-4.0")
+    stored = list(Deidentify(SECRET).run([caller, public]))
+    assert stored[0].source == deid.stored_label("Lovelace-48213377", SECRET, "source")
+    assert stored[0].source.startswith("source-")
+    assert "Lovelace" not in stored[0].source + stored[0].licence
+    assert (stored[1].source, stored[1].licence) == ("pubmed", "CC-BY-4.0")
+
+
 def test_images_are_re_encoded_without_metadata() -> None:
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo

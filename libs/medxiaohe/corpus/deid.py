@@ -290,3 +290,30 @@ def clean_metadata(
         for key, value in metadata.items()
         if key in METADATA_KEYS
     }
+
+
+# Labels a record's source may carry as they are: the readers' kinds and generic corpus kinds.
+SOURCE_LABELS = frozenset(
+    {
+        *("text", "jsonl", "fhir", "hl7", "dicom", "image", "unknown"),
+        *("literature", "pubmed", "abstracts", "textbook", "guideline", "web", "forum"),
+        *("notes", "reports", "radiology", "pathology", "discharge", "synthetic", "public"),
+    }
+)
+# Licences a record may carry as they are (SPDX identifiers, and the hospital's own data).
+LICENCES = frozenset(
+    {
+        *("CC0-1.0", "CC-BY-4.0", "CC-BY-SA-4.0", "CC-BY-NC-4.0", "CC-BY-NC-SA-4.0"),
+        *("PDDL-1.0", "ODC-By-1.0", "ODbL-1.0", "MIT", "Apache-2.0", "proprietary"),
+    }
+)
+
+
+def stored_label(value: str, secret: str, kind: str) -> str:
+    """A caller's ``source`` or ``licence`` as it is stored (shards, coverage): an
+    allow-listed label as it is, anything else (a file or clinic name, an MRN) as a keyed
+    pseudonym, the same for the same label, so coverage by source still works."""
+    allowed = SOURCE_LABELS if kind == "source" else LICENCES
+    if not value or value in allowed:
+        return value
+    return f"{kind}-{pseudonym(secret, f'{kind}:{value}')}"

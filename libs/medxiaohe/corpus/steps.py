@@ -12,6 +12,7 @@ from medxiaohe.corpus.deid import (
     deidentify,
     patient_pseudonym,
     record_pseudonym,
+    stored_label,
 )
 from medxiaohe.corpus.overlap import BenchmarkIndex, first_overlap
 from medxiaohe.corpus.record import Record
@@ -66,6 +67,8 @@ class Deidentify:
             if record.dropped:
                 record.dropped = deidentify(record.dropped, self.secret, source_patient, known)[0]
             record.metadata = clean_metadata(record.metadata, self.secret, source_patient, known)
+            record.source = stored_label(record.source, self.secret, "source")
+            record.licence = stored_label(record.licence, self.secret, "licence")
             record.id = record_pseudonym(self.secret, record.id)
             record.patient_key = (
                 patient_pseudonym(self.secret, source_patient) if source_patient else ""
