@@ -3,6 +3,7 @@ loaded back through the torchvision-free processor, and generating from text and
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -308,6 +309,43 @@ def test_bad_response_formats_say_why(
 
     with pytest.raises(InvalidInput, match=message):
         ask()
+
+
+def test_schemas_that_explode_are_refused_within_bounds(tiny: Path) -> None:
+    """A 40-byte pattern determinizes into 2^(n+1) states: compiled in a worker process with
+    a time limit and a memory ceiling, past either it is InvalidInput (HTTP 400), and the
+    next schema compiles in a fresh worker."""
+    import time
+
+    import outlines
+    from outlines.backends.outlines_core import OutlinesCoreBackend
+    from outlines_core.json_schema import build_regex_from_schema
+
+    from medxiaohe.models.grammar import GrammarCompiler
+
+    vlm = load_vlm(tiny)
+    vocabulary = OutlinesCoreBackend(
+        outlines.from_transformers(vlm.model, vlm.tokenizer)
+    ).vocabulary
+
+    def regex(n: int) -> str:
+        pattern = {"type": "string", "pattern": f"(a|b)*a(a|b){{{n}}}"}
+        return build_regex_from_schema(json.dumps(pattern), "[ ]?")
+
+    compiler = GrammarCompiler(vocabulary, seconds=3, memory=1 << 30)
+    try:
+        assert compiler.compile(regex(4)).get_initial_state() is not None
+        started = time.monotonic()
+        with pytest.raises(InvalidInput, match="too complex to enforce"):
+            compiler.compile(regex(40))
+        assert time.monotonic() - started < 60  # bounded (3 s here), whatever the machine
+        assert compiler.compile(regex(5)).get_initial_state() is not None  # a new worker
+        small = GrammarCompiler(vocabulary, max_bytes=1 << 10)
+        with pytest.raises(InvalidInput, match="larger than"):
+            small.compile(regex(12))
+        small.stop()
+    finally:
+        compiler.stop()
 
 
 ZOOM = {

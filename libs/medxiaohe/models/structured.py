@@ -10,12 +10,14 @@ budget can end it first, ``finish_reason: "length"``, as with OpenAI's API).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections import OrderedDict
 from typing import Any
 
 from medxiaohe.common.errors import InvalidInput
+from medxiaohe.models.grammar import GrammarCompiler
 
 MAX_SCHEMA_BYTES = 32 << 10
 WHITESPACE = r"[ ]?"  # at most one space between JSON tokens: no runaway whitespace
@@ -87,6 +89,19 @@ def schema_of(response_format: Any) -> str | None:
     return text
 
 
+_COMPILERS: dict[str, GrammarCompiler] = {}
+_COMPILERS_LOCK = threading.Lock()
+
+
+def compiler_for(vocabulary: Any) -> GrammarCompiler:
+    """One bounded compiler (one worker process) per vocabulary in this process."""
+    key = hashlib.sha256(bytes(vocabulary.__reduce__()[1][0])).hexdigest()
+    with _COMPILERS_LOCK:
+        if key not in _COMPILERS:
+            _COMPILERS[key] = GrammarCompiler(vocabulary)
+        return _COMPILERS[key]
+
+
 class Constraints:
     """Compiles schemas for one model's vocabulary, each once (a small LRU), and hands out a
     fresh logits processor per generation (processors keep per-sequence state)."""
@@ -96,6 +111,7 @@ class Constraints:
         from outlines.backends.outlines_core import OutlinesCoreBackend
 
         self._backend = OutlinesCoreBackend(outlines.from_transformers(model, tokenizer))
+        self._compiler = compiler_for(self._backend.vocabulary)
         self._indexes: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
         self._cache_size = cache_size
@@ -106,7 +122,6 @@ class Constraints:
         return OutlinesCoreLogitsProcessor(self._index(schema), "torch")
 
     def _index(self, schema: str) -> Any:
-        from outlines_core import Index
         from outlines_core.json_schema import build_regex_from_schema
 
         with self._lock:
@@ -116,9 +131,9 @@ class Constraints:
         try:
             rewritten = json.dumps(enforceable(json.loads(schema)))
             regex = bounded(build_regex_from_schema(rewritten, WHITESPACE))
-            index = Index(regex, self._backend.vocabulary)
         except (ValueError, TypeError, RuntimeError) as exc:
             raise InvalidInput(f"response_format's schema cannot be used: {exc}") from None
+        index = self._compiler.compile(regex)  # bounded in time and size
         with self._lock:
             self._indexes[schema] = index
             while len(self._indexes) > self._cache_size:
