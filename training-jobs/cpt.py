@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medxiaohe.common.errors import InvalidInput
+from medxiaohe.common.secrets import checkpoint_key
 from medxiaohe.common.settings import Settings
 from medxiaohe.storage import Manifest
 from medxiaohe.training.config import RunConfig
@@ -90,7 +91,7 @@ def train(config: CptConfig, settings: Settings) -> Manifest | None:
         weight_decay=config.weight_decay,
         logging_steps=config.logging_steps,
     )
-    run = Run.start(store, STAGE, config, scratch.name)
+    run = Run.start(store, STAGE, config, scratch.name, checkpoint_key(settings, store.uri))
     model, processor = load_model(base)
     set_vision_trainable(model, config.train_vision_tower)
     records = MixtureDataset(store, config.mixture, config.mixture_version, seed=config.seed)

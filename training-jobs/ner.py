@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from medxiaohe.common.errors import InvalidInput
+from medxiaohe.common.secrets import checkpoint_key
 from medxiaohe.common.settings import Settings
 from medxiaohe.storage import Manifest, open_store
 from medxiaohe.training.config import RunConfig
@@ -109,7 +110,7 @@ def train(config: NerConfig, settings: Settings) -> Manifest | None:
         logging_steps=config.logging_steps,
         train_sampling_strategy="group_by_length",
     )
-    run = Run.start(store, STAGE, config, scratch.name)
+    run = Run.start(store, STAGE, config, scratch.name, checkpoint_key(settings, store.uri))
     trainer = _trainer(config, args, run, settings, scratch)
     trainer.train(resume_from_checkpoint=resume_checkpoint(run, scratch / "trainer"))
     card = {"stage": STAGE, "labels": label_list(config.types)}

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from medxiaohe.common.errors import InvalidInput, NotFound
+from medxiaohe.common.secrets import checkpoint_key
 from medxiaohe.common.settings import Settings
 from medxiaohe.rubric.rewards import layered_from_config
 from medxiaohe.storage import ArtifactStore, Manifest, resolve
@@ -124,7 +125,7 @@ def _sample_and_publish(
     rows, counts = sample_verified(config, read_sources(store, config.data), client)
     if not rows:
         raise InvalidInput(f"no sampled answer was verified correct: {counts}")
-    run = Run.start(store, STAGE, config, scratch.name)
+    run = Run.start(store, STAGE, config, scratch.name, checkpoint_key(settings, store.uri))
     run.log(0, **{f"rft/{k}": float(v) for k, v in counts.items()})
     run.flush()
     provenance = {"stage": STAGE, "run": run.prefix, "from": config.data, **counts}

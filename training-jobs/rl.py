@@ -14,6 +14,7 @@ from typing import Any, cast
 from transformers import TrainerCallback
 
 from medxiaohe.common.errors import InvalidInput
+from medxiaohe.common.secrets import checkpoint_key
 from medxiaohe.common.settings import Settings
 from medxiaohe.rubric.rewards import LayeredReward, layered_from_config
 from medxiaohe.storage import Manifest
@@ -224,7 +225,7 @@ def prepare(config: RlConfig, settings: Settings) -> tuple[Any, Run, Path]:
         use_adaptive_entropy=bonus,
         entropy_target=config.entropy_floor if bonus else 0.2,
     )
-    run = Run.start(store, STAGE, config, scratch.name)
+    run = Run.start(store, STAGE, config, scratch.name, checkpoint_key(settings, store.uri))
     reward = layered_from_config(config.reward_config(), grader=_grader(config))
     rows = selected(config, prompts(read_sources(store, config.data)), base, reward, run)
     model, processor = load_model(base)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from medxiaohe.common.errors import InvalidInput
+from medxiaohe.common.secrets import checkpoint_key
 from medxiaohe.common.settings import Settings
 from medxiaohe.storage import Manifest
 from medxiaohe.training.chat_data import read_sources, tools_as_text, with_image_parts
@@ -149,7 +150,7 @@ def prepare(
         activation_checkpointing=False,  # TRL's default is on; set it per model size
         dataset_num_proc=None,
     )
-    run = Run.start(store, stage, config, scratch.name)
+    run = Run.start(store, stage, config, scratch.name, checkpoint_key(settings, store.uri))
     model, processor = load_model(base)
     set_vision_trainable(model, config.train_vision_tower)
     trainer = SFTTrainer(

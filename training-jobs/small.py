@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from medxiaohe.common.errors import InvalidInput, NotFound
-from medxiaohe.common.secrets import home_or_configured_secret
+from medxiaohe.common.secrets import checkpoint_key, home_or_configured_secret
 from medxiaohe.common.settings import Settings
 from medxiaohe.storage import ArtifactStore, Manifest, download, open_store, read_file, resolve
 from medxiaohe.training import public_data as public
@@ -239,7 +239,9 @@ def train(config: SmallConfig, settings: Settings) -> Manifest:
         tree = EntityTree.load(store)
     except NotFound:
         raise NotFound("no Medical Entity Tree in the store: run `make met` first") from None
-    run = Run.start(store, STAGE, config, config.run_id)
+    run = Run.start(
+        store, STAGE, config, config.run_id, checkpoint_key(settings, store_uri, Path(config.home))
+    )
     scratch = Path(tempfile.mkdtemp(prefix="medxiaohe-small-"))
     steps: dict[str, Any] = {}
     try:

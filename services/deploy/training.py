@@ -253,6 +253,7 @@ def spec_from_values(values: dict[str, Any], **overrides: Any) -> ClusterSpec:
         "store_uri": store.get("uri"),
         "s3_endpoint": store.get("s3", {}).get("endpoint"),
         "store_secret": store.get("s3", {}).get("credentials", {}).get("training"),
+        "checkpoint_secret": training.get("checkpointKeySecret"),
         **overrides,
     }
     return ClusterSpec(**{k: v for k, v in fields.items() if v is not None})

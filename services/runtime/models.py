@@ -27,12 +27,14 @@ class ModelEndpoint:
     check: Callable[[], None]
 
 
-def endpoint_check(url: str, verify: str | bool) -> Callable[[], None]:
+def endpoint_check(
+    url: str, verify: str | bool, cert: tuple[str, str] | None = None
+) -> Callable[[], None]:
     """A readiness check: the endpoint answers HTTP at all (any status, 401 included)."""
 
     def check() -> None:
         try:
-            httpx.get(url, timeout=2.0, verify=tls_verify(verify))
+            httpx.get(url, timeout=2.0, verify=tls_verify(verify, cert))
         except httpx.HTTPError:
             raise Unavailable(f"the model endpoint {url} cannot be reached") from None
 
@@ -89,9 +91,12 @@ def local_model(uri: str, settings: Settings) -> LocalModel:
 def model_endpoint(settings: Settings, url: str, name: str, api_key: str) -> ModelEndpoint | None:
     """The endpoint at ``url``, else the in-process model (``local_model_uri``), else None."""
     verify: str | bool = str(settings.tls_client_ca) if settings.tls_client_ca else True
+    cert = None
+    if settings.model_client_cert and settings.model_client_key:
+        cert = (str(settings.model_client_cert), str(settings.model_client_key))
     if url:
-        client = HttpModelClient(url, name, api_key=api_key, verify=verify)
-        return ModelEndpoint(client, url, lambda: name, endpoint_check(url, verify))
+        client = HttpModelClient(url, name, api_key=api_key, verify=verify, cert=cert)
+        return ModelEndpoint(client, url, lambda: name, endpoint_check(url, verify, cert))
     if settings.local_model_uri:
         model = local_model(settings.local_model_uri, settings)
         return ModelEndpoint(model, f"in-process:{model.uri}", lambda: model.version, model.check)

@@ -340,6 +340,30 @@ def test_the_allow_list_decides_per_certificate(server: Server) -> None:
     assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
+def test_services_authenticate_with_a_client_certificate(server: Server) -> None:
+    """The report and rubric services reach the predictor with their own certificate (the
+    chart mounts it): the model client presents it, and the allow list decides."""
+    from medxiaohe.common.errors import Unavailable
+    from medxiaohe.common.settings import Settings
+    from medxiaohe.models.chat import ChatParams
+    from medxiaohe_services.runtime.models import model_endpoint
+
+    def endpoint(caller: str) -> object:
+        paths = server.pki.clients[caller]
+        settings = Settings(  # type: ignore[call-arg]
+            tls_client_ca=server.pki.ca, model_client_cert=paths.cert, model_client_key=paths.key
+        )
+        found = model_endpoint(settings, f"{server.base}/openai/v1", NAME, api_key="")
+        assert found is not None
+        return found.client
+
+    question = [{"role": "user", "content": "Findings?"}]
+    reply = endpoint(ALLOWED).chat(question, params=ChatParams(max_tokens=2))  # type: ignore[attr-defined]
+    assert reply.usage.completion_tokens <= 2
+    with pytest.raises(Unavailable, match="403"):  # LIMITED may not call ChatCompletions
+        endpoint(LIMITED).chat(question, params=ChatParams(max_tokens=2))  # type: ignore[attr-defined]
+
+
 def test_the_repository_routes_cannot_unload_the_model(server: Server) -> None:
     with server.http() as http:  # even the token allowed everything
         for action in ("unload", "load"):

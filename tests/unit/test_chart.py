@@ -292,6 +292,9 @@ def test_each_component_has_its_own_store_credential() -> None:
     for obj in objects:
         if obj["kind"] == "Job":
             found["training"] = _store_secrets(obj["spec"]["template"]["spec"])
+            env = {e["name"]: e for e in obj["spec"]["template"]["spec"]["containers"][0]["env"]}
+            key = env["MEDXIAOHE_CHECKPOINT_KEY"]["valueFrom"]["secretKeyRef"]
+            assert key == {"name": "medxiaohe-checkpoint-key", "key": "key"}
         elif obj["kind"] == "Deployment":
             component = obj["metadata"]["labels"]["app.kubernetes.io/component"]
             found[component] = _store_secrets(obj["spec"]["template"]["spec"])
@@ -312,3 +315,28 @@ def test_the_chart_readme_lists_the_access_table() -> None:
             read, write = ([p.strip("` ") for p in c.split(",") if c != "-"] for c in cells[1:])
             rows[cells[0]] = (tuple(read), tuple(write))
     assert rows == {c: (a.read, a.write) for c, a in COMPONENTS.items()}
+
+
+def test_report_and_rubric_authenticate_to_the_model_from_secrets() -> None:
+    client = {"modelClient": {"certSecret": "report-client", "apiKeySecret": "report-key"}}
+    judge = {"modelClient": {"apiKeySecret": "judge-key"}}
+    deployments = by_kind(
+        render_chart(values={"services": {"report": client, "rubric": judge}}), "Deployment"
+    )
+    report = deployments["medxiaohe-report"]["spec"]["template"]["spec"]
+    (container,) = report["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MEDXIAOHE_MODEL_CLIENT_CERT"]["value"] == "/etc/medxiaohe/model-client/tls.crt"
+    assert env["MEDXIAOHE_REPORT_MODEL_API_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "report-key",
+        "key": "apiKey",
+    }
+    volumes = {v["name"]: v for v in report["volumes"]}
+    assert volumes["model-client"]["secret"]["secretName"] == "report-client"
+    rubric = deployments["medxiaohe-rubric"]["spec"]["template"]["spec"]["containers"][0]
+    names = {e["name"] for e in rubric["env"]}
+    assert "MEDXIAOHE_RUBRIC_JUDGE_API_KEY" in names
+    assert "MEDXIAOHE_MODEL_CLIENT_CERT" not in names
+    for key in ("report_model_api_key", "RUBRIC_JUDGE_API_KEY", "model_client_key"):
+        with pytest.raises(helm.HelmValuesError):
+            render_chart(values={"services": {"report": {"settings": {key: "x"}}}})

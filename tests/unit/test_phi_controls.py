@@ -36,8 +36,8 @@ def test_pseudonyms_are_keyed_and_full_length() -> None:
 
 
 def test_a_short_secret_is_refused_and_the_home_generates_one(tmp_path: Path) -> None:
-    for weak in ("", "development-only"):
-        with pytest.raises(InvalidInput, match="at least 32 bytes"):
+    for weak in ("", "development-only", "a" * 64, "password" * 8, "0123456789" * 4):
+        with pytest.raises(InvalidInput, match="at least 32 bytes and 128 bits"):
             check_secret(weak)
     first = home_secret(tmp_path)
     assert len(first) >= 32

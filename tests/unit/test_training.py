@@ -13,6 +13,8 @@ from medxiaohe.training.config import RunConfig, config_help, load_config
 from medxiaohe.training.manifests import ClusterSpec, render_job
 from medxiaohe_services.deploy.manifests import validate_object
 
+KEY = b"checkpoint key for the tests, 32 bytes or more"
+
 
 @dataclass
 class ExampleConfig(RunConfig):
@@ -89,8 +91,13 @@ def test_multi_node_gpu_job_with_rendezvous_service() -> None:
     assert container["command"][0] == "torchrun"
     assert "--nproc-per-node=4" in container["command"]
     assert {v["name"]: v for v in pod["volumes"]}["dshm"]["emptyDir"]["medium"] == "Memory"
-    secret_env = {e["name"]: e for e in container["env"]}["MEDXIAOHE_S3_SECRET_KEY"]
-    assert secret_env["valueFrom"]["secretKeyRef"]["name"] == "medxiaohe-s3"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MEDXIAOHE_S3_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"] == (
+        "medxiaohe-s3-training"  # the training credential: corpus in, runs and models out
+    )
+    assert env["MEDXIAOHE_CHECKPOINT_KEY"]["valueFrom"]["secretKeyRef"]["name"] == (
+        "medxiaohe-checkpoint-key"
+    )
     assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
 
 
@@ -108,7 +115,7 @@ def test_run_layout_metrics_checkpoints_and_resume(tmp_path: Path) -> None:
 
     store = open_store(str(tmp_path / "store"))
     config = ExampleConfig(epochs=2)
-    run = Run.start(store, "ner", config)
+    run = Run.start(store, "ner", config, key=KEY)
     assert run.run_id.startswith("ner-")
     run.log(1, loss=2.0)
     run.log(2, loss=1.5)
@@ -122,7 +129,7 @@ def test_run_layout_metrics_checkpoints_and_resume(tmp_path: Path) -> None:
     # a checkpoint whose upload died before its manifest does not count
     store.put_bytes(f"{run.prefix}/checkpoints/step-00000006/node-0/model.safetensors", b"partial")
 
-    again = Run.start(store, "ner", config, run_id=run.run_id)  # a re-run resumes
+    again = Run.start(store, "ner", config, run_id=run.run_id, key=KEY)  # a re-run resumes
     assert again.latest_checkpoint() == 4
     restored = tmp_path / "restored"
     again.restore(4, 0, restored)
@@ -140,7 +147,7 @@ def test_a_checkpoint_of_several_nodes_counts_when_every_part_is_in(tmp_path: Pa
     from medxiaohe.training.runs import Run
 
     store = open_store(str(tmp_path / "store"))
-    run = Run.start(store, "cpt", ExampleConfig(), run_id="two-nodes")
+    run = Run.start(store, "cpt", ExampleConfig(), run_id="two-nodes", key=KEY)
     parts = {}
     for index in (0, 1):
         parts[index] = tmp_path / f"node-{index}"
@@ -157,6 +164,42 @@ def test_a_checkpoint_of_several_nodes_counts_when_every_part_is_in(tmp_path: Pa
         assert (tmp_path / f"back-{index}" / f"shard-{index}.pt").read_bytes() == b"rank %d" % index
     # node 0 keeps the newest two checkpoints: step 5 is gone, parts of every node
     assert not list(store.list(f"{run.prefix}/checkpoints/step-00000005/"))
+
+
+def test_a_checkpoint_loads_only_with_its_seal(tmp_path: Path) -> None:
+    """Resuming unpickles a checkpoint (optimizer states, DeepSpeed shards): a part rewritten
+    in the store, manifest and all, or sealed with another key, is refused before it loads."""
+    import json
+
+    from medxiaohe.storage import open_store
+    from medxiaohe.storage.base import digest_of
+    from medxiaohe.training.runs import Run
+
+    store = open_store(str(tmp_path / "store"))
+    run = Run.start(store, "sft", ExampleConfig(), run_id="sealed", key=KEY)
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "optimizer.pt").write_bytes(b"pickled optimizer state")
+    run.save_checkpoint(3, folder)
+    part = f"{run.prefix}/checkpoints/step-00000003/node-0"
+    run.restore(3, 0, tmp_path / "ok")  # sealed by this key: loads
+    with pytest.raises(InvalidInput, match="not sealed"):  # another deployment's key
+        Run(store, "sft", "sealed", key=b"k" * 16 + b"another key" * 2).restore(
+            3, 0, tmp_path / "x"
+        )
+    # an attacker with write access swaps the pickle and fixes the manifest's digest
+    evil = b"cos\nsystem\n(S'echo owned'\ntR."
+    store.put_bytes(f"{part}/optimizer.pt", evil)
+    manifest = json.loads(store.get_bytes(f"{part}/_MANIFEST.json"))
+    size, sha = digest_of([evil])
+    manifest["files"]["optimizer.pt"] = {"size": size, "sha256": sha}
+    store.put_bytes(f"{part}/_MANIFEST.json", json.dumps(manifest).encode())
+    with pytest.raises(InvalidInput, match="not sealed"):
+        run.restore(3, 0, tmp_path / "evil")
+    assert not (tmp_path / "evil" / "optimizer.pt").exists()
+    # a part whose seal never arrived is not a complete checkpoint
+    store.delete(f"{run.prefix}/checkpoints/step-00000003/node-0.seal")
+    assert run.latest_checkpoint() is None
 
 
 def test_word_tags_align_to_first_word_pieces() -> None:

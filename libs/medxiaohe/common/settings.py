@@ -123,6 +123,14 @@ class Settings(BaseSettings):
             "runtime, which generates one into its home."
         ),
     )
+    checkpoint_key: SecretStr = Field(
+        SecretStr(""),
+        description=(
+            "Keys the seal of every training checkpoint: a resumed run loads (unpickles) only "
+            "checkpoints sealed with it. At least 32 random bytes, from a Secret; required with "
+            "an s3:// store (a local store generates one into its home)."
+        ),
+    )
     ingest_dataset: str = Field(
         "ingested", description="Dataset that streamed documents and studies are written to."
     )
@@ -172,6 +180,17 @@ class Settings(BaseSettings):
     predictor_max_pending: int = Field(
         32, ge=1, description="Generation requests in flight; more get 429 with Retry-After."
     )
+
+    # how the report and rubric services authenticate to their model endpoints
+    model_client_cert: Path | None = Field(
+        None,
+        description=(
+            "Client certificate (PEM, from the platform CA) the report and rubric services "
+            "present to their model endpoint; its common name is the caller the predictor's "
+            "allow list names."
+        ),
+    )
+    model_client_key: Path | None = Field(None, description="The client certificate's key.")
 
     # rubric grading
     rubric_judge_url: str = Field(

@@ -107,9 +107,17 @@ def _body(params: ChatParams) -> dict[str, Any]:
     return body
 
 
-def tls_verify(verify: str | bool) -> ssl.SSLContext | bool:
-    """What httpx verifies a server with: system CAs (True), a CA bundle's path, or nothing."""
-    return ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+def tls_verify(verify: str | bool, cert: tuple[str, str] | None = None) -> ssl.SSLContext | bool:
+    """What httpx verifies a server with: system CAs (True), a CA bundle's path, or nothing;
+    with ``cert`` (certificate and key files), the client certificate it presents (mTLS)."""
+    if cert is None:
+        return ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+    context = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+    if verify is False:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    context.load_cert_chain(*cert)
+    return context
 
 
 def _reply(result: ChatResult) -> ChatReply:
@@ -181,14 +189,17 @@ class HttpModelClient:
         retries: int = 3,
         backoff_s: float = 0.5,
         verify: str | bool = True,
+        cert: tuple[str, str] | None = None,
     ) -> None:
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.retries = retries
         self.backoff_s = backoff_s
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        # verify: True (system CAs), a CA bundle's path (the platform CA), or False (tests only)
-        self._http = httpx.Client(timeout=timeout_s, headers=headers, verify=tls_verify(verify))
+        # verify: True (system CAs), a CA bundle's path (the platform CA), or False (tests only);
+        # cert: the client certificate and key this caller presents (the predictor's mTLS)
+        context = tls_verify(verify, cert)
+        self._http = httpx.Client(timeout=timeout_s, headers=headers, verify=context)
 
     def close(self) -> None:
         self._http.close()
@@ -288,6 +299,11 @@ class HttpModelClient:
             if response.status_code >= 400:
                 response.read()
                 response.close()
+                if response.status_code in (401, 403):  # ours to fix, not the caller's
+                    raise Unavailable(
+                        f"model endpoint refused this service's credentials "
+                        f"(HTTP {response.status_code}): {_reason(response)}"
+                    )
                 raise InvalidInput(f"model endpoint refused the request: {_reason(response)}")
             return _Closing(response)
         raise Unavailable(

@@ -28,6 +28,7 @@ class ClusterSpec:
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: list[dict[str, Any]] = field(default_factory=list)
     store_secret: str = "medxiaohe-s3-training"  # noqa: S105 (a Secret's name, not a secret)
+    checkpoint_secret: str = "medxiaohe-checkpoint-key"  # noqa: S105 (the same)
     store_uri: str = "s3://medxiaohe/platform"
     s3_endpoint: str = "minio.minio.svc.cluster.local:9000"
     backoff_limit: int = 2
@@ -88,6 +89,10 @@ def render_job(
         {
             "name": "MEDXIAOHE_S3_SECRET_KEY",
             "valueFrom": {"secretKeyRef": {"name": spec.store_secret, "key": "secretKey"}},
+        },
+        {
+            "name": "MEDXIAOHE_CHECKPOINT_KEY",
+            "valueFrom": {"secretKeyRef": {"name": spec.checkpoint_secret, "key": "key"}},
         },
     ]
     pod: dict[str, Any] = {

@@ -14,6 +14,8 @@ a checkpoint whose upload died before its manifest is invisible."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import json
 import secrets
 from dataclasses import asdict, is_dataclass
@@ -22,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from medxiaohe.common.errors import Conflict, NotFound
+from medxiaohe.common.errors import Conflict, InvalidInput, NotFound
 from medxiaohe.storage import ArtifactStore, Manifest, download, publish_folder, resolve
 from medxiaohe.storage.artifacts import MANIFEST
 from medxiaohe.storage.base import check_key
@@ -48,18 +50,22 @@ def models_prefix(stage: str) -> str:
 
 
 class Run:
-    def __init__(self, store: ArtifactStore, stage: str, run_id: str) -> None:
+    def __init__(self, store: ArtifactStore, stage: str, run_id: str, key: bytes = b"") -> None:
         self.store = store
         self.stage = stage
         self.run_id = check_key(run_id)
+        self.key = key  # seals checkpoints (a run without one cannot save or restore them)
         self.prefix = f"runs/{check_key(stage)}/{run_id}"
         self._pending: list[str] = []
         self._part = sum(1 for _ in store.list(f"{self.prefix}/metrics/"))
 
     @classmethod
-    def start(cls, store: ArtifactStore, stage: str, config: Any, run_id: str = "") -> Run:
-        """Open a new run, or re-open one with the same id and the same config (to resume)."""
-        run = cls(store, stage, run_id or new_run_id(stage))
+    def start(
+        cls, store: ArtifactStore, stage: str, config: Any, run_id: str = "", key: bytes = b""
+    ) -> Run:
+        """Open a new run, or re-open one with the same id and the same config (to resume);
+        ``key`` seals its checkpoints."""
+        run = cls(store, stage, run_id or new_run_id(stage), key)
         values = (
             asdict(config)
             if is_dataclass(config) and not isinstance(config, type)
@@ -69,12 +75,12 @@ class Run:
             values.pop(name, None)
         values["run_id"] = run.run_id
         text = yaml.safe_dump(values, sort_keys=True).encode()
-        key = f"{run.prefix}/config.yaml"
-        if store.exists(key):
-            if store.get_bytes(key) != text:
+        config_key = f"{run.prefix}/config.yaml"
+        if store.exists(config_key):
+            if store.get_bytes(config_key) != text:
                 raise Conflict(f"run {run.run_id} exists with another config; use a new run id")
         else:
-            store.put_bytes(key, text)
+            store.put_bytes(config_key, text)
         return run
 
     @staticmethod
@@ -123,6 +129,8 @@ class Run:
             metadata={"step": step, "nodes": nodes},
             move_latest=False,
         )
+        # the seal, last: a part without one is incomplete (a crash here loses only this step)
+        self.store.put_bytes(self._seal_key(step, index), self._seal(manifest).encode())
         if index == 0:
             for version in self._checkpoint_steps()[:-keep]:
                 keys = [i.key for i in self.store.list(f"{prefix}/step-{version:08d}/")]
@@ -135,18 +143,46 @@ class Run:
         names = {i.key[len(prefix) :].split("/")[0] for i in self.store.list(prefix)}
         return sorted(int(n) for n in names if n.isdigit())
 
+    def _seal_key(self, step: int, index: int) -> str:
+        return f"{self.prefix}/checkpoints/step-{step:08d}/node-{index}.seal"
+
+    def _seal(self, manifest: Manifest) -> str:
+        """An HMAC, keyed by the deployment's checkpoint key, of where the part is and of
+        every file's size and SHA-256 (which the download then checks)."""
+        if len(self.key) < 32:
+            raise InvalidInput("a run needs its checkpoint key (MEDXIAOHE_CHECKPOINT_KEY)")
+        body = json.dumps([manifest.prefix, manifest.version, manifest.files], sort_keys=True)
+        return hmac.new(self.key, body.encode(), hashlib.sha256).hexdigest()
+
     def latest_checkpoint(self, nodes: int = 1) -> int | None:
-        """The step of the newest checkpoint whose ``nodes`` parts are all in."""
+        """The step of the newest checkpoint whose ``nodes`` parts are all in, sealed."""
         for step in reversed(self._checkpoint_steps()):
             parts = f"{self.prefix}/checkpoints/step-{step:08d}"
-            if all(self.store.exists(f"{parts}/node-{k}/{MANIFEST}") for k in range(nodes)):
+            if all(
+                self.store.exists(f"{parts}/node-{k}/{MANIFEST}")
+                and self.store.exists(self._seal_key(step, k))
+                for k in range(nodes)
+            ):
                 return step
         return None
 
     def restore(self, step: int, index: int, folder: Path) -> None:
-        """Download node ``index``'s part of checkpoint ``step`` into ``folder``."""
+        """Download node ``index``'s part of checkpoint ``step`` into ``folder``, once its seal
+        proves it is what this deployment saved: resuming unpickles it (optimizer states,
+        DeepSpeed shards), so a part rewritten in the store must never load."""
         prefix = f"{self.prefix}/checkpoints/step-{step:08d}"
-        download(self.store, resolve(self.store, prefix, f"node-{index}"), folder)
+        manifest = resolve(self.store, prefix, f"node-{index}")
+        try:
+            sealed = self.store.get_bytes(self._seal_key(step, index)).decode()
+        except NotFound:
+            sealed = ""
+        if not hmac.compare_digest(sealed, self._seal(manifest)):
+            raise InvalidInput(
+                f"checkpoint step {step} of run {self.run_id} is not sealed with this "
+                "deployment's checkpoint key (changed in the store, or saved with another "
+                "key): it is not loaded"
+            )
+        download(self.store, manifest, folder)  # each file checked against the manifest
 
     def save_best(self, step: int, folder: Path, metrics: dict[str, float]) -> Manifest:
         self.flush()
