@@ -58,7 +58,7 @@ def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Weed]:
 
 def server_settings(pki: DevPki, store_uri: str, **extra: object) -> Settings:
     """mTLS on an ephemeral 127.0.0.1 port; ALLOWED may call everything, LIMITED only downloads."""
-    allow = {"allow": {ALLOWED: ["*"], LIMITED: ["DownloadArtifact"]}}
+    allow = {"allow": {ALLOWED: ["*"], LIMITED: ["DownloadArtifact"]}, "indexes": {ALLOWED: ["*"]}}
     values: dict[str, object] = {
         "grpc_host": "127.0.0.1",
         "grpc_port": 0,

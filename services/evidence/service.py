@@ -37,7 +37,7 @@ def build(settings: Settings, store: ArtifactStore) -> ServiceSpec:
     loader = EncoderLoader()
     # the MET is optional here: without one, indexed passages carry no entity ids
     tagging = TaggerLoader(store, settings.met_version or None, retry_s=60.0)
-    servicer = EvidenceServicer(store, IndexRegistry(store), tagging)
+    servicer = EvidenceServicer(store, IndexRegistry(store), tagging, settings.evidence)
     return ServiceSpec(
         name="evidence",
         full_name=FULL_NAME,

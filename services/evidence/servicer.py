@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import grpc
 
 from medxiaohe import __version__
-from medxiaohe.common.errors import InvalidInput, NotFound
+from medxiaohe.common.errors import InvalidInput, NotFound, PermissionDenied
+from medxiaohe.common.settings import ServiceSettings
 from medxiaohe.entities.loader import TaggerLoader
 from medxiaohe.evidence.index import EvidenceIndex
 from medxiaohe.evidence.indexing import add_passages
@@ -20,17 +21,23 @@ from medxiaohe_protos.common.v1.common_pb2 import RecordError
 from medxiaohe_protos.evidence.v1 import evidence_pb2 as pb
 from medxiaohe_protos.evidence.v1 import evidence_pb2_grpc as pb_grpc
 from medxiaohe_services.evidence import convert
+from medxiaohe_services.runtime.interceptors import caller_identity
 
 MAX_PASSAGES_PER_CALL = 100_000
 
 
 class EvidenceServicer(pb_grpc.EvidenceServiceServicer):
     def __init__(
-        self, store: ArtifactStore, registry: IndexRegistry, tagging: TaggerLoader
+        self,
+        store: ArtifactStore,
+        registry: IndexRegistry,
+        tagging: TaggerLoader,
+        settings: ServiceSettings,
     ) -> None:
         self.store = store
         self.registry = registry
         self.tagging = tagging
+        self.settings = settings  # which caller may write which index
 
     async def _index(self, name: str, version: str) -> EvidenceIndex:
         if not name:
@@ -79,6 +86,7 @@ class EvidenceServicer(pb_grpc.EvidenceServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> pb.IndexPassagesResponse:
         name = request_id = ""
+        expected: str | None = None
         passages: list[Passage] = []
         rejected: list[RecordError] = []
         async for message in request_iterator:
@@ -86,6 +94,14 @@ class EvidenceServicer(pb_grpc.EvidenceServiceServicer):
                 name, request_id = message.index_name, message.request_id
                 if not name:
                     raise InvalidInput("the first message must set index_name")
+                caller = caller_identity(context)
+                if not self.settings.may_use(caller, name):
+                    raise PermissionDenied(
+                        f"caller {caller!r} may not write index {name!r}: name it in the "
+                        "evidence service's indexes for this caller"
+                    )
+                if message.HasField("expected_version"):
+                    expected = message.expected_version
             try:
                 passages.extend(convert.passages_of(message))
             except InvalidInput as exc:
@@ -97,7 +113,7 @@ class EvidenceServicer(pb_grpc.EvidenceServiceServicer):
             raise InvalidInput("the stream carried no passages")
         tagger = self.tagging.dictionary if self.tagging.ready else None  # entity ids, if a MET
         result = await asyncio.to_thread(
-            add_passages, self.store, name, passages, request_id, tagger
+            add_passages, self.store, name, passages, request_id, tagger, expected
         )
         return pb.IndexPassagesResponse(
             index_name=name,

@@ -40,7 +40,7 @@ def build(settings: Settings, store: ArtifactStore) -> ServiceSpec:
         IndexRegistry(store),
         settings.report_evidence_index,
         required_secret(settings).encode(),
-        settings.service("report").allow,
+        settings.report,
     )
     return ServiceSpec(
         name="report",

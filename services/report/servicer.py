@@ -7,12 +7,13 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
 from medxiaohe.common.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from medxiaohe.common.settings import ServiceSettings
 from medxiaohe.entities.loader import TaggerLoader
 from medxiaohe.evidence.registry import IndexRegistry
 from medxiaohe.report.fhir import to_fhir
@@ -51,7 +52,7 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
         indexes: IndexRegistry,
         default_index: str,
         key: bytes,
-        allow: Mapping[str, Sequence[str]],
+        settings: ServiceSettings,
     ) -> None:
         self.store = store
         self.model = model
@@ -60,7 +61,7 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
         self.default_index = default_index
         self.key = key
         self.keys = ReportKeys(key)
-        self.allow = allow
+        self.settings = settings  # who may read any report, which indexes callers may name
 
     async def GenerateReport(
         self, request: pb.GenerateReportRequest, context: grpc.aio.ServicerContext
@@ -127,7 +128,7 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
         rid = _id(requested)
         caller = caller_identity(context)
         mine = report_owner(self.store, rid) == self.keys.owner(caller)
-        if not mine and READ_ANY not in self.allow.get(caller, ()):
+        if not mine and READ_ANY not in self.settings.allow.get(caller, ()):
             raise PermissionDenied(
                 f"caller {caller!r} may read only the reports it generated; other reports "
                 f"need {READ_ANY} in its allow list"
@@ -176,6 +177,12 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
             raise InvalidInput("language: only 'en' templates ship so far")
         template = load_template(self.store, request.template_id or DEFAULT)
         index_name = request.evidence_index or self.default_index
+        if index_name != self.default_index and not self.settings.may_use(caller, index_name):
+            raise PermissionDenied(
+                f"caller {caller!r} may ground reports only in the default index"
+                + (f" ({self.default_index!r})" if self.default_index else "")
+                + " and the indexes the report service's settings name for it"
+            )
         index = None
         if index_name:
             try:

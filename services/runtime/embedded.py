@@ -76,7 +76,7 @@ def embedded_settings(home: Path, port: int, *, insecure: bool = False) -> Setti
     if trained_ner(home):
         defaults["ner_model_uri"] = NER_MODELS
     for name in SERVICE_NAMES:
-        defaults[name] = ServiceSettings(allow={DEV_CLIENT: ["*"]})
+        defaults[name] = ServiceSettings(allow={DEV_CLIENT: ["*"]}, indexes={DEV_CLIENT: ["*"]})
     update = {k: v for k, v in defaults.items() if k not in env.model_fields_set}
     if insecure:
         update["grpc_host"] = "127.0.0.1"

@@ -18,7 +18,7 @@ from medxiaohe_protos.evidence.v1 import evidence_pb2_grpc as ev_grpc
 from medxiaohe_services.runtime.certs import DevPki
 from medxiaohe_services.runtime.client import secure_channel
 from medxiaohe_services.runtime.services import BUILDERS
-from tests.conftest import ALLOWED, s3_settings, server_settings, small_records
+from tests.conftest import ALLOWED, LIMITED, s3_settings, server_settings, small_records
 from tests.servers import PlatformThread, Weed, running
 
 pytestmark = pytest.mark.integration
@@ -31,7 +31,11 @@ NOTE = (
 @pytest.fixture(scope="module")
 def platform(pki: DevPki, weed: Weed) -> Iterator[PlatformThread]:
     s3 = s3_settings(weed.endpoint, f"ev-{uuid.uuid4().hex[:8]}")
-    settings = server_settings(pki, str(s3.pop("store_uri")), **s3)
+    evidence = {
+        "allow": {ALLOWED: ["*"], LIMITED: ["IndexPassages", "RetrieveEvidence"]},
+        "indexes": {ALLOWED: ["*"], LIMITED: ["scratch"]},  # LIMITED writes one index only
+    }
+    settings = server_settings(pki, str(s3.pop("store_uri")), evidence=evidence, **s3)
     store = open_store(settings.store_uri, settings)
     store.ping()
     build_tree(small_records()).save(store)  # passages get MET entity ids
@@ -44,8 +48,10 @@ def platform(pki: DevPki, weed: Weed) -> Iterator[PlatformThread]:
         yield thread
 
 
-def stub(platform: PlatformThread, pki: DevPki) -> ev_grpc.EvidenceServiceStub:
-    paths = pki.clients[ALLOWED]
+def stub(
+    platform: PlatformThread, pki: DevPki, caller: str = ALLOWED
+) -> ev_grpc.EvidenceServiceStub:
+    paths = pki.clients[caller]
     return ev_grpc.EvidenceServiceStub(
         secure_channel(platform.target, pki.ca, paths.cert, paths.key)
     )
@@ -200,3 +206,59 @@ def test_new_version_under_load_loses_no_request(platform: PlatformThread, pki: 
         t.join()
     assert failures == []
     assert {first.index_version, second.index_version} <= versions
+
+
+def test_a_caller_writes_only_the_indexes_it_was_given(
+    platform: PlatformThread, pki: DevPki
+) -> None:
+    """Every report is grounded in an index: writing one is writing a prompt."""
+    limited = stub(platform, pki, LIMITED)
+    passage = ev.IndexPassagesRequest(passage=ev.Passage(passage_id="n", text="Notes of mine."))
+    assert index(limited, "scratch", "s-1", passage).passages_indexed == 1
+    with pytest.raises(grpc.RpcError) as err:
+        index(limited, "guidelines", "s-2", passage)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "may not write index 'guidelines'" in (err.value.details() or "")
+
+
+def test_index_passages_is_compare_and_swap(platform: PlatformThread, pki: DevPki) -> None:
+    """Two writers building on the same version: the slower one's publish is refused
+    (FAILED_PRECONDITION) instead of dropping the other's passages; retried, both are in."""
+    client = stub(platform, pki)
+    first = index(client, "cas", "c-1", ev.IndexPassagesRequest(passage=ev.Passage(
+        passage_id="a", text="Aspirin reduces fever.")))  # fmt: skip
+    stale = ev.IndexPassagesRequest(expected_version="", passage=ev.Passage(
+        passage_id="b", text="Ibuprofen reduces fever."))  # fmt: skip
+    with pytest.raises(grpc.RpcError) as err:  # it believed the index did not exist
+        index(client, "cas", "c-2", stale)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert first.index_version in (err.value.details() or "")
+    current = ev.IndexPassagesRequest(expected_version=first.index_version, passage=ev.Passage(
+        passage_id="b", text="Ibuprofen reduces fever."))  # fmt: skip
+    second = index(client, "cas", "c-3", current)
+    results: list[str] = []
+    refusals: list[grpc.StatusCode] = []
+
+    def write(passage_id: str) -> None:
+        message = ev.IndexPassagesRequest(
+            passage=ev.Passage(passage_id=passage_id, text=f"Passage {passage_id} on fever.")
+        )
+        for _ in range(10):  # what a client does with FAILED_PRECONDITION: read again, retry
+            try:
+                index(client, "cas", f"w-{passage_id}", message)
+                results.append(passage_id)
+                return
+            except grpc.RpcError as exc:
+                refusals.append(exc.code())
+
+    writers = [threading.Thread(target=write, args=(p,)) for p in ("c", "d", "e")]
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join()
+    assert sorted(results) == ["c", "d", "e"]
+    assert set(refusals) <= {grpc.StatusCode.FAILED_PRECONDITION}
+    for passage_id in ("a", "b", "c", "d", "e"):  # nobody's passages were lost
+        got = client.GetPassage(ev.GetPassageRequest(index_name="cas", passage_id=passage_id))
+        assert got.passage.passage_id == passage_id
+    assert second.index_version != first.index_version

@@ -68,6 +68,7 @@ def service(
         for i, t in enumerate(EVIDENCE)
     ]
     EvidenceIndex.build(passages).save(store, "cxr")
+    EvidenceIndex.build(passages[:1]).save(store, "private")  # no caller but ALLOWED names it
     tls = Tls(pki.ca, pki.server.cert, pki.server.key)
     with model_server(tiny_model, "tiny-vlm", log=folder / "model.log", tls=tls) as model:
         settings = server_settings(
@@ -78,11 +79,12 @@ def service(
             report_model_api_key=model.token,
             report_evidence_index="cxr",
             report={
+                "indexes": {ALLOWED: ["*"]},
                 "allow": {
                     ALLOWED: ["*"],
-                    LIMITED: ["GetReport", "ExportReport"],
+                    LIMITED: ["GenerateReport", "GetReport", "ExportReport"],
                     AUDITOR: ["GetReport", "ReadAnyReport"],
-                }
+                },
             },
         )
         with running(settings, [BUILDERS["report"](settings, store)]) as thread:
@@ -227,6 +229,14 @@ def test_a_caller_reads_its_own_reports_and_the_store_holds_no_caller_id(
     assert any(f.regions for f in audited.report.findings) <= any(
         r.image_id == uid for f in audited.report.findings for r in f.regions
     )
+
+
+def test_a_caller_names_only_the_indexes_it_was_given(service: PlatformThread, pki: DevPki) -> None:
+    message = request(request_id="scoped", evidence_index="private", images=[], max_steps=1)
+    with pytest.raises(grpc.RpcError) as err:
+        list(stub_for(service, pki, LIMITED).GenerateReport(message, timeout=120))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "default index ('cxr')" in (err.value.details() or "")
 
 
 @pytest.mark.parametrize(

@@ -180,3 +180,37 @@ def test_a_model_folder_round_trips_through_s3(weed: Weed, tmp_path: Path) -> No
     assert not predictor.ready  # ready only after load
     predictor.load()
     assert predictor.ready
+
+
+def test_swap_is_compare_and_swap(store: ArtifactStore) -> None:
+    """The latest pointer of an index moves only from the version a writer read: two
+    writers that read the same one cannot both move it (the store itself refuses)."""
+    store.swap("p/_LATEST", b"v1", None)  # created only if absent
+    with pytest.raises(Conflict):
+        store.swap("p/_LATEST", b"v1b", None)
+    store.swap("p/_LATEST", b"v2", b"v1")
+    with pytest.raises(Conflict):
+        store.swap("p/_LATEST", b"v3", b"v1")  # it read v1, but v2 is there now
+    assert store.get_bytes("p/_LATEST") == b"v2"
+    won: list[bytes] = []
+    lost: list[bytes] = []
+
+    def race(value: bytes) -> None:
+        try:
+            store.swap("p/_LATEST", value, b"v2")
+            won.append(value)
+        except Conflict:
+            lost.append(value)
+
+    racers = [threading.Thread(target=race, args=(b"r%d" % i,)) for i in range(6)]
+    for t in racers:
+        t.start()
+    for t in racers:
+        t.join()
+    assert len(won) == 1
+    assert len(lost) == 5
+    assert store.get_bytes("p/_LATEST") == won[0]
+    first = publish(store, "idx", {"a.txt": b"a"})
+    publish(store, "idx", {"b.txt": b"b"}, expected_latest=first.version)
+    with pytest.raises(Conflict):  # built on the first version, which is no longer the latest
+        publish(store, "idx", {"c.txt": b"c"}, expected_latest=first.version)

@@ -34,6 +34,19 @@ class ServiceSettings(BaseModel):
             "Health and reflection are open to every authenticated caller."
         ),
     )
+    indexes: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description=(
+            'Caller identity -> the evidence indexes it may use, or ["*"]: for the evidence '
+            "service, the indexes IndexPassages may write (what every report reads is "
+            "grounded in them); for the report service, the indexes a GenerateReport request "
+            "may name besides the default one. Nobody else may."
+        ),
+    )
+
+    def may_use(self, caller: str, index: str) -> bool:
+        named = self.indexes.get(caller, [])
+        return "*" in named or index in named
 
 
 class Settings(BaseSettings):

@@ -135,7 +135,9 @@ class EvidenceIndex:
 
     # -- artifact -------------------------------------------------------------------------
 
-    def save(self, store: ArtifactStore, name: str) -> Manifest:
+    def save(self, store: ArtifactStore, name: str, expected_latest: str | None = None) -> Manifest:
+        """Publish as the index's newest version; with ``expected_latest`` (the version this
+        one was built from, "" for none) only if no other writer published since (Conflict)."""
         files = {
             "passages.jsonl": "\n".join(
                 json.dumps(p.as_dict(), sort_keys=True) for p in self.passages
@@ -151,6 +153,7 @@ class EvidenceIndex:
             artifact_prefix(name),
             files,
             metadata={"passages": len(self.passages), "encoder": "all-MiniLM-L6-v2"},
+            expected_latest=expected_latest,
         )
         self.version = manifest.version
         return manifest

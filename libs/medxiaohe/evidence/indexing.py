@@ -1,5 +1,7 @@
-"""Adding passages to a named index: a new version is published atomically; a request id
-makes a retried call return the version its first attempt published."""
+"""Adding passages to a named index: a new version is published atomically and only on top of
+the version it was built from (compare-and-swap: a concurrent writer's passages are never lost,
+the slower call gets Conflict and retries); a request id makes a retried call return the
+version its first attempt published."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medxiaohe.common.errors import InvalidInput, NotFound
+from medxiaohe.common.errors import Conflict, InvalidInput, NotFound
 from medxiaohe.entities.tagger import DictionaryTagger
 from medxiaohe.evidence.index import EvidenceIndex, artifact_prefix
 from medxiaohe.evidence.passages import Passage, tag_passages
@@ -34,9 +36,12 @@ def add_passages(
     passages: Sequence[Passage],
     request_id: str = "",
     tagger: DictionaryTagger | None = None,
+    expected_version: str | None = None,
 ) -> IndexResult:
     """Publish a version of ``name`` holding its current passages plus ``passages`` (a passage
-    id already present is replaced). Existing embeddings are reused; only new text is embedded."""
+    id already present is replaced). Existing embeddings are reused; only new text is embedded.
+    With ``expected_version`` ("" for a new index) the caller's view must still be current;
+    in any case the new version replaces only the one it was built from (else Conflict)."""
     check_key(name)
     if request_id:
         try:
@@ -50,6 +55,12 @@ def add_passages(
         current: EvidenceIndex | None = EvidenceIndex.load(store, name)
     except NotFound:
         current = None
+    base = current.version if current else ""
+    if expected_version is not None and expected_version != base:
+        raise Conflict(
+            f"index {name!r} is at version {base or '(none)'}, not {expected_version or '(none)'}"
+            "; read it again and retry"
+        )
     if tagger is not None:
         tag_passages(passages, tagger)
     incoming = {p.passage_id: p for p in passages}
@@ -63,7 +74,8 @@ def add_passages(
     vectors = np.vstack([kept_vectors, embed([p.indexed_text for p in new])])
     everything = kept + new
     lexical = LexicalIndex.build([p.indexed_text for p in everything])
-    manifest = EvidenceIndex(everything, lexical, DenseIndex(vectors)).save(store, name)
+    built = EvidenceIndex(everything, lexical, DenseIndex(vectors))
+    manifest = built.save(store, name, expected_latest=base)
     if request_id:
         body = {"version": manifest.version, "added": len(new)}
         store.put_bytes(_request_key(name, request_id), json.dumps(body).encode())

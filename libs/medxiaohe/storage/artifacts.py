@@ -60,12 +60,15 @@ def publish(
     version: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     move_latest: bool = True,
+    expected_latest: str | None = None,
 ) -> Manifest:
     """Write files, then the manifest, then move the latest pointer; return the manifest.
 
     Without a version, the version is derived from the content, so an identical retry lands on
     the same version. Publishing other content under an existing version raises Conflict.
     Sets of parts (shards) pass ``move_latest=False``: each part is complete on its own.
+    With ``expected_latest`` (the version read before, "" for none) the pointer moves only if
+    it still names that version (a read-modify-write that another writer overtook is Conflict).
     """
     check_key(prefix)
     if not files:
@@ -96,8 +99,17 @@ def publish(
         manifest = Manifest(prefix, version, entries, dict(metadata or {}), time.time())
         store.put_bytes(f"{prefix}/{version}/{MANIFEST}", manifest.to_json())
     if move_latest:
-        store.put_bytes(f"{prefix}/{LATEST}", json.dumps({"version": version}).encode())
+        pointer = _pointer(version)
+        if expected_latest is None:
+            store.put_bytes(f"{prefix}/{LATEST}", pointer)
+        else:  # compare-and-swap: Conflict if another publish moved it since it was read
+            before = _pointer(expected_latest) if expected_latest else None
+            store.swap(f"{prefix}/{LATEST}", pointer, before)
     return manifest
+
+
+def _pointer(version: str) -> bytes:
+    return json.dumps({"version": version}).encode()
 
 
 def _read_manifest(store: ArtifactStore, prefix: str, version: str) -> Manifest | None:

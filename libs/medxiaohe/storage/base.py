@@ -104,6 +104,11 @@ class ArtifactStore(ABC):
         return self.put_stream(key, file_chunks(path))
 
     @abstractmethod
+    def swap(self, key: str, data: bytes, expected: bytes | None) -> None:
+        """Write ``data`` only if the object holds ``expected`` now (None: only if there is no
+        object), as one atomic step; Conflict otherwise. For small pointers (``_LATEST``)."""
+
+    @abstractmethod
     def iter_chunks(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
         """Stream an object; raises NotFound before yielding when the key is missing."""
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO
 
-from medxiaohe.common.errors import NotFound, Unavailable
+from medxiaohe.common.errors import Conflict, NotFound, Unavailable
 from medxiaohe.storage.base import (
     CHUNK,
     PARTIAL_PREFIX,
@@ -52,6 +52,22 @@ class LocalStore(ArtifactStore):
         finally:
             tmp.unlink(missing_ok=True)
         return ObjectInfo(key, hashing.size, sha256=hashing.sha256)
+
+    def swap(self, key: str, data: bytes, expected: bytes | None) -> None:
+        """Compared and replaced under an exclusive lock on the store (flock), which every
+        process on this machine that swaps takes too."""
+        import fcntl
+
+        self._partial.mkdir(parents=True, exist_ok=True)
+        with (self._partial / "swap.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                current: bytes | None = self.get_bytes(key)
+            except NotFound:
+                current = None
+            if current != expected:
+                raise Conflict(f"{key} changed since it was read; read it again and retry")
+            self.put_bytes(key, data)
 
     def iter_chunks(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
         path = self._path(key)

@@ -13,7 +13,7 @@ from minio import Minio
 from minio.commonconfig import CopySource
 from minio.error import MinioException, S3Error
 
-from medxiaohe.common.errors import NotFound, Unavailable
+from medxiaohe.common.errors import Conflict, NotFound, Unavailable
 from medxiaohe.storage.base import (
     CHUNK,
     PARTIAL,
@@ -124,6 +124,35 @@ class S3Store(ArtifactStore):
         except (MinioException, urllib3.exceptions.HTTPError) as exc:
             self._fail(exc, key)
         return ObjectInfo(key, hashing.size, etag=result.etag or "", sha256=hashing.sha256)
+
+    def swap(self, key: str, data: bytes, expected: bytes | None) -> None:
+        """A conditional PUT: If-Match the etag of the content read (If-None-Match: * when
+        there is none), so the store itself refuses a write that another one overtook."""
+        name = self._name(key)
+        try:
+            try:
+                response = self._client.get_object(self.bucket, name)
+                current: bytes | None = response.read()
+                etag = response.headers.get("etag", "")
+                response.close()
+                response.release_conn()
+            except S3Error as exc:
+                if exc.code not in _MISSING:
+                    raise
+                current, etag = None, ""
+            if current != expected:
+                raise Conflict(f"{key} changed since it was read; read it again and retry")
+            condition = {"If-Match": etag} if current is not None else {"If-None-Match": "*"}
+            # the SDK's put_object sends no conditions: its request method does (minio 7.2)
+            self._client._execute("PUT", self.bucket, name, body=data, headers={**condition})
+        except S3Error as exc:
+            if exc.code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise Conflict(
+                    f"{key} changed since it was read; read it again and retry"
+                ) from None
+            self._fail(exc, key)
+        except (MinioException, urllib3.exceptions.HTTPError) as exc:
+            self._fail(exc, key)
 
     def iter_chunks(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
         name = self._name(key)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from medxiaohe_protos.common.v1 import common_pb2 as medxiaohe_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$medxiaohe/evidence/v1/evidence.proto\x12\x15medxiaohe.evidence.v1\x1a medxiaohe/common/v1/common.proto\"\x9e\x02\n\x07Passage\x12\x12\n\npassage_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\'\n\x04span\x18\x06 \x01(\x0b\x32\x19.medxiaohe.common.v1.Span\x12\x0f\n\x07licence\x18\x07 \x01(\t\x12\x12\n\nentity_ids\x18\x08 \x03(\t\x12>\n\x08metadata\x18\t \x03(\x0b\x32,.medxiaohe.evidence.v1.Passage.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xdf\x01\n\x10\x45videnceDocument\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x0f\n\x07licence\x18\x05 \x01(\t\x12G\n\x08metadata\x18\x06 \x03(\x0b\x32\x35.medxiaohe.evidence.v1.EvidenceDocument.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb6\x01\n\x14IndexPassagesRequest\x12\x12\n\nindex_name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x31\n\x07passage\x18\x03 \x01(\x0b\x32\x1e.medxiaohe.evidence.v1.PassageH\x00\x12;\n\x08\x64ocument\x18\x04 \x01(\x0b\x32\'.medxiaohe.evidence.v1.EvidenceDocumentH\x00\x42\x06\n\x04item\"\x90\x01\n\x15IndexPassagesResponse\x12\x12\n\nindex_name\x18\x01 \x01(\t\x12\x15\n\rindex_version\x18\x02 \x01(\t\x12\x18\n\x10passages_indexed\x18\x03 \x01(\x05\x12\x32\n\x08rejected\x18\x04 \x03(\x0b\x32 .medxiaohe.common.v1.RecordError\"\xb7\x01\n\x17RetrieveEvidenceRequest\x12\x12\n\nindex_name\x18\x01 \x01(\t\x12\x15\n\rindex_version\x18\x02 \x01(\t\x12\r\n\x05query\x18\x03 \x01(\t\x12\t\n\x01k\x18\x04 \x01(\x05\x12\x32\n\x04mode\x18\x05 \x01(\x0e\x32$.medxiaohe.evidence.v1.RetrievalMode\x12\x0f\n\x07sources\x18\x06 \x03(\t\x12\x12\n\nentity_ids\x18\x07 \x03(\t\"\x89\x01\n\rScoredPassage\x12/\n\x07passage\x18\x01 \x01(\x0b\x32\x1e.medxiaohe.evidence.v1.Passage\x12\x0c\n\x04rank\x18\x02 \x01(\x05\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x15\n\rlexical_score\x18\x04 \x01(\x02\x12\x13\n\x0b\x64\x65nse_score\x18\x05 \x01(\x02\"\x86\x01\n\x18RetrieveEvidenceResponse\x12\x35\n\x07results\x18\x01 \x03(\x0b\x32$.medxiaohe.evidence.v1.ScoredPassage\x12\x33\n\nprovenance\x18\x02 \x01(\x0b\x32\x1f.medxiaohe.common.v1.Provenance\"R\n\x11GetPassageRequest\x12\x12\n\nindex_name\x18\x01 \x01(\t\x12\x15\n\rindex_version\x18\x02 \x01(\t\x12\x12\n\npassage_id\x18\x03 \x01(\t\"z\n\x12GetPassageResponse\x12/\n\x07passage\x18\x01 \x01(\x0b\x32\x1e.medxiaohe.evidence.v1.Passage\x12\x33\n\nprovenance\x18\x02 \x01(\x0b\x32\x1f.medxiaohe.common.v1.Provenance*\x80\x01\n\rRetrievalMode\x12\x1e\n\x1aRETRIEVAL_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15RETRIEVAL_MODE_HYBRID\x10\x01\x12\x1a\n\x16RETRIEVAL_MODE_LEXICAL\x10\x02\x12\x18\n\x14RETRIEVAL_MODE_DENSE\x10\x03\x32\xd7\x02\n\x0f\x45videnceService\x12l\n\rIndexPassages\x12+.medxiaohe.evidence.v1.IndexPassagesRequest\x1a,.medxiaohe.evidence.v1.IndexPassagesResponse(\x01\x12s\n\x10RetrieveEvidence\x12..medxiaohe.evidence.v1.RetrieveEvidenceRequest\x1a/.medxiaohe.evidence.v1.RetrieveEvidenceResponse\x12\x61\n\nGetPassage\x12(.medxiaohe.evidence.v1.GetPassageRequest\x1a).medxiaohe.evidence.v1.GetPassageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$medxiaohe/evidence/v1/evidence.proto\x12\x15medxiaohe.evidence.v1\x1a medxiaohe/common/v1/common.proto\"\x9e\x02\n\x07Passage\x12\x12\n\npassage_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\'\n\x04span\x18\x06 \x01(\x0b\x32\x19.medxiaohe.common.v1.Span\x12\x0f\n\x07licence\x18\x07 \x01(\t\x12\x12\n\nentity_ids\x18\x08 \x03(\t\x12>\n\x08metadata\x18\t \x03(\x0b\x32,.medxiaohe.evidence.v1.Passage.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xdf\x01\n\x10\x45videnceDocument\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x0f\n\x07licence\x18\x05 \x01(\t\x12G\n\x08metadata\x18\x06 \x03(\x0b\x32\x35.medxiaohe.evidence.v1.EvidenceDocument.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xea\x01\n\x14IndexPassagesRequest\x12\x12\n\nindex_name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x31\n\x07passage\x18\x03 \x01(\x0b\x32\x1e.medxiaohe.evidence.v1.PassageH\x00\x12;\n\x08\x64ocument\x18\x04 \x01(\x0b\x32\'.medxiaohe.evidence.v1.EvidenceDocumentH\x00\x12\x1d\n\x10\x65xpected_version\x18\x05 \x01(\tH\x01\x88\x01\x01\x42\x06\n\x04itemB\x13\n\x11_expected_version\"\x90\x01\n\x15IndexPassagesResponse\x12\x12\n\nindex_name\x18\x01 \x01(\t\x12\x15\n\rindex_version\x18\x02 \x01(\t\x12\x18\n\x10passages_indexed\x18\x03 \x01(\x05\x12\x32\n\x08rejected\x18\x04 \x03(\x0b\x32 .medxiaohe.common.v1.RecordError\"\xb7\x01\n\x17RetrieveEvidenceRequest\x12\x12\n\nindex_name\x18\x01 \x01(\t\x12\x15\n\rindex_version\x18\x02 \x01(\t\x12\r\n\x05query\x18\x03 \x01(\t\x12\t\n\x01k\x18\x04 \x01(\x05\x12\x32\n\x04mode\x18\x05 \x01(\x0e\x32$.medxiaohe.evidence.v1.RetrievalMode\x12\x0f\n\x07sources\x18\x06 \x03(\t\x12\x12\n\nentity_ids\x18\x07 \x03(\t\"\x89\x01\n\rScoredPassage\x12/\n\x07passage\x18\x01 \x01(\x0b\x32\x1e.medxiaohe.evidence.v1.Passage\x12\x0c\n\x04rank\x18\x02 \x01(\x05\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x15\n\rlexical_score\x18\x04 \x01(\x02\x12\x13\n\x0b\x64\x65nse_score\x18\x05 \x01(\x02\"\x86\x01\n\x18RetrieveEvidenceResponse\x12\x35\n\x07results\x18\x01 \x03(\x0b\x32$.medxiaohe.evidence.v1.ScoredPassage\x12\x33\n\nprovenance\x18\x02 \x01(\x0b\x32\x1f.medxiaohe.common.v1.Provenance\"R\n\x11GetPassageRequest\x12\x12\n\nindex_name\x18\x01 \x01(\t\x12\x15\n\rindex_version\x18\x02 \x01(\t\x12\x12\n\npassage_id\x18\x03 \x01(\t\"z\n\x12GetPassageResponse\x12/\n\x07passage\x18\x01 \x01(\x0b\x32\x1e.medxiaohe.evidence.v1.Passage\x12\x33\n\nprovenance\x18\x02 \x01(\x0b\x32\x1f.medxiaohe.common.v1.Provenance*\x80\x01\n\rRetrievalMode\x12\x1e\n\x1aRETRIEVAL_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15RETRIEVAL_MODE_HYBRID\x10\x01\x12\x1a\n\x16RETRIEVAL_MODE_LEXICAL\x10\x02\x12\x18\n\x14RETRIEVAL_MODE_DENSE\x10\x03\x32\xd7\x02\n\x0f\x45videnceService\x12l\n\rIndexPassages\x12+.medxiaohe.evidence.v1.IndexPassagesRequest\x1a,.medxiaohe.evidence.v1.IndexPassagesResponse(\x01\x12s\n\x10RetrieveEvidence\x12..medxiaohe.evidence.v1.RetrieveEvidenceRequest\x1a/.medxiaohe.evidence.v1.RetrieveEvidenceResponse\x12\x61\n\nGetPassage\x12(.medxiaohe.evidence.v1.GetPassageRequest\x1a).medxiaohe.evidence.v1.GetPassageResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,8 +36,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PASSAGE_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_EVIDENCEDOCUMENT_METADATAENTRY']._loaded_options = None
   _globals['_EVIDENCEDOCUMENT_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_RETRIEVALMODE']._serialized_start=1616
-  _globals['_RETRIEVALMODE']._serialized_end=1744
+  _globals['_RETRIEVALMODE']._serialized_start=1668
+  _globals['_RETRIEVALMODE']._serialized_end=1796
   _globals['_PASSAGE']._serialized_start=98
   _globals['_PASSAGE']._serialized_end=384
   _globals['_PASSAGE_METADATAENTRY']._serialized_start=337
@@ -47,19 +47,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVIDENCEDOCUMENT_METADATAENTRY']._serialized_start=337
   _globals['_EVIDENCEDOCUMENT_METADATAENTRY']._serialized_end=384
   _globals['_INDEXPASSAGESREQUEST']._serialized_start=613
-  _globals['_INDEXPASSAGESREQUEST']._serialized_end=795
-  _globals['_INDEXPASSAGESRESPONSE']._serialized_start=798
-  _globals['_INDEXPASSAGESRESPONSE']._serialized_end=942
-  _globals['_RETRIEVEEVIDENCEREQUEST']._serialized_start=945
-  _globals['_RETRIEVEEVIDENCEREQUEST']._serialized_end=1128
-  _globals['_SCOREDPASSAGE']._serialized_start=1131
-  _globals['_SCOREDPASSAGE']._serialized_end=1268
-  _globals['_RETRIEVEEVIDENCERESPONSE']._serialized_start=1271
-  _globals['_RETRIEVEEVIDENCERESPONSE']._serialized_end=1405
-  _globals['_GETPASSAGEREQUEST']._serialized_start=1407
-  _globals['_GETPASSAGEREQUEST']._serialized_end=1489
-  _globals['_GETPASSAGERESPONSE']._serialized_start=1491
-  _globals['_GETPASSAGERESPONSE']._serialized_end=1613
-  _globals['_EVIDENCESERVICE']._serialized_start=1747
-  _globals['_EVIDENCESERVICE']._serialized_end=2090
+  _globals['_INDEXPASSAGESREQUEST']._serialized_end=847
+  _globals['_INDEXPASSAGESRESPONSE']._serialized_start=850
+  _globals['_INDEXPASSAGESRESPONSE']._serialized_end=994
+  _globals['_RETRIEVEEVIDENCEREQUEST']._serialized_start=997
+  _globals['_RETRIEVEEVIDENCEREQUEST']._serialized_end=1180
+  _globals['_SCOREDPASSAGE']._serialized_start=1183
+  _globals['_SCOREDPASSAGE']._serialized_end=1320
+  _globals['_RETRIEVEEVIDENCERESPONSE']._serialized_start=1323
+  _globals['_RETRIEVEEVIDENCERESPONSE']._serialized_end=1457
+  _globals['_GETPASSAGEREQUEST']._serialized_start=1459
+  _globals['_GETPASSAGEREQUEST']._serialized_end=1541
+  _globals['_GETPASSAGERESPONSE']._serialized_start=1543
+  _globals['_GETPASSAGERESPONSE']._serialized_end=1665
+  _globals['_EVIDENCESERVICE']._serialized_start=1799
+  _globals['_EVIDENCESERVICE']._serialized_end=2142
 # @@protoc_insertion_point(module_scope)

@@ -174,10 +174,16 @@ class IndexPassagesRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     PASSAGE_FIELD_NUMBER: _builtins.int
     DOCUMENT_FIELD_NUMBER: _builtins.int
+    EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
     index_name: _builtins.str
     """Set on the first message: the index to add to (created when absent)."""
     request_id: _builtins.str
     """Idempotency key: a retried stream with the same id publishes nothing new."""
+    expected_version: _builtins.str
+    """Set on the first message (optional): the index version the caller built on ("" for a new
+    index); the call fails with FAILED_PRECONDITION when the index has moved since. Without
+    it the server still never overwrites a version another writer published meanwhile.
+    """
     @_builtins.property
     def passage(self) -> Global___Passage: ...
     @_builtins.property
@@ -189,13 +195,19 @@ class IndexPassagesRequest(_message.Message):
         request_id: _builtins.str = ...,
         passage: Global___Passage | None = ...,
         document: Global___EvidenceDocument | None = ...,
+        expected_version: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "item", b"item", "passage", b"passage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "document", b"document", "expected_version", b"expected_version", "item", b"item", "passage", b"passage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "index_name", b"index_name", "item", b"item", "passage", b"passage", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "document", b"document", "expected_version", b"expected_version", "index_name", b"index_name", "item", b"item", "passage", b"passage", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__expected_version: _TypeAlias = _typing.Literal["expected_version"]  # noqa: Y015
+    _WhichOneofArgType__expected_version: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version"]  # noqa: Y015
     _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["passage", "document"]  # noqa: Y015
     _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expected_version) -> _WhichOneofReturnType__expected_version | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
 
 Global___IndexPassagesRequest: _TypeAlias = IndexPassagesRequest  # noqa: Y015
