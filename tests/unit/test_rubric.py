@@ -250,29 +250,33 @@ CAP_CRITERIA = (
 )
 
 
-def _grade_worst(chars: int) -> float:
+def _grade(unit: str, chars: int) -> float:
+    """Seconds to grade (and read an option letter from) ``unit`` repeated to ``chars``, the
+    fastest of three tries."""
     from medxiaohe.rubric.rewards import option_letter
     from medxiaohe.rubric.rubrics import MAX_TEXT
 
     grader = DeterministicGrader(embed=_flat_embed)
     criteria = [Criterion(text, 5) for text in CAP_CRITERIA]
     criteria.append(Criterion("(Justification: " * (MAX_TEXT // 16), 5))
-    slowest = 0.0
-    for unit in WORST_RESPONSES:
-        text = unit * (chars // len(unit))
+    text = unit * (chars // len(unit))
+    times = []
+    for _ in range(3):
         start = time.perf_counter()
         grader.grade_criteria([{"role": "user", "content": text}], text + "?", criteria)
         option_letter(text)
-        slowest = max(slowest, time.perf_counter() - start)
-    return slowest
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
-def test_the_grader_works_in_linear_time_at_the_size_caps() -> None:
-    """Each worst shape at the 100k-character cap and at a quarter of it. Linear work grows
-    4x; quadratic work 16x (minutes at the cap before the fix: ``^\\s*`` with ``re.M`` crossed
-    newlines). Under a second at the cap passes whatever the ratio, so a busy machine cannot
-    fail it; only growth can."""
+@pytest.mark.parametrize("unit", WORST_RESPONSES)
+def test_the_grader_works_in_linear_time_at_the_size_caps(unit: str) -> None:
+    """Each worst shape at the 100k-character cap and at an eighth of it. Linear work grows
+    8x, quadratic work 64x: ``^\\s*`` with ``re.M`` crossing newlines took minutes at the cap,
+    and comparing every response sentence with every sentence of the question took 0.2 to 1 s
+    and 650 MB. Under 0.1 s at the cap passes whatever the ratio (0.04 s here at most), so a
+    busy machine cannot fail it; only growth can."""
     from medxiaohe_services.rubric.convert import MAX_CHARS
 
-    quarter, full = _grade_worst(MAX_CHARS // 4), _grade_worst(MAX_CHARS)
-    assert full < 1.0 or full < 8 * quarter, f"{quarter:.2f} s at 25k, {full:.2f} s at 100k"
+    eighth, full = _grade(unit, MAX_CHARS // 8), _grade(unit, MAX_CHARS)
+    assert full < 0.1 or full < 20 * eighth, f"{eighth:.3f} s at 12.5k, {full:.3f} s at 100k"

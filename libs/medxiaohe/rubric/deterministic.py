@@ -104,6 +104,12 @@ _AT_MOST = re.compile(
 _FORMAT = re.compile(r"\b(?:formatting|bullet(?:ed)? points?|headings?|numbered list)\b", re.I)
 
 
+# Sentences of a response (and of the user's last message) the grader embeds and compares:
+# bounded work per request whatever the length (relevance compares every pair of them).
+MAX_SENTENCES = 1000
+MAX_ASKED_SENTENCES = 200
+
+
 @dataclass(frozen=True)
 class Thresholds:
     met: float = 0.5  # similarity at or above: the response says it
@@ -185,13 +191,14 @@ class DeterministicGrader(Grader):
     ) -> list[Verdict]:
         response = self._analyse(completion)
         asked = [m["content"] for m in conversation if m.get("role") == "user"]
-        relevance = self._relevance(response, sentences(asked[-1]) if asked else [])
+        last = sentences(asked[-1])[-MAX_ASKED_SENTENCES:] if asked else []
+        relevance = self._relevance(response, last)
         return [self._decide(c, criterion_core(c.text), response, relevance) for c in criteria]
 
     # -- the response ---------------------------------------------------------------------------
 
     def _analyse(self, text: str) -> _Response:
-        found = sentences(text) or [text.strip() or "(empty)"]
+        found = sentences(text)[:MAX_SENTENCES] or [text.strip()[:1000] or "(empty)"]
         units = found + [f"{a} {b}" for a, b in pairwise(found)]
         return _Response(
             text=text,
