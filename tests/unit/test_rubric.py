@@ -280,3 +280,31 @@ def test_the_grader_works_in_linear_time_at_the_size_caps(unit: str) -> None:
 
     eighth, full = _grade(unit, MAX_CHARS // 8), _grade(unit, MAX_CHARS)
     assert full < 0.1 or full < 20 * eighth, f"{eighth:.3f} s at 12.5k, {full:.3f} s at 100k"
+
+
+def test_one_request_asks_the_judge_within_a_budget() -> None:
+    """A rubric of 200 items over a 10 MB conversation was 200 judge calls and 2 GB: past the
+    budget the request is refused before any call, and what is within it is asked once each."""
+    from medxiaohe.models.chat import Usage
+    from medxiaohe.models.client import ChatReply
+    from medxiaohe.rubric.model_grader import MAX_CALLS, ModelGrader
+
+    class CountingJudge:
+        calls = 0
+
+        def chat(self, messages: object, images: object = (), params: object = None) -> ChatReply:
+            CountingJudge.calls += 1
+            return ChatReply('{"explanation": "yes", "criteria_met": true}', "stop", Usage(1, 1))
+
+    grader = ModelGrader(CountingJudge(), "judge", concurrency=1)  # type: ignore[arg-type]
+    asked = [{"role": "user", "content": "My child has a fever."}]
+    many = [Criterion(f"Mentions point {i}.", 1) for i in range(MAX_CALLS + 1)]
+    with pytest.raises(InvalidInput, match=f"at most {MAX_CALLS} criteria"):
+        grader.grade_criteria(asked, "Give fluids.", many)
+    long = [{"role": "user", "content": "x" * 100_000}] * 30
+    with pytest.raises(InvalidInput, match="characters per criterion"):
+        grader.grade_criteria(long, "Give fluids.", many[:2])
+    assert CountingJudge.calls == 0
+    verdicts = grader.grade_criteria(asked, "Give fluids.", many[:3])
+    assert [v.met for v in verdicts] == [True] * 3
+    assert CountingJudge.calls == 3

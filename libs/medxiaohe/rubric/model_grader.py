@@ -24,6 +24,11 @@ from medxiaohe.rubric.rubrics import Criterion
 from medxiaohe.rubric.scoring import Grader, Verdict
 
 NAME = "model"
+# What one request may cost the judge: calls, the characters of one grading prompt, and of all
+# of its prompts together (one prompt repeats the conversation for every criterion).
+MAX_CALLS = 64
+MAX_PROMPT_CHARS = 200_000
+MAX_REQUEST_CHARS = 4_000_000
 # The explanation is bounded so that the verdict always closes within the token budget: at
 # most 4 bytes (byte-level tokens) per character, plus the JSON around it.
 MAX_EXPLANATION = 160
@@ -63,6 +68,26 @@ def grading_prompt(
     return PROMPT.format(conversation=text, points=criterion.points, criterion=criterion.text)
 
 
+def check_budget(
+    conversation: Sequence[dict[str, str]], completion: str, criteria: Sequence[Criterion]
+) -> None:
+    """InvalidInput, before any call, when grading would send the judge more than a request
+    may: a rubric of 200 items over a 10 MB conversation is 200 calls and 2 GB."""
+    if len(criteria) > MAX_CALLS:
+        raise InvalidInput(
+            f"the judge grades at most {MAX_CALLS} criteria per request ({len(criteria)} "
+            "asked): split the rubric, or grade deterministically"
+        )
+    shared = len(PROMPT) + len(completion) + sum(len(m["content"]) + 16 for m in conversation)
+    longest = shared + max((len(c.text) for c in criteria), default=0)
+    total = len(criteria) * shared + sum(len(c.text) for c in criteria)
+    if longest > MAX_PROMPT_CHARS or total > MAX_REQUEST_CHARS:
+        raise InvalidInput(
+            f"the judge takes at most {MAX_PROMPT_CHARS:,} characters per criterion and "
+            f"{MAX_REQUEST_CHARS:,} per request (this one: {longest:,} and {total:,})"
+        )
+
+
 class ModelGrader(Grader):
     name = NAME
 
@@ -91,6 +116,8 @@ class ModelGrader(Grader):
         completion: str,
         criteria: Sequence[Criterion],
     ) -> list[Verdict]:
+        check_budget(conversation, completion, criteria)
+
         def one(criterion: Criterion) -> Verdict:
             return self.grade_one(conversation, completion, criterion)
 
