@@ -25,7 +25,9 @@ def build(settings: Settings, store: ArtifactStore) -> ServiceSpec:
         ner=(lambda: NerTagger(model_folder(uri, settings))) if uri else None,
     )
     corpus = CorpusWriter(store, settings.ingest_dataset, required_secret(settings), tagging)
-    servicer = IngestionServicer(store, tagging, corpus, settings.ingestion.allow)
+    servicer = IngestionServicer(
+        store, tagging, corpus, settings.ingestion.allow, settings.upload_spool_mb << 20
+    )
     return ServiceSpec(
         name="ingestion",
         full_name=FULL_NAME,

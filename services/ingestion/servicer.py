@@ -4,8 +4,9 @@ class, which answers UNIMPLEMENTED."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
@@ -13,7 +14,7 @@ from typing import TypeVar
 import grpc
 
 from medxiaohe import __version__
-from medxiaohe.common.errors import InvalidInput, PermissionDenied
+from medxiaohe.common.errors import InvalidInput, PermissionDenied, Unavailable
 from medxiaohe.corpus.record import Record
 from medxiaohe.entities.loader import TaggerLoader
 from medxiaohe.storage import ArtifactStore
@@ -42,6 +43,34 @@ Parsed = TypeVar("Parsed", list[Record], Record)
 DOWNLOAD_ANY = "DownloadAnyArtifact"
 
 
+class SpoolBudget:
+    """Bytes that uploads in flight spool to disk, all streams together: past the budget an
+    upload is refused (UNAVAILABLE, to retry) instead of filling the pod's /tmp."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0  # streams run on one event loop: no lock needed
+
+    @contextlib.contextmanager
+    def reserve(self) -> Iterator[Callable[[int], None]]:
+        taken = 0
+
+        def take(size: int) -> None:
+            nonlocal taken
+            if self.used + size > self.limit:
+                raise Unavailable(
+                    f"uploads in flight fill this replica's spool ({self.limit >> 20} MiB); "
+                    "retry shortly"
+                )
+            self.used += size
+            taken += size
+
+        try:
+            yield take
+        finally:
+            self.used -= taken
+
+
 class IngestionServicer(pb_grpc.IngestionServiceServicer):
     def __init__(
         self,
@@ -49,11 +78,13 @@ class IngestionServicer(pb_grpc.IngestionServiceServicer):
         tagging: TaggerLoader,
         corpus: CorpusWriter,
         allow: Mapping[str, Sequence[str]],
+        spool_bytes: int,
     ) -> None:
         self.store = store
         self.tagging = tagging
         self.corpus = corpus
         self.allow = allow
+        self.spool = SpoolBudget(spool_bytes)
         # payloads are parsed here, never on the event loop (a 40-megapixel PNG takes a
         # second): at most PARSE_THREADS at once, at most PARSE_QUEUE waiting for a thread
         self._parsers = ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="ingest-parse")
@@ -192,8 +223,12 @@ class IngestionServicer(pb_grpc.IngestionServiceServicer):
         """Stored under the caller's own prefix, named by the keyed pseudonym of its key (the
         caller's file name never reaches the store); the stream's size is capped by the runtime."""
         key = expected = ""
-        with tempfile.NamedTemporaryFile(prefix="medxiaohe-upload-") as spool:
+        with (
+            self.spool.reserve() as take,
+            tempfile.NamedTemporaryFile(prefix="medxiaohe-upload-") as spool,
+        ):
             async for message in request_iterator:
+                take(len(message.chunk))
                 if not key:
                     key, expected = message.key, message.sha256
                     if not key:

@@ -41,6 +41,7 @@ def build(settings: Settings, store: ArtifactStore) -> ServiceSpec:
         settings.report_evidence_index,
         required_secret(settings).encode(),
         settings.report,
+        settings.report_max_concurrent,
     )
     return ServiceSpec(
         name="report",

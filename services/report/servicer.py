@@ -53,6 +53,7 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
         default_index: str,
         key: bytes,
         settings: ServiceSettings,
+        max_concurrent: int = 4,
     ) -> None:
         self.store = store
         self.model = model
@@ -62,6 +63,8 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
         self.key = key
         self.keys = ReportKeys(key)
         self.settings = settings  # who may read any report, which indexes callers may name
+        # each report holds its decoded images while it runs: a bounded number at once
+        self._slots = asyncio.Semaphore(max_concurrent)
 
     async def GenerateReport(
         self, request: pb.GenerateReportRequest, context: grpc.aio.ServicerContext
@@ -77,6 +80,18 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
                 yield pb.GenerateReportResponse(step=convert.step(step))
             yield pb.GenerateReportResponse(report=convert.report(stored[0]))
             return
+        async with self._slots:  # waits for a place, within the caller's deadline
+            async for reply in self._generate(request, context, caller, rid, digest):
+                yield reply
+
+    async def _generate(
+        self,
+        request: pb.GenerateReportRequest,
+        context: grpc.aio.ServicerContext,
+        caller: str,
+        rid: str,
+        digest: str,
+    ) -> AsyncIterator[pb.GenerateReportResponse]:
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining - DEADLINE_MARGIN_S
         report_request, deps = await asyncio.to_thread(

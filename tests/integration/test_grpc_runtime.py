@@ -299,3 +299,49 @@ def test_concurrent_rpcs_are_bounded(pki: DevPki, tmp_path: Path) -> None:
             stub.TagEntities(ing.TagEntitiesRequest(text="fever"), timeout=10)
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         held.cancel()
+
+
+def test_uploads_in_flight_share_a_spool_budget(pki: DevPki, tmp_path: Path) -> None:
+    """Four 4 GiB uploads overflowed the 8 GiB /tmp: the uploads in flight share one budget;
+    an upload past it is refused (UNAVAILABLE, to retry) and the one in flight completes."""
+    import threading
+
+    settings = server_settings(pki, str(tmp_path / "store"), max_upload_mb=1, upload_spool_mb=1)
+    publish_small_tree(settings.store_uri)
+    store = open_store(settings.store_uri)
+    half = b"x" * (600 << 10)
+    hold = threading.Event()
+
+    def slow_upload() -> Iterator[ing.UploadArtifactRequest]:
+        yield ing.UploadArtifactRequest(key="notes/first.bin", chunk=half)
+        hold.wait(timeout=60)  # in flight, its 600 KiB on the spool, until the second is in
+        yield ing.UploadArtifactRequest(chunk=b"done")
+
+    with running(settings, [BUILDERS["ingestion"](settings, store)]) as thread:
+        stub = ing_grpc.IngestionServiceStub(client(thread, pki))
+        replies: list[ing.UploadArtifactResponse] = []
+        first = threading.Thread(
+            target=lambda: replies.append(stub.UploadArtifact(slow_upload(), timeout=60))
+        )
+        first.start()
+        refused: grpc.RpcError | None = None
+        try:  # once the first one's 600 KiB are on the spool, another 600 KiB do not fit
+            for attempt in range(100):
+                second = [ing.UploadArtifactRequest(key=f"notes/second-{attempt}", chunk=half)]
+                try:
+                    stub.UploadArtifact(iter(second), timeout=30)
+                except grpc.RpcError as exc:
+                    refused = exc
+                    break
+                time.sleep(0.2)
+        finally:
+            hold.set()
+            first.join(timeout=60)
+        assert refused is not None
+        assert refused.code() == grpc.StatusCode.UNAVAILABLE
+        assert "spool" in (refused.details() or "")
+        assert replies[0].size == len(half) + 4
+        again = [ing.UploadArtifactRequest(key="notes/again.bin", chunk=half)]
+        assert stub.UploadArtifact(iter(again), timeout=30).size == len(half)  # room again
+    with pytest.raises(ValueError, match="upload_spool_mb"):
+        server_settings(pki, str(tmp_path / "store"), max_upload_mb=2, upload_spool_mb=1)

@@ -340,3 +340,15 @@ def test_report_and_rubric_authenticate_to_the_model_from_secrets() -> None:
     for key in ("report_model_api_key", "RUBRIC_JUDGE_API_KEY", "model_client_key"):
         with pytest.raises(helm.HelmValuesError):
             render_chart(values={"services": {"report": {"settings": {key: "x"}}}})
+
+
+def test_budgets_add_up_in_the_chart() -> None:
+    """The spool fits the /tmp volume it lives on; the report's concurrency is a setting."""
+    deployments = by_kind(render_chart(values={"tmpVolumeMi": 4096}), "Deployment")
+    for name, deployment in deployments.items():
+        pod = deployment["spec"]["template"]["spec"]
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        assert env["MEDXIAOHE_UPLOAD_SPOOL_MB"] == "3072"
+        tmp = {v["name"]: v for v in pod["volumes"]}["tmp"]
+        assert tmp["emptyDir"]["sizeLimit"] == "4096Mi"
+        assert ("MEDXIAOHE_REPORT_MAX_CONCURRENT" in env) == name.endswith("-report")

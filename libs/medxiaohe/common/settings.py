@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from medxiaohe.common.errors import InvalidInput
@@ -118,11 +118,27 @@ class Settings(BaseSettings):
     max_upload_mb: int = Field(
         4096, ge=1, description="Largest upload (MiB); it is spooled to disk, not memory."
     )
+    upload_spool_mb: int = Field(
+        8192,
+        ge=1,
+        description=(
+            "Disk (MiB) that uploads in flight may spool to together (the pod's /tmp volume "
+            "holds it); an upload that would go past it is refused, UNAVAILABLE, to retry."
+        ),
+    )
     max_concurrent_rpcs: int = Field(
         64, ge=1, description="RPCs one server runs at once; more wait or are refused."
     )
     drain_grace_s: float = Field(
         20.0, ge=0, description="In-flight RPCs get this long after SIGTERM."
+    )
+    report_max_concurrent: int = Field(
+        4,
+        ge=1,
+        description=(
+            "Reports one replica generates at once (each holds its decoded images, at most "
+            "48 M pixels, ~150 MB, while it runs); more wait for a place within their deadline."
+        ),
     )
     health_interval_s: float = Field(
         2.0, gt=0, description="How often dependencies are re-checked."
@@ -260,6 +276,12 @@ class Settings(BaseSettings):
     rubric: ServiceSettings = Field(
         default_factory=ServiceSettings, description="The rubric service: its caller allow-list."
     )
+
+    @model_validator(mode="after")
+    def _budgets_add_up(self) -> Settings:
+        if self.max_upload_mb > self.upload_spool_mb:
+            raise ValueError("max_upload_mb must not exceed upload_spool_mb (where it spools)")
+        return self
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
