@@ -352,3 +352,30 @@ def test_budgets_add_up_in_the_chart() -> None:
         tmp = {v["name"]: v for v in pod["volumes"]}["tmp"]
         assert tmp["emptyDir"]["sizeLimit"] == "4096Mi"
         assert ("MEDXIAOHE_REPORT_MAX_CONCURRENT" in env) == name.endswith("-report")
+
+
+def test_predictor_and_training_pods_are_restricted_like_the_services() -> None:
+    """No service-account token, a read-only root file system, seccomp RuntimeDefault: for
+    the predictor, the helm-managed training Job and the launcher's Jobs alike."""
+    from medxiaohe.training.manifests import ClusterSpec, render_job
+
+    objects = render_chart([TRAINING])
+    (isvc,) = by_kind(objects, "InferenceService").values()
+    (job,) = by_kind(objects, "Job").values()
+    _, launched = render_job("sft", "r1", "epochs: 1\n", ClusterSpec())
+    pods = {
+        "predictor": isvc["spec"]["predictor"],
+        "chart job": job["spec"]["template"]["spec"],
+        "launched job": launched["spec"]["template"]["spec"],
+    }
+    for name, pod in pods.items():
+        assert pod["automountServiceAccountToken"] is False, name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        for container in pod["containers"]:
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True, name
+            mounts = {m["mountPath"] for m in container["volumeMounts"]}
+            assert "/tmp" in mounts, name  # where a read-only pod writes
+    (hf,) = by_kind(
+        render_chart([CHART / "profiles" / "hf-runtime.yaml"]), "InferenceService"
+    ).values()
+    assert hf["spec"]["predictor"]["automountServiceAccountToken"] is False

@@ -94,9 +94,11 @@ def render_job(
             "name": "MEDXIAOHE_CHECKPOINT_KEY",
             "valueFrom": {"secretKeyRef": {"name": spec.checkpoint_secret, "key": "key"}},
         },
+        {"name": "HOME", "value": "/tmp"},  # noqa: S108 (caches in the scratch emptyDir)
     ]
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
+        "automountServiceAccountToken": False,  # a training pod has no business with the API
         "subdomain": name,
         "securityContext": {
             "runAsNonRoot": True,
@@ -117,6 +119,7 @@ def render_job(
                 },
                 "securityContext": {
                     "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
                     "capabilities": {"drop": ["ALL"]},
                 },
                 "volumeMounts": [
