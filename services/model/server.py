@@ -23,26 +23,31 @@ from medxiaohe.common.settings import Settings
 from medxiaohe_services.model.guard import Guard
 from medxiaohe_services.model.openai import add_routes
 from medxiaohe_services.model.predictor import VlmPredictor
+from medxiaohe_services.runtime.tls import CertificateFiles, caller_name
 
 log = logging.getLogger("medxiaohe.predictor")
 V2_SERVICE = "inference.GRPCInferenceService"
 V2_READ = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata")
+CERT_RELOAD_S = 30.0
 
 
 class ClientCertProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP protocol, with the verified client certificate's common name in each
-    request's scope (``extensions.tls.client_cn``); uvicorn itself does not pass it on."""
+    """uvicorn's HTTP protocol, with the caller the verified client certificate names (its one
+    URI SAN, else its common name) in each request's scope (``extensions.tls.client_cn``);
+    uvicorn itself does not pass it on."""
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         tls = transport.get_extra_info("ssl_object")
-        cert = tls.getpeercert() if tls is not None else None
-        names = [v for rdn in (cert or {}).get("subject", ()) for k, v in rdn if k == "commonName"]
-        if names:
+        cert = (tls.getpeercert() if tls is not None else None) or {}
+        names = [v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"]
+        uris = [v for k, v in cert.get("subjectAltName", ()) if k == "URI"]
+        caller = caller_name(uris, names)
+        if caller:
             inner = self.app
 
             async def app(scope: Any, receive: Any, send: Any) -> None:
-                scope.setdefault("extensions", {})["tls"] = {"client_cn": names[0]}
+                scope.setdefault("extensions", {})["tls"] = {"client_cn": caller}
                 await inner(scope, receive, send)
 
             self.app = app
@@ -99,6 +104,16 @@ async def _grpc_v2(settings: Settings, port: int, model_server: Any) -> Any:
     return server
 
 
+async def _reload_certificates(files: CertificateFiles, config: Any) -> None:
+    """New certificate files (a rotation) into the HTTP server's SSL context, every
+    ``CERT_RELOAD_S``: new connections use them, no restart. gRPC v2 reloads on its own."""
+    files.read()  # what uvicorn loaded at start
+    while True:
+        await asyncio.sleep(CERT_RELOAD_S)
+        if config.ssl is not None and files.reload(config.ssl):
+            log.info("certificates reloaded")
+
+
 def serve(uri: str, name: str, http_port: int, grpc_port: int, settings: Settings) -> None:
     import kserve
     import uvicorn
@@ -128,7 +143,9 @@ def serve(uri: str, name: str, http_port: int, grpc_port: int, settings: Setting
         max_pending=settings.predictor_max_pending,
     )
     tls: dict[str, Any] = {}
-    if not settings.insecure:
+    files = None
+    if settings.tls_cert and settings.tls_key and settings.tls_client_ca and not settings.insecure:
+        files = CertificateFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
         tls = {
             "ssl_certfile": str(settings.tls_cert),
             "ssl_keyfile": str(settings.tls_key),
@@ -150,9 +167,13 @@ def serve(uri: str, name: str, http_port: int, grpc_port: int, settings: Setting
         if grpc_port and not settings.insecure:
             v2 = await _grpc_v2(settings, grpc_port, model_server)
         log.info("serving", extra={"port": http_port, "mode": "insecure" if not tls else "mtls"})
+        server = uvicorn.Server(config)
+        rotation = asyncio.create_task(_reload_certificates(files, config)) if files else None
         try:
-            await uvicorn.Server(config).serve()
+            await server.serve()
         finally:
+            if rotation is not None:
+                rotation.cancel()
             if v2 is not None:
                 await v2.stop(settings.drain_grace_s)
 

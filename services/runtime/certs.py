@@ -50,6 +50,7 @@ def _issue(
     *,
     ca: bool = False,
     server_names: list[str] | None = None,
+    uri: str = "",
     days: int = 365,
 ) -> x509.Certificate:
     now = dt.datetime.now(dt.UTC)
@@ -94,6 +95,10 @@ def _issue(
         builder = builder.add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
         )
+        if uri:  # e.g. a SPIFFE id: then it, not the common name, is the caller
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False
+            )
     return builder.sign(issuer_key, hashes.SHA256())
 
 
@@ -103,8 +108,10 @@ def write_dev_pki(
     clients: list[str] | None = None,
     hosts: list[str] | None = None,
     ca_name: str = "MedXIAOHE dev CA",
+    uris: dict[str, str] | None = None,
 ) -> DevPki:
-    """Write ca.pem, server.pem/server-key.pem and <client>.pem/<client>-key.pem into ``out``."""
+    """Write ca.pem, server.pem/server-key.pem and <client>.pem/<client>-key.pem into ``out``;
+    ``uris`` gives some clients a URI subject alternative name (their identity then)."""
     out.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = _issue(ca_name, ca_key, x509.Name([]), ca_key, ca=True, days=3650)
@@ -114,7 +121,8 @@ def write_dev_pki(
 
     def leaf(stem: str, cn: str, server_names: list[str] | None) -> CertPaths:
         key = ec.generate_private_key(ec.SECP256R1())
-        cert = _issue(cn, key, ca_cert.subject, ca_key, server_names=server_names)
+        uri = (uris or {}).get(cn, "")
+        cert = _issue(cn, key, ca_cert.subject, ca_key, server_names=server_names, uri=uri)
         paths = CertPaths(out / f"{stem}.pem", out / f"{stem}-key.pem")
         paths.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         _write_key(paths.key, key)

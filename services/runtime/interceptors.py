@@ -21,6 +21,7 @@ from prometheus_client import Counter, Histogram
 
 from medxiaohe.common import errors
 from medxiaohe.common.secrets import pseudonym
+from medxiaohe_services.runtime.tls import caller_name
 
 log = logging.getLogger("medxiaohe.audit")
 
@@ -53,11 +54,13 @@ Guard = Callable[
 
 
 def caller_identity(context: grpc.aio.ServicerContext) -> str:
-    """Common name of the verified client certificate; a fixed name on plaintext 127.0.0.1."""
+    """Who the verified client certificate names (its one URI SAN, else its common name); a
+    fixed name on plaintext 127.0.0.1; "" when it names no one unambiguously."""
     auth = context.auth_context()
-    names = auth.get("x509_common_name") or []
-    if names:
-        return bytes(names[0]).decode()
+    uris = [bytes(v).decode() for v in auth.get("peer_uri") or []]
+    names = [bytes(v).decode() for v in auth.get("x509_common_name") or []]
+    if uris or names:
+        return caller_name(uris, names)
     if not auth.get("transport_security_type"):
         return INSECURE_IDENTITY
     return ""

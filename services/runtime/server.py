@@ -25,6 +25,7 @@ from medxiaohe_services.runtime.interceptors import (
     ErrorInterceptor,
     StreamLimitInterceptor,
 )
+from medxiaohe_services.runtime.tls import CertificateFiles
 
 log = logging.getLogger("medxiaohe.server")
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -58,7 +59,8 @@ def once(action: Callable[[], object]) -> Callable[[], None]:
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
-    """mTLS credentials, or None for plaintext, which is allowed only on 127.0.0.1."""
+    """mTLS credentials (re-read when the files change), or None for plaintext, which is
+    allowed only on 127.0.0.1."""
     if settings.insecure:
         if settings.grpc_host != "127.0.0.1":
             raise InvalidInput("plaintext gRPC (--insecure) may only bind 127.0.0.1")
@@ -68,11 +70,11 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
             "mTLS needs MEDXIAOHE_TLS_CERT, MEDXIAOHE_TLS_KEY and MEDXIAOHE_TLS_CLIENT_CA "
             "(or --insecure on 127.0.0.1); `medxiaohe certs` writes development ones"
         )
-    return grpc.ssl_server_credentials(
-        [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())],
-        root_certificates=settings.tls_client_ca.read_bytes(),
-        require_client_auth=True,
-    )
+    try:
+        files = CertificateFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+        return files.grpc_credentials()
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
 
 
 class Platform:

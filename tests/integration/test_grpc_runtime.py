@@ -27,7 +27,7 @@ from medxiaohe_services.runtime.client import secure_channel
 from medxiaohe_services.runtime.server import server_credentials
 from medxiaohe_services.runtime.services import BUILDERS
 from tests.conftest import ALLOWED, LIMITED, publish_small_tree, server_settings
-from tests.servers import PlatformThread, free_ports, running
+from tests.servers import PlatformThread, free_ports, running, serving
 
 pytestmark = pytest.mark.integration
 PHI = "Jane Q. Patient, MRN 00-123-456, seen on 2024-03-02"
@@ -345,3 +345,76 @@ def test_uploads_in_flight_share_a_spool_budget(pki: DevPki, tmp_path: Path) -> 
         assert stub.UploadArtifact(iter(again), timeout=30).size == len(half)  # room again
     with pytest.raises(ValueError, match="upload_spool_mb"):
         server_settings(pki, str(tmp_path / "store"), max_upload_mb=2, upload_spool_mb=1)
+
+
+def test_certificates_rotate_without_a_restart_and_uri_sans_name_callers(
+    pki: DevPki, tmp_path: Path
+) -> None:
+    """cert-manager rewrites the mounted files in place: new connections get the new server
+    certificate and CA, no restart; a half-written pair is not loaded. A client certificate
+    with a URI SAN (a SPIFFE id) is that caller, whatever its common name."""
+    import shutil
+
+    from medxiaohe_services.runtime.certs import write_dev_pki
+
+    spiffe = "spiffe://hospital.example/ns/ris/sa/gateway"
+    rotated = write_dev_pki(
+        tmp_path / "rotated", clients=[ALLOWED, "ris"], uris={"ris": spiffe}, ca_name="New CA"
+    )
+    mounted = tmp_path / "mounted"
+    mounted.mkdir()
+    files = {"tls.crt": pki.server.cert, "tls.key": pki.server.key, "ca.crt": pki.ca}
+    for name, source in files.items():
+        shutil.copy(source, mounted / name)
+    allow = {ALLOWED: ["*"], spiffe: ["TagEntities"]}
+    settings = server_settings(
+        pki,
+        str(tmp_path / "store"),
+        tls_cert=mounted / "tls.crt",
+        tls_key=mounted / "tls.key",
+        tls_client_ca=mounted / "ca.crt",
+        ingestion={"allow": allow},
+    )
+    publish_small_tree(settings.store_uri)
+    store = open_store(settings.store_uri)
+    tag = ing.TagEntitiesRequest(text="Fever.")
+
+    def call(ca: Path, caller: str, source: DevPki) -> grpc.StatusCode:
+        paths = source.clients[caller]
+        channel = secure_channel(thread.target, ca, paths.cert, paths.key)  # a new connection
+        try:
+            ing_grpc.IngestionServiceStub(channel).TagEntities(tag, timeout=10)
+            return grpc.StatusCode.OK
+        except grpc.RpcError as exc:
+            return exc.code()
+        finally:
+            channel.close()
+
+    with running(settings, [BUILDERS["ingestion"](settings, store)]) as thread:
+        assert serving(thread, timeout=60)
+        assert call(pki.ca, ALLOWED, pki) == grpc.StatusCode.OK
+        shutil.copy(rotated.server.cert, mounted / "tls.crt")  # half a rotation: not loaded
+        time.sleep(0.05)
+        assert call(pki.ca, ALLOWED, pki) == grpc.StatusCode.OK
+        shutil.copy(rotated.server.key, mounted / "tls.key")
+        shutil.copy(rotated.ca, mounted / "ca.crt")
+        assert call(rotated.ca, ALLOWED, rotated) == grpc.StatusCode.OK  # rotated, no restart
+        assert call(pki.ca, ALLOWED, pki) == grpc.StatusCode.UNAVAILABLE  # the old CA is out
+        assert call(rotated.ca, "ris", rotated) == grpc.StatusCode.OK  # the SPIFFE id's entry
+        paths = rotated.clients["ris"]
+        channel = secure_channel(thread.target, rotated.ca, paths.cert, paths.key)
+        uploads = ing_grpc.IngestionServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as err:  # allowed TagEntities only, as that URI
+            uploads.DownloadArtifact(ing.DownloadArtifactRequest(key="x"), timeout=10).next()
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert spiffe in (err.value.details() or "")
+
+
+def test_a_caller_name_cannot_reach_into_another_callers_uploads() -> None:
+    from medxiaohe.storage.uploads import caller_uploads
+
+    assert caller_uploads("ris") == "uploads/callers/ris/"
+    assert not caller_uploads("ris/../pacs").startswith("uploads/callers/pacs")
+    assert not caller_uploads("ris/x").startswith(caller_uploads("ris"))
+    uri = caller_uploads("spiffe://hospital.example/ns/ris")
+    assert uri.count("/") == 3  # one segment, whatever the name holds

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
 from medxiaohe.common.errors import Conflict
 from medxiaohe.storage.base import (
@@ -23,8 +24,10 @@ def upload_key(key: str) -> str:
 
 
 def caller_uploads(caller: str) -> str:
-    """Where a caller's uploads live: each caller reads back only what it sent."""
-    return f"{UPLOADS}callers/{check_key(caller)}/"
+    """Where a caller's uploads live: each caller reads back only what it sent. The identity
+    is percent-encoded into one key segment, so no two callers share a folder (a name with a
+    "/", such as a URI SAN, cannot reach into another's)."""
+    return f"{UPLOADS}callers/{check_key(quote(caller, safe='-_.~@'))}/"
 
 
 def put_upload(
