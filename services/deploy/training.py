@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from medxiaohe.common.errors import InvalidInput, NotFound, Unavailable
-from medxiaohe.training.manifests import RUN_LABEL, ClusterSpec, job_name, render_job
+from medxiaohe.training.manifests import ClusterSpec, job_name, render_job, run_selector
 from medxiaohe.training.pipeline import StageFailed, Step
 from medxiaohe_services.deploy.manifests import validate_object
 
@@ -146,7 +146,7 @@ class KubernetesLauncher:
     def status(self, run_id: str) -> JobStatus:
         job = self._job(run_id)
         pods = self.call(
-            self.core.list_namespaced_pod, self.namespace, label_selector=f"{RUN_LABEL}={run_id}"
+            self.core.list_namespaced_pod, self.namespace, label_selector=run_selector(run_id)
         )
         s = job.status
         conditions = {c.type for c in (s.conditions or []) if c.status == "True"}
@@ -172,7 +172,7 @@ class KubernetesLauncher:
     def logs(self, run_id: str, tail_lines: int | None = None) -> dict[str, str]:
         """Pod name -> its training container's log."""
         pods = self.call(
-            self.core.list_namespaced_pod, self.namespace, label_selector=f"{RUN_LABEL}={run_id}"
+            self.core.list_namespaced_pod, self.namespace, label_selector=run_selector(run_id)
         )
         if not pods.items:
             raise NotFound(f"run {run_id} has no pods in {self.namespace}")
@@ -206,7 +206,7 @@ class KubernetesLauncher:
 
     def _job(self, run_id: str) -> Any:
         jobs = self.call(
-            self.batch.list_namespaced_job, self.namespace, label_selector=f"{RUN_LABEL}={run_id}"
+            self.batch.list_namespaced_job, self.namespace, label_selector=run_selector(run_id)
         )
         if not jobs.items:
             raise NotFound(f"no training job with run id {run_id} in {self.namespace}")

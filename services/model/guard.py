@@ -77,8 +77,12 @@ class Guard:
         return ""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "lifespan":  # the server's own startup and shutdown
             await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":  # websockets and whatever else: no route here needs them
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})  # policy violation
             return
         route = route_of(scope["method"], scope["path"])
         caller = self.identity(scope)

@@ -266,3 +266,51 @@ def test_synthesized_questions_read_as_a_choice_suite(tmp_path: Path) -> None:
     (tmp_path / "heldout.jsonl").write_text(json.dumps(row | {"answer": "E"}) + "\n")
     with pytest.raises(InvalidInput, match="letter answer"):
         synth_qa(tmp_path)
+
+
+def test_a_crafted_data_set_cannot_send_a_local_file_to_the_model(tmp_path: Path) -> None:
+    """VQA-RAD names each image; a data set naming ../ or an absolute path, or linking out
+    of its folder, is refused before anything is read (it would go to the model)."""
+    import json
+
+    from medxiaohe.common.errors import InvalidInput
+    from medxiaohe.common.paths import file_in
+    from medxiaohe.eval.harness.suites import vqa_rad_closed
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "secret.txt").write_text("not for the model")
+    (tmp_path / "images" / "ok.jpg").write_bytes(b"jpg")
+    (tmp_path / "images" / "link.jpg").symlink_to(tmp_path / "secret.txt")
+    assert file_in(tmp_path / "images", "ok.jpg") == (tmp_path / "images" / "ok.jpg").resolve()
+    for name in ("../secret.txt", str(tmp_path / "secret.txt"), "link.jpg", ""):
+        with pytest.raises(InvalidInput):
+            file_in(tmp_path / "images", name)
+    row = {"qid": 1, "question": "Is there a mass?", "answer": "yes", "answer_type": "CLOSED",
+           "phrase_type": "test_freeform", "image_name": "../secret.txt"}  # fmt: skip
+    (tmp_path / "VQA_RAD Dataset Public.json").write_text(json.dumps([row]))
+    with pytest.raises(InvalidInput, match="inside its data set"):
+        vqa_rad_closed(tmp_path)
+
+
+def test_the_decontamination_report_names_local_files_by_content(tmp_path: Path) -> None:
+    """A local training file is named by its content's digest: the report is published, and
+    a path can hold a user's home or a file named after a patient."""
+    import json
+
+    from medxiaohe.eval.harness.contamination import decontaminate
+    from medxiaohe.eval.harness.suites import CHOICE, Item
+    from medxiaohe.storage import open_store
+
+    question = "Which vitamin deficiency causes scurvy in sailors on long sea voyages with no fruit"
+    folder = tmp_path / "home" / "dr-lovelace" / "patient-48213377"
+    folder.mkdir(parents=True)
+    local = folder / "notes.jsonl"
+    local.write_text(json.dumps({"text": f"Recall: {question}"}) + "\n")
+    item = Item("medqa", "0001", question, "C", CHOICE, {"A": "a", "B": "b", "C": "c"})
+    report = decontaminate(open_store(str(tmp_path / "store")), [item], [str(local)])
+    published = json.dumps(report)
+    assert "lovelace" not in published
+    assert "48213377" not in published
+    ((label, hits),) = report["by_source"].items()
+    assert label.startswith("file:sha256:")
+    assert hits == {"medqa": 1}

@@ -59,3 +59,31 @@ def test_a_uri_san_names_the_caller_when_it_is_the_only_one() -> None:
     assert caller_name(["spiffe://h/ns/ris"], ["ris-gateway"]) == "spiffe://h/ns/ris"
     assert caller_name([], ["ris-gateway"]) == "ris-gateway"
     assert caller_name(["spiffe://h/a", "spiffe://h/b"], ["ris"]) == ""  # ambiguous: no one
+
+
+def test_the_predictor_guard_lets_only_http_and_lifespan_through() -> None:
+    """A websocket (or any other) scope used to reach KServe's app unauthenticated."""
+    import asyncio
+
+    from medxiaohe_services.model.guard import Guard
+
+    reached: list[str] = []
+
+    async def app(scope: dict[str, object], receive: object, send: object) -> None:
+        reached.append(str(scope["type"]))
+
+    guard = Guard(app, allow={}, tokens={}, max_body=1, max_pending=1)
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, object]:
+        return {"type": "websocket.connect"}
+
+    for kind in ("websocket", "anything"):
+        asyncio.run(guard({"type": kind, "path": "/v2/models"}, receive, send))
+    assert reached == []
+    assert sent == [{"type": "websocket.close", "code": 1008}]
+    asyncio.run(guard({"type": "lifespan"}, receive, send))
+    assert reached == ["lifespan"]

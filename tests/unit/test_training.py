@@ -391,3 +391,18 @@ def test_a_malformed_pipeline_is_refused_before_anything_runs(
     path.write_text(yaml.safe_dump({"stages": stages}))
     with pytest.raises(InvalidInput, match=error):
         plan(path, "pl-20261202-000000-abcd", {k: v[0] for k, v in STAGES.items()})
+
+
+def test_run_ids_are_label_values_before_they_reach_a_selector() -> None:
+    """A run id goes into label selectors (status, logs, cancel): "a,app=x" would select
+    other objects, "../x" would leave the run's prefix."""
+    from medxiaohe.training.manifests import run_selector
+    from medxiaohe.training.runs import new_run_id
+
+    assert run_selector("ner-20261206-abcd") == "medxiaohe.io/run-id=ner-20261206-abcd"
+    assert run_selector(new_run_id("sft"))
+    for bad in ("a,app.kubernetes.io/name=x", "x/../y", "-x", "x" * 64, "", "a b"):
+        with pytest.raises(InvalidInput, match="run id"):
+            run_selector(bad)
+        with pytest.raises(InvalidInput, match="run id"):
+            render_job("ner", bad, "epochs: 1\n", ClusterSpec())

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from medxiaohe.common.errors import InvalidInput
+from medxiaohe.common.paths import file_in
 from medxiaohe.storage import ArtifactStore, Manifest, publish, read_file, resolve
 
 ROLES = {"system", "user", "assistant", "tool"}
@@ -62,7 +63,7 @@ def read_chat(store: ArtifactStore, source: str) -> list[dict[str, Any]]:
             raise InvalidInput(f"cannot read chat data {source}: {exc.strerror}") from None
 
         def load(name: str) -> bytes:
-            return (path.parent / name).read_bytes()
+            return file_in(path.parent, name).read_bytes()
     else:
         prefix, _, name = source.partition(":")
         manifest = resolve(store, prefix)

@@ -6,6 +6,7 @@ validate them strictly."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,24 @@ from medxiaohe.common.errors import InvalidInput
 RDZV_PORT = 29400
 CONFIG_DIR = "/etc/medxiaohe-train"
 RUN_LABEL = "medxiaohe.io/run-id"
+# A run id is a Kubernetes label value (and one store key segment): letters, digits, "-", "_"
+# and "." inside, alphanumeric at both ends, at most 63 characters. Nothing else reaches a
+# label selector ("a,app=x" would select other objects).
+_RUN_ID = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+
+
+def check_run_id(run_id: str) -> str:
+    if not _RUN_ID.fullmatch(run_id):
+        raise InvalidInput(
+            "a run id is 1 to 63 letters, digits, '-', '_' or '.', starting and ending with a "
+            "letter or digit"
+        )
+    return run_id
+
+
+def run_selector(run_id: str) -> str:
+    """The label selector of one run's objects."""
+    return f"{RUN_LABEL}={check_run_id(run_id)}"
 
 
 @dataclass(frozen=True)
@@ -50,6 +69,7 @@ def render_job(
     Service (multi-node only) and the Job."""
     if spec.nodes < 1 or spec.gpus_per_node < 0:
         raise InvalidInput("nodes must be >= 1 and gpus_per_node >= 0")
+    check_run_id(run_id)
     name = job_name(stage, run_id)
     config_uri = f"{CONFIG_DIR}/config.yaml"
     labels = {

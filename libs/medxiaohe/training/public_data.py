@@ -14,6 +14,7 @@ from typing import Any
 
 from medxiaohe.bench.mixture import iob_documents, pubtator_documents, scifact_documents
 from medxiaohe.common.errors import NotFound
+from medxiaohe.common.paths import file_in
 from medxiaohe.entities.tree import EntityTree
 
 IU_XRAY = "iu_xray/reports_train_val.csv"
@@ -97,7 +98,7 @@ def vqa_rad(data: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     rows = json.loads(public.read_text(encoding="utf-8"))
     for row in rows:
         row["answer"] = str(row["answer"]).strip().lower()
-        row["image_path"] = str(data / "vqa_rad/images" / row["image_name"])
+        row["image_path"] = str(file_in(data / "vqa_rad/images", str(row["image_name"])))
     test = [r for r in rows if str(r["phrase_type"]).startswith("test")]
     train = [r for r in rows if not str(r["phrase_type"]).startswith("test")]
     return train, test

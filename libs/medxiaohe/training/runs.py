@@ -28,6 +28,7 @@ from medxiaohe.common.errors import Conflict, InvalidInput, NotFound
 from medxiaohe.storage import ArtifactStore, Manifest, download, publish_folder, resolve
 from medxiaohe.storage.artifacts import MANIFEST
 from medxiaohe.storage.base import check_key
+from medxiaohe.training.manifests import check_run_id
 
 # Config fields that say how to start a run, not what it computes: not part of its identity.
 LAUNCH_FIELDS = ("run_id", "resume", "store_uri")
@@ -53,7 +54,7 @@ class Run:
     def __init__(self, store: ArtifactStore, stage: str, run_id: str, key: bytes = b"") -> None:
         self.store = store
         self.stage = stage
-        self.run_id = check_key(run_id)
+        self.run_id = check_run_id(run_id)
         self.key = key  # seals checkpoints (a run without one cannot save or restore them)
         self.prefix = f"runs/{check_key(stage)}/{run_id}"
         self._pending: list[str] = []

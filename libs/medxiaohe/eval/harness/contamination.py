@@ -4,6 +4,7 @@ published as ``decontamination/<name>`` for the harness's clean-subset scores.""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections import defaultdict
@@ -90,6 +91,14 @@ def source_texts(store: ArtifactStore, source: str) -> Iterator[list[str]]:
         )
 
 
+def source_label(source: str) -> str:
+    """How a source is named in the published report: a store source as given; a local file
+    by its content's SHA-256, never its path (a home folder, a file named after a patient)."""
+    if source.endswith(".jsonl") and ":" not in source:
+        return "file:sha256:" + hashlib.sha256(Path(source).read_bytes()).hexdigest()[:16]
+    return source
+
+
 def decontaminate(
     store: ArtifactStore, items: Sequence[Item], sources: Sequence[str]
 ) -> dict[str, Any]:
@@ -117,7 +126,7 @@ def decontaminate(
             suite, _, item_id = ref.partition("/")
             hits[suite].add(item_id)
             per_suite[suite] += 1
-        by_source[source] = dict(sorted(per_suite.items()))
+        by_source[source_label(source)] = dict(sorted(per_suite.items()))
     elapsed = max(time.perf_counter() - start, 1e-9)
     return {
         "items": total,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from medxiaohe.common.errors import InvalidInput, NotFound
+from medxiaohe.common.paths import file_in
 
 LETTERS = "ABCDE"
 CHOICE, CLOSED, OPEN, REPORT, RUBRIC = "choice", "closed", "open", "report", "rubric"
@@ -129,7 +130,7 @@ def _vqa_rad(path: Path, kind: str) -> list[Item]:
     for r in rows:
         if str(r["phrase_type"]).startswith("test") and r["answer_type"].strip().lower() == kind:
             answer = str(r["answer"]).strip().lower()
-            image = str(folder / r["image_name"])
+            image = str(file_in(folder, str(r["image_name"])))
             items.append(
                 Item(f"vqa_rad_{kind}", str(r["qid"]), r["question"], answer, kind, image=image)
             )
