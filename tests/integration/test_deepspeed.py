@@ -24,6 +24,9 @@ from tests.servers import free_ports
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 ROOT = Path(__file__).resolve().parents[2]
 TORCHRUN = str(Path(sys.executable).parent / "torchrun")
+# The deployment's checkpoint key (a Secret on the cluster): both nodes seal with it, and the
+# test reads the parts back with it.
+CHECKPOINT_KEY = "zero-three test key: sealed parts, both nodes 0123456789"
 
 
 def stage(store_uri: str, run_id: str, *overrides: str) -> list[str]:
@@ -36,6 +39,7 @@ def environment(tmp: Path) -> dict[str, str]:
     return {
         **os.environ,
         "DS_ACCELERATOR": "cpu",
+        "MEDXIAOHE_CHECKPOINT_KEY": CHECKPOINT_KEY,
         "HF_HUB_OFFLINE": "1",
         "MEDXIAOHE_LOG_LEVEL": "WARNING",
         "OMP_NUM_THREADS": "1",
@@ -93,7 +97,7 @@ def test_zero3_on_two_nodes_is_killed_resumed_and_publishes_gathered_weights(
     command = stage(store_uri, "z3", "--deepspeed", "zero3", "--max_steps", "36")
     command += ["--save_steps", "6"]
     nodes = two_nodes(command, tmp_path)
-    run = Run(store, "cpt", "z3")
+    run = Run(store, "cpt", "z3", key=CHECKPOINT_KEY.encode())
     deadline = time.monotonic() + 600
     while run.latest_checkpoint(nodes=2) is None:
         assert all(n.poll() is None for n in nodes), "a node ended before its first checkpoint"

@@ -127,9 +127,12 @@ class GrammarCompiler:
                 return _read(stdout)
             self._stop()
             return _ERROR, f"it did not compile within {self.seconds:g} s".encode()
-        except (EOFError, OSError):  # the worker died: past its memory ceiling
+        except (EOFError, OSError):  # the worker died: killed past its memory ceiling?
+            code = self._worker.wait(timeout=10)
             self._stop()
-            return _ERROR, b"it needs more memory than the compile worker may use"
+            if code < 0:  # a signal (Rust aborts when an allocation fails)
+                return _ERROR, b"it needs more memory than the compile worker may use"
+            return _ERROR, f"the compile worker failed (exit {code})".encode()
 
 
 if __name__ == "__main__":
