@@ -189,7 +189,10 @@ def load_report(
     trace: list[dict[str, Any]] = json.loads(read_file(store, manifest, "trace.json"))
     if keys is not None and ID_MAP in manifest.files:
         back = keys.open(read_file(store, manifest, ID_MAP))
-        restore = lambda text: _PSEUDONYM.sub(lambda m: back.get(m.group(0), m.group(0)), text)  # noqa: E731
+
+        def restore(text: str) -> str:
+            return _PSEUDONYM.sub(lambda m: back.get(m.group(0), m.group(0)), text)
+
         report_data, trace = map_strings(report_data, restore), map_strings(trace, restore)
     return report_from_dict(report_data), trace
 
