@@ -14,19 +14,14 @@ from medxiaohe.rubric.rubrics import publish_builtin_sets
 from medxiaohe.storage import ArtifactStore
 from medxiaohe_protos.rubric.v1 import rubric_pb2, rubric_pb2_grpc
 from medxiaohe_services.rubric.servicer import Graders, RubricServicer
-from medxiaohe_services.runtime.models import model_endpoint
+from medxiaohe_services.runtime.models import judge_endpoint
 from medxiaohe_services.runtime.server import ServiceSpec, once
 
 FULL_NAME = rubric_pb2.DESCRIPTOR.services_by_name["RubricService"].full_name
 
 
 def build(settings: Settings, store: ArtifactStore) -> ServiceSpec:
-    judge = model_endpoint(
-        settings,
-        settings.rubric_judge_url,
-        settings.rubric_judge_model,
-        settings.rubric_judge_api_key.get_secret_value(),
-    )
+    judge = judge_endpoint(settings)  # never a report model that is not meant to judge
     model = None
     checks = [store.ping]
     if judge is not None:

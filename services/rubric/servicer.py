@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from medxiaohe.common.errors import InvalidInput, NotFound
+from medxiaohe.common.errors import InvalidInput, NotConfigured, NotFound
 from medxiaohe.rubric.deterministic import DeterministicGrader
 from medxiaohe.rubric.model_grader import CompositeGrader, ModelGrader
 from medxiaohe.rubric.rubrics import Rubric, load_rubric_set
@@ -31,15 +31,18 @@ class Graders:
     def pick(
         self, asked: str
     ) -> tuple[str, DeterministicGrader | ModelGrader | CompositeGrader, str]:
-        """(name, grader, notice) for what the caller asked ("" = the best available)."""
+        """(name, grader, notice) for what the caller asked ("" = the best available). Without
+        a judge every answer is deterministic and says so; asking for the model is refused,
+        never silently answered by another grader."""
         if asked and asked not in GRADERS:
             raise InvalidInput(f"grader must be one of {', '.join(GRADERS)}")
         if self.model is None:
-            return (
-                "deterministic",
-                self.deterministic,
-                NO_JUDGE if asked not in ("", "deterministic") or not asked else "",
-            )
+            if asked in ("model", "composite"):
+                raise NotConfigured(
+                    f"grader {asked!r} needs a judge, and none is configured "
+                    "(MEDXIAOHE_RUBRIC_JUDGE_URL): ask for the deterministic grader"
+                )
+            return "deterministic", self.deterministic, NO_JUDGE
         if asked == "deterministic":
             return asked, self.deterministic, ""
         if asked == "model":

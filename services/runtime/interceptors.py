@@ -32,6 +32,7 @@ CODES: dict[type[errors.MedxError], grpc.StatusCode] = {
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     errors.Conflict: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.NotConfigured: grpc.StatusCode.FAILED_PRECONDITION,
 }
 OPEN_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection")
 INSECURE_IDENTITY = "insecure-local"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from medxiaohe.common.errors import NotReady, Unavailable
+from medxiaohe.common.errors import MedxError, NotReady, Unavailable
 from medxiaohe.common.settings import Settings
 from medxiaohe.models.chat import ChatModel
 from medxiaohe.models.client import HttpModelClient, LocalModelClient, ModelClient, tls_verify
@@ -28,15 +28,31 @@ class ModelEndpoint:
 
 
 def endpoint_check(
-    url: str, verify: str | bool, cert: tuple[str, str] | None = None
+    url: str, verify: str | bool, cert: tuple[str, str] | None = None, api_key: str = ""
 ) -> Callable[[], None]:
-    """A readiness check: the endpoint answers HTTP at all (any status, 401 included)."""
+    """A readiness check: the endpoint answers, and accepts this service's credentials. It
+    asks for a chat completion of no messages, which every OpenAI-compatible server refuses
+    (400) after authenticating the caller and before generating anything: 401 or 403 means
+    our certificate or key is refused, and the service is not ready."""
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    probe = {"messages": [], "max_tokens": 1}
 
     def check() -> None:
         try:
-            httpx.get(url, timeout=2.0, verify=tls_verify(verify, cert))
+            reply = httpx.post(
+                url.rstrip("/") + "/chat/completions",
+                json=probe,
+                headers=headers,
+                timeout=2.0,
+                verify=tls_verify(verify, cert),
+            )
         except httpx.HTTPError:
             raise Unavailable(f"the model endpoint {url} cannot be reached") from None
+        if reply.status_code in (401, 403):
+            raise Unavailable(
+                f"the model endpoint {url} refuses this service's credentials "
+                f"(HTTP {reply.status_code})"
+            )
 
     return check
 
@@ -96,8 +112,32 @@ def model_endpoint(settings: Settings, url: str, name: str, api_key: str) -> Mod
         cert = (str(settings.model_client_cert), str(settings.model_client_key))
     if url:
         client = HttpModelClient(url, name, api_key=api_key, verify=verify, cert=cert)
-        return ModelEndpoint(client, url, lambda: name, endpoint_check(url, verify, cert))
+        check = endpoint_check(url, verify, cert, api_key)
+        return ModelEndpoint(client, url, lambda: name, check)
     if settings.local_model_uri:
         model = local_model(settings.local_model_uri, settings)
         return ModelEndpoint(model, f"in-process:{model.uri}", lambda: model.version, model.check)
+    return None
+
+
+def may_judge(uri: str, settings: Settings) -> bool:
+    """Whether the model at ``uri`` says, in its card, that it may grade (``"judge": true``):
+    a model loaded for reports (the tiny one, the small one) is not a judge by being there."""
+    from medxiaohe.models.folders import model_card
+
+    try:
+        return model_card(uri, settings).get("judge") is True
+    except MedxError:  # no card, or one that cannot be read: not a judge
+        return False
+
+
+def judge_endpoint(settings: Settings) -> ModelEndpoint | None:
+    """The rubric judge: the configured endpoint (MEDXIAOHE_RUBRIC_JUDGE_URL), or the
+    in-process model only when its card says it may judge; None otherwise (the service then
+    grades deterministically and says so)."""
+    if settings.rubric_judge_url:
+        key = settings.rubric_judge_api_key.get_secret_value()
+        return model_endpoint(settings, settings.rubric_judge_url, settings.rubric_judge_model, key)
+    if settings.local_model_uri and may_judge(settings.local_model_uri, settings):
+        return model_endpoint(settings, "", settings.rubric_judge_model, "")
     return None

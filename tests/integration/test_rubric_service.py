@@ -106,6 +106,12 @@ def test_score_response_inline_and_by_set(no_judge: PlatformThread, pki: DevPki)
         ),
         ({"response": " "}, grpc.StatusCode.INVALID_ARGUMENT, "response is empty"),
         ({"grader": "oracle"}, grpc.StatusCode.INVALID_ARGUMENT, "grader must be one of"),
+        (  # no silent fallback: without a judge, the model grader is refused
+            {"grader": "model"},
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "needs a judge, and none is configured",
+        ),
+        ({"grader": "composite"}, grpc.StatusCode.FAILED_PRECONDITION, "needs a judge"),
     ],
 )
 def test_bad_requests_say_what_is_wrong(
@@ -156,6 +162,66 @@ def test_not_serving_while_the_judge_is_down(pki: DevPki, tmp_path: Path) -> Non
             assert serving(thread)
         finally:
             judge.shutdown()
+
+
+class _RefusingJudge(http.server.BaseHTTPRequestHandler):
+    """A judge that refuses our credentials (401) until told to accept them (400: an empty
+    chat is a bad request, after authentication)."""
+
+    status = 401
+
+    def do_POST(self) -> None:
+        self.send_response(type(self).status)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_not_serving_while_the_judge_refuses_our_credentials(pki: DevPki, tmp_path: Path) -> None:
+    (port,) = free_ports(1)
+    settings = server_settings(
+        pki, str(tmp_path / "store"), rubric_judge_url=f"http://127.0.0.1:{port}/openai/v1"
+    )
+    judge = _Judge(("127.0.0.1", port), _RefusingJudge)
+    threading.Thread(target=judge.serve_forever, daemon=True).start()
+    store = open_store(settings.store_uri)
+    try:
+        with running(settings, [BUILDERS["rubric"](settings, store)]) as thread:
+            assert not serving(thread, timeout=2)  # it answers, but refuses us: not ready
+            _RefusingJudge.status = 400
+            assert serving(thread)
+    finally:
+        judge.shutdown()
+
+
+def test_a_model_loaded_for_reports_is_not_the_judge(
+    pki: DevPki, tmp_path: Path, tiny_model: Path
+) -> None:
+    """`medxiaohe up` loads a model in the process for reports; the rubric service grades
+    deterministically and says so, unless the model's card says it may judge."""
+    import json
+    import shutil
+
+    from medxiaohe.models.folders import CARD
+    from medxiaohe_services.runtime.models import judge_endpoint
+
+    settings = server_settings(pki, str(tmp_path / "store"), local_model_uri=str(tiny_model))
+    assert judge_endpoint(settings) is None
+    store = open_store(settings.store_uri)
+    with running(settings, [BUILDERS["rubric"](settings, store)]) as thread:
+        assert serving(thread)
+        reply = stub_for(thread, pki).ScoreResponse(
+            pb.ScoreResponseRequest(conversation=QUESTION, response=ANSWER, rubric=RUBRIC),
+            timeout=60,
+        )
+    assert reply.grader == "deterministic"
+    assert reply.notice == NO_JUDGE
+    judge = tmp_path / "judge"
+    shutil.copytree(tiny_model, judge)
+    (judge / CARD).write_text(json.dumps({"judge": True}))
+    allowed = server_settings(pki, str(tmp_path / "store"), local_model_uri=str(judge))
+    assert judge_endpoint(allowed) is not None
 
 
 def test_composite_grading_with_a_real_predictor_as_the_judge(pki: DevPki, tmp_path: Path) -> None:

@@ -34,3 +34,8 @@ class PermissionDenied(MedxError):
 
 class Conflict(MedxError):
     """The request contradicts existing state, e.g. a retry with the same id but other content."""
+
+
+class NotConfigured(MedxError):
+    """The deployment lacks what the request needs (a judge, a model): not the caller's input,
+    and not a transient outage; asking again changes nothing until an operator configures it."""
