@@ -108,10 +108,17 @@ def rubric(
     ] = "",
     judge_model: Annotated[str, typer.Option(help="The judge's model name.")] = "",
     concurrency: Annotated[int, typer.Option(min=1, help="Judge calls at once.")] = 4,
+    split: Annotated[
+        str, typer.Option(help="all, tune or heldout: the shared examples split by example.")
+    ] = "all",
+    level: Annotated[
+        str, typer.Option(help="all, cluster (consensus criteria) or example criteria.")
+    ] = "all",
     store: StoreOption = None,
 ) -> None:
     """Ideal completions against degraded ones (off-topic, truncated, safety-stripped): mean
-    scores, how often the ideal wins, and how many criteria the grader decided."""
+    scores and their bounds, how often the ideal wins, and how many criteria the grader
+    decided."""
     from medxiaohe.common.settings import Settings
     from medxiaohe.eval.rubric import evaluate
     from medxiaohe.rubric.rubrics import load_healthbench
@@ -120,7 +127,7 @@ def rubric(
         raise typer.BadParameter(f"{data} does not exist (HealthBench JSONL)")
     settings = Settings.from_env(**({"store_uri": store} if store else {}))
     chosen = make_grader(grader, settings, judge, judge_model, concurrency)
-    typer.echo(json.dumps(evaluate(load_healthbench(data), chosen)))
+    typer.echo(json.dumps(evaluate(load_healthbench(data), chosen, split, level)))
 
 
 def make_grader(

@@ -82,6 +82,8 @@ def score_to_proto(
         rubric_set_version=rubric.version,
         grader=grader,
         coverage=score.coverage,
+        score_min=score.score_min,
+        score_max=score.score_max,
         notice=notice,
         prompt_id=prompt_id,
         provenance=common_pb2.Provenance(code_version=__version__),

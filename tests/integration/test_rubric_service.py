@@ -82,6 +82,11 @@ def test_score_response_inline_and_by_set(no_judge: PlatformThread, pki: DevPki)
     assert len(reply.rubric_set_version) == 16  # the inline rubric's content hash
     decided = sum(s != pb.VERDICT_STATUS_ABSTAINED for s in status.values())
     assert reply.coverage == pytest.approx(decided / 3)
+    # what the abstentions could make of it: the accuracy item (+5) not met and, if it was
+    # left open too, the aspirin item (-8) met at worst; both the other way at best
+    aspirin_open = list(status.values())[1] == pb.VERDICT_STATUS_ABSTAINED
+    assert reply.score_min == pytest.approx((8 - 8 * aspirin_open) / 13)
+    assert reply.score_max == pytest.approx(1.0)
     by_set = stub.ScoreResponse(
         pb.ScoreResponseRequest(conversation=QUESTION, response=ANSWER, rubric_set_id="fever"),
         timeout=60,

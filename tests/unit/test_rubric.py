@@ -308,3 +308,79 @@ def test_one_request_asks_the_judge_within_a_budget() -> None:
     verdicts = grader.grade_criteria(asked, "Give fluids.", many[:3])
     assert [v.met for v in verdicts] == [True] * 3
     assert CountingJudge.calls == 3
+
+
+def _reference_metrics(
+    criteria: list[dict[str, object]], met: list[bool], example_tags: list[str]
+) -> dict[str, float]:
+    """simple-evals' ``healthbench_eval.py`` per-example metrics, written again from its text:
+    ``calculate_score`` over all items, every example tag takes it, and each rubric tag's
+    items score the same way when they hold positive points."""
+
+    def calculate_score(items: list[dict[str, object]], grades: list[bool]) -> float | None:
+        total_possible = sum(int(i["points"]) for i in items if int(i["points"]) > 0)  # type: ignore[call-overload]
+        if total_possible == 0:
+            return None
+        achieved = sum(int(i["points"]) for i, g in zip(items, grades, strict=True) if g)  # type: ignore[call-overload]
+        return achieved / total_possible
+
+    overall = calculate_score(criteria, met)
+    assert overall is not None
+    metrics = {"overall_score": overall, **{tag: overall for tag in example_tags}}
+    by_tag: dict[str, tuple[list[dict[str, object]], list[bool]]] = {}
+    for item, grade in zip(criteria, met, strict=True):
+        for tag in item["tags"]:  # type: ignore[attr-defined]
+            items, grades = by_tag.setdefault(tag, ([], []))
+            items.append(item)
+            grades.append(grade)
+    for tag, (items, grades) in by_tag.items():
+        score = calculate_score(items, grades)
+        if score is not None:
+            metrics[tag] = score
+    return metrics
+
+
+def test_decided_scores_equal_simple_evals_healthbench() -> None:
+    """Every shared example, every criterion decided at random: each example's metrics and
+    the clipped means equal what simple-evals' formula gives, and with nothing abstained the
+    bounds are the score itself."""
+    import json
+    import random
+
+    path = shared_data("healthbench/oss_eval_examples_1-30.jsonl")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    examples = load_healthbench(path)
+    rng = random.Random(11)
+    ours, reference = [], []
+    for row, example in zip(rows, examples, strict=True):
+        met = [rng.random() < 0.6 for _ in row["rubrics"]]
+        verdicts = [
+            Verdict(c.id, m, "", "test") for c, m in zip(example.rubric.criteria, met, strict=True)
+        ]
+        scored = score_example(example.rubric, verdicts, example.example_tags)
+        expected = _reference_metrics(row["rubrics"], met, row["example_tags"])
+        assert scored.metrics() == pytest.approx(expected)
+        assert scored.raw_min == scored.raw_max == pytest.approx(expected["overall_score"])
+        ours.append(scored.metrics())
+        reference.append(expected)
+    summary = aggregate(ours)
+    for name in {n for m in reference for n in m}:
+        values = [m[name] for m in reference if name in m]
+        assert summary[name]["mean"] == pytest.approx(min(1.0, max(0.0, sum(values) / len(values))))
+        assert summary[name]["n_samples"] == len(values)
+
+
+def test_abstentions_bound_the_score_from_both_sides() -> None:
+    rubric = Rubric((Criterion("a", 6), Criterion("b", 4), Criterion("c", -5), Criterion("d", -2)))
+    ids = [c.id for c in rubric.criteria]
+    verdicts = [
+        Verdict(ids[0], True, "", "t"),
+        Verdict(ids[1], None, "", "t"),
+        Verdict(ids[2], None, "", "t"),
+        Verdict(ids[3], False, "", "t"),
+    ]
+    scored = score_example(rubric, verdicts)
+    assert scored.raw == 1.0  # 6 of the 6 decided positive points
+    assert scored.raw_min == pytest.approx((6 - 5) / 10)  # b not met, c met
+    assert scored.raw_max == pytest.approx((6 + 4) / 10)  # b met, c not met
+    assert scored.coverage == 0.5

@@ -6,7 +6,10 @@ include a positive one; each example tag takes the example's score. Over example
 each metric clipped to [0, 1], with a bootstrap standard deviation of that clipped mean.
 
 A grader may abstain on a criterion (``met is None``): abstained criteria count in neither sum,
-and ``coverage`` says how many were decided.
+``coverage`` says how many were decided, and ``raw_min``/``raw_max`` bound what the score would
+be had the grader decided them (the worst case: abstained positive criteria not met, negative
+ones met; the best case the other way round). With every criterion decided all three are equal
+to HealthBench's score.
 """
 
 from __future__ import annotations
@@ -58,6 +61,16 @@ class ExampleScore:
     possible: int
     verdicts: tuple[Verdict, ...]
     tag_scores: Mapping[str, float] = field(default_factory=dict)
+    raw_min: float = 0.0  # the raw score, every abstention decided against the response
+    raw_max: float = 0.0  # ... and in its favour
+
+    @property
+    def score_min(self) -> float:
+        return float(np.clip(self.raw_min, 0.0, 1.0))
+
+    @property
+    def score_max(self) -> float:
+        return float(np.clip(self.raw_max, 0.0, 1.0))
 
     @property
     def coverage(self) -> float:
@@ -82,6 +95,18 @@ def ratio(criteria: Sequence[Criterion], verdicts: Sequence[Verdict]) -> float |
     return achieved / possible if possible > 0 else None
 
 
+def bounds(criteria: Sequence[Criterion], verdicts: Sequence[Verdict]) -> tuple[float, float]:
+    """The raw score with every abstention decided against the response, and in its favour."""
+    possible = sum(c.points for c in criteria if c.points > 0)
+    if possible == 0:
+        return 0.0, 0.0
+    met = sum(c.points for c, v in zip(criteria, verdicts, strict=True) if v.met)
+    open_ = [c.points for c, v in zip(criteria, verdicts, strict=True) if v.met is None]
+    worst = met + sum(p for p in open_ if p < 0)
+    best = met + sum(p for p in open_ if p > 0)
+    return worst / possible, best / possible
+
+
 def score_example(
     rubric: Rubric, verdicts: Sequence[Verdict], example_tags: Iterable[str] = ()
 ) -> ExampleScore:
@@ -98,6 +123,7 @@ def score_example(
         value = ratio([rubric.criteria[i] for i in indexes], [verdicts[i] for i in indexes])
         if value is not None:
             tags[tag] = value
+    low, high = bounds(rubric.criteria, verdicts)
     return ExampleScore(
         score=float(np.clip(raw, 0.0, 1.0)),
         raw=raw,
@@ -105,6 +131,8 @@ def score_example(
         possible=possible,
         verdicts=tuple(verdicts),
         tag_scores=tags,
+        raw_min=low,
+        raw_max=high,
     )
 
 

@@ -95,7 +95,13 @@ def judge(item: Item, output: str, grader: Grader | None) -> dict[str, Any]:
         example = item.extra["example"]
         verdicts = grader.grade(example.conversation, output, example.rubric)
         scored = score_example(example.rubric, verdicts, example.example_tags)
-        return {"extracted": None, "score": scored.raw}
+        return {
+            "extracted": None,
+            "score": scored.raw,
+            "score_min": scored.raw_min,
+            "score_max": scored.raw_max,
+            "coverage": round(scored.coverage, 4),
+        }
     return {"extracted": None}
 
 

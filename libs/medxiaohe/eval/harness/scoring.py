@@ -77,9 +77,20 @@ def score_suite(
     values = [float(r[key]) for r in records]
     clean_values = [float(r[key]) for _, r in clean]
     if kind == RUBRIC:
-        # HealthBench's aggregate: the mean of the raw scores, clipped to [0, 1]
-        mean = float(np.clip(np.mean(values), 0, 1))
-        row |= {"metric": "rubric_score", "score": round(mean, 4), "ci95": bootstrap(values)}
+        # HealthBench's aggregate: the mean of the raw scores, clipped to [0, 1]; the bounds
+        # aggregate the same way, and coverage says how much the grader decided
+        def clipped(field: str) -> float:
+            found = [float(r.get(field, r["score"])) for r in records]
+            return round(float(np.clip(np.mean(found), 0, 1)), 4)
+
+        row |= {
+            "metric": "rubric_score",
+            "score": clipped("score"),
+            "score_min": clipped("score_min"),
+            "score_max": clipped("score_max"),
+            "coverage": round(float(np.mean([r.get("coverage", 1.0) for r in records])), 4),
+            "ci95": bootstrap(values),
+        }
     else:
         unparsed = sum(r["extracted"] is None for r in records)
         row |= {

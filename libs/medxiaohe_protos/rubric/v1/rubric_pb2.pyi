@@ -224,6 +224,8 @@ class ScoreResponseResponse(_message.Message):
     COVERAGE_FIELD_NUMBER: _builtins.int
     NOTICE_FIELD_NUMBER: _builtins.int
     PROMPT_ID_FIELD_NUMBER: _builtins.int
+    SCORE_MIN_FIELD_NUMBER: _builtins.int
+    SCORE_MAX_FIELD_NUMBER: _builtins.int
     score: _builtins.float
     """Met points over positive points, clipped to [0, 1]."""
     achieved_points: _builtins.int
@@ -244,6 +246,12 @@ class ScoreResponseResponse(_message.Message):
     notice: _builtins.str
     """Said when the grading differs from what was asked, e.g. no judge is configured."""
     prompt_id: _builtins.str
+    score_min: _builtins.float
+    """What the score would be had the grader decided every criterion it abstained on, at worst
+    (abstained positive criteria not met, negative ones met) and at best, clipped like score.
+    All three are equal when coverage is 1.
+    """
+    score_max: _builtins.float
     @_builtins.property
     def verdicts(self) -> _containers.RepeatedCompositeFieldContainer[Global___CriterionVerdict]: ...
     @_builtins.property
@@ -268,10 +276,12 @@ class ScoreResponseResponse(_message.Message):
         coverage: _builtins.float = ...,
         notice: _builtins.str = ...,
         prompt_id: _builtins.str = ...,
+        score_min: _builtins.float = ...,
+        score_max: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["provenance", b"provenance"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["achieved_points", b"achieved_points", "coverage", b"coverage", "grader", b"grader", "notice", b"notice", "possible_points", b"possible_points", "prompt_id", b"prompt_id", "provenance", b"provenance", "raw_score", b"raw_score", "rubric_set_id", b"rubric_set_id", "rubric_set_version", b"rubric_set_version", "score", b"score", "tag_scores", b"tag_scores", "verdicts", b"verdicts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["achieved_points", b"achieved_points", "coverage", b"coverage", "grader", b"grader", "notice", b"notice", "possible_points", b"possible_points", "prompt_id", b"prompt_id", "provenance", b"provenance", "raw_score", b"raw_score", "rubric_set_id", b"rubric_set_id", "rubric_set_version", b"rubric_set_version", "score", b"score", "score_max", b"score_max", "score_min", b"score_min", "tag_scores", b"tag_scores", "verdicts", b"verdicts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
