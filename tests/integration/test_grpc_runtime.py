@@ -302,8 +302,9 @@ def test_concurrent_rpcs_are_bounded(pki: DevPki, tmp_path: Path) -> None:
 
 
 def test_uploads_in_flight_share_a_spool_budget(pki: DevPki, tmp_path: Path) -> None:
-    """Four 4 GiB uploads overflowed the 8 GiB /tmp: the uploads in flight share one budget;
-    an upload past it is refused (UNAVAILABLE, to retry) and the one in flight completes."""
+    """Four 4 GiB uploads overflowed the 8 GiB /tmp: the uploads in flight share one budget.
+    Two uploads each hold 600 KiB of a 1 MiB spool: whichever arrives second is refused
+    (UNAVAILABLE, to retry) while the first completes; then there is room again."""
     import threading
 
     settings = server_settings(pki, str(tmp_path / "store"), max_upload_mb=1, upload_spool_mb=1)
@@ -312,35 +313,35 @@ def test_uploads_in_flight_share_a_spool_budget(pki: DevPki, tmp_path: Path) -> 
     half = b"x" * (600 << 10)
     hold = threading.Event()
 
-    def slow_upload() -> Iterator[ing.UploadArtifactRequest]:
-        yield ing.UploadArtifactRequest(key="notes/first.bin", chunk=half)
-        hold.wait(timeout=60)  # in flight, its 600 KiB on the spool, until the second is in
+    def slow_upload(name: str) -> Iterator[ing.UploadArtifactRequest]:
+        yield ing.UploadArtifactRequest(key=f"notes/{name}.bin", chunk=half)
+        hold.wait(timeout=60)  # in flight, its 600 KiB on the spool
         yield ing.UploadArtifactRequest(chunk=b"done")
 
     with running(settings, [BUILDERS["ingestion"](settings, store)]) as thread:
         stub = ing_grpc.IngestionServiceStub(client(thread, pki))
-        replies: list[ing.UploadArtifactResponse] = []
-        first = threading.Thread(
-            target=lambda: replies.append(stub.UploadArtifact(slow_upload(), timeout=60))
-        )
-        first.start()
-        refused: grpc.RpcError | None = None
-        try:  # once the first one's 600 KiB are on the spool, another 600 KiB do not fit
-            for attempt in range(100):
-                second = [ing.UploadArtifactRequest(key=f"notes/second-{attempt}", chunk=half)]
-                try:
-                    stub.UploadArtifact(iter(second), timeout=30)
-                except grpc.RpcError as exc:
-                    refused = exc
-                    break
-                time.sleep(0.2)
-        finally:
-            hold.set()
-            first.join(timeout=60)
-        assert refused is not None
+        outcomes: list[object] = []
+
+        def upload_one(name: str) -> None:
+            try:
+                outcomes.append(stub.UploadArtifact(slow_upload(name), timeout=60))
+            except grpc.RpcError as exc:
+                outcomes.append(exc)
+
+        uploads = [threading.Thread(target=upload_one, args=(n,)) for n in ("one", "two")]
+        for upload in uploads:
+            upload.start()
+        deadline = time.monotonic() + 30
+        while not outcomes and time.monotonic() < deadline:  # the second is refused at once
+            time.sleep(0.05)
+        hold.set()
+        for upload in uploads:
+            upload.join(timeout=60)
+        (refused,) = [o for o in outcomes if isinstance(o, grpc.RpcError)]
         assert refused.code() == grpc.StatusCode.UNAVAILABLE
         assert "spool" in (refused.details() or "")
-        assert replies[0].size == len(half) + 4
+        (done,) = [o for o in outcomes if isinstance(o, ing.UploadArtifactResponse)]
+        assert done.size == len(half) + 4
         again = [ing.UploadArtifactRequest(key="notes/again.bin", chunk=half)]
         assert stub.UploadArtifact(iter(again), timeout=30).size == len(half)  # room again
     with pytest.raises(ValueError, match="upload_spool_mb"):
