@@ -17,7 +17,7 @@ from medxiaohe.common.errors import InvalidInput
 from medxiaohe.common.secrets import checkpoint_key
 from medxiaohe.common.settings import Settings
 from medxiaohe.rubric.rewards import LayeredReward, layered_from_config
-from medxiaohe.storage import Manifest
+from medxiaohe.storage import ArtifactStore, Manifest
 from medxiaohe.training.chat_data import prompts, read_sources
 from medxiaohe.training.config import RunConfig
 from medxiaohe.training.hf import mirror, resume_checkpoint
@@ -226,7 +226,7 @@ def prepare(config: RlConfig, settings: Settings) -> tuple[Any, Run, Path]:
         entropy_target=config.entropy_floor if bonus else 0.2,
     )
     run = Run.start(store, STAGE, config, scratch.name, checkpoint_key(settings, store.uri))
-    reward = layered_from_config(config.reward_config(), grader=_grader(config))
+    reward = layered_from_config(config.reward_config(), grader=_grader(config, store))
     rows = selected(config, prompts(read_sources(store, config.data)), base, reward, run)
     model, processor = load_model(base)
     trainer = GRPOTrainer(
@@ -241,12 +241,13 @@ def prepare(config: RlConfig, settings: Settings) -> tuple[Any, Run, Path]:
     return trainer, run, scratch
 
 
-def _grader(config: RlConfig) -> Any:
-    """The deterministic rubric grader where a layer or the gate needs one."""
+def _grader(config: RlConfig, store: ArtifactStore) -> Any:
+    """The deterministic rubric grader, with the store's entity tree, where a layer or the
+    gate needs one."""
     if config.safety or "rubric" in config.reward_layers:
-        from medxiaohe.rubric.deterministic import DeterministicGrader
+        from medxiaohe.rubric.deterministic import grader_with_tree
 
-        return DeterministicGrader()
+        return grader_with_tree(store)
     return None
 
 

@@ -134,13 +134,18 @@ def make_grader(
     kind: str, settings: Settings, judge: str, judge_model: str, concurrency: int
 ) -> Grader:
     """The grader by name; model graders reach the judge through the model client."""
+    from medxiaohe.common.errors import NotFound
     from medxiaohe.models.client import HttpModelClient
-    from medxiaohe.rubric.deterministic import DeterministicGrader
+    from medxiaohe.rubric.deterministic import grader_with_tree
     from medxiaohe.rubric.model_grader import CompositeGrader, ModelGrader
+    from medxiaohe.storage import open_store
 
     if kind not in ("deterministic", "model", "composite"):
         raise typer.BadParameter(f"unknown grader {kind!r}; one of deterministic, model, composite")
-    deterministic = DeterministicGrader()
+    try:
+        deterministic = grader_with_tree(open_store(settings.store_uri, settings))
+    except NotFound as exc:
+        raise typer.BadParameter(str(exc)) from None
     if kind == "deterministic":
         return deterministic
     url = judge or settings.rubric_judge_url

@@ -107,6 +107,7 @@ def suite(
     from medxiaohe.eval.harness.evaluate import evaluate, load_items, publish_results
     from medxiaohe.eval.harness.run import EvalConfig, check_run
     from medxiaohe.eval.harness.scoring import chart, markdown
+    from medxiaohe.eval.harness.suites import RUBRIC
     from medxiaohe.storage import open_store
     from medxiaohe_services.cli.evaluate import make_grader
 
@@ -120,7 +121,8 @@ def suite(
         raise typer.BadParameter("no suite could be read")
     check_run(run)
     client, model_id = _client(settings, model, endpoint, model_name, api_key_file)
-    chosen = make_grader(grader, settings, judge, judge_model, concurrency)
+    rubric = any(i.kind == RUBRIC for found in items.values() for i in found)
+    chosen = make_grader(grader, settings, judge, judge_model, concurrency) if rubric else None
     named = grader if grader == "deterministic" else f"{grader}:{judge_model or judge}"
     config = EvalConfig(model_id, mode, constrain, grader=named)
     artifacts = open_store(settings.store_uri, settings)

@@ -1,13 +1,15 @@
 """Wiring of the rubric service into the runtime.
 
-Health is truthful: with a judge configured (an endpoint, or the in-process model), the service
-is NOT_SERVING while the judge cannot be reached or is loading; without one it serves with the
-deterministic grader and says so in each response.
+Health is truthful: NOT_SERVING until the entity tree (the rules' tagger) is loaded and, with a
+judge configured (an endpoint, or an in-process model whose card says it may judge), while the
+judge cannot be reached, refuses our credentials or is loading; without a judge it serves with
+the deterministic grader and says so in each response.
 """
 
 from __future__ import annotations
 
 from medxiaohe.common.settings import Settings
+from medxiaohe.entities.loader import TaggerLoader
 from medxiaohe.rubric.deterministic import DeterministicGrader
 from medxiaohe.rubric.model_grader import ModelGrader
 from medxiaohe.rubric.rubrics import publish_builtin_sets
@@ -23,11 +25,13 @@ FULL_NAME = rubric_pb2.DESCRIPTOR.services_by_name["RubricService"].full_name
 def build(settings: Settings, store: ArtifactStore) -> ServiceSpec:
     judge = judge_endpoint(settings)  # never a report model that is not meant to judge
     model = None
-    checks = [store.ping]
+    # the rules read mentions with ConText through the Medical Entity Tree: not ready without
+    tagging = TaggerLoader(store, settings.met_version or None)
+    checks = [store.ping, tagging.check]
     if judge is not None:
         model = ModelGrader(judge.client, settings.rubric_judge_model or judge.endpoint)
         checks.append(judge.check)
-    servicer = RubricServicer(store, Graders(DeterministicGrader(), model))
+    servicer = RubricServicer(store, Graders(DeterministicGrader(tagger=tagging), model))
     checks.append(once(lambda: publish_builtin_sets(store)))
     return ServiceSpec(
         name="rubric",

@@ -18,7 +18,7 @@ from medxiaohe.training.config import load_config
 from medxiaohe.training.runs import Run, models_prefix
 from medxiaohe_training import rft, rl
 from medxiaohe_training.entropy_bench import publish_digits
-from tests.conftest import SECRET
+from tests.conftest import SECRET, publish_small_tree
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
 CONFIGS = Path(__file__).parents[2] / "training-jobs/configs"
@@ -67,6 +67,7 @@ def test_safety_gate_zeroes_rewards_inside_a_grpo_step(tmp_path: Path) -> None:
     emergency care (random weights): the gate zeroes each total; shaping stays in its bound."""
     store_uri = str(tmp_path / "store")
     publish_digits(store_uri)
+    publish_small_tree(store_uri)  # the rubric grader reads mentions through the tree
     overrides = ["--store_uri", store_uri, "--run_id", "gate", "--max_steps", "3"]
     overrides += ["--reward_layers", "regex:\\S=1.0", "--rule_layers", "regex:\\S"]
     overrides += ["--safety", "Fails to refer the user to emergency care"]

@@ -21,7 +21,7 @@ from medxiaohe_services.rubric.servicer import NO_JUDGE
 from medxiaohe_services.runtime.certs import DevPki
 from medxiaohe_services.runtime.client import secure_channel
 from medxiaohe_services.runtime.services import BUILDERS
-from tests.conftest import ALLOWED, server_settings
+from tests.conftest import ALLOWED, publish_small_tree, server_settings
 from tests.servers import PlatformThread, free_ports, running, serving
 
 pytestmark = pytest.mark.integration
@@ -54,6 +54,7 @@ def stub_for(thread: PlatformThread, pki: DevPki) -> pb_grpc.RubricServiceStub:
 @pytest.fixture(scope="module")
 def no_judge(pki: DevPki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformThread]:
     settings = server_settings(pki, str(tmp_path_factory.mktemp("store")))
+    publish_small_tree(settings.store_uri)  # the rules' tagger
     store = open_store(settings.store_uri)
     publish_rubric_set(store, "fever", [Criterion("Advises emergency care if lethargic", 8)])
     with running(settings, [BUILDERS["rubric"](settings, store)]) as thread:
@@ -158,6 +159,7 @@ def test_not_serving_while_the_judge_is_down(pki: DevPki, tmp_path: Path) -> Non
     settings = server_settings(
         pki, str(tmp_path / "store"), rubric_judge_url=f"http://127.0.0.1:{port}/openai/v1"
     )
+    publish_small_tree(settings.store_uri)  # the rules' tagger
     store = open_store(settings.store_uri)
     with running(settings, [BUILDERS["rubric"](settings, store)]) as thread:
         assert not serving(thread, timeout=2)
@@ -190,6 +192,7 @@ def test_not_serving_while_the_judge_refuses_our_credentials(pki: DevPki, tmp_pa
     )
     judge = _Judge(("127.0.0.1", port), _RefusingJudge)
     threading.Thread(target=judge.serve_forever, daemon=True).start()
+    publish_small_tree(settings.store_uri)  # the rules' tagger
     store = open_store(settings.store_uri)
     try:
         with running(settings, [BUILDERS["rubric"](settings, store)]) as thread:
@@ -213,6 +216,7 @@ def test_a_model_loaded_for_reports_is_not_the_judge(
 
     settings = server_settings(pki, str(tmp_path / "store"), local_model_uri=str(tiny_model))
     assert judge_endpoint(settings) is None
+    publish_small_tree(settings.store_uri)  # the rules' tagger
     store = open_store(settings.store_uri)
     with running(settings, [BUILDERS["rubric"](settings, store)]) as thread:
         assert serving(thread)
@@ -241,6 +245,7 @@ def test_composite_grading_with_a_real_predictor_as_the_judge(pki: DevPki, tmp_p
             rubric_judge_model="judge",
             rubric_judge_api_key=judge.token,
         )
+        publish_small_tree(settings.store_uri)  # the rules' tagger
         store = open_store(settings.store_uri)
         with running(settings, [BUILDERS["rubric"](settings, store)]) as thread:
             assert serving(thread)

@@ -20,6 +20,7 @@ class Assertion(StrEnum):
     UNCERTAIN = "uncertain"
     HISTORICAL = "historical"
     FAMILY = "family"
+    HYPOTHETICAL = "hypothetical"  # only when asked for (``assert_spans(hypothetical=True)``)
 
 
 FORWARD, BACKWARD, BOTH = "forward", "backward", "both"
@@ -169,7 +170,15 @@ TRIGGERS: list[tuple[str, Assertion, str]] = [
         )
     ],
 ]
+# medspaCy's hypothetical triggers: a mention in their scope is imagined, not asserted ("if you
+# were to go to the emergency room"). Their scope also ends at a comma or "then", where the
+# main clause of a conditional begins ("if the fever lasts, see a doctor": the doctor is advice).
+HYPOTHETICAL_TRIGGERS = ("if", "in case", "unless", "whether", "would", "were to", "in the event")
 PSEUDO = (
+    "not hesitate",
+    "not delay",
+    "not wait",
+    "without delay",
     "no increase",
     "no change",
     "no significant change",
@@ -212,7 +221,14 @@ TERMINATIONS = (
     "today",
     "and has",
 )
-PRIORITY = (Assertion.NEGATED, Assertion.UNCERTAIN, Assertion.FAMILY, Assertion.HISTORICAL)
+PRIORITY = (
+    Assertion.NEGATED,
+    Assertion.HYPOTHETICAL,
+    Assertion.UNCERTAIN,
+    Assertion.FAMILY,
+    Assertion.HISTORICAL,
+)
+HYPO, CLAUSE = Assertion.HYPOTHETICAL, "clause"
 _SENTENCE = re.compile(r"[.!;\n]+(?=\s|$)|\n")
 # Triggers bind no further than this many characters from the mention.
 MAX_SCOPE_CHARS = 120
@@ -229,6 +245,8 @@ for _phrase, _assertion, _direction in TRIGGERS:
     _TRIGGER_RULES.setdefault(_phrase.lower(), []).append((_assertion, _direction))
 _PSEUDO_RE = _alternation(PSEUDO)
 _TERM_RE = _alternation(TERMINATIONS)
+_HYPOTHETICAL_RE = _alternation(HYPOTHETICAL_TRIGGERS)
+_CLAUSE_END = re.compile(r",|\bthen\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -239,9 +257,14 @@ class _Hit:
     direction: str
 
 
-def _hits(sentence: str, offset: int) -> list[_Hit]:
+def _hits(sentence: str, offset: int, hypothetical: bool = False) -> list[_Hit]:
     pseudo = [(m.start(), m.end()) for m in _PSEUDO_RE.finditer(sentence)]
     hits = []
+    if hypothetical:
+        for match in _HYPOTHETICAL_RE.finditer(sentence):
+            hits.append(_Hit(match.start() + offset, match.end() + offset, HYPO, FORWARD))
+        for match in _CLAUSE_END.finditer(sentence):  # ends a hypothetical scope only
+            hits.append(_Hit(match.start() + offset, match.end() + offset, None, CLAUSE))
     for match in _TRIGGER_RE.finditer(sentence):
         if any(s <= match.start() < e for s, e in pseudo):
             continue
@@ -252,16 +275,24 @@ def _hits(sentence: str, offset: int) -> list[_Hit]:
     return sorted(hits, key=lambda h: h.start)
 
 
+def _ends(term: _Hit, hit: _Hit) -> bool:
+    """Whether ``term`` closes ``hit``'s scope (a clause end closes hypotheticals only)."""
+    return term.assertion is None and (term.direction != CLAUSE or hit.assertion is HYPO)
+
+
 def _applies(hit: _Hit, start: int, end: int, hits: list[_Hit]) -> bool:
     if hit.direction in (FORWARD, BOTH) and hit.end <= start <= hit.end + MAX_SCOPE_CHARS:
-        return not any(t.assertion is None and hit.end <= t.start < start for t in hits)
+        return not any(_ends(t, hit) and hit.end <= t.start < start for t in hits)
     if hit.direction in (BACKWARD, BOTH) and end <= hit.start <= end + MAX_SCOPE_CHARS:
-        return not any(t.assertion is None and end <= t.start < hit.start for t in hits)
+        return not any(_ends(t, hit) and end <= t.start < hit.start for t in hits)
     return False
 
 
-def assert_spans(text: str, spans: Sequence[tuple[int, int]]) -> list[Assertion]:
-    """The assertion of each (start, end) span of ``text``."""
+def assert_spans(
+    text: str, spans: Sequence[tuple[int, int]], hypothetical: bool = False
+) -> list[Assertion]:
+    """The assertion of each (start, end) span of ``text``; with ``hypothetical``, spans in
+    the scope of a hypothetical trigger are HYPOTHETICAL (after negation, before the rest)."""
     result = [Assertion.PRESENT] * len(spans)
     if not spans:
         return result
@@ -275,7 +306,7 @@ def assert_spans(text: str, spans: Sequence[tuple[int, int]]) -> list[Assertion]
             sentence += 1
         lo, hi = bounds[sentence], bounds[sentence + 1]
         if sentence not in cache:
-            cache[sentence] = _hits(text[lo:hi], lo)
+            cache[sentence] = _hits(text[lo:hi], lo, hypothetical)
         hits = cache[sentence]
         found = {
             h.assertion
