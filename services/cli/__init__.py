@@ -20,6 +20,7 @@ from medxiaohe_services.cli import (
     met,
     mixture,
     model,
+    rubric,
     synthesize,
     train,
     trajectories,
@@ -103,6 +104,7 @@ app.add_typer(index.app, name="index")
 app.add_typer(train.app, name="train")
 app.add_typer(model.app, name="model")
 app.add_typer(trajectories.app, name="trajectories")
+app.add_typer(rubric.app, name="rubric")
 app.command()(ingest.ingest)
 app.command()(ingest.coverage)
 app.command()(synthesize.synthesize)

@@ -490,3 +490,44 @@ def test_the_graders_rules_hold_no_phrase_of_the_shared_criteria() -> None:
                 if f" {phrase} " in f" {source} ":
                     copied.add(phrase)
     assert not copied, sorted(copied)[:20]
+
+
+def test_rubric_grade_reads_and_writes_healthbench_rows(tmp_path: Path) -> None:
+    """`medxiaohe rubric grade`: HealthBench-shaped rows in, one graded row out per row (its
+    score, bounds, coverage, grader and verdicts), a malformed row as an error."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from medxiaohe_services.cli import app
+    from tests.conftest import publish_small_tree
+
+    store = str(tmp_path / "store")
+    publish_small_tree(store)
+    rubrics = [
+        {"criterion": "Advises going to the emergency department for red flags", "points": 8,
+         "tags": ["axis:completeness"]},
+        {"criterion": "Recommends giving the child aspirin", "points": -8, "tags": []},
+    ]  # fmt: skip
+    rows = [
+        {"id": "a", "prompt": FEVER_ASKED, "completion": ON_TOPIC + " If she is lethargic, go "
+         "to the emergency department.", "rubrics": rubrics},
+        {"id": "b", "prompt": FEVER_ASKED, "response": OFF_TOPIC_WITH_QUESTIONS,
+         "rubrics": rubrics},
+        {"id": "c", "prompt": FEVER_ASKED, "rubrics": rubrics},
+    ]  # fmt: skip
+    items, out = tmp_path / "items.jsonl", tmp_path / "graded.jsonl"
+    items.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    command = ["rubric", "grade", "--items", str(items), "--out", str(out), "--store", store]
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.rindex('{"rows"') :].splitlines()[0])
+    assert summary == {"rows": 3, "graded": 2, "errors": 1, "mean_score": 0.5, "out": str(out)}
+    graded = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [g["id"] for g in graded] == ["a", "b", "3"]
+    assert graded[0]["score"] == 1.0
+    assert graded[0]["score_min"] <= graded[0]["score"] <= graded[0]["score_max"]
+    assert graded[0]["grader"] == "deterministic"
+    assert graded[1]["verdicts"][0]["verdict"] == "not_met"
+    assert set(graded[0]["verdicts"][0]) == {"criterion_id", "verdict", "grader", "explanation"}
+    assert "completion" in graded[2]["error"]

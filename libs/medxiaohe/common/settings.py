@@ -257,8 +257,8 @@ class Settings(BaseSettings):
         "",
         description=(
             "A model loaded in this process (a folder, s3://bucket/prefix or a store prefix) "
-            "for the report service and the rubric judge when their URLs are empty; "
-            "`medxiaohe up` sets it."
+            "for the report service when its URL is empty (and the rubric judge only if its "
+            "card says it may judge); `medxiaohe up` sets it."
         ),
     )
 
