@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -46,6 +47,17 @@ KIND = {
     "verification": common.STEP_KIND_VERIFICATION,
 }
 STATUS = {"ok": common.STEP_STATUS_OK, "error": common.STEP_STATUS_ERROR}
+
+
+_REFERENCE = re.compile(r"[A-Za-z]{1,40}/[A-Za-z0-9\-.]{1,64}")
+
+
+def subject(request: pb.GenerateReportRequest) -> str:
+    """The caller's patient reference, a FHIR relative reference (``Patient/<id>``), or ""."""
+    reference = request.patient_reference
+    if reference and not _REFERENCE.fullmatch(reference):
+        raise InvalidInput("patient_reference is a FHIR reference such as Patient/123")
+    return reference
 
 
 def max_steps(request: pb.GenerateReportRequest) -> int:

@@ -104,7 +104,7 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
             loop.call_soon_threadsafe(queue.put_nowait, step)
 
         # what the store must not hold in clear: the caller's request, study and image ids
-        identifiers = [request.request_id, request.study_id]
+        identifiers = [request.request_id, request.study_id, request.patient_reference]
         identifiers += sorted({image.id for image in report_request.images})
 
         def run() -> tuple[Any, list[Step]]:
@@ -182,6 +182,7 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
         report_request = ReportRequest(
             request_id=request.request_id,
             study_id=request.study_id,
+            subject=convert.subject(request),
             images=convert.images(request, self.store, caller),
             context=request.clinical_context,
             max_steps=convert.max_steps(request),

@@ -109,6 +109,7 @@ def request(**change: object) -> pb.GenerateReportRequest:
         ],
         "clinical_context": CONTEXT,
         "max_steps": 3,
+        "patient_reference": "Patient/p-1",
         **change,
     }
     return pb.GenerateReportRequest(**fields)  # type: ignore[arg-type]
@@ -187,6 +188,11 @@ def test_the_pipeline_streams_a_verifiable_trace_and_a_stored_report(
     assert kinds[0] == "DiagnosticReport"
     assert kinds[-1] == "Provenance"
     assert kinds.count("Observation") == len(report.findings)
+    # a machine's report waits for a clinician; its subject is the caller's patient
+    diagnostic = json.loads(exported.fhir_json)["entry"][0]["resource"]
+    assert diagnostic["status"] == "preliminary"
+    assert diagnostic["subject"] == {"reference": "Patient/p-1"}
+    assert all(e.fullUrl.startswith("urn:uuid:") for e in bundle.entry)
 
     # a retry returns the stored report; the same id with other content is refused
     again_steps, again = generate(stub, message)
@@ -269,6 +275,7 @@ def test_a_caller_names_only_the_indexes_it_was_given(service: PlatformThread, p
         ),
         ({"request_id": ""}, "INVALID_ARGUMENT", "request_id is required"),
         ({"language": "fr"}, "INVALID_ARGUMENT", "language"),
+        ({"patient_reference": "123 Main St"}, "INVALID_ARGUMENT", "patient_reference"),
     ],
 )
 def test_bad_requests_say_what_is_wrong(

@@ -118,24 +118,32 @@ def sample_report() -> Report:
 
 def test_a_report_exports_as_validated_fhir_r4() -> None:
     import base64
+    import dataclasses
 
     import pytest
     from fhir.resources.R4B.bundle import Bundle
 
     from medxiaohe.common.errors import InvalidInput
-    from medxiaohe.report.fhir import to_fhir
-    from medxiaohe.report.model import Region
+    from medxiaohe.report.fhir import PARTICIPANT_TYPE, VERDICT_EXTENSION, to_fhir
+    from medxiaohe.report.model import Region, Section, Sentence
 
-    bundle = to_fhir(sample_report())
+    report = sample_report()
+    bundle = to_fhir(report)
     parsed = Bundle.model_validate(bundle)  # valid R4
     kinds = [e.resource.get_resource_type() for e in parsed.entry]
     assert kinds == ["DiagnosticReport", "Observation", "Observation", "Provenance"]
     diagnostic, left, absent, provenance = (e["resource"] for e in bundle["entry"])
+    # a machine never signs: everything waits for a clinician
+    assert {r["status"] for r in (diagnostic, left, absent)} == {"preliminary"}
+    assert "subject" not in diagnostic  # the request gave no patient reference
     assert diagnostic["conclusion"] == "Possible pneumonia."
-    assert [r["reference"] for r in diagnostic["result"]] == [
-        "Observation/r-1-f1",
-        "Observation/r-1-f2",
-    ]
+    # entries are urn:uuid, stable across exports, and refer to each other by them
+    urls = [e["fullUrl"] for e in bundle["entry"]]
+    assert all(u.startswith("urn:uuid:") for u in urls)
+    assert len(set(urls)) == 4
+    assert [e["fullUrl"] for e in to_fhir(report)["entry"]] == urls
+    assert [r["reference"] for r in diagnostic["result"]] == urls[1:3]
+    assert [t["reference"] for t in provenance["target"]] == urls[:3]
     assert (
         "Left lower lobe opacity."
         in base64.b64decode(diagnostic["presentedForm"][0]["data"]).decode()
@@ -143,9 +151,37 @@ def test_a_report_exports_as_validated_fhir_r4() -> None:
     assert left["bodySite"]["text"] == "left lung"
     assert "1.2.3.4" in left["note"][0]["text"]
     assert absent["interpretation"][0]["coding"][0]["code"] == "NEG"
-    names = {a["type"]["text"] for a in provenance["agent"]}
-    assert names == {"model", "perception", "reasoning", "style", "verifier"}
+    codes = [c for a in provenance["agent"] for c in a["type"]["coding"]]
+    assert {c["system"] for c in codes} == {PARTICIPANT_TYPE}
+    assert {c["code"] for c in codes} == {"author", "performer", "composer", "verifier"}
     assert any("rare v3" in e["what"]["display"] for e in provenance["entity"])
+    # each sentence's verdict travels in the documented extension
+    verdicts = [
+        {p["url"]: p.get("valueCode", p.get("valueString")) for p in x["extension"]}
+        for x in diagnostic["extension"]
+        if x["url"] == VERDICT_EXTENSION
+    ]
+    assert [(v["text"], v["verdict"]) for v in verdicts] == [
+        ("Left lower lobe opacity.", "supported"),
+        ("Possible pneumonia.", "not_checked"),
+    ]
+
+    # a flagged impression sentence never reaches the conclusion; the subject is the caller's
+    flagged = Sentence("Right pneumothorax.", (), (), "addition", ("not in the source",))
+    impression = Section("Impression", (flagged, Sentence("Possible pneumonia.", ("f1",))))
+    report = dataclasses.replace(
+        report, sections=(report.sections[0], impression), subject="Patient/p-7"
+    )
+    diagnostic = to_fhir(report)["entry"][0]["resource"]
+    assert diagnostic["conclusion"] == "Possible pneumonia."
+    assert diagnostic["subject"] == {"reference": "Patient/p-7"}
+    reasons = [
+        p["valueString"]
+        for x in diagnostic["extension"]
+        for p in x["extension"]
+        if p["url"] == "reason"
+    ]
+    assert reasons == ["not in the source"]
     with pytest.raises(InvalidInput):
         Region("x", (50, 0, 10, 10))
 

@@ -1,11 +1,20 @@
 """A report as FHIR R4: a Bundle (type collection) holding one DiagnosticReport, one Observation
 per finding (its assertion, site and side, and its image region), and a Provenance naming the
-model, the index and entity-tree versions and the pipeline's agents. Validated with
-``fhir.resources`` (R4B) before it is returned."""
+model, the index and entity-tree versions and the pipeline's agents.
+
+What a hospital can take in: everything is ``preliminary`` (a machine never writes ``final``; a
+clinician's signature does); each sentence's verifier verdict and reasons travel in the
+DiagnosticReport's ``sentence-verdict`` extension (documented in ``docs/fhir.md``); a sentence
+the verifier flagged never reaches ``conclusion``; ``subject`` is the caller's patient reference
+when the request gave one; entries have ``urn:uuid`` full URLs (UUIDs derived from the report,
+so an export is the same every time) and refer to each other by them; Provenance agents carry
+the standard participant-type codes. The Bundle is validated against the R4 models of
+``fhir.resources`` (its R4B package, which holds R4's resources) before it is returned."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from medxiaohe.common.errors import InvalidInput
@@ -16,7 +25,17 @@ IMAGING_REPORT = {
     "code": "18748-4",
     "display": "Diagnostic imaging study",
 }
-PIPELINE = ("perception", "reasoning", "style", "verifier")
+STATUS = "preliminary"  # until a clinician signs
+VERDICT_EXTENSION = "https://medxiaohe.dev/fhir/StructureDefinition/sentence-verdict"
+PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+# Each agent of the pipeline and its participant type (the model authors; the verifier verifies)
+AGENTS = (
+    ("perception", "performer", "Performer"),
+    ("reasoning", "author", "Author"),
+    ("style", "composer", "Composer"),
+    ("verifier", "verifier", "Verifier"),
+)
+_FLAGGED = ("addition", "negation", "laterality", "location", "severity")
 _INTERPRETATION = {
     "present": ("POS", "Positive"),
     "absent": ("NEG", "Negative"),
@@ -24,12 +43,17 @@ _INTERPRETATION = {
 }
 
 
+def _urn(report: Report, name: str) -> str:
+    """A stable ``urn:uuid`` for one resource of one report."""
+    return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'medxiaohe:{report.id}:{name}')}"
+
+
 def _observation(report: Report, finding: Finding) -> dict[str, Any]:
     code, display = _INTERPRETATION[finding.assertion]
     observation: dict[str, Any] = {
         "resourceType": "Observation",
         "id": f"{report.id}-{finding.id}",
-        "status": "final",
+        "status": STATUS,
         "code": {"text": finding.text},
         "interpretation": [
             {
@@ -44,6 +68,8 @@ def _observation(report: Report, finding: Finding) -> dict[str, Any]:
         ],
         "derivedFrom": [{"reference": f"ImagingStudy/{report.study_id}"}],
     }
+    if report.subject:
+        observation["subject"] = {"reference": report.subject}
     site = " ".join(x for x in (finding.laterality, finding.site) if x)
     if site:
         observation["bodySite"] = {"text": site}
@@ -60,42 +86,48 @@ def _observation(report: Report, finding: Finding) -> dict[str, Any]:
     return observation
 
 
-def to_fhir(report: Report) -> dict[str, Any]:
-    """The report as a validated FHIR R4 Bundle (JSON-ready dict)."""
-    from fhir.resources.R4B.bundle import Bundle
-    from pydantic import ValidationError
+def _verdicts(report: Report) -> list[dict[str, Any]]:
+    """Every sentence with its verdict and reasons: one complex extension per sentence."""
+    out = []
+    for section in report.sections:
+        for sentence in section.sentences:
+            parts = [
+                {"url": "section", "valueString": section.name},
+                {"url": "text", "valueString": sentence.text},
+                {"url": "verdict", "valueCode": sentence.verdict or "not_checked"},
+                {"url": "removed", "valueBoolean": sentence.removed},
+                *({"url": "reason", "valueString": r} for r in sentence.reasons),
+            ]
+            out.append({"url": VERDICT_EXTENSION, "extension": parts})
+    return out
 
-    if not report.created:
-        raise InvalidInput("a report needs its creation time for FHIR")
-    observations = [_observation(report, f) for f in report.findings]
+
+def _conclusion(report: Report) -> str | None:
+    """The impression's sentences the verifier did not flag (and the policy did not remove)."""
     impression = report.section("Impression")
-    diagnostic: dict[str, Any] = {
-        "resourceType": "DiagnosticReport",
-        "id": report.id,
-        "status": "final",
-        "code": {"coding": [IMAGING_REPORT], "text": "Imaging report"},
-        "issued": report.created,
-        "imagingStudy": [{"reference": f"ImagingStudy/{report.study_id}"}],
-        "result": [{"reference": f"Observation/{o['id']}"} for o in observations],
-        "presentedForm": [{"contentType": "text/plain", "data": _base64(report.text)}],
-    }
-    if impression is not None:
-        diagnostic["conclusion"] = impression.text
+    if impression is None:
+        return None
+    kept = [s.text for s in impression.sentences if not s.removed and s.verdict not in _FLAGGED]
+    return " ".join(kept)
+
+
+def _provenance(report: Report, targets: list[str]) -> dict[str, Any]:
     p = report.provenance
-    provenance = {
+
+    def agent(code: str, display: str, who: str) -> dict[str, Any]:
+        coding = {"system": PARTICIPANT_TYPE, "code": code, "display": display}
+        return {"type": {"coding": [coding]}, "who": {"display": who}}
+
+    return {
         "resourceType": "Provenance",
         "id": f"{report.id}-provenance",
-        "target": [{"reference": f"DiagnosticReport/{report.id}"}]
-        + [{"reference": f"Observation/{o['id']}"} for o in observations],
+        "target": [{"reference": t} for t in targets],
         "recorded": report.created,
         "agent": [
-            {
-                "type": {"text": "model"},
-                "who": {"display": f"{p.model_endpoint} {p.model_version}"},
-            },
+            agent("author", "Author", f"model {p.model_endpoint} {p.model_version}"),
             *(
-                {"type": {"text": step}, "who": {"display": f"medxiaohe {p.code_version}"}}
-                for step in PIPELINE
+                agent(code, display, f"medxiaohe {p.code_version} {step}")
+                for step, code, display in AGENTS
             ),
         ],
         "entity": [
@@ -107,11 +139,43 @@ def to_fhir(report: Report) -> dict[str, Any]:
             ),
         ],
     }
+
+
+def to_fhir(report: Report) -> dict[str, Any]:
+    """The report as a validated FHIR R4 Bundle (JSON-ready dict)."""
+    from fhir.resources.R4B.bundle import Bundle
+    from pydantic import ValidationError
+
+    if not report.created:
+        raise InvalidInput("a report needs its creation time for FHIR")
+    observations = [_observation(report, f) for f in report.findings]
+    urns = {o["id"]: _urn(report, o["id"]) for o in observations}
+    diagnostic: dict[str, Any] = {
+        "resourceType": "DiagnosticReport",
+        "id": report.id,
+        "extension": _verdicts(report),
+        "status": STATUS,
+        "code": {"coding": [IMAGING_REPORT], "text": "Imaging report"},
+        "issued": report.created,
+        "imagingStudy": [{"reference": f"ImagingStudy/{report.study_id}"}],
+        "result": [{"reference": urns[o["id"]]} for o in observations],
+        "presentedForm": [{"contentType": "text/plain", "data": _base64(report.text)}],
+    }
+    if not diagnostic["extension"]:
+        del diagnostic["extension"]
+    if report.subject:
+        diagnostic["subject"] = {"reference": report.subject}
+    conclusion = _conclusion(report)
+    if conclusion:
+        diagnostic["conclusion"] = conclusion
+    urns[report.id] = _urn(report, report.id)
+    provenance = _provenance(report, [urns[report.id], *(urns[o["id"]] for o in observations)])
+    urns[provenance["id"]] = _urn(report, provenance["id"])
     bundle = {
         "resourceType": "Bundle",
         "type": "collection",
         "entry": [
-            {"fullUrl": f"urn:medxiaohe:{r['resourceType']}/{r['id']}", "resource": r}
+            {"fullUrl": urns[r["id"]], "resource": r}
             for r in (diagnostic, *observations, provenance)
         ],
     }

@@ -111,6 +111,7 @@ class Report:
     omissions: tuple[Omission, ...] = ()
     created: str = ""  # ISO 8601, UTC
     template_id: str = ""
+    subject: str = ""  # the caller's patient reference ("Patient/123"), when it gave one
 
     def section(self, name: str) -> Section | None:
         return next((s for s in self.sections if s.name.lower() == name.lower()), None)

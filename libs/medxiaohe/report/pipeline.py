@@ -32,6 +32,7 @@ class ReportRequest:
     request_id: str
     study_id: str
     images: tuple[StudyImage, ...] = ()
+    subject: str = ""  # the caller's patient reference, for the FHIR export
     context: str = ""
     max_steps: int = DEFAULT_STEPS
     policy: str = "flag"  # flag or remove
@@ -147,5 +148,6 @@ def generate(
         omissions=tuple(state.omissions),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         template_id=deps.template.id,
+        subject=request.subject,
     )
     return report, state

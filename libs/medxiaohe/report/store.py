@@ -84,6 +84,7 @@ def report_from_dict(data: dict[str, Any]) -> Report:
         ),
         created=data["created"],
         template_id=data["template_id"],
+        subject=data.get("subject", ""),
     )
 
 

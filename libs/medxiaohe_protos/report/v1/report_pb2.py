@@ -26,45 +26,45 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from medxiaohe_protos.common.v1 import common_pb2 as medxiaohe_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n medxiaohe/report/v1/report.proto\x12\x13medxiaohe.report.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a medxiaohe/common/v1/common.proto\"]\n\x0bReportImage\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x11\n\x07\x63ontent\x18\x02 \x01(\x0cH\x00\x12\r\n\x03uri\x18\x03 \x01(\tH\x00\x12\x10\n\x08modality\x18\x04 \x01(\tB\x08\n\x06source\"\x90\x02\n\x15GenerateReportRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08study_id\x18\x02 \x01(\t\x12\x30\n\x06images\x18\x03 \x03(\x0b\x32 .medxiaohe.report.v1.ReportImage\x12\x18\n\x10\x63linical_context\x18\x04 \x01(\t\x12\x13\n\x0btemplate_id\x18\x05 \x01(\t\x12\x10\n\x08language\x18\x06 \x01(\t\x12\x16\n\x0e\x65vidence_index\x18\x07 \x01(\t\x12\x11\n\tmax_steps\x18\x08 \x01(\x05\x12\x33\n\x06policy\x18\t \x01(\x0e\x32#.medxiaohe.report.v1.VerifierPolicy\"\x8b\x02\n\x07\x46inding\x12\x12\n\nfinding_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x31\n\x07regions\x18\x05 \x03(\x0b\x32 .medxiaohe.common.v1.ImageRegion\x12\x31\n\tassertion\x18\x08 \x01(\x0e\x32\x1e.medxiaohe.common.v1.Assertion\x12\x0c\n\x04site\x18\t \x01(\t\x12\x12\n\nlaterality\x18\n \x01(\t\x12\x12\n\nconfidence\x18\x0b \x01(\x02J\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05J\x04\x08\x06\x10\x07J\x04\x08\x07\x10\x08R\x0c\x65vidence_idsR\tcitationsR\x08\x65ntitiesR\x07verdict\"\xf1\x01\n\x0eReportSentence\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x13\n\x0b\x66inding_ids\x18\x02 \x03(\t\x12\x30\n\tcitations\x18\x03 \x03(\x0b\x32\x1d.medxiaohe.common.v1.Citation\x12-\n\x07verdict\x18\x04 \x01(\x0e\x32\x1c.medxiaohe.report.v1.Verdict\x12\x39\n\rcontradiction\x18\x05 \x01(\x0e\x32\".medxiaohe.report.v1.Contradiction\x12\x0f\n\x07reasons\x18\x06 \x03(\t\x12\x0f\n\x07removed\x18\x07 \x01(\x08\"f\n\rReportSection\x12\r\n\x05title\x18\x01 \x01(\t\x12\x36\n\tsentences\x18\x03 \x03(\x0b\x32#.medxiaohe.report.v1.ReportSentenceJ\x04\x08\x02\x10\x03R\x08\x66indings\"p\n\x08Omission\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x31\n\x07regions\x18\x03 \x03(\x0b\x32 .medxiaohe.common.v1.ImageRegion\x12\x12\n\nfinding_id\x18\x04 \x01(\t\"\xba\x01\n\x13VerificationSummary\x12\x11\n\tsupported\x18\x01 \x01(\x05\x12\x13\n\x0bunsupported\x18\x02 \x01(\x05\x12\x14\n\x0c\x63ontradicted\x18\x03 \x01(\x05\x12\x13\n\x0bnot_checked\x18\x05 \x01(\x05\x12\x0f\n\x07removed\x18\x06 \x01(\x05\x12.\n\x07omitted\x18\x07 \x03(\x0b\x32\x1d.medxiaohe.report.v1.OmissionJ\x04\x08\x04\x10\x05R\tomissions\"\xea\x02\n\x06Report\x12\x11\n\treport_id\x18\x01 \x01(\t\x12\x10\n\x08study_id\x18\x02 \x01(\t\x12\x34\n\x08sections\x18\x03 \x03(\x0b\x32\".medxiaohe.report.v1.ReportSection\x12>\n\x0cverification\x18\x05 \x01(\x0b\x32(.medxiaohe.report.v1.VerificationSummary\x12\x33\n\nprovenance\x18\x06 \x01(\x0b\x32\x1f.medxiaohe.common.v1.Provenance\x12.\n\x08\x66indings\x18\x07 \x03(\x0b\x32\x1c.medxiaohe.report.v1.Finding\x12\x0c\n\x04text\x18\x08 \x01(\t\x12+\n\x07\x63reated\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btemplate_id\x18\n \x01(\tJ\x04\x08\x04\x10\x05R\nimpression\"\x80\x01\n\x16GenerateReportResponse\x12.\n\x04step\x18\x01 \x01(\x0b\x32\x1e.medxiaohe.common.v1.TraceStepH\x00\x12-\n\x06report\x18\x02 \x01(\x0b\x32\x1b.medxiaohe.report.v1.ReportH\x00\x42\x07\n\x05\x65vent\"%\n\x10GetReportRequest\x12\x11\n\treport_id\x18\x01 \x01(\t\"o\n\x11GetReportResponse\x12+\n\x06report\x18\x01 \x01(\x0b\x32\x1b.medxiaohe.report.v1.Report\x12-\n\x05trace\x18\x02 \x03(\x0b\x32\x1e.medxiaohe.common.v1.TraceStep\"(\n\x13\x45xportReportRequest\x12\x11\n\treport_id\x18\x01 \x01(\t\")\n\x14\x45xportReportResponse\x12\x11\n\tfhir_json\x18\x01 \x01(\t*g\n\x0eVerifierPolicy\x12\x1f\n\x1bVERIFIER_POLICY_UNSPECIFIED\x10\x00\x12\x18\n\x14VERIFIER_POLICY_FLAG\x10\x01\x12\x1a\n\x16VERIFIER_POLICY_REMOVE\x10\x02*\x85\x01\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x15\n\x11VERDICT_SUPPORTED\x10\x01\x12\x17\n\x13VERDICT_UNSUPPORTED\x10\x02\x12\x18\n\x14VERDICT_CONTRADICTED\x10\x03\x12\x17\n\x13VERDICT_NOT_CHECKED\x10\x04*h\n\rContradiction\x12\x1d\n\x19\x43ONTRADICTION_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43ONTRADICTION_NEGATION\x10\x01\x12\x1c\n\x18\x43ONTRADICTION_LATERALITY\x10\x02\x32\xbd\x02\n\rReportService\x12k\n\x0eGenerateReport\x12*.medxiaohe.report.v1.GenerateReportRequest\x1a+.medxiaohe.report.v1.GenerateReportResponse0\x01\x12Z\n\tGetReport\x12%.medxiaohe.report.v1.GetReportRequest\x1a&.medxiaohe.report.v1.GetReportResponse\x12\x63\n\x0c\x45xportReport\x12(.medxiaohe.report.v1.ExportReportRequest\x1a).medxiaohe.report.v1.ExportReportResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n medxiaohe/report/v1/report.proto\x12\x13medxiaohe.report.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a medxiaohe/common/v1/common.proto\"]\n\x0bReportImage\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x11\n\x07\x63ontent\x18\x02 \x01(\x0cH\x00\x12\r\n\x03uri\x18\x03 \x01(\tH\x00\x12\x10\n\x08modality\x18\x04 \x01(\tB\x08\n\x06source\"\xab\x02\n\x15GenerateReportRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08study_id\x18\x02 \x01(\t\x12\x30\n\x06images\x18\x03 \x03(\x0b\x32 .medxiaohe.report.v1.ReportImage\x12\x18\n\x10\x63linical_context\x18\x04 \x01(\t\x12\x13\n\x0btemplate_id\x18\x05 \x01(\t\x12\x10\n\x08language\x18\x06 \x01(\t\x12\x16\n\x0e\x65vidence_index\x18\x07 \x01(\t\x12\x11\n\tmax_steps\x18\x08 \x01(\x05\x12\x33\n\x06policy\x18\t \x01(\x0e\x32#.medxiaohe.report.v1.VerifierPolicy\x12\x19\n\x11patient_reference\x18\n \x01(\t\"\x8b\x02\n\x07\x46inding\x12\x12\n\nfinding_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x31\n\x07regions\x18\x05 \x03(\x0b\x32 .medxiaohe.common.v1.ImageRegion\x12\x31\n\tassertion\x18\x08 \x01(\x0e\x32\x1e.medxiaohe.common.v1.Assertion\x12\x0c\n\x04site\x18\t \x01(\t\x12\x12\n\nlaterality\x18\n \x01(\t\x12\x12\n\nconfidence\x18\x0b \x01(\x02J\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05J\x04\x08\x06\x10\x07J\x04\x08\x07\x10\x08R\x0c\x65vidence_idsR\tcitationsR\x08\x65ntitiesR\x07verdict\"\xf1\x01\n\x0eReportSentence\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x13\n\x0b\x66inding_ids\x18\x02 \x03(\t\x12\x30\n\tcitations\x18\x03 \x03(\x0b\x32\x1d.medxiaohe.common.v1.Citation\x12-\n\x07verdict\x18\x04 \x01(\x0e\x32\x1c.medxiaohe.report.v1.Verdict\x12\x39\n\rcontradiction\x18\x05 \x01(\x0e\x32\".medxiaohe.report.v1.Contradiction\x12\x0f\n\x07reasons\x18\x06 \x03(\t\x12\x0f\n\x07removed\x18\x07 \x01(\x08\"f\n\rReportSection\x12\r\n\x05title\x18\x01 \x01(\t\x12\x36\n\tsentences\x18\x03 \x03(\x0b\x32#.medxiaohe.report.v1.ReportSentenceJ\x04\x08\x02\x10\x03R\x08\x66indings\"p\n\x08Omission\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x31\n\x07regions\x18\x03 \x03(\x0b\x32 .medxiaohe.common.v1.ImageRegion\x12\x12\n\nfinding_id\x18\x04 \x01(\t\"\xba\x01\n\x13VerificationSummary\x12\x11\n\tsupported\x18\x01 \x01(\x05\x12\x13\n\x0bunsupported\x18\x02 \x01(\x05\x12\x14\n\x0c\x63ontradicted\x18\x03 \x01(\x05\x12\x13\n\x0bnot_checked\x18\x05 \x01(\x05\x12\x0f\n\x07removed\x18\x06 \x01(\x05\x12.\n\x07omitted\x18\x07 \x03(\x0b\x32\x1d.medxiaohe.report.v1.OmissionJ\x04\x08\x04\x10\x05R\tomissions\"\xea\x02\n\x06Report\x12\x11\n\treport_id\x18\x01 \x01(\t\x12\x10\n\x08study_id\x18\x02 \x01(\t\x12\x34\n\x08sections\x18\x03 \x03(\x0b\x32\".medxiaohe.report.v1.ReportSection\x12>\n\x0cverification\x18\x05 \x01(\x0b\x32(.medxiaohe.report.v1.VerificationSummary\x12\x33\n\nprovenance\x18\x06 \x01(\x0b\x32\x1f.medxiaohe.common.v1.Provenance\x12.\n\x08\x66indings\x18\x07 \x03(\x0b\x32\x1c.medxiaohe.report.v1.Finding\x12\x0c\n\x04text\x18\x08 \x01(\t\x12+\n\x07\x63reated\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btemplate_id\x18\n \x01(\tJ\x04\x08\x04\x10\x05R\nimpression\"\x80\x01\n\x16GenerateReportResponse\x12.\n\x04step\x18\x01 \x01(\x0b\x32\x1e.medxiaohe.common.v1.TraceStepH\x00\x12-\n\x06report\x18\x02 \x01(\x0b\x32\x1b.medxiaohe.report.v1.ReportH\x00\x42\x07\n\x05\x65vent\"%\n\x10GetReportRequest\x12\x11\n\treport_id\x18\x01 \x01(\t\"o\n\x11GetReportResponse\x12+\n\x06report\x18\x01 \x01(\x0b\x32\x1b.medxiaohe.report.v1.Report\x12-\n\x05trace\x18\x02 \x03(\x0b\x32\x1e.medxiaohe.common.v1.TraceStep\"(\n\x13\x45xportReportRequest\x12\x11\n\treport_id\x18\x01 \x01(\t\")\n\x14\x45xportReportResponse\x12\x11\n\tfhir_json\x18\x01 \x01(\t*g\n\x0eVerifierPolicy\x12\x1f\n\x1bVERIFIER_POLICY_UNSPECIFIED\x10\x00\x12\x18\n\x14VERIFIER_POLICY_FLAG\x10\x01\x12\x1a\n\x16VERIFIER_POLICY_REMOVE\x10\x02*\x85\x01\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x15\n\x11VERDICT_SUPPORTED\x10\x01\x12\x17\n\x13VERDICT_UNSUPPORTED\x10\x02\x12\x18\n\x14VERDICT_CONTRADICTED\x10\x03\x12\x17\n\x13VERDICT_NOT_CHECKED\x10\x04*h\n\rContradiction\x12\x1d\n\x19\x43ONTRADICTION_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43ONTRADICTION_NEGATION\x10\x01\x12\x1c\n\x18\x43ONTRADICTION_LATERALITY\x10\x02\x32\xbd\x02\n\rReportService\x12k\n\x0eGenerateReport\x12*.medxiaohe.report.v1.GenerateReportRequest\x1a+.medxiaohe.report.v1.GenerateReportResponse0\x01\x12Z\n\tGetReport\x12%.medxiaohe.report.v1.GetReportRequest\x1a&.medxiaohe.report.v1.GetReportResponse\x12\x63\n\x0c\x45xportReport\x12(.medxiaohe.report.v1.ExportReportRequest\x1a).medxiaohe.report.v1.ExportReportResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'medxiaohe.report.v1.report_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VERIFIERPOLICY']._serialized_start=2148
-  _globals['_VERIFIERPOLICY']._serialized_end=2251
-  _globals['_VERDICT']._serialized_start=2254
-  _globals['_VERDICT']._serialized_end=2387
-  _globals['_CONTRADICTION']._serialized_start=2389
-  _globals['_CONTRADICTION']._serialized_end=2493
+  _globals['_VERIFIERPOLICY']._serialized_start=2175
+  _globals['_VERIFIERPOLICY']._serialized_end=2278
+  _globals['_VERDICT']._serialized_start=2281
+  _globals['_VERDICT']._serialized_end=2414
+  _globals['_CONTRADICTION']._serialized_start=2416
+  _globals['_CONTRADICTION']._serialized_end=2520
   _globals['_REPORTIMAGE']._serialized_start=124
   _globals['_REPORTIMAGE']._serialized_end=217
   _globals['_GENERATEREPORTREQUEST']._serialized_start=220
-  _globals['_GENERATEREPORTREQUEST']._serialized_end=492
-  _globals['_FINDING']._serialized_start=495
-  _globals['_FINDING']._serialized_end=762
-  _globals['_REPORTSENTENCE']._serialized_start=765
-  _globals['_REPORTSENTENCE']._serialized_end=1006
-  _globals['_REPORTSECTION']._serialized_start=1008
-  _globals['_REPORTSECTION']._serialized_end=1110
-  _globals['_OMISSION']._serialized_start=1112
-  _globals['_OMISSION']._serialized_end=1224
-  _globals['_VERIFICATIONSUMMARY']._serialized_start=1227
-  _globals['_VERIFICATIONSUMMARY']._serialized_end=1413
-  _globals['_REPORT']._serialized_start=1416
-  _globals['_REPORT']._serialized_end=1778
-  _globals['_GENERATEREPORTRESPONSE']._serialized_start=1781
-  _globals['_GENERATEREPORTRESPONSE']._serialized_end=1909
-  _globals['_GETREPORTREQUEST']._serialized_start=1911
-  _globals['_GETREPORTREQUEST']._serialized_end=1948
-  _globals['_GETREPORTRESPONSE']._serialized_start=1950
-  _globals['_GETREPORTRESPONSE']._serialized_end=2061
-  _globals['_EXPORTREPORTREQUEST']._serialized_start=2063
-  _globals['_EXPORTREPORTREQUEST']._serialized_end=2103
-  _globals['_EXPORTREPORTRESPONSE']._serialized_start=2105
-  _globals['_EXPORTREPORTRESPONSE']._serialized_end=2146
-  _globals['_REPORTSERVICE']._serialized_start=2496
-  _globals['_REPORTSERVICE']._serialized_end=2813
+  _globals['_GENERATEREPORTREQUEST']._serialized_end=519
+  _globals['_FINDING']._serialized_start=522
+  _globals['_FINDING']._serialized_end=789
+  _globals['_REPORTSENTENCE']._serialized_start=792
+  _globals['_REPORTSENTENCE']._serialized_end=1033
+  _globals['_REPORTSECTION']._serialized_start=1035
+  _globals['_REPORTSECTION']._serialized_end=1137
+  _globals['_OMISSION']._serialized_start=1139
+  _globals['_OMISSION']._serialized_end=1251
+  _globals['_VERIFICATIONSUMMARY']._serialized_start=1254
+  _globals['_VERIFICATIONSUMMARY']._serialized_end=1440
+  _globals['_REPORT']._serialized_start=1443
+  _globals['_REPORT']._serialized_end=1805
+  _globals['_GENERATEREPORTRESPONSE']._serialized_start=1808
+  _globals['_GENERATEREPORTRESPONSE']._serialized_end=1936
+  _globals['_GETREPORTREQUEST']._serialized_start=1938
+  _globals['_GETREPORTREQUEST']._serialized_end=1975
+  _globals['_GETREPORTRESPONSE']._serialized_start=1977
+  _globals['_GETREPORTRESPONSE']._serialized_end=2088
+  _globals['_EXPORTREPORTREQUEST']._serialized_start=2090
+  _globals['_EXPORTREPORTREQUEST']._serialized_end=2130
+  _globals['_EXPORTREPORTRESPONSE']._serialized_start=2132
+  _globals['_EXPORTREPORTRESPONSE']._serialized_end=2173
+  _globals['_REPORTSERVICE']._serialized_start=2523
+  _globals['_REPORTSERVICE']._serialized_end=2840
 # @@protoc_insertion_point(module_scope)

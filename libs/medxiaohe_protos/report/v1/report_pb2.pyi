@@ -139,6 +139,7 @@ class GenerateReportRequest(_message.Message):
     EVIDENCE_INDEX_FIELD_NUMBER: _builtins.int
     MAX_STEPS_FIELD_NUMBER: _builtins.int
     POLICY_FIELD_NUMBER: _builtins.int
+    PATIENT_REFERENCE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Idempotency key: a retried request with the same id returns the same report."""
     study_id: _builtins.str
@@ -153,6 +154,10 @@ class GenerateReportRequest(_message.Message):
     max_steps: _builtins.int
     """Upper bound on the reasoning agent's steps (1..16); 6 when zero."""
     policy: Global___VerifierPolicy.ValueType
+    patient_reference: _builtins.str
+    """The patient the study belongs to, as the caller's FHIR reference (e.g. "Patient/123"): the
+    FHIR export's subject. Stored only as a keyed pseudonym, like the request and study ids.
+    """
     @_builtins.property
     def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReportImage]: ...
     def __init__(
@@ -167,10 +172,11 @@ class GenerateReportRequest(_message.Message):
         evidence_index: _builtins.str = ...,
         max_steps: _builtins.int = ...,
         policy: Global___VerifierPolicy.ValueType = ...,
+        patient_reference: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clinical_context", b"clinical_context", "evidence_index", b"evidence_index", "images", b"images", "language", b"language", "max_steps", b"max_steps", "policy", b"policy", "request_id", b"request_id", "study_id", b"study_id", "template_id", b"template_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clinical_context", b"clinical_context", "evidence_index", b"evidence_index", "images", b"images", "language", b"language", "max_steps", b"max_steps", "patient_reference", b"patient_reference", "policy", b"policy", "request_id", b"request_id", "study_id", b"study_id", "template_id", b"template_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
