@@ -24,6 +24,7 @@ from medxiaohe_services.cli import (
     synthesize,
     train,
     trajectories,
+    verify,
 )
 
 app = typer.Typer(help="MedXIAOHE: medical vision-language platform.", no_args_is_help=True)
@@ -109,6 +110,7 @@ app.command()(ingest.ingest)
 app.command()(ingest.coverage)
 app.command()(synthesize.synthesize)
 app.command()(harness.decontaminate)
+app.command()(verify.verify)
 evaluate.app.command("suite")(harness.suite)
 evaluate.app.command("score-predictions")(harness.score_predictions)
 

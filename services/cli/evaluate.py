@@ -165,20 +165,34 @@ IU_XRAY = Path("../shared/data/iu_xray/reports_train_val.csv")
 
 @app.command()
 def grounding(
-    reports: Annotated[Path, typer.Option(help="IU X-ray-format CSV (findings, impression).")] = (
+    reports: Annotated[Path, typer.Option(help="IU X-ray CSV (uid, split, findings, ...).")] = (
         IU_XRAY
     ),
-    limit: Annotated[int, typer.Option(min=0, help="Reports to use; 0: all.")] = 0,
-    seed: Annotated[int, typer.Option(help="Seed of the injected errors.")] = 13,
+    split: Annotated[str, typer.Option(help="The split measured (train or val).")] = "val",
+    tune_split: Annotated[str, typer.Option(help="The split the baseline is tuned on.")] = "train",
+    limit: Annotated[int, typer.Option(min=0, help="Reports per split; 0: all.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the paraphrases and errors.")] = 13,
+    tree: Annotated[
+        bool, typer.Option(help="Add the published Medical Entity Tree's concepts, if any.")
+    ] = True,
+    store: StoreOption = None,
 ) -> None:
-    """Inject errors (addition, negation, laterality, omission) into reports and measure how the
-    verifier, and ROUGE-L and MiniLM sentence matching, find them; and how the dynamic rubric
-    scores the corrupted reports against their originals."""
-    from medxiaohe.eval.grounding import evaluate
+    """Paraphrase IU X-ray reports, inject one error each (addition, negation, laterality,
+    location, severity, omission) by rules independent of the verifier, and measure the
+    verifier beside a token-overlap matcher tuned on the other split; the dynamic rubric's
+    score on each corrupted report against its clean paraphrase."""
+    from medxiaohe.eval.grounding import evaluate, rubric_drops
+    from medxiaohe.radiology.verification import Verifier
+    from medxiaohe_services.cli.verify import published_tagger
 
     if not reports.is_file():
         raise typer.BadParameter(f"{reports} does not exist (IU X-ray reports CSV)")
-    typer.echo(json.dumps(evaluate(reports, limit, seed)))
+    if "test" in (split, tune_split):
+        raise typer.BadParameter("the IU X-ray test split is held out: use train or val")
+    tagger, met = published_tagger(store) if tree else (None, None)
+    verifier = Verifier(tagger=tagger)
+    result = evaluate(reports, split, tune_split, limit, seed, verifier, rubric_drops(tagger))
+    typer.echo(json.dumps({**result, "met": met}))
 
 
 @app.command()

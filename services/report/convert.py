@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from medxiaohe.common.errors import InvalidInput, PermissionDenied
 from medxiaohe.corpus.dicom import PixelBudget
-from medxiaohe.report import verifier
+from medxiaohe.radiology import verification as v
 from medxiaohe.report.images import MAX_REQUEST_PIXELS, StudyImage, decode_image
 from medxiaohe.report.model import Citation, Region, Report
 from medxiaohe.report.reasoning import DEFAULT_STEPS
@@ -27,12 +27,14 @@ POLICY = {
     pb.VERIFIER_POLICY_FLAG: "flag",
     pb.VERIFIER_POLICY_REMOVE: "remove",
 }
-VERDICT = {
-    verifier.SUPPORTED: (pb.VERDICT_SUPPORTED, pb.CONTRADICTION_UNSPECIFIED),
-    verifier.ADDITION: (pb.VERDICT_UNSUPPORTED, pb.CONTRADICTION_UNSPECIFIED),
-    verifier.NEGATION: (pb.VERDICT_CONTRADICTED, pb.CONTRADICTION_NEGATION),
-    verifier.LATERALITY: (pb.VERDICT_CONTRADICTED, pb.CONTRADICTION_LATERALITY),
-    verifier.NOT_CHECKED: (pb.VERDICT_NOT_CHECKED, pb.CONTRADICTION_UNSPECIFIED),
+VERDICT = {  # the report model's verdict: supported, not_checked, or the flagged kind
+    v.SUPPORTED: (pb.VERDICT_SUPPORTED, pb.CONTRADICTION_UNSPECIFIED),
+    v.ADDITION: (pb.VERDICT_UNSUPPORTED, pb.CONTRADICTION_UNSPECIFIED),
+    v.NEGATION: (pb.VERDICT_CONTRADICTED, pb.CONTRADICTION_NEGATION),
+    v.LATERALITY: (pb.VERDICT_CONTRADICTED, pb.CONTRADICTION_LATERALITY),
+    v.LOCATION: (pb.VERDICT_CONTRADICTED, pb.CONTRADICTION_LOCATION),
+    v.SEVERITY: (pb.VERDICT_CONTRADICTED, pb.CONTRADICTION_SEVERITY),
+    v.NOT_CHECKED: (pb.VERDICT_NOT_CHECKED, pb.CONTRADICTION_UNSPECIFIED),
 }
 ASSERTION = {
     "present": common.ASSERTION_PRESENT,

@@ -1,60 +1,125 @@
-"""The report verifier on hand-written cases for each error type, and the grounding evaluation's
-corruptions."""
+"""The report verifier on hand-written cases for each verdict kind, the grounding evaluation's
+rewrites and pairs, and the FHIR export of reports."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from medxiaohe.eval.grounding import flip, swap_sides
 from medxiaohe.eval.report import rouge_l
-from medxiaohe.report.claims import claims, split_sentences
+from medxiaohe.radiology.verification import (
+    ADDITION,
+    CONTRADICTED,
+    LATERALITY,
+    LOCATION,
+    NEGATION,
+    NOT_CHECKED,
+    SEVERITY,
+    SUPPORTED,
+    UNSUPPORTED,
+    verify,
+)
 from medxiaohe.report.model import Report
-from medxiaohe.report.verifier import ADDITION, LATERALITY, NEGATION, NOT_CHECKED, SUPPORTED, verify
 
 SOURCE = (
     "Small left pleural effusion. No pneumothorax. Heart size is normal. "
-    "Calcified granuloma in the right upper lobe."
+    "Calcified granuloma in the right upper lobe. A 6 mm nodule in the left lower lobe."
 )
 
 
-def verdicts(report: str) -> tuple[list[str], tuple[str, ...]]:
-    source = [c for s in split_sentences(SOURCE) for c in claims(s)]
-    result = verify(split_sentences(report), source)
-    return [s.verdict for s in result.sentences], result.omissions
+def kinds(candidate: str) -> list[str | None]:
+    return [s.kind or s.verdict for s in verify(SOURCE, candidate).sentences]
 
 
-def test_a_faithful_report_is_supported_throughout() -> None:
-    found, omitted = verdicts(
-        "There is a small left pleural effusion. There is no pneumothorax. The heart size is "
-        "normal. A calcified granuloma is seen in the right upper lobe. Mild degenerative changes"
-        " are not mentioned here. Bony structures intact"
+def test_a_paraphrase_is_supported_throughout() -> None:
+    result = verify(
+        SOURCE,
+        "The heart is not enlarged. There is a small left-sided pleural fluid collection. "
+        "A calcified granulomatous nodule is seen in the right upper lung zone. "
+        "There is no pneumothorax or pleural effusion on the right. "
+        "A 5 mm left lower lobe nodular opacity. PA and lateral views of the chest.",
     )
-    assert found[:4] == [SUPPORTED] * 4
-    assert found[-1] == NOT_CHECKED
-    assert omitted == ()
+    assert [s.verdict for s in result.sentences] == [SUPPORTED] * 5 + [NOT_CHECKED]
+    assert result.omissions == ()
 
 
-def test_each_error_type_is_flagged_as_what_it_is() -> None:
-    assert (
-        verdicts("Small left pleural effusion. Focal consolidation in the lingula.")[0][1]
-        == ADDITION
-    )
-    assert verdicts("Small left pleural effusion. Small pneumothorax.")[0][1] == NEGATION
-    assert verdicts("No pleural effusion.")[0][0] == NEGATION
-    assert verdicts("Small right pleural effusion.")[0][0] == LATERALITY
-    assert verdicts("Heart size is enlarged.")[0][0] == NEGATION
-    _, omitted = verdicts("No pneumothorax. Heart size is normal.")
-    assert set(omitted) == {"pleural effusion", "granuloma"}
+def test_each_error_is_flagged_as_what_it_is() -> None:
+    assert kinds("Focal consolidation in the lingula.") == [ADDITION]
+    assert kinds("Small pneumothorax.") == [NEGATION]
+    assert kinds("No pleural effusion.") == [NEGATION]
+    assert kinds("The heart is enlarged.") == [NEGATION]
+    assert kinds("Small right pleural effusion.") == [LATERALITY]
+    assert kinds("Calcified granuloma in the right lower lobe.") == [LOCATION]
+    assert kinds("Large left pleural effusion.") == [SEVERITY]
+    assert kinds("A 2 cm nodule in the left lower lobe.") == [SEVERITY]  # the size
+    # a word no vocabulary names is still checked, against the source's words
+    assert kinds("There is an azygous fissure.") == [ADDITION]
+    result = verify(SOURCE, "Small pneumothorax.")
+    assert result.sentences[0].verdict == CONTRADICTED
+    assert "no pneumothorax" in result.sentences[0].reasons[0]
+    assert verify(SOURCE, "Focal consolidation.").sentences[0].verdict == UNSUPPORTED
 
 
-def test_the_corruptions_change_what_they_claim() -> None:
-    negated = "There is no pleural effusion."
-    assert claims(flip(negated) or "")[0].assertion == "present"
-    assert claims(flip("There is a small pleural effusion.") or "")[0].assertion == "negated"
-    assert flip("Bony structures are intact.") is None  # no observation to flip
+def test_normal_statements_are_claims_too() -> None:
+    assert kinds("The lungs are clear.") == [SUPPORTED]  # a granuloma does not make them unclear
+    assert kinds("No acute cardiopulmonary abnormality.") == [NEGATION]  # the effusion
+    assert verify("Right lower lobe pneumonia.", "Lungs are clear.").sentences[0].kind == NEGATION
+    assert verify("Lungs are clear.", "Right lower lobe pneumonia.").sentences[0].kind == ADDITION
+    assert verify("No consolidation.", "Right lower lobe pneumonia.").sentences[0].kind == NEGATION
+
+
+def test_omissions_are_present_source_findings_the_candidate_leaves_out() -> None:
+    result = verify(SOURCE, "No pneumothorax. Heart size is normal. Small right effusion.")
+    omitted = [(o.text, SOURCE[o.start : o.end]) for o in result.omissions]
+    assert [t for t, _ in omitted] == [
+        "Small left pleural effusion",  # a right effusion is not the left one
+        "Calcified granuloma in the right upper lobe",
+        "6 mm nodule in the left lower lobe",
+    ]
+    assert all(text == span for text, span in omitted)  # offsets into the reference
+
+
+def test_the_rewrites_change_what_they_say() -> None:
+    import random
+
+    from medxiaohe.eval.rewrite import flip, join_lists, paraphrase, swap_location, swap_sides
+
+    assert flip("There is no pleural effusion.") == "There is pleural effusion."
+    assert flip("There is a small pleural effusion.") == "There is no small pleural effusion."
+    assert flip("No change from prior.") is None  # not a finding
     assert swap_sides("Left effusion, right granuloma.") == "Right effusion, left granuloma."
+    assert swap_sides("No left effusion.") is None  # a denial on the other side is no error
+    assert swap_location("Opacity in the left upper lobe.") == "Opacity in the left lower lobe."
+    assert join_lists(["No effusion.", "No pneumothorax.", "Normal heart."]) == [
+        ("No effusion or pneumothorax.", (0, 1)),
+        ("Normal heart.", (2,)),
+    ]
+    rng = random.Random(3)
+    assert {paraphrase("There is no pleural effusion.", rng) for _ in range(20)} != {
+        "There is no pleural effusion."
+    }
     assert rouge_l("no acute disease", "no acute disease") == 1.0
-    assert 0 < rouge_l("there is no pneumothorax", "there is pneumothorax") < 1
+
+
+def test_grounding_pairs_mark_their_error(tmp_path: Path) -> None:
+    from medxiaohe.eval.grounding import build_pairs, score_verifier
+    from medxiaohe.radiology.verification import Verifier
+
+    reports = [
+        ("1", ["Small left pleural effusion.", "No pneumothorax.", "Heart size is normal."]),
+        ("2", ["Calcified granuloma in the right upper lobe.", "Lungs are otherwise clear."]),
+        ("3", ["Mild degenerative changes of the thoracic spine.", "No acute disease."]),
+    ]
+    pairs = build_pairs(reports, seed=5)
+    assert {p.kind for p in pairs} >= {"none", "negation", "laterality", "addition"}
+    for pair in pairs:
+        if pair.kind in ("none", "omission"):
+            continue
+        assert pair.target is not None
+        injected = pair.candidate[pair.target[0] : pair.target[1]]
+        assert injected not in pair.reference  # the error changed the sentence
+    result = score_verifier(pairs, Verifier()).result()
+    assert result["negation"]["n"] == 3
+    assert 0.0 <= result["false_alarm_rate"] <= 1.0
 
 
 def test_report_metrics_score_words_and_clinical_content(tmp_path: Path) -> None:
@@ -260,3 +325,52 @@ def test_stored_reports_hold_the_callers_ids_only_as_keyed_pseudonyms(tmp_path: 
     assert load_report(store, report.id, keys) == (report, trace)
     with pytest.raises(Unavailable, match="cannot be decrypted"):
         load_report(store, report.id, ReportKeys(b"another secret" * 3))
+
+
+def test_medxiaohe_verify_reads_pairs_and_writes_verdicts(tmp_path: Path) -> None:
+    """`medxiaohe verify`: one output row per input row, sentence offsets into the candidate,
+    omission offsets into the reference, a malformed row as an error, with the tree's concepts
+    when one is published."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from medxiaohe_services.cli import app
+    from tests.conftest import publish_small_tree
+
+    store = str(tmp_path / "store")
+    publish_small_tree(store)
+    candidate = "No pneumothorax.  Large right pleural effusion. Mild cardiomegaly."
+    rows = [
+        {"id": "a", "reference": SOURCE, "candidate": candidate},
+        {"id": 7, "reference": "Lungs are clear.", "candidate": "Lungs are clear."},
+        {"id": "c", "reference": SOURCE},
+    ]
+    pairs, out = tmp_path / "pairs.jsonl", tmp_path / "verified.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows) + "{not json\n")
+    command = ["verify", "--pairs", str(pairs), "--out", str(out), "--store", store]
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.rindex('{"rows"') :].splitlines()[0])
+    assert summary["rows"] == 4
+    assert summary["errors"] == 2
+    assert summary["met"]  # the small tree
+    assert summary["decided_share"] == 1.0
+    verified = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [v.get("id") for v in verified] == ["a", 7, None, None]
+    first = verified[0]
+    assert [(s["verdict"], s["kind"]) for s in first["sentences"]] == [
+        ("supported", None),
+        ("contradicted", "laterality"),
+        ("unsupported", "addition"),  # a finding the source rules out only by a normal statement
+    ]
+    assert "no abnormal heart" in first["sentences"][2]["reasons"][0]
+    for sentence in first["sentences"]:
+        assert candidate[sentence["start"] : sentence["end"]] == sentence["text"]
+        assert set(sentence) == {"start", "end", "text", "verdict", "kind", "reasons"}
+    for omission in first["omissions"]:
+        assert SOURCE[omission["start"] : omission["end"]] == omission["text"]
+    assert [o["text"] for o in first["omissions"]][:1] == ["Small left pleural effusion"]
+    assert verified[1]["omissions"] == []
+    assert "candidate must be a string" in verified[2]["error"]
+    assert "line 4" in verified[3]["error"]

@@ -1,18 +1,24 @@
-"""Does the verifier catch what a report gets wrong? IU X-ray-format reports (findings and
-impression) are corrupted with a fixed seed, one error per copy, and verified with the original
-as the source of truth:
+"""Does the verifier catch what a report gets wrong, on reports written in other words?
 
-* addition: a sentence from another report that asserts an observation this one lacks;
-* negation: a sentence's assertion flipped ("There is no effusion" <-> "There is effusion");
-* laterality: left and right swapped in a sentence with a sided observation;
-* omission: a sentence that alone asserts an observation, dropped.
+IU X-ray reports (findings, then impression) are the references. Each candidate is the
+reference paraphrased (``medxiaohe.eval.rewrite``: synonyms, other sentence forms, lists
+joined), reordered, and given at most one error, injected by surface rules that never ask the
+verifier what a sentence says:
 
-Per type: precision (flags of that type that hit the injected error) and recall (injected errors
-flagged as that type); the false-alarm rate is the share of unchanged sentences flagged. Two
-baselines match sentences instead (ROUGE-L, MiniLM cosine): a sentence unlike every source
-sentence is flagged, as is a source sentence unlike every report sentence (an omission); their
-thresholds are tuned on the same data. Every report, original and corrupted, is also scored with
-the dynamic rubric generated from the original's findings.
+* addition: a sentence stating a finding, from another report, whose content words this
+  report does not have;
+* negation, laterality, location, severity: one sentence's assertion flipped, left <-> right,
+  upper <-> lower (apex <-> base), small <-> large (mild <-> severe);
+* omission: a sentence stating something no other sentence of the report says, dropped;
+* none: the paraphrase alone (every sentence of it is untouched).
+
+Per kind: recall (injected errors flagged as that kind; ``detected``: flagged at all) and
+precision (flags of that kind that hit an error of that kind); ``false_alarm_rate``: untouched
+sentences flagged; omissions: recall (dropped sentences reported as omitted) and the share of
+pairs with a spurious omission; ``not_checked``: candidate sentences the verifier abstained
+on. The token-overlap baseline flags a candidate sentence unlike every reference sentence (and
+a reference sentence unlike every candidate one, as omitted); its threshold is tuned on the
+tuning split and applied to the evaluated one.
 """
 
 from __future__ import annotations
@@ -24,135 +30,113 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from medxiaohe.eval.report import rouge_l
-from medxiaohe.report.claims import Claim, claims, split_sentences
-from medxiaohe.report.verifier import positive, verify
-from medxiaohe.rubric.dynamic import Finding, FindingGrader, rubric_for
-from medxiaohe.rubric.scoring import score_example
+from medxiaohe.eval import rewrite
+from medxiaohe.radiology.verification import Verification, Verifier
 
-TYPES = ("addition", "negation", "laterality", "omission")
-Similarity = Callable[[str, str], float]
+ERRORS = ("addition", "negation", "laterality", "location", "severity")
+Span = tuple[int, int]
 
 
 @dataclass(frozen=True)
-class Case:
-    report: int  # index of the original
-    kind: str
-    sentences: tuple[str, ...]  # the corrupted report
-    target: int  # the injected sentence (addition, negation, laterality) or the dropped one
-    concepts: tuple[str, ...]  # the observations the error concerns (all that a drop omits)
+class Pair:
+    id: str
+    reference: str
+    candidate: str
+    kind: str  # an ERRORS kind, "omission", or "none"
+    target: Span | None  # the error's sentence in the candidate; the dropped one in the reference
+    sentences: tuple[Span, ...]  # the candidate's sentences
+    reference_sentences: tuple[Span, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "reference": self.reference, "candidate": self.candidate}
 
 
-def load_reports(path: Path, limit: int = 0) -> list[list[str]]:
-    """Findings then impression of each report, as sentences (reports without any skipped)."""
+def load_reports(path: Path, split: str, limit: int = 0) -> list[tuple[str, list[str]]]:
+    """(uid, sentences) of each report of the split with any text."""
     reports = []
     with path.open(encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
+            if row.get("split") != split:
+                continue
             text = " ".join(x for x in (row.get("findings", ""), row.get("impression", "")) if x)
-            sentences = split_sentences(text)
+            sentences = rewrite.split(text)
             if sentences:
-                reports.append(sentences)
+                reports.append((row["uid"], sentences))
             if limit and len(reports) >= limit:
                 break
     return reports
 
 
-_TO_POSITIVE = (
-    (re.compile(r"\b(there (?:is|are)) no\b", re.I), r"\1"),
-    (re.compile(r"^no (?:evidence of |signs? of )?", re.I), ""),
-    (re.compile(r"\bwithout\b", re.I), "with"),
-    (re.compile(r"\bnegative for\b", re.I), "positive for"),
-    (re.compile(r"\b(is|are) not (?:seen|identified|present|evident)\b", re.I), r"\1 seen"),
-)
-_TO_NEGATIVE = ((re.compile(r"\b(there (?:is|are))(?: an?)?\b", re.I), r"\1 no"),)
+def _join(parts: Sequence[str]) -> tuple[str, tuple[Span, ...]]:
+    spans, text = [], ""
+    for part in parts:
+        if text:
+            text += " "
+        spans.append((len(text), len(text) + len(part)))
+        text += part
+    return text, tuple(spans)
 
 
-def flip(sentence: str) -> str | None:
-    """The sentence with its assertion flipped, or None when no rule applies."""
-    before = claims(sentence)
-    if not before:
-        return None
-    rules = _TO_POSITIVE if before[0].assertion == "negated" else _TO_NEGATIVE
-    for pattern, replacement in rules:
-        flipped, count = pattern.subn(replacement, sentence, count=1)
-        if count:
-            flipped = flipped[:1].upper() + flipped[1:]
-            after = claims(flipped)
-            same = bool(after) and after[0].concept == before[0].concept
-            if same and (after[0].assertion == "negated") != (before[0].assertion == "negated"):
-                return flipped
-    return None
+def _candidate(
+    sentences: Sequence[str], changed: int | None, rng: random.Random
+) -> tuple[str, tuple[Span, ...], Span | None]:
+    """Lists joined (not the changed sentence), order shuffled; the changed sentence's span."""
+    units = rewrite.join_lists(sentences)
+    units = [u for u in units if changed not in u[1] or u[1] == (changed,)]
+    kept = {i for _, positions in units for i in positions}
+    units += [(sentences[i], (i,)) for i in range(len(sentences)) if i not in kept]
+    rng.shuffle(units)
+    text, spans = _join([u[0] for u in units])
+    target = next((spans[k] for k, u in enumerate(units) if u[1] == (changed,)), None)
+    return text, spans, target
 
 
-def swap_sides(sentence: str) -> str:
-    def other(match: re.Match[str]) -> str:
-        word = {"left": "right", "right": "left"}[match.group(1).lower()]
-        return word.capitalize() if match.group(1)[0].isupper() else word
-
-    return re.sub(r"\b(left|right)\b", other, sentence, flags=re.I)
-
-
-def corrupt(reports: Sequence[list[str]], seed: int = 13) -> list[Case]:
-    """At most one case of each type per report, chosen with a fixed seed."""
-    rng = random.Random(seed)  # noqa: S311  (a reproducible sample, not a secret)
-    found = [[claims(s) for s in report] for report in reports]
-    cases = []
-    for i, (report, per_sentence) in enumerate(zip(reports, found, strict=True)):
-        order = rng.sample(range(len(report)), len(report))
-        concepts = {c.concept for cl in per_sentence for c in cl}
-        for j in order:  # negation
-            flipped = flip(report[j])
-            if flipped:
-                cases.append(
-                    Case(i, "negation", _with(report, j, flipped), j, (per_sentence[j][0].concept,))
-                )
-                break
-        for j in order:  # laterality
-            sided = [c for c in per_sentence[j] if c.side in ("left", "right")]
-            if sided and positive(sided[0].assertion):
-                cases.append(
-                    Case(
-                        i,
-                        "laterality",
-                        _with(report, j, swap_sides(report[j])),
-                        j,
-                        (sided[0].concept,),
-                    )
-                )
-                break
-        for j in order:  # omission: a sentence alone in asserting its observation
-            others = {c.concept for k, cl in enumerate(per_sentence) if k != j for c in cl}
-            only = [c.concept for c in per_sentence[j] if c.assertion == "present"]
-            only = [c for c in only if c not in others]
-            if only:
-                kept = tuple(s for k, s in enumerate(report) if k != j)
-                if kept:
-                    cases.append(Case(i, "omission", kept, j, tuple(dict.fromkeys(only))))
-                break
-        for _ in range(20):  # addition: a donor sentence asserting something new
-            donor = rng.randrange(len(reports))
-            if donor == i:
+def build_pairs(reports: Sequence[tuple[str, list[str]]], seed: int = 13) -> list[Pair]:
+    """A clean paraphrase of each report, and at most one pair per error kind."""
+    pairs = []
+    for uid, original in reports:
+        rng = random.Random(f"{seed}:{uid}")  # noqa: S311  (a reproducible sample)
+        reference, reference_spans = _join(original)
+        para = [rewrite.paraphrase(s, rng) for s in original]
+        made: list[tuple[str, list[str], int | None, Span | None]] = [("none", para, None, None)]
+        for kind, corrupt in rewrite.CORRUPTIONS.items():
+            options = [(j, wrong) for j, s in enumerate(para) if (wrong := corrupt(s))]
+            if options:
+                j, wrong = rng.choice(options)
+                made.append((kind, [wrong if k == j else s for k, s in enumerate(para)], j, None))
+        words = set().union(*(rewrite.content(s) for s in original))
+        for _ in range(20):
+            donor_uid, donor = reports[rng.randrange(len(reports))]
+            sentence = rng.choice(donor)
+            if donor_uid == uid or not rewrite.stating(sentence):
                 continue
-            k = rng.randrange(len(reports[donor]))
-            new = [
-                c for c in found[donor][k] if c.assertion == "present" and c.concept not in concepts
-            ]
-            if new:
-                at = rng.randrange(len(report) + 1)
-                sentences = (*report[:at], reports[donor][k], *report[at:])
-                cases.append(Case(i, "addition", sentences, at, (new[0].concept,)))
+            if not rewrite.content(sentence) & words:
+                at = rng.randrange(len(para) + 1)
+                made.append(("addition", [*para[:at], sentence, *para[at:]], at, None))
                 break
-    return cases
-
-
-def _with(report: Sequence[str], index: int, sentence: str) -> tuple[str, ...]:
-    return (*report[:index], sentence, *report[index + 1 :])
+        alone = [
+            j
+            for j, s in enumerate(original)
+            if rewrite.stating(s)
+            and len(original) > 1
+            and rewrite.content(s)
+            - set().union(*(rewrite.content(t) for k, t in enumerate(original) if k != j))
+        ]
+        if alone:
+            j = rng.choice(alone)
+            dropped = [s for k, s in enumerate(para) if k != j]
+            made.append(("omission", dropped, None, reference_spans[j]))
+        for kind, sentences, changed, drop in made:
+            text, spans, target = _candidate(sentences, changed, rng)
+            pairs.append(
+                Pair(f"{uid}-{kind}", reference, text, kind, drop or target, spans, reference_spans)
+            )
+    return pairs
 
 
 # -- scoring ----------------------------------------------------------------------------------
@@ -160,163 +144,224 @@ def _with(report: Sequence[str], index: int, sentence: str) -> tuple[str, ...]:
 
 @dataclass
 class Tally:
-    hits: Counter[str]
-    flags: Counter[str]
     injected: Counter[str]
+    hits: Counter[str]  # flagged as the right kind
+    detected: Counter[str]  # flagged at all
+    flags: Counter[str]  # flags of each kind, anywhere
+    untouched: int = 0
     alarms: int = 0
-    unchanged: int = 0
+    sentences: int = 0
+    not_checked: int = 0
+    omission_pairs: int = 0
+    omission_hits: int = 0
+    spurious_pairs: int = 0
+    omissions: int = 0
+    pairs: int = 0
+
+    @classmethod
+    def empty(cls) -> Tally:
+        return cls(Counter(), Counter(), Counter(), Counter())
 
     def result(self) -> dict[str, Any]:
-        """Precision and recall per type; an omission case counts each omitted observation."""
+        def ratio(a: float, b: float) -> float:
+            return round(a / b, 4) if b else 0.0
+
         out: dict[str, Any] = {
             kind: {
-                "precision": round(self.hits[kind] / self.flags[kind], 4)
-                if self.flags[kind]
-                else 0.0,
-                "recall": round(self.hits[kind] / self.injected[kind], 4)
-                if self.injected[kind]
-                else 0.0,
+                "recall": ratio(self.hits[kind], self.injected[kind]),
+                "detected": ratio(self.detected[kind], self.injected[kind]),
+                "precision": ratio(self.hits[kind], self.flags[kind]),
+                "n": self.injected[kind],
             }
-            for kind in TYPES
+            for kind in ERRORS
         }
-        out["false_alarm_rate"] = round(self.alarms / max(1, self.unchanged), 4)
+        out["omission"] = {
+            "recall": ratio(self.omission_hits, self.omission_pairs),
+            "spurious_pair_rate": ratio(self.spurious_pairs, self.pairs),
+            "reported": self.omissions,
+            "n": self.omission_pairs,
+        }
+        out["false_alarm_rate"] = ratio(self.alarms, self.untouched)
+        out["not_checked"] = ratio(self.not_checked, self.sentences)
         return out
 
 
-def _unchanged(case: Case) -> int:
-    return len(case.sentences) - (1 if case.kind != "omission" else 0)
+def _inside(span: Span, within: Span) -> bool:
+    return within[0] <= span[0] < within[1]
 
 
-def score_verifier(
-    reports: Sequence[list[str]], cases: Sequence[Case], tagger: Any = None
-) -> Tally:
-    tally = Tally(Counter(), Counter(), Counter())
-    sources = [[c for s in r for c in claims(s, tagger)] for r in reports]
-    for case in cases:
-        result = verify(case.sentences, sources[case.report], tagger)
-        tally.injected[case.kind] += len(case.concepts) if case.kind == "omission" else 1
-        tally.unchanged += _unchanged(case)
-        for flagged in result.flagged():
-            tally.flags[flagged.verdict] += 1
-            if case.kind != "omission" and flagged.index == case.target:
-                tally.hits[flagged.verdict] += flagged.verdict == case.kind
-            else:
-                tally.alarms += 1
-        for concept in result.omissions:
-            tally.flags["omission"] += 1
-            tally.hits["omission"] += case.kind == "omission" and concept in case.concepts
+def _overlaps(a: Span, b: Span) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def score(
+    pair: Pair,
+    flags: Sequence[tuple[Span, str]],
+    omitted: Sequence[Span],
+    tally: Tally,
+    checked: Sequence[bool] = (),
+) -> None:
+    """Tally one pair: ``flags`` the (span, kind) of each flagged candidate sentence,
+    ``omitted`` the reference spans reported omitted, ``checked`` per verifier sentence."""
+    tally.pairs += 1
+    tally.sentences += len(checked)
+    tally.not_checked += sum(not c for c in checked)
+    flagged: dict[Span, set[str]] = {}
+    for span, kind in flags:
+        unit = next((s for s in pair.sentences if _inside(span, s)), span)
+        flagged.setdefault(unit, set()).add(kind)
+    for kinds in flagged.values():
+        for kind in kinds:
+            tally.flags[kind] += 1
+    if pair.kind in ERRORS:
+        tally.injected[pair.kind] += 1
+        kinds = flagged.get(pair.target, set()) if pair.target else set()
+        tally.detected[pair.kind] += bool(kinds)
+        tally.hits[pair.kind] += pair.kind in kinds
+    untouched = [s for s in pair.sentences if not (pair.kind in ERRORS and s == pair.target)]
+    tally.untouched += len(untouched)
+    tally.alarms += sum(1 for s in untouched if s in flagged)
+    tally.omissions += len(omitted)
+    drop = pair.target if pair.kind == "omission" else None
+    if drop is not None:
+        tally.omission_pairs += 1
+        tally.omission_hits += any(_overlaps(o, drop) for o in omitted)
+    tally.spurious_pairs += any(drop is None or not _overlaps(o, drop) for o in omitted)
+
+
+def score_verifier(pairs: Sequence[Pair], verifier: Verifier) -> Tally:
+    tally = Tally.empty()
+    for pair in pairs:
+        result: Verification = verifier.verify(pair.reference, pair.candidate)
+        flags = [((s.start, s.end), s.kind or "") for s in result.sentences if s.flagged]
+        omitted = [(o.start, o.end) for o in result.omissions]
+        checked = [s.verdict != "not_checked" for s in result.sentences]
+        score(pair, flags, omitted, tally, checked)
     return tally
 
 
-def score_matcher(
-    reports: Sequence[list[str]], cases: Sequence[Case], similarity: Similarity, threshold: float
-) -> Tally:
-    """Sentence matching: no types, so a flag counts for the type of the case it is found in."""
-    tally = Tally(Counter(), Counter(), Counter())
-    for case in cases:
-        source = reports[case.report]
-        tally.injected[case.kind] += 1
-        tally.unchanged += _unchanged(case)
-        if case.kind == "omission":
-            for k, sentence in enumerate(source):
-                if max((similarity(sentence, s) for s in case.sentences), default=0) < threshold:
-                    tally.flags["omission"] += 1
-                    tally.hits["omission"] += k == case.target
-            continue
-        for k, sentence in enumerate(case.sentences):
-            if max(similarity(sentence, s) for s in source) < threshold:
-                tally.flags[case.kind] += 1
-                if k == case.target:
-                    tally.hits[case.kind] += 1
-                else:
-                    tally.alarms += 1
+# -- the token-overlap baseline ---------------------------------------------------------------
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(_WORD.findall(text.lower()))
+
+
+def overlap(a: frozenset[str], b: frozenset[str]) -> float:
+    """Token F1 of two sentences' word sets."""
+    common = len(a & b)
+    return 2 * common / (len(a) + len(b)) if common else 0.0
+
+
+def score_overlap(pairs: Sequence[Pair], threshold: float) -> Tally:
+    """A candidate sentence unlike every reference sentence is flagged (its kind: the pair's,
+    since the matcher names none); a reference sentence unlike every candidate one is omitted."""
+    tally = Tally.empty()
+    for pair in pairs:
+        ref = [(s, _words(pair.reference[s[0] : s[1]])) for s in pair.reference_sentences]
+        cand = [(s, _words(pair.candidate[s[0] : s[1]])) for s in pair.sentences]
+        kind = pair.kind if pair.kind in ERRORS else "addition"
+        flags = [
+            (span, kind)
+            for span, words in cand
+            if max((overlap(words, r) for _, r in ref), default=0.0) < threshold
+        ]
+        omitted = [
+            span
+            for span, words in ref
+            if max((overlap(words, c) for _, c in cand), default=0.0) < threshold
+        ]
+        score(pair, flags, omitted, tally, [True] * len(cand))
     return tally
 
 
-def tuned(
-    reports: Sequence[list[str]], cases: Sequence[Case], similarity: Similarity
-) -> tuple[float, Tally]:
-    """The threshold with the best mean F1 over the types, and its tally."""
-    best: tuple[float, float, Tally] | None = None
-    similarity = lru_cache(maxsize=None)(similarity)  # the same pairs at every threshold
-    for threshold in np.arange(0.3, 1.0, 0.05):
-        tally = score_matcher(reports, cases, similarity, float(threshold))
-        result = tally.result()
-        f1 = np.mean([_f1(result[k]["precision"], result[k]["recall"]) for k in TYPES])
-        if best is None or f1 > best[1]:
-            best = (round(float(threshold), 2), float(f1), tally)
-    assert best is not None
-    return best[0], best[2]
+def tune_overlap(pairs: Sequence[Pair]) -> float:
+    """The threshold with the best mean of error recall and omission recall minus false alarms
+    and spurious omissions."""
+    best, chosen = -1.0, 0.5
+    for threshold in np.arange(0.2, 0.95, 0.05):
+        result = score_overlap(pairs, float(threshold)).result()
+        value = (
+            np.mean([result[k]["detected"] for k in ERRORS])
+            + result["omission"]["recall"]
+            - result["false_alarm_rate"]
+            - result["omission"]["spurious_pair_rate"]
+        )
+        if value > best:
+            best, chosen = float(value), round(float(threshold), 2)
+    return chosen
 
 
-def _f1(p: float, r: float) -> float:
-    return 2 * p * r / (p + r) if p + r else 0.0
-
-
-def minilm_similarity(sentences: Sequence[str]) -> Similarity:
-    from medxiaohe.evidence.retrievers import embed
-
-    unique = sorted(set(sentences))
-    vectors = dict(zip(unique, embed(unique), strict=True))
-    return lambda a, b: float(vectors[a] @ vectors[b])
-
-
-def findings_of(source: Sequence[Claim]) -> list[Finding]:
-    """The original report's claims as the perception step would give them."""
-    seen, out = set(), []
-    for claim in source:
-        assertion = {"negated": "absent"}.get(claim.assertion, claim.assertion)
-        side = claim.side if claim.side in ("left", "right", "bilateral") else ""
-        key = (claim.concept, assertion, side)
-        if key not in seen:
-            seen.add(key)
-            out.append(Finding(claim.concept, assertion, side))
+def evaluate(
+    path: Path,
+    split: str = "val",
+    tune_split: str = "train",
+    limit: int = 0,
+    seed: int = 13,
+    verifier: Verifier | None = None,
+    rubric: Callable[[Sequence[Pair]], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    verifier = verifier or Verifier()
+    pairs = build_pairs(load_reports(path, split, limit), seed)
+    tune_pairs = build_pairs(load_reports(path, tune_split, limit), seed)
+    threshold = tune_overlap(tune_pairs)
+    out: dict[str, Any] = {
+        "split": split,
+        "verifier": score_verifier(pairs, verifier).result(),
+        "token_overlap": {
+            **score_overlap(pairs, threshold).result(),
+            "threshold": threshold,
+            "tuned_on": tune_split,
+        },
+        "pairs": dict(Counter(p.kind for p in pairs)),
+        "vocabulary": verifier.vocab.version,
+    }
+    if rubric is not None:
+        out["dynamic_rubric"] = rubric(pairs)
+    out["seconds"] = round(time.perf_counter() - started, 1)
     return out
 
 
-def dynamic_rubric_scores(
-    reports: Sequence[list[str]], cases: Sequence[Case], tagger: Any = None
-) -> dict[str, Any]:
+def rubric_drops(tagger: Any = None) -> Callable[[Sequence[Pair]], dict[str, Any]]:
+    """For each error kind, the share of corrupted candidates the dynamic rubric (generated
+    from the reference's findings) scores below the clean paraphrase of the same report."""
+    from medxiaohe.radiology.reading import UNKNOWN
+    from medxiaohe.radiology.vocabulary import GROUP
+    from medxiaohe.rubric.dynamic import Finding, FindingGrader, rubric_for
+    from medxiaohe.rubric.scoring import score_example
+
     grader = FindingGrader(tagger)
-    originals: dict[int, float] = {}
-    lowered: dict[str, list[bool]] = {k: [] for k in TYPES}
 
-    def score(report: int, sentences: Sequence[str]) -> float | None:
-        findings = findings_of([c for s in reports[report] for c in claims(s, tagger)])
-        if not findings:
-            return None
-        dynamic = rubric_for(findings)
-        return score_example(dynamic.rubric, grader.grade(" ".join(sentences), dynamic)).raw
-
-    for case in cases:
-        if case.report not in originals:
-            value = score(case.report, reports[case.report])
-            if value is None:
+    def measure(pairs: Sequence[Pair]) -> dict[str, Any]:
+        clean: dict[str, float] = {}
+        rubrics: dict[str, Any] = {}
+        lowered: dict[str, list[bool]] = {k: [] for k in (*ERRORS, "omission")}
+        for pair in pairs:
+            if pair.reference not in rubrics:
+                read = [
+                    f
+                    for s in grader.verifier.reader.read(pair.reference)
+                    for f in s.findings
+                    if f.kind not in (GROUP, UNKNOWN)
+                ]
+                findings = [Finding(pair.reference[f.start : f.end], f.assertion) for f in read]
+                rubrics[pair.reference] = (
+                    rubric_for(findings, grader.verifier) if findings else None
+                )
+            dynamic = rubrics[pair.reference]
+            if dynamic is None:
                 continue
-            originals[case.report] = value
-        corrupted = score(case.report, case.sentences)
-        if corrupted is not None:
-            lowered[case.kind].append(corrupted < originals[case.report])
-    return {
-        "original_mean": round(float(np.mean(list(originals.values()))), 4) if originals else 0.0,
-        "lowered": {k: round(float(np.mean(v)), 4) if v else 0.0 for k, v in lowered.items()},
-    }
+            value = score_example(dynamic.rubric, grader.grade(pair.candidate, dynamic)).raw
+            if pair.kind == "none":
+                clean[pair.reference] = value
+            elif pair.reference in clean:
+                lowered[pair.kind].append(value < clean[pair.reference])
+        return {
+            "clean_mean": round(float(np.mean(list(clean.values()))), 4) if clean else 0.0,
+            "lowered": {k: round(float(np.mean(v)), 4) if v else 0.0 for k, v in lowered.items()},
+        }
 
-
-def evaluate(path: Path, limit: int = 0, seed: int = 13, tagger: Any = None) -> dict[str, Any]:
-    started = time.perf_counter()
-    reports = load_reports(path, limit)
-    cases = corrupt(reports, seed)
-    ours = score_verifier(reports, cases, tagger).result()
-    rouge_threshold, rouge = tuned(reports, cases, rouge_l)
-    all_sentences = [s for r in reports for s in r] + [s for c in cases for s in c.sentences]
-    minilm_threshold, minilm = tuned(reports, cases, minilm_similarity(all_sentences))
-    return {
-        "ours": ours,
-        "rouge_l": {**rouge.result(), "threshold": rouge_threshold},
-        "minilm": {**minilm.result(), "threshold": minilm_threshold},
-        "dynamic_rubric": dynamic_rubric_scores(reports, cases, tagger),
-        "reports": len(reports),
-        "cases": dict(Counter(c.kind for c in cases)),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
+    return measure

@@ -1,6 +1,7 @@
 """Generated reports against references: BLEU-4 (sacrebleu), ROUGE-L (Google's rouge-score) and
 a clinical score, entity F1 with assertions (RadGraph-style): the observations each report
-claims with their ConText assertion (``medxiaohe.report.claims``), matched as sets."""
+states with their assertion (``medxiaohe.radiology.reading``; normal statements and unknown
+words left out), matched as sets."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from medxiaohe.common.errors import InvalidInput
-from medxiaohe.report.claims import claims, split_sentences
+from medxiaohe.radiology.reading import UNKNOWN, read
+from medxiaohe.radiology.vocabulary import GROUP
 
 
 @cache
@@ -28,12 +30,13 @@ def rouge_l(prediction: str, reference: str) -> float:
 
 
 def entity_set(text: str, tagger: Any = None) -> set[tuple[str, str]]:
-    """(observation, assertion) pairs a report claims; uncertain counts as present."""
-    found = set()
-    for sentence in split_sentences(text):
-        for claim in claims(sentence, tagger):
-            found.add((claim.concept, "negated" if claim.assertion == "negated" else "present"))
-    return found
+    """(observation, assertion) pairs a report states; uncertain counts as present."""
+    return {
+        (f.concept, "present" if f.positive else "negated")
+        for sentence in read(text, tagger)
+        for f in sentence.findings
+        if f.kind not in (GROUP, UNKNOWN)
+    }
 
 
 def read_reports(path: Path) -> dict[str, str]:

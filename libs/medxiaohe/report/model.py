@@ -62,7 +62,8 @@ class Sentence:
     text: str
     finding_ids: tuple[str, ...] = ()
     citations: tuple[int, ...] = ()  # positions in Report.citations
-    verdict: str = ""  # the verifier's: supported, addition, negation, laterality, not_checked
+    verdict: str = ""  # the verifier's: supported, not_checked, or the flagged kind (addition,
+    # negation, laterality, location, severity)
     reasons: tuple[str, ...] = ()
     removed: bool = False  # the verifier's policy kept it out of the final text
 

@@ -1,38 +1,37 @@
 """Dynamic rubrics for reports: criteria generated from a study's structured findings (what the
-perception step saw), graded deterministically against a report's sentences with the Medical
-Entity Tree tagger, ConText assertions and laterality. The reward the RL stage uses for reports.
+perception step saw), graded against a report with the verifier's reading of radiology text
+(``medxiaohe.radiology``: concept, assertion, side, location, severity, change). The reward the
+RL stage uses for reports.
 
-For each finding:
+For each finding (its words read as the verifier reads a report: "small left lower lobe
+opacity" is an opacity, mild, left, lower zone):
 
-* present: "Mentions <finding>" (+5), met by a sentence that mentions it as present (or
-  uncertain, when the finding is uncertain) on the same side; "Does not state the wrong side for
-  <finding>" (-5) when it has a side;
-* absent: "States no <finding>" (+3), met by a sentence that negates it; "Does not claim
-  <finding>" (-5), met (a penalty) by a sentence that asserts it;
+* present: "Mentions <finding>" (+5), met by a statement of it (or a kin concept) as present
+  (or hedged, when the finding is uncertain) not placed elsewhere; when the finding states them,
+  "Does not state the wrong side for <finding>" (-5), "... the wrong location ..." (-5) and
+  "Does not misstate the severity of <finding>" (-3), met (a penalty) by a statement of it that
+  disagrees on that attribute while none agrees;
+* absent: "States no <finding>" (+3), met by a sentence that denies it (itself, or a normal
+  statement that covers it: "lungs are clear" denies an opacity); "Does not claim <finding>"
+  (-5), met (a penalty) by a statement of it as present;
 
-and for the report: "Reports no observation beyond the findings" (+3), not met when a sentence
-asserts an observation the study's findings do not have; "Hedges only where a finding is
-uncertain" (+3), not met when a sentence hedges a finding the perception step was sure of;
+and for the report: "Reports no observation beyond the findings" (+3), not met when the verifier
+finds an addition against the findings; "Hedges only where a finding is uncertain" (+3);
 "Recommends nothing without a supporting finding" (+3), not met when the report recommends
 (follow-up, further imaging, correlation) while no finding is present or uncertain.
-
-Sentences are read as claims (``medxiaohe.report.claims``: observation, ConText assertion,
-side); a finding names an observation the same way.
-
-A finding is matched to a sentence by its tree entities when the tagger finds some in the
-finding's text, else by the finding's words.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from medxiaohe.common.errors import InvalidInput
-from medxiaohe.report.claims import Claim, claims
-from medxiaohe.rubric.deterministic import sentences
+from medxiaohe.radiology.reading import Finding as Read
+from medxiaohe.radiology.verification import ADDITION, Source, Verifier, findings_text
+from medxiaohe.radiology.vocabulary import GROUP
 from medxiaohe.rubric.rubrics import Criterion, Rubric
 from medxiaohe.rubric.scoring import Verdict
 
@@ -44,13 +43,14 @@ _RECOMMENDS = re.compile(
     r"correlat)",
     re.I,
 )
+_PLACES = ("zone", "depth", "plane")
 
 
 @dataclass(frozen=True)
 class Finding:
     """What the perception step reports about one observation."""
 
-    text: str  # e.g. "left lower lobe opacity"
+    text: str  # e.g. "small left lower lobe opacity"
     assertion: str = "present"  # present, absent or uncertain
     laterality: str = ""  # left, right, bilateral or ""
     site: str = ""
@@ -66,151 +66,198 @@ class Finding:
 
 @dataclass(frozen=True)
 class Check:
-    finding: Finding | None  # None: a check of the whole report
-    wants: str  # "mentioned", "negated", "asserted", "wrong_side", "hedging", "recommendation"
+    finding: int | None  # the finding's position; None: a check of the whole report
+    wants: str  # mentioned, negated, asserted, side, location, severity, beyond, hedging, ...
 
 
 @dataclass(frozen=True)
 class DynamicRubric:
     rubric: Rubric
     checks: dict[str, Check]  # criterion id -> what decides it
+    findings: tuple[Finding, ...] = ()
 
 
 def _subject(finding: Finding) -> str:
     """The finding without its side (the side is checked on its own)."""
-    return _SIDE.sub("", finding.text).strip() or finding.text
+    return " ".join(_SIDE.sub("", finding.text).split()) or finding.text
 
 
-def rubric_for(findings: Sequence[Finding]) -> DynamicRubric:
+def _read(findings: Sequence[Finding], verifier: Verifier) -> tuple[Source, list[list[Read]]]:
+    """The findings as a source, and each finding's statements in it."""
+    text, spans = findings_text(findings)
+    source = verifier.source(text)
+    per = [[f for f in source.findings if lo <= f.start < hi] for lo, hi in spans]
+    return source, per
+
+
+def rubric_for(findings: Sequence[Finding], verifier: Verifier | None = None) -> DynamicRubric:
+    if not findings:
+        raise InvalidInput("findings give no criterion to score: send at least one")
+    verifier = verifier or Verifier()
+    _, per = _read(findings, verifier)
     criteria: list[Criterion] = []
     checks: dict[str, Check] = {}
 
     def add(text: str, points: int, check: Check) -> None:
-        kind = check.finding.assertion if check.finding else "report"
+        kind = findings[check.finding].assertion if check.finding is not None else "report"
         criterion = Criterion(text, points, ("level:dynamic", f"finding:{kind}"))
         if criterion.id not in checks:
             criteria.append(criterion)
             checks[criterion.id] = check
 
-    present = {_concept(f) for f in findings if f.assertion != "absent"}
-    for finding in findings:
-        if finding.assertion == "absent" and _concept(finding) in present:
-            continue  # absent on one side, present on the other: the present one is checked
+    present = {f.concept for i, x in enumerate(findings) if x.assertion != "absent" for f in per[i]}
+    for i, finding in enumerate(findings):
+        read = per[i]
         if finding.assertion == "absent":
-            add(f"States no {finding.text}", 3, Check(finding, "negated"))
-            add(f"Does not claim {finding.text}", -5, Check(finding, "asserted"))
+            if read and all(f.concept in present for f in read):
+                continue  # absent on one side, present on the other: the present one is checked
+            add(f"States no {finding.text}", 3, Check(i, "negated"))
+            add(f"Does not claim {finding.text}", -5, Check(i, "asserted"))
             continue
-        add(f"Mentions {finding.text}", 5, Check(finding, "mentioned"))
-        if finding.laterality:
-            add(
-                f"Does not state the wrong side for {_subject(finding)}",
-                -5,
-                Check(finding, "wrong_side"),
-            )
-    if not findings:
-        raise InvalidInput("findings give no criterion to score: send at least one")
+        add(f"Mentions {finding.text}", 5, Check(i, "mentioned"))
+        subject = _subject(finding)
+        if any(f.get("laterality") for f in read):
+            add(f"Does not state the wrong side for {subject}", -5, Check(i, "side"))
+        if any(f.get(a) for f in read for a in _PLACES):
+            add(f"Does not state the wrong location for {subject}", -5, Check(i, "location"))
+        if any(f.get("severity") or f.size_mm is not None for f in read):
+            add(f"Does not misstate the severity of {subject}", -3, Check(i, "severity"))
     add("Reports no observation beyond the findings", 3, Check(None, "beyond"))
     add("Hedges only where a finding is uncertain", 3, Check(None, "hedging"))
     add("Recommends nothing without a supporting finding", 3, Check(None, "recommendation"))
-    return DynamicRubric(Rubric(tuple(criteria), set_id="dynamic"), checks)
-
-
-@dataclass(frozen=True)
-class _Said:
-    """One way a report's sentence speaks of a finding."""
-
-    assertion: str  # present, negated, uncertain
-    side: str
+    return DynamicRubric(Rubric(tuple(criteria), set_id="dynamic"), checks, tuple(findings))
 
 
 class FindingGrader:
-    """Grades a report against a dynamic rubric: each sentence is read as claims once (the
-    chest X-ray lexicon, and tree entities when a ``tagger`` is given), and each finding's
-    observation is looked up among them."""
+    """Grades a report against a dynamic rubric with the verifier's reading (the tree tagger
+    adds concepts the radiology vocabulary does not name)."""
 
     name = NAME
 
     def __init__(self, tagger: Any = None) -> None:
-        self.tagger = tagger
+        self.verifier = Verifier(tagger=tagger)
 
     def grade(self, report: str, dynamic: DynamicRubric) -> list[Verdict]:
-        units = sentences(report)
-        per_unit = [claims(unit, self.tagger) for unit in units]
-        findings = [c.finding for c in dynamic.checks.values() if c.finding is not None]
-        concepts = {f: _concept(f, self.tagger) for f in findings}
+        verifier, vocab = self.verifier, self.verifier.vocab
+        source, per = _read(dynamic.findings, verifier)
+        sentences = verifier.reader.read(report)
+        stated = [f for s in sentences for f in s.findings]
 
-        def said(finding: Finding) -> list[_Said]:
-            """How each sentence that names the finding's observation speaks of it (its first
-            claim of it)."""
-            out = []
-            for found in per_unit:
-                claim = next((c for c in found if c.concept == concepts[finding]), None)
-                if claim is not None:
-                    out.append(_Said(claim.assertion, claim.side))
-            return out
+        def about(i: int) -> list[Read]:
+            """The report's statements of finding ``i`` (kin concepts)."""
+            return [
+                f
+                for f in stated
+                if f.kind != GROUP and any(vocab.kin(f.concept, g.concept) for g in per[i])
+            ]
+
+        def attribute(i: int, axes: tuple[str, ...]) -> tuple[bool, str]:
+            """(a statement disagrees on ``axes`` and none agrees, why)."""
+            mine = [f for f in about(i) if f.positive]
+            theirs = {v for g in per[i] for a in axes for v in g.get(a)}
+            sizes = {g.size_mm for g in per[i] if g.size_mm is not None}
+            said = [
+                f
+                for f in mine
+                if any(f.get(a) for a in axes) or (axes == ("severity",) and f.size_mm is not None)
+            ]
+
+            def agrees(f: Read) -> bool:
+                values = {v for a in axes for v in f.get(a)}
+                if values and theirs:
+                    return bool(values & theirs)
+                if axes == ("severity",) and f.size_mm is not None and sizes:
+                    return any(abs(f.size_mm - s) <= max(2.0, 0.25 * s) for s in sizes)
+                return True
+
+            wrong = [f for f in said if not agrees(f)]
+            if wrong and not any(agrees(f) for f in said):
+                return True, f"states {wrong[0].describe()}"
+            return False, "states it as the findings do" if said else "does not state it"
 
         verdicts = []
         for criterion in dynamic.rubric.criteria:
             check = dynamic.checks[criterion.id]
-            if check.finding is None:
-                met, why = _report_check(check.wants, units, per_unit, findings, concepts, said)
+            i = check.finding
+            if i is None:
+                met, why = self._report_check(check.wants, report, sentences, source, dynamic, per)
+            elif check.wants == "mentioned":
+                hedged = dynamic.findings[i].assertion == "uncertain"
+                found = [
+                    f
+                    for f in about(i)
+                    if f.positive
+                    and (hedged or f.assertion == "present")
+                    and any(_placed_alike(f, g) for g in per[i])
+                ]
+                met, why = bool(found), "mentioned as found" if found else "not mentioned as found"
+            elif check.wants == "negated":
+                lineage = {c for g in per[i] for c in vocab.ancestors(g.concept)}
+                denied = [
+                    f
+                    for f in stated
+                    if not f.positive
+                    and (
+                        any(vocab.kin(f.concept, g.concept) for g in per[i])
+                        or (f.kind == GROUP and lineage & vocab.concepts[f.concept].members)
+                    )
+                ]
+                met, why = (
+                    bool(denied),
+                    "a sentence denies it" if denied else "no sentence denies it",
+                )
+            elif check.wants == "asserted":
+                claimed = [f for f in about(i) if f.positive]
+                met, why = (
+                    bool(claimed),
+                    "a sentence asserts it" if claimed else "no sentence asserts it",
+                )
+            elif check.wants == "side":
+                met, why = attribute(i, ("laterality",))
+            elif check.wants == "location":
+                met, why = attribute(i, _PLACES)
             else:
-                met, why = _decide(check, said(check.finding))
+                met, why = attribute(i, ("severity",))
             verdicts.append(Verdict(criterion.id, met, why, NAME))
         return verdicts
 
-
-def _report_check(
-    wants: str,
-    units: list[str],
-    per_unit: list[list[Claim]],
-    findings: list[Finding],
-    concepts: dict[Finding, str],
-    said: Callable[[Finding], list[_Said]],
-) -> tuple[bool, str]:
-    if wants == "beyond":
-        known = set(concepts.values())
-        for found in per_unit:
-            for claim in found:
-                if claim.assertion != "negated" and claim.concept not in known:
-                    return False, f"asserts {claim.concept}, which the findings do not have"
-        return True, "asserts only the findings"
-    if wants == "hedging":
-        for finding in findings:
-            if finding.assertion != "uncertain" and any(
-                s.assertion == "uncertain" for s in said(finding)
-            ):
-                return False, f"hedges a certain finding: {finding.text}"
-        return True, "hedges no certain finding"
-    if any(f.assertion != "absent" for f in findings):
-        return True, "there is a finding to recommend on"
-    if any(_RECOMMENDS.search(unit) for unit in units):
-        return False, "recommends while nothing was found"
-    return True, "recommends nothing"
-
-
-def _concept(finding: Finding, tagger: Any = None) -> str:
-    """The observation a finding names: its first claim's concept, else its own words."""
-    found = claims(_subject(finding), tagger)
-    return found[0].concept if found else _subject(finding).lower()
+    def _report_check(
+        self,
+        wants: str,
+        report: str,
+        sentences: Sequence[Any],
+        source: Source,
+        dynamic: DynamicRubric,
+        per: list[list[Read]],
+    ) -> tuple[bool, str]:
+        if wants == "beyond":
+            for sentence in sentences:
+                verdict = self.verifier.sentence(sentence, source)
+                if verdict.kind == ADDITION:
+                    return False, f"states what the findings do not: {verdict.text}"
+            return True, "states only the findings"
+        if wants == "hedging":
+            vocab = self.verifier.vocab
+            for i, finding in enumerate(dynamic.findings):
+                if finding.assertion == "uncertain":
+                    continue
+                for sentence in sentences:
+                    for f in sentence.findings:
+                        if f.assertion == "uncertain" and any(
+                            vocab.kin(f.concept, g.concept) for g in per[i]
+                        ):
+                            return False, f"hedges a certain finding: {finding.text}"
+            return True, "hedges no certain finding"
+        if any(f.assertion != "absent" for f in dynamic.findings):
+            return True, "there is a finding to recommend on"
+        if _RECOMMENDS.search(report):
+            return False, "recommends while nothing was found"
+        return True, "recommends nothing"
 
 
-def _decide(check: Check, said: list[_Said]) -> tuple[bool, str]:
-    finding = check.finding
-    assert finding is not None  # report-level checks are decided elsewhere
-    positive = [s for s in said if s.assertion in ("present", "uncertain", "historical")]
-    if check.wants == "negated":
-        found = any(s.assertion == "negated" for s in said)
-        return found, "a sentence negates it" if found else "no sentence negates it"
-    if check.wants == "asserted":
-        return bool(positive), "a sentence asserts it" if positive else "no sentence asserts it"
-    if check.wants == "wrong_side":
-        wrong = [s for s in positive if s.side and s.side != finding.laterality]
-        return bool(wrong), f"stated on the {wrong[0].side}" if wrong else "no wrong side"
-    wanted = ("uncertain", "present") if finding.assertion == "uncertain" else ("present",)
-    right = [
-        s
-        for s in positive
-        if s.assertion in wanted and (not finding.laterality or s.side in ("", finding.laterality))
-    ]
-    return bool(right), "mentioned as found" if right else "not mentioned as found"
+def _placed_alike(f: Read, g: Read) -> bool:
+    """Not stated on another side or at another place."""
+    sides, theirs = f.get("laterality"), g.get("laterality")
+    if sides and theirs and not sides & theirs:
+        return False
+    return not any(f.get(a) and g.get(a) and not f.get(a) & g.get(a) for a in _PLACES)

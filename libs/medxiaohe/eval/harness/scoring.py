@@ -30,18 +30,17 @@ def _report_metrics(items: Sequence[Item], records: Sequence[dict[str, Any]]) ->
     """BLEU-4, ROUGE-L, entity F1 with assertions, and the verifier's unsupported-claim rate
     (sentences whose claims the reference does not support, over sentences with claims)."""
     from medxiaohe.eval.report import evaluate
-    from medxiaohe.report.claims import claims, split_sentences
-    from medxiaohe.report.verifier import NOT_CHECKED, SUPPORTED, verify
+    from medxiaohe.radiology.verification import NOT_CHECKED, Verifier
 
     predictions = {r["id"]: r["output"].strip() or "(empty)" for r in records}
     references = {i.id: i.answer for i in items}
     scored = evaluate(predictions, references)
+    verifier = Verifier()
     checked = unsupported = 0
     for item in items:
-        source = [c for s in split_sentences(item.answer) for c in claims(s)]
-        for verdict in verify(split_sentences(predictions[item.id]), source).sentences:
+        for verdict in verifier.verify(item.answer, predictions[item.id]).sentences:
             checked += verdict.verdict != NOT_CHECKED
-            unsupported += verdict.verdict not in (SUPPORTED, NOT_CHECKED)
+            unsupported += verdict.flagged
     rouge = [r["rouge_l"] for r in scored["per_report"]]
     return {
         "metric": "rouge_l",

@@ -83,6 +83,10 @@ class _ContradictionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Contrad
     """Asserted where the source negates it, or the reverse."""
     CONTRADICTION_LATERALITY: _Contradiction.ValueType  # 2
     """The other side."""
+    CONTRADICTION_LOCATION: _Contradiction.ValueType  # 3
+    """Another place on the same side (upper / lower lobe, apex / base, central / peripheral)."""
+    CONTRADICTION_SEVERITY: _Contradiction.ValueType  # 4
+    """Another degree (mild / severe, small / large), size or change (improved / worse)."""
 
 class Contradiction(_Contradiction, metaclass=_ContradictionEnumTypeWrapper): ...
 
@@ -91,6 +95,10 @@ CONTRADICTION_NEGATION: Contradiction.ValueType  # 1
 """Asserted where the source negates it, or the reverse."""
 CONTRADICTION_LATERALITY: Contradiction.ValueType  # 2
 """The other side."""
+CONTRADICTION_LOCATION: Contradiction.ValueType  # 3
+"""Another place on the same side (upper / lower lobe, apex / base, central / peripheral)."""
+CONTRADICTION_SEVERITY: Contradiction.ValueType  # 4
+"""Another degree (mild / severe, small / large), size or change (improved / worse)."""
 Global___Contradiction: _TypeAlias = Contradiction  # noqa: Y015
 
 @_typing.final
