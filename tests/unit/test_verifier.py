@@ -68,14 +68,18 @@ def test_normal_statements_are_claims_too() -> None:
 
 
 def test_omissions_are_present_source_findings_the_candidate_leaves_out() -> None:
-    result = verify(SOURCE, "No pneumothorax. Heart size is normal. Small right effusion.")
+    result = verify(SOURCE, "No pneumothorax. Heart size is normal. Right upper lobe opacity.")
     omitted = [(o.text, SOURCE[o.start : o.end]) for o in result.omissions]
     assert [t for t, _ in omitted] == [
-        "Small left pleural effusion",  # a right effusion is not the left one
-        "Calcified granuloma in the right upper lobe",
+        "Small left pleural effusion",
+        "Calcified granuloma in the right upper lobe",  # an opacity is no granuloma
         "6 mm nodule in the left lower lobe",
     ]
     assert all(text == span for text, span in omitted)  # offsets into the reference
+    # what a sentence contradicts is reported there, not again as an omission
+    result = verify(SOURCE, "Small right effusion. Calcified granuloma, right upper lobe.")
+    assert result.sentences[0].kind == LATERALITY
+    assert [o.text for o in result.omissions] == ["6 mm nodule in the left lower lobe"]
 
 
 def test_the_rewrites_change_what_they_say() -> None:
@@ -370,7 +374,9 @@ def test_medxiaohe_verify_reads_pairs_and_writes_verdicts(tmp_path: Path) -> Non
         assert set(sentence) == {"start", "end", "text", "verdict", "kind", "reasons"}
     for omission in first["omissions"]:
         assert SOURCE[omission["start"] : omission["end"]] == omission["text"]
-    assert [o["text"] for o in first["omissions"]][:1] == ["Small left pleural effusion"]
+    assert [o["text"] for o in first["omissions"]][:1] == [
+        "Calcified granuloma in the right upper lobe"  # the effusion is contradicted instead
+    ]
     assert verified[1]["omissions"] == []
     assert "candidate must be a string" in verified[2]["error"]
     assert "line 4" in verified[3]["error"]

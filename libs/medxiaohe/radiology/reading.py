@@ -251,7 +251,7 @@ class Reader:
                 lo, hi = sorted((site, word), key=lambda s: s.i)
                 drafts.append(
                     _Draft(
-                        vocab.abnormal[word.role.value],
+                        dict(word.role.attributes)["concept"],
                         OBSERVATION,
                         word.i,
                         toks[lo.i].start,
@@ -405,7 +405,7 @@ def _number(word: str) -> float | None:
 
 def _nearest(sites: Sequence[_Slot], word: _Slot, concepts: Sequence[int]) -> _Slot | None:
     """The anatomy an "enlarged"-like word speaks of: the nearest fitting one in its clause,
-    before it (up to 8 words) or right after it (up to 3), no concept between."""
+    before it (up to 8 words) or right after it (up to 5), no concept between."""
     best: _Slot | None = None
     for site in sites:
         if site.clause != word.clause or site.role.value != word.role.value:
@@ -416,7 +416,7 @@ def _nearest(sites: Sequence[_Slot], word: _Slot, concepts: Sequence[int]) -> _S
                 continue
         elif site.i >= word.j:
             gap, lo, hi = site.i - word.j, word.j, site.i
-            if gap > 3:
+            if gap > 5:
                 continue
         else:
             continue

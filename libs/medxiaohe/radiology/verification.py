@@ -134,10 +134,15 @@ def _similar(word: str, words: set[str]) -> bool:
     return False
 
 
-def _agreements(f: Finding, g: Finding) -> int:
-    """How many attributes both findings state alike."""
-    same = sum(bool(f.get(axis) & g.get(axis)) for axis in AXES)
-    return same + (f.size_mm is not None and f.size_mm == g.size_mm)
+def _stated(f: Finding) -> set[str]:
+    """The attributes a finding states."""
+    return {a for a in AXES if f.get(a)} | ({"size"} if f.size_mm is not None else set())
+
+
+def _agreements(f: Finding, g: Finding) -> set[str]:
+    """The attributes both findings state alike."""
+    same = {a for a in AXES if f.get(a) & g.get(a)}
+    return same | ({"size"} if f.size_mm is not None and f.size_mm == g.size_mm else set())
 
 
 def _share(words: Sequence[str], pool: set[str]) -> float:
@@ -205,13 +210,7 @@ class Verifier:
             or [g for g in stated if g.concept in vocab.ancestors(name)]
         )
         if candidates:
-            compared = [
-                (self._disagreements(finding, g, source), _agreements(finding, g))
-                for g in candidates
-            ]
-            if any(not d and a for d, a in compared) or all(not d for d, _ in compared):
-                return None, f"{finding.describe()}: stated in the source"
-            return min((d for d, _ in compared if d), key=len)[0]
+            return self._compare(finding, candidates, source)
         explicit, general = self._deniers(name, source)
         said = ABNORMAL + finding.anatomy  # "the heart is enlarged" against "heart size normal"
         if finding.anatomy and any(g.concept == said and not g.positive for g in general):
@@ -246,7 +245,7 @@ class Verifier:
         for g in source.findings:
             if not g.positive or g.kind == GROUP:
                 continue
-            if finding.concept not in self.vocab.ancestors(g.concept):
+            if finding.concept != g.concept:  # "no focal opacity" beside minimal atelectasis
                 continue
             if sides and g.get("laterality") and not sides & g.get("laterality"):
                 continue  # "no left effusion" beside a right one
@@ -258,9 +257,7 @@ class Verifier:
         members = concept.members if concept else frozenset()
         said = [g for g in source.findings if g.concept == finding.concept]
         present = [
-            g
-            for g in source.findings
-            if g.positive and g.kind != GROUP and self.vocab.ancestors(g.concept) & members
+            g for g in source.findings if g.positive and g.kind != GROUP and g.concept in members
         ]
         if not finding.positive:  # a normal statement
             if any(not g.positive for g in said):
@@ -289,14 +286,8 @@ class Verifier:
                     and g.positive
                     and _share(finding.words, set(g.words)) >= 0.5
                 ]
-                compared = [
-                    (self._disagreements(finding, g, source), _agreements(finding, g))
-                    for g in alike
-                ]
-                if compared and not any(not d and a for d, a in compared):
-                    differing = [d for d, _ in compared if d]
-                    if differing:
-                        return min(differing, key=len)[0]
+                if alike:
+                    return self._compare(finding, alike, source)
                 return None, f"'{words}': stated in the source"
             if denied:
                 return NEGATION, f"'{words}': the source denies it"
@@ -305,7 +296,22 @@ class Verifier:
             return NEGATION, f"no '{words}': the source states it"
         return None, f"no '{words}': the source does not state it"
 
-    def _disagreements(self, f: Finding, g: Finding, source: Source) -> list[tuple[str, str]]:
+    def _compare(
+        self, finding: Finding, statements: Sequence[Finding], source: Source
+    ) -> tuple[str | None, str]:
+        """Supported when one statement agrees on every attribute the source states anywhere
+        (of those the finding states), or none disagrees; else the closest disagreement. A
+        restatement without the attribute ("left effusion" in the impression) does not hide
+        a disagreement ("small left effusion" in the findings)."""
+        compared = [(self.disagreements(finding, g, source), g) for g in statements]
+        stated = {a for g in statements for a in _stated(finding) & _stated(g)}
+        if any(not d and stated <= _agreements(finding, g) for d, g in compared) or all(
+            not d for d, _ in compared
+        ):
+            return None, f"{finding.describe()}: stated in the source"
+        return min((d for d, _ in compared if d), key=len)[0]
+
+    def disagreements(self, f: Finding, g: Finding, source: Source) -> list[tuple[str, str]]:
         """Where the candidate finding ``f`` and the source's ``g`` disagree, in KINDS order."""
         out: list[tuple[str, str]] = []
         said = f"{f.describe()}: the source says {g.describe()}"
@@ -333,10 +339,21 @@ class Verifier:
     def omissions(
         self, source: Source, sentences: Sequence[SentenceVerdict], candidate: str
     ) -> list[Omission]:
-        """The source's positive findings that no candidate finding mentions (the concept, a
-        kin one, on a side and at a place that do not disagree); one per finding that is not a
-        restatement of one already omitted."""
-        mentioned = [f for s in sentences for f in s.findings if f.kind != GROUP]
+        """The source's positive findings that no candidate finding mentions (the concept or a
+        more specific one, on a side and at a place that do not disagree); one per finding that
+        is not a restatement of one already omitted."""
+        stated = [f for s in sentences for f in s.findings if f.kind != GROUP]
+        mentioned = [f for f in stated if f.positive]
+        denied = {f.concept for f in stated if not f.positive}
+        # a finding stated otherwise (the other side, another place) is reported as the
+        # contradiction it is, not also as an omission
+        contradicted = {
+            c
+            for s in sentences
+            if s.verdict == CONTRADICTED
+            for f in s.findings
+            for c in self.vocab.ancestors(f.concept)
+        }
         words = {t.text for t in tokens(candidate)}
         out: list[tuple[Finding, Omission]] = []
         for g in source.findings:
@@ -345,7 +362,9 @@ class Verifier:
             if g.kind == UNKNOWN:
                 if _share(g.words, words) >= 0.5:
                     continue
-            elif any(self._same_finding(f, g) for f in mentioned):
+            elif g.concept in denied | contradicted or any(
+                self._same_finding(f, g) for f in mentioned
+            ):
                 continue
             if any(self._same_finding(g, o) for o, _ in out):
                 continue
@@ -353,8 +372,9 @@ class Verifier:
         return [o for _, o in out]
 
     def _same_finding(self, f: Finding, g: Finding) -> bool:
-        """Kin concepts, not placed apart (side, location)."""
-        if not self.vocab.kin(f.concept, g.concept):
+        """``f`` mentions ``g``: the same concept or a more specific one (an opacity does not
+        mention the pneumonia it may be), not placed apart (side, location)."""
+        if g.concept not in self.vocab.ancestors(f.concept):
             return False
         sides, theirs = f.get("laterality"), g.get("laterality")
         if sides and theirs and not sides & theirs:

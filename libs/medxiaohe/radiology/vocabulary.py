@@ -97,7 +97,8 @@ class Role:
     kind: str  # concept, anatomy, normal, abnormal, or an axis (laterality, zone, ...)
     value: str  # the concept, the anatomy, the abnormal word's anatomy, the axis value; a
     # normal word's polarity: "normal", or "abnormal" for a word that says any anatomy is not
-    attributes: tuple[tuple[str, str], ...] = ()  # a term's own: (("laterality", "right"),)
+    attributes: tuple[tuple[str, str], ...] = ()  # a term's own: (("laterality", "right"),);
+    # an abnormal word's: the concept it asserts of its anatomy (("concept", "cardiomegaly"),)
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,6 @@ class Vocabulary:
     version: str
     concepts: dict[str, Concept]
     phrases: dict[tuple[str, ...], list[Role]]
-    abnormal: dict[str, str]  # anatomy -> the concept "<anatomy> is enlarged/..." asserts
     units: dict[str, float]
     report_words: frozenset[str]
     longest: int = 1
@@ -202,11 +202,9 @@ def build(data: dict[str, Any]) -> Vocabulary:
         add(phrase, Role("normal", "normal"))
     for phrase in data["not_normal_words"]:
         add(phrase, Role("normal", "abnormal"))
-    abnormal = {}
-    for anatomy, entry in data["abnormal_words"].items():
-        abnormal[anatomy] = entry["concept"]
+    for entry in data["abnormal_words"]:
         for phrase in entry["words"]:
-            add(phrase, Role("abnormal", anatomy))
+            add(phrase, Role("abnormal", entry["anatomy"], (("concept", entry["concept"]),)))
     for value, words in data["laterality"].items():
         for phrase in words:
             add(phrase, Role("laterality", value))
@@ -231,7 +229,6 @@ def build(data: dict[str, Any]) -> Vocabulary:
         version=str(data["version"]),
         concepts=concepts,
         phrases=phrases,
-        abnormal=abnormal,
         units={singular(k): float(v) for k, v in data["measurement_units"].items()},
         report_words=report_words,
         longest=max(len(p) for p in phrases),

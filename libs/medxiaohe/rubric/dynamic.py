@@ -30,7 +30,15 @@ from typing import Any
 
 from medxiaohe.common.errors import InvalidInput
 from medxiaohe.radiology.reading import Finding as Read
-from medxiaohe.radiology.verification import ADDITION, Source, Verifier, findings_text
+from medxiaohe.radiology.verification import (
+    ADDITION,
+    LATERALITY,
+    LOCATION,
+    SEVERITY,
+    Source,
+    Verifier,
+    findings_text,
+)
 from medxiaohe.radiology.vocabulary import GROUP
 from medxiaohe.rubric.rubrics import Criterion, Rubric
 from medxiaohe.rubric.scoring import Verdict
@@ -142,63 +150,62 @@ class FindingGrader:
         source, per = _read(dynamic.findings, verifier)
         sentences = verifier.reader.read(report)
         stated = [f for s in sentences for f in s.findings]
-
-        def about(i: int) -> list[Read]:
-            """The report's statements of finding ``i`` (kin concepts)."""
-            return [
-                f
-                for f in stated
-                if f.kind != GROUP and any(vocab.kin(f.concept, g.concept) for g in per[i])
+        # each positive statement belongs to the findings of its concept (else of a kin one)
+        # it disagrees with least
+        assigned: dict[int, list[Read]] = {i: [] for i in range(len(per))}
+        for f in (f for f in stated if f.positive and f.kind != GROUP):
+            scored = [
+                (min(len(verifier.disagreements(f, g, source)) for g in same), i)
+                for i in range(len(per))
+                if (same := [g for g in per[i] if g.concept == f.concept])
+            ] or [
+                (min(len(verifier.disagreements(f, g, source)) for g in kin), i)
+                for i in range(len(per))
+                if (kin := [g for g in per[i] if vocab.kin(f.concept, g.concept)])
             ]
+            if scored:
+                fewest = min(n for n, _ in scored)
+                for n, i in scored:
+                    if n == fewest:
+                        assigned[i].append(f)
 
-        def attribute(i: int, axes: tuple[str, ...]) -> tuple[bool, str]:
-            """(a statement disagrees on ``axes`` and none agrees, why)."""
-            mine = [f for f in about(i) if f.positive]
-            theirs = {v for g in per[i] for a in axes for v in g.get(a)}
-            sizes = {g.size_mm for g in per[i] if g.size_mm is not None}
-            said = [
-                f
-                for f in mine
-                if any(f.get(a) for a in axes) or (axes == ("severity",) and f.size_mm is not None)
-            ]
-
-            def agrees(f: Read) -> bool:
-                values = {v for a in axes for v in f.get(a)}
-                if values and theirs:
-                    return bool(values & theirs)
-                if axes == ("severity",) and f.size_mm is not None and sizes:
-                    return any(abs(f.size_mm - s) <= max(2.0, 0.25 * s) for s in sizes)
-                return True
-
-            wrong = [f for f in said if not agrees(f)]
-            if wrong and not any(agrees(f) for f in said):
-                return True, f"states {wrong[0].describe()}"
-            return False, "states it as the findings do" if said else "does not state it"
+        def wrong(i: int, kinds: tuple[str, ...]) -> tuple[bool, str]:
+            """(a statement of the finding disagrees on ``kinds``, why)."""
+            for f in assigned[i]:
+                found = [
+                    reason
+                    for g in per[i]
+                    if vocab.kin(f.concept, g.concept)
+                    for kind, reason in verifier.disagreements(f, g, source)
+                    if kind in kinds
+                ]
+                if found:
+                    return True, found[0]
+            return False, "states it as the findings do" if assigned[i] else "does not state it"
 
         verdicts = []
         for criterion in dynamic.rubric.criteria:
             check = dynamic.checks[criterion.id]
-            i = check.finding
-            if i is None:
+            index = check.finding
+            if index is None:
                 met, why = self._report_check(check.wants, report, sentences, source, dynamic, per)
             elif check.wants == "mentioned":
-                hedged = dynamic.findings[i].assertion == "uncertain"
+                hedged = dynamic.findings[index].assertion == "uncertain"
                 found = [
                     f
-                    for f in about(i)
-                    if f.positive
-                    and (hedged or f.assertion == "present")
-                    and any(_placed_alike(f, g) for g in per[i])
+                    for f in assigned[index]
+                    if (hedged or f.assertion == "present")
+                    and any(_placed_alike(f, g) for g in per[index])
                 ]
                 met, why = bool(found), "mentioned as found" if found else "not mentioned as found"
             elif check.wants == "negated":
-                lineage = {c for g in per[i] for c in vocab.ancestors(g.concept)}
+                lineage = {c for g in per[index] for c in vocab.ancestors(g.concept)}
                 denied = [
                     f
                     for f in stated
                     if not f.positive
                     and (
-                        any(vocab.kin(f.concept, g.concept) for g in per[i])
+                        any(vocab.kin(f.concept, g.concept) for g in per[index])
                         or (f.kind == GROUP and lineage & vocab.concepts[f.concept].members)
                     )
                 ]
@@ -207,17 +214,19 @@ class FindingGrader:
                     "a sentence denies it" if denied else "no sentence denies it",
                 )
             elif check.wants == "asserted":
-                claimed = [f for f in about(i) if f.positive]
-                met, why = (
-                    bool(claimed),
-                    "a sentence asserts it" if claimed else "no sentence asserts it",
-                )
+                claimed = [
+                    f
+                    for f in stated
+                    if f.positive and any(vocab.kin(f.concept, g.concept) for g in per[index])
+                ]
+                met = bool(claimed)
+                why = "a sentence asserts it" if claimed else "no sentence asserts it"
             elif check.wants == "side":
-                met, why = attribute(i, ("laterality",))
+                met, why = wrong(index, (LATERALITY,))
             elif check.wants == "location":
-                met, why = attribute(i, _PLACES)
+                met, why = wrong(index, (LOCATION,))
             else:
-                met, why = attribute(i, ("severity",))
+                met, why = wrong(index, (SEVERITY,))
             verdicts.append(Verdict(criterion.id, met, why, NAME))
         return verdicts
 
