@@ -8,7 +8,7 @@ PYTHON ?= python3
 PIP := $(PY) -m pip --disable-pip-version-check -q
 SOURCES := libs/medxiaohe services training-jobs tests protos/generate.py
 
-.PHONY: help venv install protos lint check test demo clean met train-ner train-small rl-small bench-tagging bench-ingest bench-mixture bench-serving eval-suite bench-decontaminate eval-rubric
+.PHONY: help venv install protos lint check test demo clean met train-ner train-small rl-small bench-tagging bench-ingest bench-mixture bench-serving eval-suite bench-decontaminate eval-rubric eval-grounding
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -67,6 +67,13 @@ eval-suite: venv ## Score models/small (after train-small) on every suite, clean
 	HF_HUB_OFFLINE=1 $(VENV)/bin/medxiaohe eval suite --run $(or $(RUN),small-zero-shot) \
 		--model $(or $(MODEL),models/small) --decontamination small --concurrency 8 \
 		--out .medxiaohe/eval/$(or $(RUN),small-zero-shot)
+
+eval-grounding: venv ## Verifier on paraphrased IU X-ray train/val reports with injected errors, beside token overlap
+	$(VENV)/bin/medxiaohe met stats >/dev/null 2>&1 || $(VENV)/bin/medxiaohe met build >/dev/null
+	@for split in train val; do \
+		MEDXIAOHE_LOG_LEVEL=WARNING $(VENV)/bin/medxiaohe eval grounding --split $$split \
+			--tune-split $$([ $$split = train ] && echo val || echo train) || exit 1; \
+	done
 
 eval-rubric: venv ## Rubric grader on the shared HealthBench examples: the tune half, then the held-out half
 	$(VENV)/bin/medxiaohe met stats >/dev/null 2>&1 || $(VENV)/bin/medxiaohe met build >/dev/null
