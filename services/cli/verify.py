@@ -13,11 +13,11 @@ import typer
 
 from medxiaohe_services.cli.met import StoreOption
 
-MAX_TEXT = 100_000  # characters of one reference or candidate
-
 
 def verify_row(row: Any, verifier: Any) -> dict[str, Any]:
     """One ``{"id", "reference", "candidate"}`` row verified."""
+    from medxiaohe.common.errors import InvalidInput
+
     if not isinstance(row, dict):
         raise ValueError("a row is a JSON object with id, reference and candidate")
     texts = {}
@@ -25,10 +25,11 @@ def verify_row(row: Any, verifier: Any) -> dict[str, Any]:
         value = row.get(field)
         if not isinstance(value, str):
             raise ValueError(f"{field} must be a string")
-        if len(value) > MAX_TEXT:
-            raise ValueError(f"{field} is longer than {MAX_TEXT} characters")
         texts[field] = value
-    result = verifier.verify(texts["reference"], texts["candidate"])
+    try:
+        result = verifier.verify(texts["reference"], texts["candidate"])
+    except InvalidInput as exc:  # too long
+        raise ValueError(str(exc)) from None
     return {"id": row.get("id"), **result.to_json()}
 
 

@@ -67,6 +67,26 @@ def test_normal_statements_are_claims_too() -> None:
     assert verify("No consolidation.", "Right lower lobe pneumonia.").sentences[0].kind == NEGATION
 
 
+def test_the_verifier_bounds_its_work() -> None:
+    """The largest pair it takes is verified (the limit only catches a hang); a larger one is
+    refused before any work."""
+    import time
+
+    import pytest
+
+    from medxiaohe.common.errors import InvalidInput
+    from medxiaohe.radiology.verification import MAX_REPORT_CHARS
+
+    reference = ("Small left effusion, right upper lobe opacity. " * 500)[:MAX_REPORT_CHARS]
+    candidate = ("Large right effusion, left lower lobe opacity. " * 500)[:MAX_REPORT_CHARS]
+    started = time.perf_counter()
+    result = verify(reference, candidate)
+    assert time.perf_counter() - started < 120
+    assert all(s.flagged for s in result.sentences[:-1])
+    with pytest.raises(InvalidInput, match="longer than"):
+        verify(reference, candidate + " More.")
+
+
 def test_omissions_are_present_source_findings_the_candidate_leaves_out() -> None:
     result = verify(SOURCE, "No pneumothorax. Heart size is normal. Right upper lobe opacity.")
     omitted = [(o.text, SOURCE[o.start : o.end]) for o in result.omissions]

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from medxiaohe.common.errors import InvalidInput
 from medxiaohe.radiology.reading import UNKNOWN, Finding, Reader, Sentence
 from medxiaohe.radiology.vocabulary import ABNORMAL, AXES, GROUP, Vocabulary, tokens
 
@@ -51,6 +52,7 @@ ADDITION, NEGATION, LATERALITY, LOCATION, SEVERITY = (
     "severity",
 )
 KINDS = (NEGATION, LATERALITY, LOCATION, SEVERITY, ADDITION)  # a sentence reports the first
+MAX_REPORT_CHARS = 20_000  # a reference or a candidate (chest reports run to a few thousand)
 _PLACES = ("zone", "depth", "plane")
 SIZE_TOLERANCE = 0.25  # sizes that differ by more than this share (and 2 mm) disagree
 
@@ -158,6 +160,9 @@ class Verifier:
         return Source(text, self.reader.read(text))
 
     def verify(self, reference: str, candidate: str) -> Verification:
+        for name, text in (("reference", reference), ("candidate", candidate)):
+            if len(text) > MAX_REPORT_CHARS:
+                raise InvalidInput(f"the {name} is longer than {MAX_REPORT_CHARS} characters")
         source = self.source(reference)
         verdicts = tuple(self.sentence(s, source) for s in self.reader.read(candidate))
         return Verification(verdicts, tuple(self.omissions(source, verdicts, candidate)))
