@@ -37,6 +37,7 @@ TRIGGERS: list[tuple[str, Assertion, str]] = [
             "without",
             "negative for",
             "free of",
+            "clear of",
             "no evidence of",
             "no signs of",
             "no sign of",
@@ -197,6 +198,9 @@ PSEUDO = (
     "history taking",
     "no interval change",
     "without any further",
+    "not well seen",
+    "not well visualized",
+    "not well evaluated",
 )
 TERMINATIONS = (
     "but",

@@ -355,8 +355,8 @@ class Reader:
     def _assert(self, part: str, offset: int, drafts: list[_Draft]) -> list[Finding]:
         spans = [(lo - offset, hi - offset) for lo, hi in (d.assert_at for d in drafts)]
         out = []
-        for draft, found in zip(drafts, assert_spans(part, spans), strict=True):
-            negated = found is Assertion.NEGATED or _denied_after(part, draft.end - offset)
+        for draft, found in zip(drafts, _assertions(part, spans), strict=True):
+            negated = found is Assertion.NEGATED or _denied_after(part, draft.assert_at[1] - offset)
             if draft.normal:  # "lungs are clear" denies; "lungs are not clear" asserts
                 assertion = "present" if negated == (draft.normal == "normal") else "absent"
             elif negated:
@@ -377,6 +377,27 @@ class Reader:
                 )
             )
         return out
+
+
+# a new statement inside a sentence: ConText's scopes stop here ("lungs are free of infiltrate
+# and there is pleural fluid", "bones without abnormality with mild degenerative change")
+_NEW_STATEMENT = re.compile(
+    r"[;:]|\b(?:and|with|but)\s+(?=there\s+(?:is|are)\b)|"
+    r"\bwith\s+(?=(?:slight|mild|minimal|small|moderate|severe|large|marked|trace|tiny)\b)",
+    re.I,
+)
+
+
+def _assertions(part: str, spans: Sequence[tuple[int, int]]) -> list[Assertion]:
+    """ConText's assertion of each span, statement by statement."""
+    bounds = [0, *(m.end() for m in _NEW_STATEMENT.finditer(part)), len(part) + 1]
+    out: list[Assertion] = []
+    for start, end in spans:
+        k = max(i for i, b in enumerate(bounds[:-1]) if b <= start)
+        lo, hi = bounds[k], bounds[k + 1]
+        (found,) = assert_spans(part[lo:hi], [(start - lo, end - lo)])
+        out.append(found)
+    return out
 
 
 _DENIED_AFTER = re.compile(

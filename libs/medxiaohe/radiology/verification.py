@@ -246,6 +246,8 @@ class Verifier:
         return explicit, general
 
     def _check_denied(self, finding: Finding, source: Source) -> tuple[str | None, str]:
+        if any(g.concept == finding.concept and not g.positive for g in source.findings):
+            return None, f"{finding.describe()}: the source says the same"
         sides = finding.get("laterality")
         for g in source.findings:
             if not g.positive or g.kind == GROUP:
