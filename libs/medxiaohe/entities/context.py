@@ -38,6 +38,7 @@ TRIGGERS: list[tuple[str, Assertion, str]] = [
             "negative for",
             "free of",
             "clear of",
+            "resolution of",
             "no evidence of",
             "no signs of",
             "no sign of",

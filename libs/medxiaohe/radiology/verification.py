@@ -351,9 +351,8 @@ class Verifier:
         is not a restatement of one already omitted."""
         stated = [f for s in sentences for f in s.findings if f.kind != GROUP]
         mentioned = [f for f in stated if f.positive]
-        denied = {f.concept for f in stated if not f.positive}
-        # a finding stated otherwise (the other side, another place) is reported as the
-        # contradiction it is, not also as an omission
+        # a finding denied or stated otherwise (the other side, another place) is reported as
+        # the contradiction it is, not also as an omission
         contradicted = {
             c
             for s in sentences
@@ -369,9 +368,7 @@ class Verifier:
             if g.kind == UNKNOWN:
                 if _share(g.words, words) >= 0.5:
                     continue
-            elif g.concept in denied | contradicted or any(
-                self._same_finding(f, g) for f in mentioned
-            ):
+            elif g.concept in contradicted or any(self._same_finding(f, g) for f in mentioned):
                 continue
             if any(self._same_finding(g, o) for o, _ in out):
                 continue
