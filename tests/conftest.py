@@ -202,17 +202,32 @@ def kill_and_resume(
     last_step: int,
     timeouts: tuple[float, float],
 ) -> None:
-    """Start a run, SIGKILL it once its checkpoint at ``at_step`` is in, start it again: it
-    must finish at ``last_step`` and publish, without training any step twice. ``timeouts``:
-    seconds to the checkpoint, seconds for the rerun."""
+    """Start a run, SIGKILL it once a checkpoint at ``at_step`` or later is in (the run keeps
+    only its last checkpoint, so a fast run may have replaced step ``at_step`` before a poll),
+    start it again: it must finish at ``last_step`` and publish, without training any step
+    twice. ``timeouts``: seconds to the checkpoint, seconds for the rerun."""
     from medxiaohe.training.runs import Run
 
     process = start()
-    marker = f"runs/{stage}/{run_id}/checkpoints/step-{at_step:08d}/node-0/_MANIFEST.json"
+    folder = f"runs/{stage}/{run_id}/checkpoints/"
+
+    def checkpointed() -> bool:
+        return any(
+            o.key.endswith("/node-0/_MANIFEST.json")
+            and int(o.key[len(folder) :].split("/")[0].removeprefix("step-")) >= at_step
+            for o in store.list(folder)
+        )
+
     deadline = time.monotonic() + timeouts[0]
-    while not store.exists(marker) and process.poll() is None and time.monotonic() < deadline:
+    while not checkpointed() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert store.exists(marker), f"no checkpoint at step {at_step}"
+    if not checkpointed():
+        ended = process.poll() is not None
+        if not ended:
+            process.kill()
+        output = process.communicate(timeout=60)[0].decode(errors="replace")[-4000:]
+        state = f"exited with {process.returncode}" if ended else "timed out"
+        raise AssertionError(f"no checkpoint at step {at_step}; the run {state}:\n{output}")
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not store.exists(f"runs/{stage}/{run_id}/model/_LATEST")
