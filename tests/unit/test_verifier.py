@@ -53,6 +53,18 @@ def test_each_error_is_flagged_as_what_it_is() -> None:
     assert kinds("A 2 cm nodule in the left lower lobe.") == [SEVERITY]  # the size
     # a word no vocabulary names is still checked, against the source's words
     assert kinds("There is an azygous fissure.") == [ADDITION]
+    # the other side predominating, of a finding on both sides
+    bibasilar = "Bibasilar opacities, right greater than left."
+    assert (
+        verify(bibasilar, "Left-sided greater than right bibasilar densities.").sentences[0].kind
+        == LATERALITY
+    )
+    assert verify(bibasilar, "Bibasilar opacities.").sentences[0].verdict == SUPPORTED
+    # technique is a claim too
+    assert kinds("The patient is rotated.") == [ADDITION]
+    # a claim against a denial the candidate keeps is added, not the source's statement flipped
+    assert kinds("No pneumothorax. Small pneumothorax at the apex.") == [SUPPORTED, ADDITION]
+    assert kinds("Heart size is normal. The heart is enlarged.") == [SUPPORTED, ADDITION]
     result = verify(SOURCE, "Small pneumothorax.")
     assert result.sentences[0].verdict == CONTRADICTED
     assert "no pneumothorax" in result.sentences[0].reasons[0]

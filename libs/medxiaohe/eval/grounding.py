@@ -1,6 +1,6 @@
 """Does the verifier catch what a report gets wrong, on reports written in other words?
 
-IU X-ray reports (findings, then impression) are the references. Each candidate is the
+IU X-ray reports' findings are the references (see ``load_reports``). Each candidate is the
 reference paraphrased (``medxiaohe.eval.rewrite``: synonyms, other sentence forms, lists
 joined), reordered, and given at most one error, injected by surface rules that never ask the
 verifier what a sentence says:
@@ -57,14 +57,17 @@ class Pair:
 
 
 def load_reports(path: Path, split: str, limit: int = 0) -> list[tuple[str, list[str]]]:
-    """(uid, sentences) of each report of the split with any text."""
+    """(uid, sentences) of each report of the split with any text: its findings, or with the
+    impression too when the findings are a single sentence. An impression restates findings, so
+    a dropped finding would still be in the candidate and its omission no error."""
     reports = []
     with path.open(encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
             if row.get("split") != split:
                 continue
-            text = " ".join(x for x in (row.get("findings", ""), row.get("impression", "")) if x)
-            sentences = rewrite.split(text)
+            sentences = rewrite.split(row.get("findings", ""))
+            if len(sentences) < 2:
+                sentences += rewrite.split(row.get("impression", ""))
             if sentences:
                 reports.append((row["uid"], sentences))
             if limit and len(reports) >= limit:

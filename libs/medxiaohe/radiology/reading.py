@@ -74,6 +74,7 @@ class Finding:
                 if len(self.get("laterality")) == 2
                 else sorted(self.get("laterality"))
             ),
+            *(f"{side} greater" for side in sorted(self.get("predominance"))),
             *sorted(self.get("zone")),
             self.concept,
         ]

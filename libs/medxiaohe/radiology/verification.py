@@ -15,7 +15,8 @@ How a finding is decided:
   supported when some such statement agrees on every attribute both state; otherwise the
   closest one's first disagreement is the kind;
 * one the source denies (explicitly, or by a normal statement whose group holds it: "lungs are
-  clear" denies opacity) is a negation; one the source does not mention is an addition;
+  clear" denies opacity) is a negation, unless the candidate keeps that denial in another
+  sentence (then it is an addition beside it); one the source does not mention is an addition;
 * a denied observation ("no pneumothorax") is a negation when the source asserts it, supported
   otherwise;
 * a normal statement ("heart size is normal") is supported when the source says the same, a
@@ -114,6 +115,7 @@ class Source:
 
     def __init__(self, text: str, sentences: Sequence[Sentence]) -> None:
         self.text = text
+        self.candidate: Source | None = None  # the candidate being checked against it, read
         self.sentences = list(sentences)
         self.findings = [f for s in self.sentences for f in s.findings]
         self.compares = any(f.get("change") for f in self.findings)
@@ -164,7 +166,9 @@ class Verifier:
             if len(text) > MAX_REPORT_CHARS:
                 raise InvalidInput(f"the {name} is longer than {MAX_REPORT_CHARS} characters")
         source = self.source(reference)
-        verdicts = tuple(self.sentence(s, source) for s in self.reader.read(candidate))
+        read = self.reader.read(candidate)
+        source.candidate = Source(candidate, read)
+        verdicts = tuple(self.sentence(s, source) for s in read)
         return Verification(verdicts, tuple(self.omissions(source, verdicts, candidate)))
 
     # -- sentences -----------------------------------------------------------------------------
@@ -218,10 +222,16 @@ class Verifier:
             return self._compare(finding, candidates, source)
         explicit, general = self._deniers(name, source)
         said = ABNORMAL + finding.anatomy  # "the heart is enlarged" against "heart size normal"
-        if finding.anatomy and any(g.concept == said and not g.positive for g in general):
-            return NEGATION, f"{finding.describe()}: the source says no {said}"
-        if explicit:
-            return NEGATION, f"{finding.describe()}: the source says {explicit[0].describe()}"
+        by_anatomy = bool(finding.anatomy) and any(g.concept == said for g in general)
+        if by_anatomy or explicit:
+            denial = f"no {said}" if by_anatomy else explicit[0].describe()
+            if self._denied_elsewhere(finding, by_anatomy, source.candidate):
+                # the candidate keeps the source's denial and adds a claim against it
+                return ADDITION, (
+                    f"{finding.describe()}: not in the source, which says {denial} (as does "
+                    "the candidate elsewhere)"
+                )
+            return NEGATION, f"{finding.describe()}: the source says {denial}"
         if general:
             return ADDITION, (
                 f"{finding.describe()}: not in the source, which says {general[0].describe()}"
@@ -244,6 +254,19 @@ class Verifier:
                 if concept is not None and lineage & concept.members:
                     general.append(g)
         return explicit, general
+
+    def _denied_elsewhere(
+        self, finding: Finding, by_anatomy: bool, candidate: Source | None
+    ) -> bool:
+        """Another sentence of the candidate denies the finding as the source does: by a normal
+        statement of its anatomy, or explicitly."""
+        if candidate is None:
+            return False
+        here = next((s for s in candidate.sentences if s.start <= finding.start < s.end), None)
+        explicit, general = self._deniers(finding.concept, candidate)
+        said = ABNORMAL + finding.anatomy
+        denials = [g for g in general if g.concept == said] if by_anatomy else explicit
+        return any(here is None or not here.start <= g.start < here.end for g in denials)
 
     def _check_denied(self, finding: Finding, source: Source) -> tuple[str | None, str]:
         if any(g.concept == finding.concept and not g.positive for g in source.findings):
@@ -323,7 +346,10 @@ class Verifier:
         out: list[tuple[str, str]] = []
         said = f"{f.describe()}: the source says {g.describe()}"
         sides, theirs = f.get("laterality"), g.get("laterality")
-        if sides and theirs and not sides <= theirs:
+        leads, theirs_lead = f.get("predominance"), g.get("predominance")
+        if (sides and theirs and not sides <= theirs) or (
+            leads and theirs_lead and not leads & theirs_lead
+        ):
             out.append((LATERALITY, said))
         for axis in _PLACES:
             if f.get(axis) and g.get(axis) and not f.get(axis) & g.get(axis):

@@ -18,7 +18,7 @@ from medxiaohe.common.errors import InvalidInput
 
 OBSERVATION, DEVICE, GROUP = "observation", "device", "group"
 ABNORMAL = "abnormal "  # the group a normal statement about an anatomy denies: "abnormal lungs"
-AXES = ("laterality", "zone", "depth", "plane", "severity", "change")
+AXES = ("laterality", "predominance", "zone", "depth", "plane", "severity", "change")
 
 # plural -> singular where dropping an "s" is wrong
 _IRREGULAR = {
@@ -212,7 +212,7 @@ def build(data: dict[str, Any]) -> Vocabulary:
         for value, words in values.items():
             for phrase in words:
                 add(phrase, Role(axis, value))
-    for axis in ("severity", "change"):
+    for axis in ("predominance", "severity", "change"):
         for value, words in data[axis].items():
             for phrase in words:
                 add(phrase, Role(axis, value))
