@@ -131,9 +131,9 @@ def report(stub: rp_grpc.ReportServiceStub, home: Path) -> bool:
         )
     else:
         caption = (
-            "(random weights: the findings and the impression are noise; the verifier finds no\n"
-            "       observation it can check in noise, so it marks such sentences not checked "
-            "and supports none; `make train-small` trains a real model)"
+            "(random weights: the findings and the impression are noise; the verifier supports\n"
+            "       none of it: words the source does not state are unsupported, what has no words "
+            "is not checked;\n       `make train-small` trains a real model)"
         )
     print(f"      {caption}", flush=True)
     exported = stub.ExportReport(rp.ExportReportRequest(report_id=report.report_id), timeout=300)
