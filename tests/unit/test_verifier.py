@@ -60,6 +60,8 @@ def test_each_error_is_flagged_as_what_it_is() -> None:
         == LATERALITY
     )
     assert verify(bibasilar, "Bibasilar opacities.").sentences[0].verdict == SUPPORTED
+    resolved = "Interval resolution of the left pleural effusion."
+    assert verify(resolved, "Resolution of the right effusion.").sentences[0].kind == LATERALITY
     # technique is a claim too
     assert kinds("The patient is rotated.") == [ADDITION]
     # a claim against a denial the candidate keeps is added, not the source's statement flipped

@@ -269,9 +269,12 @@ class Verifier:
         return any(here is None or not here.start <= g.start < here.end for g in denials)
 
     def _check_denied(self, finding: Finding, source: Source) -> tuple[str | None, str]:
-        if any(g.concept == finding.concept and not g.positive for g in source.findings):
-            return None, f"{finding.describe()}: the source says the same"
         sides = finding.get("laterality")
+        denials = [g for g in source.findings if g.concept == finding.concept and not g.positive]
+        if any(not (sides and g.get("laterality")) or sides & g.get("laterality") for g in denials):
+            return None, f"{finding.describe()}: the source says the same"
+        if denials and finding.get("change"):  # "resolution of the right effusion": it was there
+            return LATERALITY, f"{finding.describe()}: the source says {denials[0].describe()}"
         for g in source.findings:
             if not g.positive or g.kind == GROUP:
                 continue
