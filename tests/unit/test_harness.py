@@ -147,6 +147,9 @@ def test_mirage_format_rescoring_matches_hand_count(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, [*args, "--predictions", str(folder), "--data", str(data)])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == {"accuracy": round(1 / 3, 4), "n": 3, "unparsed": 1}
+    (folder / "test_0002.json").write_text("[]")  # an empty list, as MIRAGE released some
+    result = CliRunner().invoke(app, [*args, "--predictions", str(folder), "--data", str(data)])
+    assert json.loads(result.output) == {"accuracy": round(1 / 3, 4), "n": 3, "unparsed": 1}
     # an output no pattern reads: MIRAGE's extraction falls back to "A", ours says unparsed
     (folder / "test_0002.json").write_text(json.dumps(["I cannot tell."]))
     for extraction, expected in (("ours", 1), ("mirage", 1)):
@@ -237,11 +240,15 @@ MIRAGE_PUBLISHED = [  # MIRAGE's CoT accuracies, as its evaluate.py computes the
 def test_mirage_released_predictions_give_published_accuracy(
     suite: str, dataset: str, folder: str, llm: str, published: float
 ) -> None:
-    """With MIRAGE's prediction/ tree under ../shared/data/mirage_baselines (not shipped here:
-    MIRAGE's repository holds it), its own extraction reproduces its numbers."""
-    predictions = SHARED_DATA / "mirage_baselines" / "prediction" / dataset / "cot" / "OpenAI" / llm
-    if not predictions.is_dir():
-        pytest.skip(f"{predictions} is absent (MIRAGE's released predictions)")
+    """MIRAGE's released predictions (../shared/data/mirage_predictions holds MedMCQA's; the
+    others where MIRAGE's prediction/ tree is unpacked as ../shared/data/mirage_baselines), read
+    with its own extraction, give its published numbers exactly: empty prediction lists count
+    wrong."""
+    shipped = SHARED_DATA / "mirage_predictions" / dataset / "cot" / llm
+    unpacked = SHARED_DATA / "mirage_baselines" / "prediction" / dataset / "cot" / "OpenAI" / llm
+    predictions = next((p for p in (shipped, unpacked) if p.is_dir()), None)
+    if predictions is None:
+        pytest.skip(f"{shipped} and {unpacked} are absent (MIRAGE's released predictions)")
     items = load_suite(suite, SHARED_DATA / folder)
     outputs = read_mirage(predictions, suite, items)
     assert rescore(items, outputs, "mirage")["accuracy"] == pytest.approx(published, abs=1e-4)

@@ -38,7 +38,8 @@ def read_ours(path: Path) -> dict[str, str]:
 
 
 def read_mirage(folder: Path, suite: str, items: Sequence[Item]) -> dict[str, str]:
-    """id -> the first raw output of each item's MIRAGE file (absent files are left out)."""
+    """id -> the first raw output of each item's MIRAGE file (absent files and empty lists are
+    left out: ``rescore`` counts those items wrong)."""
     if not folder.is_dir():
         raise NotFound(f"{folder} is not a folder of MIRAGE predictions")
     split = "dev" if suite == "medmcqa" else "test"
@@ -50,9 +51,10 @@ def read_mirage(folder: Path, suite: str, items: Sequence[Item]) -> dict[str, st
                 answers = json.loads(_read(path))
             except json.JSONDecodeError:
                 raise InvalidInput(f"{path.name}: not JSON") from None
-            if not isinstance(answers, list) or not answers:
+            if not isinstance(answers, list):
                 raise InvalidInput(f"{path.name}: a list of outputs expected")
-            outputs[item.id] = str(answers[0])
+            if answers:  # an empty list (27 GPT-3.5 MedMCQA files) is wrong, as MIRAGE counts it
+                outputs[item.id] = str(answers[0])
     return outputs
 
 
