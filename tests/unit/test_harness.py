@@ -1,4 +1,4 @@
-"""The benchmark harness without a model: answer extraction on hand-written outputs, suites
+"""The benchmark harness without a model: short-answer and MIRAGE extraction, suites
 from hand-made files, MIRAGE-format re-scoring, scores and intervals, and the benchmark
 overlap index with the corpus step that drops copies."""
 
@@ -15,7 +15,7 @@ from medxiaohe.corpus.record import Record
 from medxiaohe.corpus.steps import DropBenchmarkOverlap
 from medxiaohe.eval.harness import prompts
 from medxiaohe.eval.harness.contamination import benchmark_index
-from medxiaohe.eval.harness.extract import extract_choice, extract_short, mirage_choice
+from medxiaohe.eval.harness.extract import extract_short, mirage_choice
 from medxiaohe.eval.harness.rescore import read_mirage, rescore
 from medxiaohe.eval.harness.scoring import bootstrap, markdown, score_suite
 from medxiaohe.eval.harness.suites import Item, load_suite, medqa
@@ -65,32 +65,6 @@ def write_medqa(folder: Path, questions: list[tuple[str, dict[str, str], str]] =
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
-
-
-@pytest.mark.parametrize(
-    ("reply", "expected"),
-    [
-        ("B", "B"),
-        ("B. Ketotifen eye drops", "B"),
-        ("(C) because compresses soothe", "C"),
-        ("Answer: B", "B"),
-        ("After weighing it all, the answer is (D).", "D"),
-        ("The correct option is C", "C"),
-        ('{"answer": "A"}', "A"),
-        ('Reasoning first. {"reasoning": "allergic", "answer": "B"} done', "B"),
-        ('{"answer": "Ketotifen eye drops"}', "B"),
-        ("I would prescribe ketotifen eye drops for this.", "B"),
-        ("Fluorometholone eye drops.", "D"),  # not "eye drops" of B: the longest option wins
-        ("I am not sure.", None),
-        ("The answer is a difficult one to give.", None),  # a lower-case "a" is no letter
-        ("Either warm compresses or erythromycin ointment.", None),  # two options: ambiguous
-        ('{"answer": "Z"}', None),
-        ('{"reasoning": "unsure", "answer": ""}', None),  # an empty JSON answer answers nothing
-        ("", None),
-    ],
-)
-def test_choice_extraction(reply: str, expected: str | None) -> None:
-    assert extract_choice(reply, OPTIONS) == expected
 
 
 def test_short_answers_and_mirage_extraction() -> None:

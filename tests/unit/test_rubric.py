@@ -253,7 +253,7 @@ CAP_CRITERIA = (
 def _grade(unit: str, chars: int) -> float:
     """Seconds to grade (and read an option letter from) ``unit`` repeated to ``chars``, the
     fastest of three tries."""
-    from medxiaohe.rubric.rewards import option_letter
+    from medxiaohe.eval.answers import extract_option
     from medxiaohe.rubric.rubrics import MAX_TEXT
 
     grader = DeterministicGrader(embed=_flat_embed)
@@ -264,7 +264,7 @@ def _grade(unit: str, chars: int) -> float:
     for _ in range(3):
         start = time.perf_counter()
         grader.grade_criteria([{"role": "user", "content": text}], text + "?", criteria)
-        option_letter(text)
+        extract_option(text)
         times.append(time.perf_counter() - start)
     return min(times)
 

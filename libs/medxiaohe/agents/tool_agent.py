@@ -32,16 +32,17 @@ SYSTEM = (
     "answer without a tool call, ending with 'The answer is <answer>.'"
 )
 SYSTEM_NO_TOOLS = "You answer medical questions, ending with 'The answer is <answer>.'"
-Check = Callable[[str, str], bool]  # (final answer text, gold) -> correct
+Check = Callable[[str, str, str], bool]  # (final answer text, gold, question) -> correct
 
 
-def check_answer(final: str, gold: str) -> bool:
-    """The option letter the answer commits to, when the gold answer is a letter; else the
-    final answer itself, case and spacing aside."""
-    from medxiaohe.rubric.rewards import final_answer, option_letter
+def check_answer(final: str, gold: str, question: str = "") -> bool:
+    """The option the answer chooses (``eval.answers``, with the question's options), when the
+    gold answer is a letter; else the final answer itself, case and spacing aside."""
+    from medxiaohe.eval.answers import extract_option, options_from_prompt
+    from medxiaohe.rubric.rewards import final_answer
 
     if len(gold) == 1 and gold.isalpha():
-        return option_letter(final) == gold.upper()
+        return extract_option(final, options_from_prompt(question)) == gold.upper()
     return " ".join(final_answer(final).lower().split()) == " ".join(gold.lower().split())
 
 
@@ -154,7 +155,7 @@ def answer(
     if not run.final:  # no tools, or the turns ran out: answer now
         run.final = model.chat(with_images(run.messages, pictures), params=params).text
     run.messages.append({"role": "assistant", "content": run.final})
-    run.correct = check(run.final, question.answer)
+    run.correct = check(run.final, question.answer, question.text)
     return run
 
 

@@ -1,14 +1,12 @@
 """What a language model learned, measured in process: held-out perplexity, greedy answers to
-chat prompts (images allowed), and the answer in a reply (an option letter, a short answer)."""
+chat prompts (images allowed), and a short answer as VQA compares it (option answers:
+``medxiaohe.eval.answers``)."""
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from typing import Any
-
-LETTER = re.compile(r"answer is\s*\(?([A-D])\b|^\s*\(?([A-D])[).:]?(?:\s|$)")
 
 
 def perplexity(model: Any, tokenizer: Any, texts: Sequence[str], max_tokens: int = 256) -> float:
@@ -51,12 +49,6 @@ def answer(
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
     tokenizer = getattr(processor, "tokenizer", processor)
     return str(tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
-
-
-def option_letter(reply: str) -> str | None:
-    """ "The answer is B", "(B)", "B." at the start; None when the reply names none."""
-    found = LETTER.search(reply.strip())
-    return (found.group(1) or found.group(2)) if found else None
 
 
 def short_answer(reply: str) -> str:

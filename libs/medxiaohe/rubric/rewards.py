@@ -20,17 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from medxiaohe.common.errors import InvalidInput
+from medxiaohe.eval.answers import extract_option, options_from_prompt
 from medxiaohe.rubric.rubrics import Criterion, Rubric, criterion_from
 from medxiaohe.rubric.scoring import score_example
 
 Reward = Callable[..., list[float]]
 STAGES = ("understanding", "observation|recall", "reasoning", "conclusion")
 _THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.S | re.I)
-_LETTER = re.compile(
-    r"(?:answer|option|choice)\s{0,8}(?:is|:)?\s{0,8}\(?([A-J])\)?\b|"
-    r"^[ \t]*\(?([A-J])\)?[.): \t]*$|\(([A-J])\)",
-    re.I | re.M,
-)
 
 
 def text_of(completion: Any) -> str:
@@ -74,27 +70,27 @@ def exact_answer(
     ]
 
 
-def option_letter(text: str) -> str:
-    """The option letter a completion commits to ("Answer: B", "(B)", a lone "B", JSON)."""
-    answer = final_answer(text)
-    if len(answer) == 1 and answer.isalpha():
-        return answer.upper()
-    found = _LETTER.search(answer) or _LETTER.search(text.split("</think>")[-1])
-    return next((g.upper() for g in found.groups() if g), "") if found else ""
-
-
 def option_reward(
-    prompts: Sequence[Any], completions: Sequence[Any], answer: Sequence[str], **_: Any
+    prompts: Sequence[Any],
+    completions: Sequence[Any],
+    answer: Sequence[str],
+    options: Sequence[Mapping[str, str] | None] | None = None,
+    **_: Any,
 ) -> list[float]:
-    """1 when the chosen option letter is the gold one.
+    """1 when the option the completion chooses is the gold one, read by the extractor the
+    harness scores with (``medxiaohe.eval.answers``); the options come from the ``options``
+    column, else from the prompt. An unparsed reply earns 0.
 
-    >>> option_reward(["q", "q"], ['{"answer": "C"}', "I think (B)."], ["C", "C"])
-    [1.0, 0.0]
+    >>> q = "Which drug? A. aspirin B. a bacterial culture C. ibuprofen"
+    >>> option_reward([q, q, q], ['{"answer": "C"}', "I think (B).", "It is ibuprofen."], ["C"] * 3)
+    [1.0, 0.0, 1.0]
     """
-    return [
-        float(option_letter(text_of(c)) == a.strip().upper())
-        for c, a in zip(completions, answer, strict=True)
-    ]
+    chosen = []
+    for i, completion in enumerate(completions):
+        given = options[i] if options is not None else None
+        listed = dict(given) if given else options_from_prompt(prompts[i])
+        chosen.append(extract_option(text_of(completion), listed))
+    return [float(c == a.strip().upper()) for c, a in zip(chosen, answer, strict=True)]
 
 
 def set_match(

@@ -10,7 +10,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from medxiaohe.common.errors import InvalidInput, NotFound
-from medxiaohe.eval.harness.extract import extract_choice, mirage_choice
+from medxiaohe.eval.answers import extract_option
+from medxiaohe.eval.harness.extract import mirage_choice
 from medxiaohe.eval.harness.suites import TEXT_CHOICE, Item
 
 MAX_FILE = 64 * 1024 * 1024
@@ -76,7 +77,7 @@ def rescore(
         if extraction == "mirage":
             letter, parsed = mirage_choice(output)
         else:
-            found = extract_choice(output, item.options)
+            found = extract_option(output, item.options)
             letter, parsed = found or "", found is not None
         unparsed += not parsed
         correct += letter == item.answer

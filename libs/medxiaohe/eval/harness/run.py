@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from medxiaohe.common.errors import Conflict, InvalidInput, NotFound
+from medxiaohe.eval.answers import extraction
 from medxiaohe.eval.harness import prompts
-from medxiaohe.eval.harness.extract import extract_choice, extract_short
+from medxiaohe.eval.harness.extract import extract_short
 from medxiaohe.eval.harness.suites import CHOICE, REPORT, RUBRIC, Item
 from medxiaohe.models.chat import ChatParams
 from medxiaohe.models.client import ModelClient
@@ -84,8 +85,8 @@ def judge(item: Item, output: str, grader: Grader | None) -> dict[str, Any]:
     """The extracted answer and its correctness (a rubric item's score, a report's nothing:
     reports are scored as a set)."""
     if item.kind == CHOICE:
-        extracted = extract_choice(output, item.options)
-        return {"extracted": extracted, "correct": extracted == item.answer}
+        read = extraction(output, item.options)
+        return {"extracted": read.letter, "how": read.how, "correct": read.letter == item.answer}
     if item.kind in ("closed", "open"):
         short = extract_short(output)
         return {"extracted": short, "correct": short == item.answer}
