@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,35 @@ def test_a_panel_of_experts_votes_through_the_model_client(tiny_model: Path) -> 
     verified = len(result.accepted) + sum(1 for _, rule in result.rejected if rule == "experts")
     assert verified >= 2  # the diagnosis and the multi-hop item reach the experts
     assert all(rule in ("experts", "unique_answer") for _, rule in result.rejected)
+
+
+def test_answers_sit_at_every_letter_equally_and_splits_share_no_option() -> None:
+    from medxiaohe.synthesis.items import LETTERS, Item
+    from medxiaohe.synthesis.pipeline import Synthesis, _split, balance_answers, split_of
+
+    def item(node: str, options: tuple[str, ...]) -> Item:
+        made = Item("definition", node, "Which term?", options, 0, ())
+        made.chain["conclusion"] = f"The answer is A: {options[0]}."
+        return made
+
+    items = [item(f"n{k}", (f"a{k}", f"b{k}", f"c{k}", f"d{k}")) for k in range(40)]
+    balance_answers(items, random.Random(0))
+    positions = Counter(LETTERS[i.answer] for i in items)
+    assert positions == dict.fromkeys(LETTERS, 10)
+    for k, i in enumerate(items):
+        assert i.option_ids[i.answer] == f"a{k}"  # the right option moved, not replaced
+        assert i.chain["conclusion"] == f"The answer is {LETTERS[i.answer]}: a{k}."
+    # a train item whose options include a held-out item's answer or distractor is dropped
+    held = next(f"n{k}" for k in range(100) if split_of(item(f"n{k}", ("x",)), 0) == "heldout")
+    train = next(f"n{k}" for k in range(100) if split_of(item(f"n{k}", ("x",)), 0) == "train")
+    result = Synthesis(
+        accepted=[
+            item(held, ("p", "q", "r", "s")),
+            item(train, ("t", "q", "u", "v")),  # shares the distractor q
+            item(train, ("w", "x", "y", "z")),
+        ]
+    )
+    _split(result, 0)
+    assert [i.option_ids[0] for i in result.accepted] == ["p", "w"]
+    assert [rule for _, rule in result.rejected] == ["split"]
+    assert result.counts["split"] == Counter(heldout=1, train=1, dropped=1)

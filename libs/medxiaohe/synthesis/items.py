@@ -43,6 +43,20 @@ class Item:
     def options(self, knowledge: Knowledge) -> list[str]:
         return [knowledge.names[i] for i in self.option_ids]
 
+    def place_answer(self, position: int) -> None:
+        """Move the right option to ``position`` (the others keep their order) and say so in
+        the conclusion."""
+        if not 0 <= position < len(self.option_ids):
+            raise ValueError(f"no option position {position}")
+        right = self.option_ids[self.answer]
+        others = [o for k, o in enumerate(self.option_ids) if k != self.answer]
+        self.option_ids = (*others[:position], right, *others[position:])
+        old, self.answer = LETTERS[self.answer], position
+        if "conclusion" in self.chain:
+            self.chain["conclusion"] = self.chain["conclusion"].replace(
+                f"The answer is {old}:", f"The answer is {LETTERS[position]}:", 1
+            )
+
     def prompt(self, knowledge: Knowledge) -> str:
         lines = [f"{LETTERS[i]}. {name}" for i, name in enumerate(self.options(knowledge))]
         return f"{self.question}\n" + "\n".join(lines)

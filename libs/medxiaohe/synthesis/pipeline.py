@@ -1,7 +1,10 @@
 """Synthesis for weak nodes as a list of steps, like the corpus pipeline: generate every kind of
 item that applies to each node, verify by rules, optionally let a panel of model experts vote,
-then split by node into train and held-out. Rejected items are kept with their rule and
-reason; every step counts what it kept and dropped."""
+then split into train and held-out: by the item's node, and no train item shares an option
+(its answer or a distractor) with a held-out one. Within each split the right answer sits at
+each letter equally often (the options are reordered after verification), so a constant
+letter scores chance. Rejected items are kept with their rule and reason; every step counts
+what it kept and dropped."""
 
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ class Synthesis:
             "generated": generated,
             "accepted": len(self.accepted),
             "items_per_kind": dict(sorted(Counter(i.kind for i in self.accepted).items())),
-            "rejected_by_rule": {r: by_rule.get(r, 0) for r in [*RULES, "experts"]},
+            "rejected_by_rule": {r: by_rule.get(r, 0) for r in [*RULES, "experts", "split"]},
             "acceptance_by_rule": _acceptance(generated, by_rule),
             "nodes_covered": len(covered),
             "gap_nodes_with_items": len(covered & set(gap_nodes)),
@@ -50,7 +53,7 @@ class Synthesis:
 def _acceptance(generated: int, rejected: Counter[str]) -> dict[str, float]:
     """The share of the items reaching each rule that pass it, in rule order."""
     out, reaching = {}, generated
-    for rule in [*RULES, "experts"]:
+    for rule in [*RULES, "experts", "split"]:
         out[rule] = round(1 - rejected.get(rule, 0) / reaching, 4) if reaching else 1.0
         reaching -= rejected.get(rule, 0)
     return out
@@ -118,7 +121,42 @@ def synthesize(
         else:
             result.accepted.append(item)
     result.counts["verify"] = Counter(kept=len(result.accepted), dropped=len(result.rejected))
+    _split(result, seed)
+    for split in ("train", "heldout"):
+        balance_answers([i for i in result.accepted if split_of(i, seed) == split], rng)
     return result
+
+
+def split_of(item: Item, seed: int) -> str:
+    return "heldout" if held_out(item.node_id, seed) else "train"
+
+
+def _split(result: Synthesis, seed: int) -> None:
+    """Drop the train items that share an option with a held-out item: a held-out answer or
+    distractor seen in training is no longer held out."""
+    held = {o for i in result.accepted if split_of(i, seed) == "heldout" for o in i.option_ids}
+    kept = []
+    for item in result.accepted:
+        if split_of(item, seed) == "train" and held & set(item.option_ids):
+            item.rejected = "shares an option with a held-out item"
+            result.rejected.append((item, "split"))
+        else:
+            kept.append(item)
+    counts = Counter(split_of(i, seed) for i in kept)
+    counts["dropped"] = len(result.accepted) - len(kept)
+    result.counts["split"] = counts
+    result.accepted = kept
+
+
+def balance_answers(items: Sequence[Item], rng: random.Random) -> None:
+    """Put the right answer at each position equally often (a shuffled cycle of positions; an
+    item with fewer options takes a random one of its own)."""
+    positions = [k % len(LETTERS) for k in range(len(items))]
+    rng.shuffle(positions)
+    for item, position in zip(items, positions, strict=True):
+        if position >= len(item.option_ids):
+            position = rng.randrange(len(item.option_ids))
+        item.place_answer(position)
 
 
 def chat_item(item: Item, knowledge: Knowledge, tree_version: str, seed: int) -> dict[str, Any]:
@@ -139,7 +177,7 @@ def chat_item(item: Item, knowledge: Knowledge, tree_version: str, seed: int) ->
         ],
         "answer": answer,
         "kind": item.kind,
-        "split": "heldout" if held_out(item.node_id, seed) else "train",
+        "split": split_of(item, seed),
         "provenance": {
             "node_id": item.node_id,
             "path": [list(c) for c in item.claims],
