@@ -6,7 +6,7 @@ published to ``models/rl``."""
 
 from __future__ import annotations
 
-from collections import Counter
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -18,7 +18,7 @@ from medxiaohe.common.secrets import checkpoint_key
 from medxiaohe.common.settings import Settings
 from medxiaohe.rubric.rewards import LayeredReward, layered_from_config
 from medxiaohe.storage import ArtifactStore, Manifest
-from medxiaohe.training.chat_data import prompts, read_sources
+from medxiaohe.training.chat_data import COLUMNS, prompts, read_sources
 from medxiaohe.training.config import RunConfig
 from medxiaohe.training.hf import mirror, resume_checkpoint
 from medxiaohe.training.runs import Run
@@ -227,7 +227,9 @@ def prepare(config: RlConfig, settings: Settings) -> tuple[Any, Run, Path]:
     )
     run = Run.start(store, STAGE, config, scratch.name, checkpoint_key(settings, store.uri))
     reward = layered_from_config(config.reward_config(), grader=_grader(config, store))
-    rows = selected(config, prompts(read_sources(store, config.data)), base, reward, run)
+    rows = selected(
+        config, reward_columns(config, prompts(read_sources(store, config.data))), base, reward, run
+    )
     model, processor = load_model(base)
     trainer = GRPOTrainer(
         model=model,
@@ -239,6 +241,24 @@ def prepare(config: RlConfig, settings: Settings) -> tuple[Any, Run, Path]:
     trainer.add_callback(LayerLog(reward, config, trainer))  # before the run's callback
     mirror(trainer, run, scratch)
     return trainer, run, scratch
+
+
+def reward_columns(config: RlConfig, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows with their reward columns as JSON text (one schema for every row, "" where a
+    row has none), each rubric checked before any step when the rubric layer is on."""
+    from medxiaohe.rubric.rewards import item_rubric
+
+    needs_rubric = "rubric" in config.reward_config()["layers"]
+    out = []
+    for number, row in enumerate(rows, 1):
+        if needs_rubric:
+            try:
+                item_rubric(row.get("rubric"))
+            except InvalidInput as exc:
+                raise InvalidInput(f"prompt {number}: {exc}") from None
+        columns = {c: json.dumps(row[c]) if row.get(c) else "" for c in COLUMNS}
+        out.append(row | columns)
+    return out
 
 
 def _grader(config: RlConfig, store: ArtifactStore) -> Any:
@@ -274,6 +294,7 @@ def heldout_accuracy(
 ) -> dict[str, Any]:
     """The benchmark harness's synth_qa score of the model in ``folder`` (free-text answers,
     the letter extracted), published as eval/<run_name>."""
+    from medxiaohe.eval.answers import choice_summary
     from medxiaohe.eval.harness.evaluate import evaluate, publish_results
     from medxiaohe.eval.harness.run import EvalConfig
     from medxiaohe.eval.harness.suites import synth_qa
@@ -288,18 +309,18 @@ def heldout_accuracy(
     result = evaluate(store, client, eval_config, items, run=run_name)
     publish_results(store, result)
     score = result["suites"]["synth_qa"]
-    answered = Counter(r["extracted"] for r in result["predictions"])
-    golds = Counter(i.answer for i in items["synth_qa"])
-    right = Counter(r["gold"] for r in result["predictions"] if r["correct"])
+    predictions = result["predictions"]
+    # a model that answers one letter scores that letter's share (balanced: 1 / letters)
+    summary = choice_summary(
+        [r["extracted"] for r in predictions], [r["gold"] for r in predictions]
+    )
     return {
         "accuracy": score["score"],
         "ci95": score["ci95"],
         "n": score["n"],
-        # a model that answers one letter scores that letter's share: say how close it is
-        "top_answer_share": round(answered.most_common(1)[0][1] / score["n"], 4),
-        "best_constant": round(golds.most_common(1)[0][1] / score["n"], 4),
-        # the mean of each gold letter's accuracy: one letter always scores 1 / letters
-        "balanced": round(sum(right[g] / n for g, n in golds.items()) / len(golds), 4),
+        "top_answer_share": summary["top_answer_share"],
+        "best_constant": summary["constant_answer"],
+        "balanced": summary["balanced_accuracy"],
     }
 
 
@@ -328,6 +349,11 @@ def train(config: RlConfig, settings: Settings) -> Manifest | None:
                 "items": after["n"],
                 "source": config.heldout,
             }
+        gate = cast(LayeredReward, trainer.reward_funcs[0]).gate
+        if gate is not None:  # how far the gate's judge can be trusted, on hand-written probes
+            from medxiaohe.rubric.gate_probe import measure_gate
+
+            measured["safety_gate_probe"] = measure_gate(config.safety, gate.grader)
         return measured
 
     return publish_final(trainer, run, scratch, card, config, figures=figures)

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from medxiaohe.common.errors import InvalidInput
 from medxiaohe.common.settings import Settings
 from medxiaohe.models.folders import model_card
 from medxiaohe.storage import open_store, resolve
-from medxiaohe.training.chat_data import read_chat
+from medxiaohe.training.chat_data import publish_chat, read_chat
 from medxiaohe.training.config import load_config
 from medxiaohe.training.runs import Run, models_prefix
 from medxiaohe_training import rft, rl
@@ -62,15 +63,90 @@ def test_data_selection_runs_before_the_stage(tmp_path: Path) -> None:
     assert logged["selection/samples"] == 2
 
 
-def test_safety_gate_zeroes_rewards_inside_a_grpo_step(tmp_path: Path) -> None:
-    """Every completion earns the rule layer ("has a character"), and none refers the user to
-    emergency care (random weights): the gate zeroes each total; shaping stays in its bound."""
+def publish_questions(store_uri: str, prefix: str = "rl-data/questions", items: int = 8) -> None:
+    """Choice questions with what every layer reads: the gold answer, the options column, a
+    per-item rubric (HealthBench-shaped criteria, or a study's findings for a report prompt)."""
+    rows = []
+    for i in range(items):
+        options = {"A": "aspirin", "B": "paracetamol", "C": "codeine"}
+        report = i % 2 == 1
+        rubric: object = (
+            {"findings": [{"text": "small left pleural effusion"}, {"text": "pneumothorax",
+                                                                     "assertion": "absent"}]}
+            if report
+            else [{"criterion": "Says the answer is paracetamol", "points": 5},
+                  {"criterion": "Recommends aspirin for a child", "points": -8}]
+        )  # fmt: skip
+        question = (
+            "Which is safest for a child's fever, case {}?\nA. aspirin\nB. paracetamol\nC. codeine"
+        )
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": question.format(i)},
+                    {"role": "assistant", "content": "<think>Reasoning: ...</think>B"},
+                ],
+                "answer": "B",
+                "options": options,
+                "rubric": rubric,
+            }
+        )
+    publish_chat(open_store(store_uri), prefix, {"train": rows}, {})
+
+
+LAYERS = ["option", "exact_answer", "set_match", "process", "rubric", "regex:[0-9]"]
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_each_reward_layer_runs_in_a_grpo_step(tmp_path: Path, layer: str) -> None:
+    """One real GRPO step per layer, on prompts that carry the layer's columns (the rubric
+    layer grades HealthBench-shaped criteria and a report's dynamic rubric alike)."""
+    store_uri = str(tmp_path / "store")
+    publish_questions(store_uri)
+    publish_small_tree(store_uri)
+    overrides = ["--store_uri", store_uri, "--run_id", "layer", "--max_steps", "1"]
+    overrides += ["--data", "rl-data/questions:train.jsonl", "--save_steps", "100"]
+    overrides += ["--reward_layers", f"{layer}=1.0", "--rule_layers", ""]
+    config = load_config(rl.RlConfig, CONFIG, overrides)
+    trainer, run, _ = rl.prepare(config, Settings(store_uri=store_uri, deid_secret=SECRET))
+    trainer.train()
+    run.flush()
+    (logged,) = [m for m in run.metrics() if "reward" in m]
+    assert 0.0 <= logged[f"reward/{layer}"] <= 1.0
+    assert logged["reward/total"] == pytest.approx(logged[f"reward/{layer}"], abs=1e-3)
+
+
+def test_the_rubric_layer_refuses_prompts_without_a_rubric(tmp_path: Path) -> None:
     store_uri = str(tmp_path / "store")
     publish_digits(store_uri)
-    publish_small_tree(store_uri)  # the rubric grader reads mentions through the tree
+    publish_small_tree(store_uri)
+    overrides = ["--store_uri", store_uri, "--run_id", "norubric", "--reward_layers", "rubric=1"]
+    config = load_config(rl.RlConfig, CONFIG, [*overrides, "--rule_layers", ""])
+    with pytest.raises(InvalidInput, match="prompt 1: every prompt needs a rubric"):
+        rl.prepare(config, Settings(store_uri=store_uri, deid_secret=SECRET))
+
+
+class EveryAnswerHarms:
+    """A stand-in judge that finds every answer harmful: the gate's wiring in a GRPO step is
+    under test here; the gate's judgement is measured on the probes (``measure_gate``)."""
+
+    def grade_criteria(self, conversation: object, completion: str, criteria: list) -> list:
+        from medxiaohe.rubric.scoring import Verdict
+
+        return [Verdict(c.id, True, "stand-in", "stand-in") for c in criteria]
+
+
+def test_safety_gate_zeroes_rewards_inside_a_grpo_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every completion earns the rule layer ("has a character") and the judge finds each one
+    harmful: the gate zeroes each total; shaping stays in its bound."""
+    store_uri = str(tmp_path / "store")
+    publish_digits(store_uri)
+    monkeypatch.setattr(rl, "_grader", lambda config, store: EveryAnswerHarms())
     overrides = ["--store_uri", store_uri, "--run_id", "gate", "--max_steps", "3"]
     overrides += ["--reward_layers", "regex:\\S=1.0", "--rule_layers", "regex:\\S"]
-    overrides += ["--safety", "Fails to refer the user to emergency care"]
+    overrides += ["--safety", "Recommends aspirin for a child"]
     overrides += ["--shaping_bound", "0.05", "--save_steps", "100"]
     config = load_config(rl.RlConfig, CONFIG, overrides)
     trainer, run, _ = rl.prepare(config, Settings(store_uri=store_uri, deid_secret=SECRET))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import doctest
 import itertools
+import json
 
 import pytest
 
@@ -73,3 +74,44 @@ def test_unknown_layers_are_refused() -> None:
         layered_from_config({"layers": {"vibes": 1.0}})
     with pytest.raises(InvalidInput, match="needs a grader"):
         layered_from_config({"layers": {"rubric": 1.0}})
+
+
+@pytest.mark.parametrize(
+    "criterion",
+    ["Fails to refer the user to emergency care", "Does not mention dosing", "Omits a warning"],
+)
+def test_a_gate_criterion_names_a_harm_not_an_absence(criterion: str) -> None:
+    with pytest.raises(InvalidInput, match="names a harm"):
+        layered_from_config(
+            {"layers": {"option": 1.0}, "safety": [{"criterion": criterion, "points": -10}]},
+            grader=DeterministicGrader(),
+        )
+
+
+def test_per_item_rubrics_reach_the_rubric_layer() -> None:
+    """HealthBench-shaped criteria and a study's findings (its dynamic report rubric) alike,
+    as lists or as the JSON text a dataset column holds."""
+    from medxiaohe.rubric.rewards import item_rubric, rubric_reward
+
+    reward = rubric_reward(DeterministicGrader())
+    findings = {"findings": [{"text": "small left pleural effusion"},
+                             {"text": "pneumothorax", "assertion": "absent"}]}  # fmt: skip
+    good = "Small left pleural effusion. No pneumothorax."
+    bad = "Large right pleural effusion. Small pneumothorax."
+    scores = reward(["Describe the study."] * 2, [good, bad], rubric=[json.dumps(findings)] * 2)
+    assert scores[0] > scores[1]
+    assert scores[0] >= 0.8
+    with pytest.raises(InvalidInput, match="needs a rubric"):
+        item_rubric("")
+    with pytest.raises(InvalidInput, match="'rubric' column"):
+        reward(["q"], ["a"])
+
+
+def test_the_gate_is_measured_on_its_probes() -> None:
+    from medxiaohe.rubric.gate_probe import measure_gate, probes
+
+    criteria = sorted({p["criterion"] for p in probes()["probes"]})
+    measured = measure_gate([*criteria, "Recommends an unlisted harm"], DeterministicGrader())
+    assert measured["answers"] == sum(len(p["safe"]) + len(p["unsafe"]) for p in probes()["probes"])
+    assert measured["unprobed"] == ["Recommends an unlisted harm"]
+    assert set(measured) >= {"precision", "recall", "false_closings", "abstained"}

@@ -87,7 +87,9 @@ def option_reward(
     """
     chosen = []
     for i, completion in enumerate(completions):
-        given = options[i] if options is not None else None
+        given: Any = options[i] if options is not None else None
+        if isinstance(given, str):  # a dataset column of JSON text
+            given = json.loads(given) if given else None
         listed = dict(given) if given else options_from_prompt(prompts[i])
         chosen.append(extract_option(text_of(completion), listed))
     return [float(c == a.strip().upper()) for c, a in zip(chosen, answer, strict=True)]
@@ -167,16 +169,51 @@ def process_reward(
     return scores
 
 
+def item_rubric(value: Any) -> Rubric | Any:
+    """A row's ``rubric`` column, checked: a list of criteria (HealthBench's shape: ``criterion``,
+    ``points``) gives a Rubric; ``{"findings": [...]}`` (a study's findings: ``text``,
+    ``assertion``, ``laterality``, ``site``) gives the study's dynamic report rubric. JSON text of
+    either is read too."""
+    from medxiaohe.rubric.dynamic import Finding, rubric_for
+
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else None
+        except ValueError:
+            raise InvalidInput("a rubric column holds JSON") from None
+    if isinstance(value, dict) and isinstance(value.get("findings"), list) and value["findings"]:
+        try:
+            return rubric_for([Finding(**f) for f in value["findings"]])
+        except TypeError:
+            raise InvalidInput("a finding has text, assertion, laterality and site") from None
+    if isinstance(value, list) and value:
+        return Rubric(tuple(criterion_from(c) for c in value))
+    raise InvalidInput("every prompt needs a rubric: a list of criteria, or {'findings': [...]}")
+
+
 def rubric_reward(grader: Any) -> Reward:
     """The rubric score (HealthBench's, clipped to [0, 1]) of each completion against its row's
-    ``rubric`` column (a list of criteria as dicts), graded by ``grader``."""
+    ``rubric`` column (``item_rubric``): criteria graded by ``grader``, a report's dynamic
+    rubric by the finding grader (the verifier's reading of the report)."""
+    from medxiaohe.rubric.dynamic import DynamicRubric, FindingGrader
+
+    findings = FindingGrader()
 
     def reward(
-        prompts: Sequence[Any], completions: Sequence[Any], rubric: Sequence[Any], **_: Any
+        prompts: Sequence[Any],
+        completions: Sequence[Any],
+        rubric: Sequence[Any] | None = None,
+        **_: Any,
     ) -> list[float]:
+        if rubric is None:
+            raise InvalidInput("the rubric layer needs a 'rubric' column in the prompt data")
         scores = []
-        for prompt, completion, criteria in zip(prompts, completions, rubric, strict=True):
-            parsed = Rubric(tuple(criterion_from(c) for c in criteria))
+        for prompt, completion, value in zip(prompts, completions, rubric, strict=True):
+            parsed = item_rubric(value)
+            if isinstance(parsed, DynamicRubric):
+                verdicts = findings.grade(text_of(completion), parsed)
+                scores.append(score_example(parsed.rubric, verdicts).score)
+                continue
             conversation = (
                 prompt if isinstance(prompt, list) else [{"role": "user", "content": str(prompt)}]
             )
@@ -190,8 +227,8 @@ def rubric_reward(grader: Any) -> Reward:
 
 @dataclass
 class SafetyGate:
-    """Critical criteria, phrased as what must not happen ("recommends a contraindicated
-    action", "fails to refer to emergency care"): any one met zeroes the whole reward.
+    """Critical criteria, each a harm the answer does ("recommends a contraindicated action",
+    "tells the user that chest pain needs no urgent care"): any one met zeroes the whole reward.
     A criterion the grader cannot decide does not close the gate (counted in ``abstained``)."""
 
     criteria: Sequence[Criterion]
@@ -280,6 +317,27 @@ class LayeredReward:
         return totals
 
 
+# "Fails to refer the user to emergency care" is met by every answer that says nothing of
+# emergencies: a gate on it zeroes safe answers and trains over-referral
+_ABSENCE = re.compile(
+    r"^\s*(?:fails?|failing|does\s+not|doesn't|did\s+not|omits?|neglects?|misses|lacks?|"
+    r"never)\b",
+    re.I,
+)
+
+
+def gate_criterion(value: Any) -> Criterion:
+    """A safety-gate criterion: a harm the answer does ("Recommends aspirin to a child"), never
+    the absence of a phrase ("Fails to ...", "Does not ...")."""
+    criterion = criterion_from(value)
+    if _ABSENCE.match(criterion.text):
+        raise InvalidInput(
+            f"a gate criterion names a harm the answer does, not what it leaves out: "
+            f"{criterion.text[:80]!r}"
+        )
+    return criterion
+
+
 RULES: dict[str, Reward] = {
     "exact_answer": exact_answer,
     "option": option_reward,
@@ -310,7 +368,7 @@ def layered_from_config(config: Mapping[str, Any], grader: Any = None) -> Layere
             raise InvalidInput(
                 f"unknown reward layer {name!r}; known: {sorted(RULES)}, rubric, regex:<pattern>"
             )
-    safety = [criterion_from(c) for c in config.get("safety") or []]
+    safety = [gate_criterion(c) for c in config.get("safety") or []]
     if safety and grader is None:
         raise InvalidInput("the safety gate needs a grader")
     shaping = config.get("shaping")

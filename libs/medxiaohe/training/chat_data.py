@@ -17,6 +17,9 @@ from medxiaohe.common.paths import file_in
 from medxiaohe.storage import ArtifactStore, Manifest, publish, read_file, resolve
 
 ROLES = {"system", "user", "assistant", "tool"}
+# columns a reward reads: the item's rubric (criteria, or {"findings": [...]} for a report) and
+# a choice question's options (letter -> text)
+COLUMNS: dict[str, tuple[type, ...]] = {"rubric": (list, dict), "options": (dict,)}
 MAX_IMAGES = 8
 MAX_ROWS = 1_000_000
 
@@ -38,6 +41,11 @@ def _check(row: Any, where: str) -> dict[str, Any]:
         checked["answer"] = row["answer"]
     if isinstance(row.get("tools"), list):  # the tools a trajectory's calls were offered
         checked["tools"] = row["tools"]
+    for column, kind in COLUMNS.items():  # what a reward layer reads per prompt
+        if row.get(column) is not None:
+            if not isinstance(row[column], kind):
+                raise InvalidInput(f"{where}: '{column}' must be a {kind[0].__name__}")
+            checked[column] = row[column]
     return checked
 
 
@@ -142,6 +150,7 @@ def prompts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not isinstance(reply, str):
             reply = " ".join(p.get("text", "") for p in reply if isinstance(p, dict))
         item = {"prompt": messages[:last], "answer": row.get("answer") or reply}
+        item |= {c: row[c] for c in COLUMNS if c in row}
         out.append(item | ({"images": shaped["images"]} if images else {}))
     return out
 
