@@ -8,7 +8,7 @@ PYTHON ?= python3
 PIP := $(PY) -m pip --disable-pip-version-check -q
 SOURCES := libs/medxiaohe services training-jobs tests protos/generate.py
 
-.PHONY: help venv install protos lint check test demo clean met train-ner train-small rl-small bench-tagging bench-ingest bench-mixture bench-serving eval-suite bench-decontaminate eval-rubric eval-grounding
+.PHONY: help venv install protos lint check test demo clean met train-ner train-small rl-small bench-tagging bench-ingest bench-mixture bench-serving eval-suite bench-decontaminate eval-rubric eval-grounding figures
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -81,6 +81,10 @@ eval-rubric: venv ## Rubric grader on the shared HealthBench examples: the tune 
 		HF_HUB_OFFLINE=1 MEDXIAOHE_LOG_LEVEL=WARNING $(VENV)/bin/medxiaohe eval rubric \
 			--grader $(or $(GRADER),deterministic) --split $$split --level $$level || exit 1; \
 	done; done
+
+figures: venv ## Every CPU-sized figure (small model, RL, decontamination, mixture, rubric, grounding, extraction): one JSON and one table (~45 min)
+	$(VENV)/bin/medxiaohe met stats >/dev/null 2>&1 || $(VENV)/bin/medxiaohe met build >/dev/null
+	HF_HUB_OFFLINE=1 MEDXIAOHE_LOG_LEVEL=WARNING $(VENV)/bin/medxiaohe figures
 
 bench-decontaminate: venv ## Benchmark-overlap scan vs joined n-gram lookup on the ingested corpus
 	$(VENV)/bin/medxiaohe bench decontaminate --dataset $(or $(DATASET),small)

@@ -14,6 +14,7 @@ from medxiaohe.common.settings import SERVICE_NAMES, ServiceName, Settings
 from medxiaohe_services.cli import (
     bench,
     evaluate,
+    figures,
     harness,
     index,
     ingest,
@@ -97,6 +98,7 @@ def demo(
     raise typer.Exit(run_demo(home))
 
 
+app.command()(figures.figures)
 app.add_typer(met.app, name="met")
 app.add_typer(mixture.app, name="mixture")
 app.add_typer(evaluate.app, name="eval")

@@ -41,6 +41,14 @@ OPTIONS = {
         ("The answer is an erythromycin ointment.", "A", "statement"),
         ('{"answer": "A"}', "A", "json"),
         ('{"answer_choice": "c"}', "C", "json"),
+        ('{"answer_choice": "B. Ketotifen eye drop"}', "B", "json"),  # the letter, not the text
+        # two answers are no choice (MIRAGE reads the first)
+        ('{"answer_choice": "A/B"}', None, "unparsed"),
+        (
+            '{"answer_choice": "A. Erythromycin ointment or B. Ketotifen eye drops"}',
+            None,
+            "unparsed",
+        ),
         ('Reasoning first. {"reasoning": "allergic", "answer": "B"} done', "B", "json"),
         ('{"answer": "Ketotifen eye drops"}', "B", "json"),
         ("<think>A or C?</think>B", "B", "letter"),

@@ -56,6 +56,8 @@ _REJECTED = re.compile(
 )
 _NEGATED = re.compile(r"(?i:\bnot|\bexcept|\bexclude)[ \t]*$")
 LEADING = re.compile(r"^[ \t*_]*[(\[]?([A-J])(?:[)\].:]|\*\*|[ \t]*$|[ \t]+[-\u2013\u2014])")
+# a second choice in one answer: "A/B", "A or B.", "A. x and C. y"
+_SECOND = re.compile(r"(?:/|\bor\b|\band\b|,)\s*\(?[A-J](?:[.)/,]|\s*$|\s+(?:or|and)\b)")
 LONE_LINE = re.compile(r"^[ \t*_>#-]*[(\[]?([A-J])[)\].:]?[ \t*_]*$")
 MARKED = re.compile(r"\(([A-J])\)|\*\*([A-J])[.)]?\*\*")
 _OPTION_LINE = re.compile(r"^[ \t]*[(\[]?([A-J])[.):\]][ \t]+(\S[^\n]*)$", re.M)
@@ -133,6 +135,18 @@ def _body(reply: str) -> str:
     return after if after.strip() else reply
 
 
+def _json_letter(stated: str, letters: str) -> str | None:
+    """A JSON answer's letter: "C", "(c)", "C. Not recalled"; none when it names two ("A/B",
+    "A. 1 kg or B. 2 kg")."""
+    bare = stated.strip("() .*")
+    if len(bare) == 1:
+        return bare.upper() if bare.upper() in letters else None
+    found = LEADING.match(stated)
+    if found is None or found.group(1) not in letters or _SECOND.search(stated[found.end() :]):
+        return None
+    return found.group(1)
+
+
 def _statement(body: str, letters: str) -> str | None:
     """The letter of the last explicit answer statement that is not a rejection."""
     chosen = None
@@ -177,10 +191,10 @@ def extraction(reply: str, options: Mapping[str, str] | None = None) -> Extracti
     body = _body(reply)
     stated = json_answer(body)
     if stated is not None:
-        letter = stated.strip("() .*").upper() if len(stated.strip("() .*")) == 1 else None
-        if letter is not None and letter in letters:
+        letter = _json_letter(stated, letters)
+        if letter is not None:
             return Extraction(letter, "json")
-        named = option_text(stated, options)
+        named = option_text(stated, options) if not _SECOND.search(stated) else None
         return Extraction(named, "json" if named else "unparsed")
     letter = _statement(body, letters)
     if letter is not None:
