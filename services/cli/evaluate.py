@@ -196,6 +196,21 @@ def grounding(
 
 
 @app.command()
+def paraphrase(
+    data: Annotated[Path, typer.Option(help="The VQA-RAD folder.")] = Path(
+        "../shared/data/vqa_rad"
+    ),
+) -> None:
+    """The decontamination paraphrase threshold on VQA-RAD's linked question pairs: tuned on
+    the train split, reported on both."""
+    from medxiaohe.eval.harness.seen import IMAGE_BITS, paraphrase_figures
+
+    if not (data / "VQA_RAD Dataset Public.json").is_file():
+        raise typer.BadParameter(f"{data} has no VQA-RAD questions")
+    typer.echo(json.dumps({**paraphrase_figures(data), "image_bits": IMAGE_BITS}))
+
+
+@app.command()
 def report(
     pred: Annotated[Path, typer.Option(help="Generated reports: JSONL (id, report) or IU CSV.")],
     ref: Annotated[Path, typer.Option(help="Reference reports, the same formats.")],

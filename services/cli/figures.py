@@ -95,6 +95,11 @@ STEPS = (
         ],
         ("",),
     ),
+    Step(
+        "paraphrase",
+        lambda data: [[*CLI, "eval", "paraphrase", "--data", str(data / "vqa_rad")]],
+        ("train", "test"),
+    ),
     Step("mixture", lambda data: [[*CLI, "bench", "mixture", "--data", str(data)]], ("",)),
     Step(
         "rubric",
@@ -199,8 +204,9 @@ def figures(
     only: Annotated[list[str] | None, typer.Option(help="Run these steps only.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds per command, at most.")] = 3600,
 ) -> None:
-    """Produce every CPU-sized figure (the small model, RL, decontamination, mixture, rubric,
-    grounding, extraction) and write one JSON and one Markdown table."""
+    """Produce every CPU-sized figure (the small model, RL, decontamination and its paraphrase
+    threshold, mixture, rubric, grounding, extraction) and write one JSON and one Markdown
+    table."""
     from medxiaohe.common.settings import Settings
     from medxiaohe.storage import open_store, publish
 

@@ -5,6 +5,7 @@ overlap index with the corpus step that drops copies."""
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,9 @@ from medxiaohe.training.public_data import REPORT_PROMPT
 from medxiaohe_services.cli import app
 from tests.conftest import SHARED_DATA
 
+needs_vqa_rad = pytest.mark.skipif(
+    not (SHARED_DATA / "vqa_rad").is_dir(), reason=f"{SHARED_DATA}/vqa_rad is absent"
+)
 OPTIONS = {
     "A": "Erythromycin ointment",
     "B": "Ketotifen eye drops",
@@ -295,3 +299,63 @@ def test_the_decontamination_report_names_local_files_by_content(tmp_path: Path)
     ((label, hits),) = report["by_source"].items()
     assert label.startswith("file:sha256:")
     assert hits == {"medqa": 1}
+
+
+def test_decontamination_sees_images_and_paraphrases(tmp_path: Path) -> None:
+    """A VQA item whose image a training row shows re-encoded at half size counts as seen; a
+    training question about it in other words counts as a paraphrase; another image, or the
+    same image with an unrelated question, does not."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    from medxiaohe.eval.harness.contamination import decontaminate
+    from medxiaohe.eval.harness.suites import Item
+    from medxiaohe.storage import open_store
+
+    def picture(seed: int) -> Image.Image:
+        image = Image.new("L", (256, 256), 30)
+        draw = ImageDraw.Draw(image)
+        rng = random.Random(seed)
+        for _ in range(12):
+            x, y = rng.randrange(200), rng.randrange(200)
+            draw.ellipse((x, y, x + rng.randrange(20, 56), y + rng.randrange(20, 56)), fill=220)
+        return image
+
+    def jpeg(image: Image.Image) -> bytes:
+        out = io.BytesIO()
+        image.resize((128, 128)).save(out, format="JPEG", quality=60)
+        return out.getvalue()
+
+    items = []
+    for k, question in enumerate(
+        ["Is there a rib fracture?", "Is the heart enlarged?", "Is this an MRI?"]
+    ):
+        path = tmp_path / f"bench{k}.png"
+        picture(k).save(path)
+        items.append(Item("vqa_rad_closed", str(k), question, "no", "closed", image=str(path)))
+    (tmp_path / "train0.jpg").write_bytes(jpeg(picture(0)))  # item 0's image, re-encoded
+    (tmp_path / "train1.jpg").write_bytes(jpeg(picture(1)))  # item 1's image
+    rows = [
+        {"messages": [{"role": "user", "content": "Are any of the ribs broken?"},
+                      {"role": "assistant", "content": "no"}], "images": ["train0.jpg"]},
+        {"messages": [{"role": "user", "content": "What organ system is shown?"},
+                      {"role": "assistant", "content": "chest"}], "images": ["train1.jpg"]},
+    ]  # fmt: skip
+    local = tmp_path / "sft.jsonl"
+    local.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = decontaminate(open_store(str(tmp_path / "store")), items, [str(local)])
+    assert report["by_kind"]["vqa_rad_closed"] == {"text": 0, "image": 2, "paraphrase": 1}
+    assert report["ids"]["vqa_rad_closed"] == ["0", "1"]
+    assert report["contaminated"]["vqa_rad_closed"] == 2
+
+
+@needs_vqa_rad
+def test_the_paraphrase_threshold_holds_on_vqa_rads_test_pairs() -> None:
+    """Tuned on the train split's linked questions; the test split's are reported."""
+    from medxiaohe.eval.harness.seen import paraphrase_figures
+
+    figures = paraphrase_figures(SHARED_DATA / "vqa_rad", splits=("test",))
+    assert figures["test"]["paraphrase_pairs"] > 100
+    assert figures["test"]["precision"] > 0.75
+    assert figures["test"]["recall"] > 0.6

@@ -1,6 +1,9 @@
 """`medxiaohe decontaminate`: which benchmark items the training data copies, per suite and per
 training source (ingested datasets, mixtures, synthesis items, SFT data, local JSONL files),
-published as ``decontamination/<name>`` for the harness's clean-subset scores."""
+published as ``decontamination/<name>`` for the harness's clean-subset scores. Text copies by
+13-grams or the exact question; image items also when a training record shows the image (a
+perceptual hash) or asks the question in other words about it (``seen``); ``by_kind`` counts
+each."""
 
 from __future__ import annotations
 
@@ -91,6 +94,43 @@ def source_texts(store: ArtifactStore, source: str) -> Iterator[list[str]]:
         )
 
 
+def _first_question(row: dict[str, Any]) -> str:
+    for message in row.get("messages") or []:
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+            return str(content or "")
+    return ""
+
+
+def source_images(store: ArtifactStore, source: str) -> Iterator[tuple[str, list[bytes]]]:
+    """(first question, image bytes) of each training record with images: chat data in the
+    store (images are files of the same version) or a local ``.jsonl`` (images beside it);
+    ingested datasets and mixtures are text."""
+    kind, _, rest = source.partition(":")
+    if kind == "chat":
+        from medxiaohe.storage import read_file
+
+        prefix, _, name = rest.partition(":")
+        manifest = resolve(store, prefix)
+        body = read_file(store, manifest, name or "train.jsonl").decode()
+        for line in body.splitlines():
+            row = json.loads(line) if line.strip() else {}
+            if row.get("images"):
+                images = [read_file(store, manifest, str(n)) for n in row["images"]]
+                yield _first_question(row), images
+    elif source.endswith(".jsonl") and ":" not in source:
+        from medxiaohe.common.paths import file_in
+
+        folder = Path(source).parent
+        for line in Path(source).read_text(encoding="utf-8").splitlines():
+            row = json.loads(line) if line.strip() else {}
+            if row.get("images"):
+                images = [file_in(folder, str(n)).read_bytes() for n in row["images"]]
+                yield _first_question(row), images
+
+
 def source_label(source: str) -> str:
     """How a source is named in the published report: a store source as given; a local file
     by its content's SHA-256, never its path (a home folder, a file named after a patient)."""
@@ -127,10 +167,19 @@ def decontaminate(
             hits[suite].add(item_id)
             per_suite[suite] += 1
         by_source[source_label(source)] = dict(sorted(per_suite.items()))
+    text_hits = {s: len(ids) for s, ids in hits.items()}
+    kinds: dict[str, dict[str, int]] = {s: {"text": text_hits.get(s, 0)} for s in total}
+    for ref, found_as in _images_seen(store, items, sources).items():
+        suite, _, item_id = ref.partition("/")
+        for kind, hit in found_as.items():
+            kinds[suite][kind] = kinds[suite].get(kind, 0) + hit
+        if any(found_as.values()):
+            hits[suite].add(item_id)
     elapsed = max(time.perf_counter() - start, 1e-9)
     return {
         "items": total,
         "contaminated": {s: len(hits.get(s, ())) for s in total},
+        "by_kind": kinds,
         "by_source": by_source,
         "ids": {s: sorted(hits[s]) for s in total if hits.get(s)},
         "records": records,
@@ -138,6 +187,23 @@ def decontaminate(
         "words_per_s": round(words / elapsed, 1),
         "n": index.n,
     }
+
+
+def _images_seen(
+    store: ArtifactStore, items: Sequence[Item], sources: Sequence[str]
+) -> dict[str, dict[str, bool]]:
+    """Image items whose image a training record shows (re-encoded, resized), and whose
+    question it asks in other words about that image (``seen``)."""
+    from itertools import chain
+
+    from medxiaohe.eval.harness.seen import seen
+
+    pictured = [
+        (f"{i.suite}/{i.id}", Path(i.image).read_bytes(), i.question) for i in items if i.image
+    ]
+    if not pictured:
+        return {}
+    return seen(pictured, chain.from_iterable(source_images(store, s) for s in sources))
 
 
 def publish_report(store: ArtifactStore, name: str, report: dict[str, Any]) -> str:
