@@ -62,7 +62,7 @@ rl-small: venv ## GRPO on the small model (after train-small), held-out figures,
 	$(VENV)/bin/medxiaohe model show models/rl
 
 eval-suite: venv ## Score models/small (after train-small) on every suite, clean subsets beside; resumable
-	$(VENV)/bin/medxiaohe decontaminate --name small --source dataset:small --source mixture:small \
+	$(VENV)/bin/medxiaohe decontaminate --name small --source raw:cpt --source dataset:small --source mixture:small \
 		--source chat:synthesis/small:train.jsonl --source chat:sft-data/small:train.jsonl
 	HF_HUB_OFFLINE=1 $(VENV)/bin/medxiaohe eval suite --run $(or $(RUN),small-zero-shot) \
 		--model $(or $(MODEL),models/small) --decontamination small --concurrency 8 \

@@ -84,6 +84,8 @@ STEPS = (
                 "--name",
                 "small",
                 "--source",
+                "raw:cpt",
+                "--source",
                 "dataset:small",
                 "--source",
                 "chat:synthesis/small:train.jsonl",

@@ -175,8 +175,8 @@ def decontaminate(
     source: Annotated[
         list[str],
         typer.Option(
-            help="Training data: dataset:NAME, mixture:NAME, chat:PREFIX:FILE or a .jsonl file "
-            "(repeatable)."
+            help="Training data: raw:cpt (before de-identification), dataset:NAME, "
+            "mixture:NAME, chat:PREFIX:FILE or a .jsonl file (repeatable)."
         ),
     ],
     name: Annotated[str, typer.Option(help="Publish as decontamination/<NAME>.")] = "default",
@@ -198,7 +198,7 @@ def decontaminate(
     for suite_name, why in skipped.items():
         typer.echo(f"skipping {suite_name}: {why}", err=True)
     artifacts = open_store(settings.store_uri, settings)
-    report = scan(artifacts, [i for v in items.values() for i in v], source)
+    report = scan(artifacts, [i for v in items.values() for i in v], source, data)
     summary = {k: v for k, v in report.items() if k != "ids"}
     summary["artifact"] = publish_report(artifacts, name, report)
     typer.echo(json.dumps(summary))

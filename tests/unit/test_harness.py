@@ -359,3 +359,27 @@ def test_the_paraphrase_threshold_holds_on_vqa_rads_test_pairs() -> None:
     assert figures["test"]["paraphrase_pairs"] > 100
     assert figures["test"]["precision"] > 0.75
     assert figures["test"]["recall"] > 0.6
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "iu_xray").is_dir(), reason="the shared data is absent")
+def test_raw_training_text_is_scanned_before_de_identification(tmp_path: Path) -> None:
+    """``raw:cpt`` reads the small model's training documents in memory, as they are before
+    de-identification shifts dates and replaces names; nothing is written to the store."""
+    from medxiaohe.eval.harness.contamination import decontaminate
+    from medxiaohe.eval.harness.suites import CHOICE, Item
+    from medxiaohe.storage import open_store
+    from medxiaohe.training.public_data import iu_xray
+    from tests.conftest import publish_small_tree
+
+    store_uri = str(tmp_path / "store")
+    publish_small_tree(store_uri)
+    store = open_store(store_uri)
+    before = {o.key for o in store.list("")}
+    report = next(
+        r["report"] for r in iu_xray(SHARED_DATA, "train") if len(r["report"].split()) > 30
+    )
+    copied = " ".join(report.split()[:20])
+    item = Item("medqa", "copy", copied, "A", CHOICE, {"A": "a", "B": "b"})
+    found = decontaminate(store, [item], ["raw:cpt"], SHARED_DATA)
+    assert found["contaminated"] == {"medqa": 1}
+    assert {o.key for o in store.list("")} == before

@@ -56,12 +56,22 @@ def _chat_texts(row: dict[str, Any]) -> list[str]:
     return texts or [str(row.get("text", ""))]
 
 
-def source_texts(store: ArtifactStore, source: str) -> Iterator[list[str]]:
-    """The texts of each training record of a source: ``dataset:NAME`` (ingested shards),
+def source_texts(
+    store: ArtifactStore, source: str, data: Path = Path("../shared/data")
+) -> Iterator[list[str]]:
+    """The texts of each training record of a source: ``raw:cpt`` (the small model's raw
+    training documents from ``data``, read in memory before de-identification shifts dates
+    and replaces names: nothing is stored), ``dataset:NAME`` (ingested shards, de-identified),
     ``mixture:NAME`` (each drawn record once), ``chat:PREFIX:FILE`` (synthesis or SFT data in
     the store) or a local ``.jsonl`` file (``text`` or ``messages`` rows)."""
     kind, _, rest = source.partition(":")
-    if kind == "dataset":
+    if source == "raw:cpt":
+        from medxiaohe.entities.tree import EntityTree
+        from medxiaohe.training.public_data import cpt_documents
+
+        for document in cpt_documents(data, EntityTree.load(store)):
+            yield [document["text"]]
+    elif kind == "dataset":
         from medxiaohe.corpus.shards import list_shards, read_records
 
         for manifest in list_shards(store, rest):
@@ -90,7 +100,8 @@ def source_texts(store: ArtifactStore, source: str) -> Iterator[list[str]]:
                 yield _chat_texts(json.loads(line))
     else:
         raise InvalidInput(
-            f"unknown source {source!r}: dataset:NAME, mixture:NAME, chat:PREFIX:FILE or a .jsonl"
+            f"unknown source {source!r}: raw:cpt, dataset:NAME, mixture:NAME, chat:PREFIX:FILE "
+            "or a .jsonl"
         )
 
 
@@ -140,7 +151,10 @@ def source_label(source: str) -> str:
 
 
 def decontaminate(
-    store: ArtifactStore, items: Sequence[Item], sources: Sequence[str]
+    store: ArtifactStore,
+    items: Sequence[Item],
+    sources: Sequence[str],
+    data: Path = Path("../shared/data"),
 ) -> dict[str, Any]:
     """Contaminated items per suite and per source, and the scan's speed."""
     index = benchmark_index(items)
@@ -152,7 +166,7 @@ def decontaminate(
     for source in sources:
         found: set[str] = set()
         batch: list[list[str]] = []
-        for texts in source_texts(store, source):
+        for texts in source_texts(store, source, data):
             batch.append(texts)
             records += 1
             words += sum(len(t.split()) for t in texts)
