@@ -38,6 +38,20 @@ def text_of(completion: Any) -> str:
     return str(completion)
 
 
+def conversation(prompt: Any) -> list[dict[str, str]]:
+    """A prompt as graders read it: messages with text contents (image parts dropped, text
+    parts joined); a plain string is one user turn."""
+    if not isinstance(prompt, list):
+        return [{"role": "user", "content": str(prompt)}]
+    out = []
+    for message in prompt:
+        content = message.get("content")
+        if isinstance(content, list):
+            content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        out.append({"role": str(message.get("role", "user")), "content": str(content or "")})
+    return out
+
+
 def final_answer(text: str) -> str:
     """What the completion answers: a JSON ``answer``, else the text after ``</think>`` and an
     ``Answer:`` label."""
@@ -214,10 +228,7 @@ def rubric_reward(grader: Any) -> Reward:
                 verdicts = findings.grade(text_of(completion), parsed)
                 scores.append(score_example(parsed.rubric, verdicts).score)
                 continue
-            conversation = (
-                prompt if isinstance(prompt, list) else [{"role": "user", "content": str(prompt)}]
-            )
-            verdicts = grader.grade(conversation, text_of(completion), parsed)
+            verdicts = grader.grade(conversation(prompt), text_of(completion), parsed)
             scores.append(score_example(parsed, verdicts).score)
         return scores
 
@@ -238,10 +249,9 @@ class SafetyGate:
     def closed(self, prompts: Sequence[Any], completions: Sequence[Any]) -> list[bool]:
         shut = []
         for prompt, completion in zip(prompts, completions, strict=True):
-            conversation = (
-                prompt if isinstance(prompt, list) else [{"role": "user", "content": str(prompt)}]
+            verdicts = self.grader.grade_criteria(
+                conversation(prompt), text_of(completion), self.criteria
             )
-            verdicts = self.grader.grade_criteria(conversation, text_of(completion), self.criteria)
             self.abstained += sum(v.met is None for v in verdicts)
             shut.append(any(v.met for v in verdicts))
         return shut

@@ -137,13 +137,14 @@ def tools_as_text(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def prompts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Prompts (the turns before the last assistant turn) and their gold answers (the row's
-    ``answer``, else that turn), for RL and rejection sampling; with images where some row
-    has images."""
+    """Prompts (the turns before the last assistant turn: a tool trajectory's calls and results
+    as text) and their gold answers (the row's ``answer``, else that turn), for RL and
+    rejection sampling; with images where some row has images."""
     images = any(r["images"] for r in rows)
     out = []
     for row in rows:
-        shaped = with_image_parts(row) if images else row
+        shaped = tools_as_text(row)  # a trajectory's calls and results, as SFT reads them
+        shaped = with_image_parts(shaped) if images else shaped
         messages = shaped["messages"]
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
         reply = messages[last]["content"]
