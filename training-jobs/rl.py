@@ -100,8 +100,9 @@ class RlConfig(RunConfig):
     heldout: str = field(
         default="",
         metadata={"help": "Held-out synthesized questions (e.g. synthesis/small:heldout.jsonl) "
-                  "the benchmark harness scores on the starting and the final model: the "
-                  "card's figures synth_qa_heldout {sft, rl}."},
+                  "asked of the starting and the final model as training asks (the prompt, "
+                  "max_completion_length tokens, the one extractor): the card's figures "
+                  "synth_qa_heldout {sft, rl}."},
     )  # fmt: skip
 
     def __post_init__(self) -> None:
@@ -289,39 +290,20 @@ def curves(run: Run) -> dict[str, Any]:
     }
 
 
-def heldout_accuracy(
-    config: RlConfig, settings: Settings, folder: Path, run_name: str
-) -> dict[str, Any]:
-    """The benchmark harness's synth_qa score of the model in ``folder`` (free-text answers,
-    the letter extracted), published as eval/<run_name>."""
-    from medxiaohe.eval.answers import choice_summary
-    from medxiaohe.eval.harness.evaluate import evaluate, publish_results
-    from medxiaohe.eval.harness.run import EvalConfig
-    from medxiaohe.eval.harness.suites import synth_qa
-    from medxiaohe.models.client import LocalModelClient
-    from medxiaohe.storage import fetch, open_store
+def heldout_accuracy(config: RlConfig, settings: Settings, folder: Path) -> dict[str, Any]:
+    """The held-out synthesized questions asked of the model in ``folder`` as RL asked the
+    training ones (``eval.lm.choice_figures``: the same prompt, ``max_completion_length``
+    tokens, the one extractor)."""
+    from medxiaohe.eval.lm import choice_figures
+    from medxiaohe.models.vlm import load_vlm
+    from medxiaohe.storage import open_store, read_file, resolve
 
     store = open_store(config.store_uri or settings.store_uri, settings)
     prefix, _, name = config.heldout.partition(":")
-    items = {"synth_qa": synth_qa(fetch(store, prefix, settings.model_cache_dir) / name)}
-    client = LocalModelClient.from_folder(folder)
-    eval_config = EvalConfig(f"{run_name}@{folder.name}", constrain=False)
-    result = evaluate(store, client, eval_config, items, run=run_name)
-    publish_results(store, result)
-    score = result["suites"]["synth_qa"]
-    predictions = result["predictions"]
-    # a model that answers one letter scores that letter's share (balanced: 1 / letters)
-    summary = choice_summary(
-        [r["extracted"] for r in predictions], [r["gold"] for r in predictions]
-    )
-    return {
-        "accuracy": score["score"],
-        "ci95": score["ci95"],
-        "n": score["n"],
-        "top_answer_share": summary["top_answer_share"],
-        "best_constant": summary["constant_answer"],
-        "balanced": summary["balanced_accuracy"],
-    }
+    body = read_file(store, resolve(store, prefix), name).decode()
+    rows = [json.loads(line) for line in body.splitlines() if line.strip()]
+    vlm = load_vlm(folder)
+    return choice_figures(vlm.model, vlm.processor, rows, config.max_completion_length)
 
 
 def train(config: RlConfig, settings: Settings) -> Manifest | None:
@@ -334,19 +316,18 @@ def train(config: RlConfig, settings: Settings) -> Manifest | None:
         measured: dict[str, Any] = {"rl_curves": curves(run)}
         if config.heldout:
             base = base_folder(config.base_model, settings, scratch, config.seed)
-            before = heldout_accuracy(config, settings, base, f"{run.run_id}-heldout-start")
-            after = heldout_accuracy(config, settings, final, f"{run.run_id}-heldout-final")
+            before = heldout_accuracy(config, settings, base)
+            after = heldout_accuracy(config, settings, final)
             measured["synth_qa_heldout"] = {
                 "sft": before["accuracy"],
                 "rl": after["accuracy"],
-                "ci95": {"sft": before["ci95"], "rl": after["ci95"]},
-                "balanced": {"sft": before["balanced"], "rl": after["balanced"]},
-                "top_answer_share": {
-                    "sft": before["top_answer_share"],
-                    "rl": after["top_answer_share"],
+                **{
+                    key: {"sft": before[key], "rl": after[key]}
+                    for key in ("ci95", "balanced_accuracy", "top_answer_share", "unparsed_rate")
                 },
-                "best_constant": after["best_constant"],
-                "items": after["n"],
+                "best_constant": after["constant_answer"],
+                "items": after["items"],
+                "answer_tokens": after["answer_tokens"],
                 "source": config.heldout,
             }
         gate = cast(LayeredReward, trainer.reward_funcs[0]).gate

@@ -142,28 +142,18 @@ def _reports(model: Any, processor: Any, data: Path, limit: int) -> dict[str, An
 
 
 def _synth_qa(model: Any, processor: Any, store: ArtifactStore, uri: str) -> dict[str, Any]:
-    """The held-out synthesized questions, read by the one option extractor, beside chance and
-    the most frequent train answer; balanced accuracy and the top answer's share beside
-    accuracy (a model that answers one letter to everything shows there)."""
-    from medxiaohe.eval.answers import choice_summary, extract_option, options_from_prompt
-    from medxiaohe.eval.lm import answer
+    """The held-out synthesized questions (``eval.lm.choice_figures``) beside chance and the
+    most frequent train answer."""
+    from medxiaohe.eval.lm import choice_figures
 
     majority = Counter(i["answer"] for i in _jsonl(store, uri, "train.jsonl")).most_common(1)
     items = _jsonl(store, uri, "heldout.jsonl")
-    letters = [
-        extract_option(
-            answer(model, processor, i["messages"][:1], max_new_tokens=8),
-            options_from_prompt(i["messages"][:1]),
-        )
-        for i in items
-    ]
-    summary = choice_summary(letters, [i["answer"] for i in items])
+    figures = choice_figures(model, processor, items)
     return {
-        **summary,
-        "model": summary.get("accuracy", 0.0),
+        **figures,
+        "model": figures.get("accuracy", 0.0),
         "chance": 0.25,
         "majority": round(sum(i["answer"] == majority[0][0] for i in items) / len(items), 4),
-        "unparsed": sum(x is None for x in letters),
     }
 
 

@@ -102,7 +102,11 @@ STEPS = (
         lambda data: [[*CLI, "eval", "paraphrase", "--data", str(data / "vqa_rad")]],
         ("train", "test"),
     ),
-    Step("mixture", lambda data: [[*CLI, "bench", "mixture", "--data", str(data)]], ("",)),
+    Step(
+        "mixture",
+        lambda data: [[*CLI, "bench", "mixture", "--data", str(data)]],
+        ("balanced", "uniform", "ratios", "sampler_overhead", "synthesis"),
+    ),
     Step(
         "rubric",
         lambda data: [[*CLI, "eval", "rubric", "--split", "heldout", "--level", "all"]],
@@ -130,12 +134,13 @@ STEPS = (
 
 
 def _last_json(text: str) -> Any:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
+    """What a command printed as JSON: its whole output (pretty-printed), else its last line
+    that parses (libraries may log to stdout first)."""
     try:
-        return json.loads("\n".join(lines)) if lines and lines[0].startswith("{") else None
+        return json.loads(text)
     except ValueError:
         pass
-    for line in reversed(lines):
+    for line in reversed(text.strip().splitlines()):
         try:
             return json.loads(line)
         except ValueError:

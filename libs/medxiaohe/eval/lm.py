@@ -54,3 +54,31 @@ def answer(
 def short_answer(reply: str) -> str:
     """A closed answer as VQA scoring compares it: lower case, no surrounding punctuation."""
     return reply.strip().lower().strip(" .!?\"'")
+
+
+ANSWER_TOKENS = 16  # what an RL completion on these questions gets (rl-small.yaml)
+
+
+def choice_figures(
+    model: Any, processor: Any, rows: Sequence[dict[str, Any]], max_new_tokens: int = ANSWER_TOKENS
+) -> dict[str, Any]:
+    """Choice questions asked as the model was trained on them (each row's first user turn),
+    greedy, read by the one option extractor: accuracy with its bootstrap 95 % interval,
+    balanced accuracy, the top answer's share, what a constant answer scores, unparsed."""
+    from medxiaohe.eval.answers import choice_summary, extract_option, options_from_prompt
+    from medxiaohe.eval.harness.scoring import bootstrap
+
+    chosen = [
+        extract_option(
+            answer(model, processor, r["messages"][:1], max_new_tokens=max_new_tokens),
+            options_from_prompt(r["messages"][:1]),
+        )
+        for r in rows
+    ]
+    gold = [str(r["answer"]) for r in rows]
+    right = [float(c == g) for c, g in zip(chosen, gold, strict=True)]
+    return {
+        **choice_summary(chosen, gold),
+        "ci95": bootstrap(right),
+        "answer_tokens": max_new_tokens,
+    }
