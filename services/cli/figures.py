@@ -58,7 +58,14 @@ STEPS = (
             [*TRAIN, "small", "--config", str(CONFIGS / "small.yaml")],
             [*CLI, "model", "show", "models/small"],
         ],
-        ("figures.perplexity", "figures.synth_qa", "figures.vqa_rad_closed"),
+        (
+            "figures.perplexity",
+            "figures.synth_qa.accuracy",
+            "figures.synth_qa.balanced_accuracy",
+            "figures.synth_qa.top_answer_share",
+            "figures.synth_qa.unparsed_rate",
+            "figures.vqa_rad_closed",
+        ),
         training=True,
     ),
     Step(
@@ -68,7 +75,14 @@ STEPS = (
             [*CLI, "model", "show", "models/rl"],
         ],
         (
-            "figures.synth_qa_heldout",
+            "figures.synth_qa_heldout.sft",
+            "figures.synth_qa_heldout.rl",
+            "figures.synth_qa_heldout.balanced_accuracy",
+            "figures.synth_qa_heldout.top_answer_share",
+            "figures.synth_qa_heldout.unparsed_rate",
+            "figures.synth_qa_heldout.best_constant",
+            "figures.rl_curves.first10.reward/total",
+            "figures.rl_curves.last10.reward/total",
             "figures.rl_curves.entropy_below_floor_steps",
             "figures.rl_curves.safety_gate_zeroed",
             "figures.safety_gate_probe",
@@ -95,7 +109,7 @@ STEPS = (
                 str(data),
             ]
         ],
-        ("",),
+        ("contaminated", "by_kind.vqa_rad_closed", "by_kind.vqa_rad_open", "records_per_s"),
     ),
     Step(
         "paraphrase",
@@ -105,7 +119,7 @@ STEPS = (
     Step(
         "mixture",
         lambda data: [[*CLI, "bench", "mixture", "--data", str(data)]],
-        ("balanced", "uniform", "ratios", "sampler_overhead", "synthesis"),
+        ("ratios", "sampler_overhead", "synthesis.accepted", "synthesis.rejected_by_rule.split"),
     ),
     Step(
         "rubric",
@@ -115,7 +129,16 @@ STEPS = (
     Step(
         "grounding",
         lambda data: [[*CLI, "eval", "grounding", "--split", "val", "--tune-split", "train"]],
-        ("verifier", "token_overlap"),
+        tuple(
+            f"{who}.{kind}.recall"
+            for who in ("verifier", "token_overlap")
+            for kind in ("addition", "negation", "laterality", "location", "severity", "omission")
+        )
+        + tuple(
+            f"{who}.{figure}"
+            for who in ("verifier", "token_overlap")
+            for figure in ("false_alarm_rate", "omission.spurious_pair_rate", "not_checked")
+        ),
     ),
     Step(
         "extraction",
@@ -187,11 +210,13 @@ def _pick(figures: Any, dotted: str) -> Any:
 
 def markdown(results: dict[str, Any]) -> str:
     lines = ["| step | figure | value |", "|---|---|---|"]
-    for name, result in results["steps"].items():
+    for step in STEPS:  # in the order they run
+        name, result = step.name, results["steps"].get(step.name)
+        if result is None:
+            continue
         if "skipped" in result:
             lines.append(f"| {name} | skipped | {result['skipped']} |")
             continue
-        step = next(s for s in STEPS if s.name == name)
         for dotted in step.rows:
             for path, value in _leaves(_pick(result["figures"], dotted), dotted):
                 if isinstance(value, int | float):

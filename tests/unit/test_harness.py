@@ -383,3 +383,26 @@ def test_raw_training_text_is_scanned_before_de_identification(tmp_path: Path) -
     found = decontaminate(store, [item], ["raw:cpt"], SHARED_DATA)
     assert found["contaminated"] == {"medqa": 1}
     assert {o.key for o in store.list("")} == before
+
+
+@pytest.mark.skipif(
+    not (SHARED_DATA / "mirage_predictions").is_dir(), reason="MIRAGE's predictions are absent"
+)
+def test_make_figures_gathers_a_steps_json_into_one_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``medxiaohe figures`` runs a step's own command and keeps what it prints: here the MIRAGE
+    MedMCQA reproduction, both extractions, as JSON and as table rows; published too."""
+    from medxiaohe.storage import open_store, resolve
+
+    monkeypatch.setenv("MEDXIAOHE_STORE_URI", str(tmp_path / "store"))
+    out = tmp_path / "figures"
+    args = ["figures", "--only", "extraction", "--data", str(SHARED_DATA), "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    figures = json.loads((out / "figures.json").read_text())["steps"]["extraction"]["figures"]
+    assert figures["gpt-4-32k.mirage"]["accuracy"] == 0.6988
+    assert figures["gpt-35-turbo-16k.mirage"]["accuracy"] == 0.5513
+    table = (out / "figures.md").read_text()
+    assert "| extraction | gpt-4-32k.ours.accuracy |" in table
+    assert resolve(open_store(str(tmp_path / "store")), "figures/make").version
