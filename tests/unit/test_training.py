@@ -135,6 +135,20 @@ def test_run_layout_metrics_checkpoints_and_resume(tmp_path: Path) -> None:
     again.restore(4, 0, restored)
     assert (restored / "model.safetensors").read_bytes() == b"weights-4"
     assert [m["step"] for m in again.metrics()] == [1, 2, 4]
+    # the resumed run reaches step 6 again and replaces what the killed attempt left there
+    # (an unsealed part, even one with its manifest); a sealed part is never replaced
+    (folder / "model.safetensors").write_bytes(b"weights-6")
+    from medxiaohe.storage import publish_folder
+
+    publish_folder(store, f"{run.prefix}/checkpoints/step-00000006", tmp_path / "restored",
+                   version="node-0", move_latest=False)  # fmt: skip
+    again.save_checkpoint(6, folder)
+    assert again.latest_checkpoint() == 6
+    again.restore(6, 0, tmp_path / "six")
+    assert (tmp_path / "six" / "model.safetensors").read_bytes() == b"weights-6"
+    (folder / "model.safetensors").write_bytes(b"other weights")
+    with pytest.raises(Conflict):
+        again.save_checkpoint(6, folder)
     with pytest.raises(Conflict):
         Run.start(store, "ner", ExampleConfig(epochs=9), run_id=run.run_id)
     model = again.publish_model(folder)

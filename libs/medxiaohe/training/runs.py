@@ -122,6 +122,7 @@ class Run:
         seen half-deleted)."""
         self.flush()
         prefix = f"{self.prefix}/checkpoints"
+        self._discard_unsealed(step, index)
         manifest = publish_folder(
             self.store,
             f"{prefix}/step-{step:08d}",
@@ -138,6 +139,17 @@ class Run:
                 for key in sorted(keys, key=lambda k: not k.endswith(MANIFEST)):
                     self.store.delete(key)
         return manifest
+
+    def _discard_unsealed(self, step: int, index: int) -> None:
+        """A part of this step without its seal is what a killed attempt left half-written:
+        the resumed run, which restarted from an earlier checkpoint, replaces it (manifest
+        first). A sealed part is never replaced."""
+        if self.store.exists(self._seal_key(step, index)):
+            return
+        part = f"{self.prefix}/checkpoints/step-{step:08d}/node-{index}/"
+        keys = [i.key for i in self.store.list(part)]
+        for key in sorted(keys, key=lambda k: not k.endswith(MANIFEST)):
+            self.store.delete(key)
 
     def _checkpoint_steps(self) -> list[int]:
         prefix = f"{self.prefix}/checkpoints/step-"
