@@ -201,13 +201,14 @@ def paraphrase(
         "../shared/data/vqa_rad"
     ),
 ) -> None:
-    """The decontamination paraphrase threshold on VQA-RAD's linked question pairs: tuned on
-    the train split, reported on both."""
-    from medxiaohe.eval.harness.seen import IMAGE_BITS, paraphrase_figures
+    """The decontamination thresholds on VQA-RAD: the paraphrase threshold on its linked
+    question pairs (tuned on the train split, reported on both) and the image threshold's
+    margins on its images."""
+    from medxiaohe.eval.harness.seen import image_figures, paraphrase_figures
 
     if not (data / "VQA_RAD Dataset Public.json").is_file():
         raise typer.BadParameter(f"{data} has no VQA-RAD questions")
-    typer.echo(json.dumps({**paraphrase_figures(data), "image_bits": IMAGE_BITS}))
+    typer.echo(json.dumps({**paraphrase_figures(data), "images": image_figures(data / "images")}))
 
 
 @app.command()

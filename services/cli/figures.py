@@ -114,7 +114,7 @@ STEPS = (
     Step(
         "paraphrase",
         lambda data: [[*CLI, "eval", "paraphrase", "--data", str(data / "vqa_rad")]],
-        ("train", "test"),
+        ("train", "test", "images"),
     ),
     Step(
         "mixture",
@@ -233,7 +233,9 @@ def figures(
     skip_training: Annotated[
         bool, typer.Option(help="Read the published models' cards instead of training them.")
     ] = False,
-    only: Annotated[list[str] | None, typer.Option(help="Run these steps only.")] = None,
+    only: Annotated[
+        list[str] | None, typer.Option(help="Run these steps only (the others' figures stay).")
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds per command, at most.")] = 3600,
 ) -> None:
     """Produce every CPU-sized figure (the small model, RL, decontamination and its paraphrase
@@ -243,6 +245,8 @@ def figures(
     from medxiaohe.storage import open_store, publish
 
     results: dict[str, Any] = {"steps": {}}
+    if only and (out / "figures.json").is_file():  # the other steps' figures stay
+        results = json.loads((out / "figures.json").read_text())
     started = time.perf_counter()
     for step in STEPS:
         if only and step.name not in only:

@@ -102,6 +102,35 @@ def seen(
     return out
 
 
+def image_figures(folder: Path) -> dict[str, Any]:
+    """The image threshold's margins on a folder of images (VQA-RAD's): the largest distance
+    of a copy at half size re-encoded as JPEG (quality 60) from its original, and the
+    smallest distance between two different images."""
+    from PIL import Image
+
+    originals, copies = [], []
+    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".png"}):
+        data = path.read_bytes()
+        originals.append(image_hash(data))
+        with Image.open(io.BytesIO(data)) as image:
+            small = image.convert("RGB").resize(
+                (max(1, image.width // 2), max(1, image.height // 2))
+            )
+        out = io.BytesIO()
+        small.save(out, format="JPEG", quality=60)
+        copies.append(image_hash(out.getvalue()))
+    hashes = np.stack(originals)
+    distance = (hashes[:, None, :] != hashes[None, :, :]).sum(-1)
+    apart = distance[np.triu_indices(len(hashes), 1)]
+    copied = (hashes != np.stack(copies)).sum(-1)
+    return {
+        "images": len(hashes),
+        "threshold_bits": IMAGE_BITS,
+        "copy_max_bits": int(copied.max()),
+        "different_min_bits": int(apart.min()),
+    }
+
+
 def paraphrase_figures(
     vqa_rad: Path, threshold: float = PARAPHRASE, splits: Sequence[str] = ("train", "test")
 ) -> dict[str, Any]:
