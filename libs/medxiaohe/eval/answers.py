@@ -61,7 +61,7 @@ _SECOND = re.compile(r"(?:/|\bor\b|\band\b|,)\s*\(?[A-J](?:[.)/,]|\s*$|\s+(?:or|
 LONE_LINE = re.compile(r"^[ \t*_>#-]*[(\[]?([A-J])[)\].:]?[ \t*_]*$")
 MARKED = re.compile(r"\(([A-J])\)|\*\*([A-J])[.)]?\*\*")
 _OPTION_LINE = re.compile(r"^[ \t]*[(\[]?([A-J])[.):\]][ \t]+(\S[^\n]*)$", re.M)
-_OPTION_INLINE = re.compile(r"(?:^|\s)\(?([A-J])[.)][ \t]*(.+?)(?=\s+\(?[A-J][.)]\s|\s*$)", re.S)
+_OPTION_INLINE = re.compile(r"(?:^| )\(?([A-J])[.)] ?(.+?)(?= \(?[A-J][.)] |$)")
 
 
 @dataclass(frozen=True)
@@ -104,9 +104,10 @@ def options_from_prompt(prompt: Any) -> dict[str, str]:
     """The options a question lists ("A. ibuprofen" lines, or inline "A) ibuprofen B) aspirin"),
     from a prompt string or chat messages (the last user turn); letters from A in order."""
     text = _prompt_text(prompt)[:MAX_REPLY]
-    for pattern in (_OPTION_LINE, _OPTION_INLINE):
+    # inline, whitespace runs are one space: the lookahead then scans no run twice (linear)
+    for pattern, said in ((_OPTION_LINE, text), (_OPTION_INLINE, " ".join(text.split()))):
         found: dict[str, str] = {}
-        for letter, body in pattern.findall(text):
+        for letter, body in pattern.findall(said):
             if letter == "A":  # a later list restarts (the last question of a few-shot prompt)
                 found = {}
             if len(found) < len(LETTERS) and letter == LETTERS[len(found)]:
