@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from medxiaohe.common.ports import free_port
 from medxiaohe.corpus import samples
 from medxiaohe_protos.common.v1 import common_pb2
 from medxiaohe_protos.evidence.v1 import evidence_pb2 as ev
@@ -31,7 +32,6 @@ from medxiaohe_services.runtime.embedded import (
     ensure_dev_pki,
     trained_ner,
 )
-from medxiaohe_services.runtime.ports import free_port
 from medxiaohe_services.runtime.services import FULL_NAMES
 
 SENTENCE = (

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -15,28 +14,16 @@ from pathlib import Path
 
 from minio import Minio
 
+from medxiaohe.common import ports
 from medxiaohe.common.settings import Settings
 from medxiaohe_services.runtime.server import Platform, ServiceSpec
 
 S3_KEY, S3_SECRET = "medxiaohe-test", "medxiaohe-test-secret"
 
 
-def free_ports(count: int, below: int = 45000) -> list[int]:
-    """Distinct free ports p with p + 10000 also free (weed mini puts gRPC there)."""
-    ports: list[int] = []
-    while len(ports) < count:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port >= below or port in ports:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        ports.append(port)
-    return ports
+def free_ports(count: int) -> list[int]:
+    """Free ports whose +10000 is free too (weed mini puts gRPC there), below 45000."""
+    return ports.free_ports(count, below=45000, spaced=10000)
 
 
 @dataclass

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,16 +18,10 @@ from typing import NamedTuple
 import httpx
 
 from medxiaohe.common.errors import Unavailable
+from medxiaohe.common.ports import free_port, free_ports
 from medxiaohe.models.client import tls_verify
 
 CALLER = "local"  # the token's caller name, allowed everything
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Tls(NamedTuple):
@@ -79,7 +72,7 @@ def model_server(
     log's end into the error when it does not get ready). ``settings`` adds settings (their
     names without the MEDXIAOHE_ prefix); ``predictor_allow`` there adds callers beside the
     token's."""
-    http_port, grpc_port = _free_port(), _free_port() if tls else 0
+    http_port, grpc_port = free_ports(2) if tls else (free_port(), 0)
     token = secrets.token_urlsafe(32)
     with tempfile.TemporaryDirectory(prefix="medxiaohe-predictor-") as tmp:
         folder_of_settings = _settings_dir(Path(tmp), token, tls, settings or {})
