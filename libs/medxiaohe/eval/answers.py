@@ -26,6 +26,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from medxiaohe.common.messages import content_text
+
 MAX_REPLY = 20_000  # characters looked at: regex work stays bounded
 LETTERS = "ABCDEFGHIJ"
 ANSWER_KEYS = ("answer", "answer_choice", "final_answer")
@@ -122,10 +124,7 @@ def _prompt_text(prompt: Any) -> str:
         return prompt
     if isinstance(prompt, Sequence):
         turns = [m for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
-        content = turns[-1].get("content", "") if turns else ""
-        if isinstance(content, list):
-            return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-        return str(content)
+        return content_text(turns[-1].get("content") if turns else "")
     return ""
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from medxiaohe.common.errors import InvalidInput
+from medxiaohe.common.messages import content_text
 from medxiaohe.eval.answers import extract_option, options_from_prompt
 from medxiaohe.rubric.rubrics import Criterion, Rubric, criterion_from
 from medxiaohe.rubric.scoring import score_example
@@ -43,13 +44,10 @@ def conversation(prompt: Any) -> list[dict[str, str]]:
     parts joined); a plain string is one user turn."""
     if not isinstance(prompt, list):
         return [{"role": "user", "content": str(prompt)}]
-    out = []
-    for message in prompt:
-        content = message.get("content")
-        if isinstance(content, list):
-            content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-        out.append({"role": str(message.get("role", "user")), "content": str(content or "")})
-    return out
+    return [
+        {"role": str(m.get("role", "user")), "content": content_text(m.get("content"))}
+        for m in prompt
+    ]
 
 
 def final_answer(text: str) -> str:

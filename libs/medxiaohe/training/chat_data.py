@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from medxiaohe.common.errors import InvalidInput
+from medxiaohe.common.messages import content_text
 from medxiaohe.common.paths import file_in
 from medxiaohe.storage import ArtifactStore, Manifest, publish, read_file, resolve
 
@@ -147,9 +148,7 @@ def prompts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         shaped = with_image_parts(shaped) if images else shaped
         messages = shaped["messages"]
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-        reply = messages[last]["content"]
-        if not isinstance(reply, str):
-            reply = " ".join(p.get("text", "") for p in reply if isinstance(p, dict))
+        reply = content_text(messages[last]["content"])
         item = {"prompt": messages[:last], "answer": row.get("answer") or reply}
         item |= {c: row[c] for c in COLUMNS if c in row}
         out.append(item | ({"images": shaped["images"]} if images else {}))

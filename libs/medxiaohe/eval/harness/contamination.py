@@ -11,11 +11,12 @@ import hashlib
 import json
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from medxiaohe.common.errors import InvalidInput
+from medxiaohe.common.messages import content_text
 from medxiaohe.corpus.overlap import BenchmarkIndex
 from medxiaohe.eval.harness.suites import REPORT, RUBRIC, Item
 from medxiaohe.storage import ArtifactStore, publish, resolve
@@ -47,13 +48,35 @@ def benchmark_index(items: Sequence[Item]) -> BenchmarkIndex:
 
 
 def _chat_texts(row: dict[str, Any]) -> list[str]:
-    texts = []
-    for message in row.get("messages") or []:
-        content = message.get("content")
-        if isinstance(content, list):
-            content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-        texts.append(str(content or ""))
+    texts = [content_text(m.get("content")) for m in row.get("messages") or []]
     return texts or [str(row.get("text", ""))]
+
+
+def _chat_rows(
+    store: ArtifactStore, source: str
+) -> tuple[Iterator[dict[str, Any]], Callable[[str], bytes]] | None:
+    """The rows of a chat source (``chat:PREFIX:FILE`` in the store, or a local ``.jsonl``) and
+    how to read an image a row names (a file of the same version, or one beside the file);
+    None for other sources."""
+    kind, _, rest = source.partition(":")
+    if kind == "chat":
+        from medxiaohe.storage import read_file
+
+        prefix, _, name = rest.partition(":")
+        manifest = resolve(store, prefix)
+        body = read_file(store, manifest, name or "train.jsonl").decode()
+        return _rows(body), lambda image: read_file(store, manifest, image)
+    if source.endswith(".jsonl") and Path(source).is_file():
+        from medxiaohe.common.paths import file_in
+
+        folder = Path(source).parent
+        body = Path(source).read_text(encoding="utf-8")
+        return _rows(body), lambda image: file_in(folder, image).read_bytes()
+    return None
+
+
+def _rows(body: str) -> Iterator[dict[str, Any]]:
+    return (json.loads(line) for line in body.splitlines() if line.strip())
 
 
 def source_texts(
@@ -86,18 +109,9 @@ def source_texts(
             if key not in seen:
                 seen.add(key)
                 yield [str(row.get("text", ""))]
-    elif kind == "chat":
-        from medxiaohe.storage import read_file
-
-        prefix, _, name = rest.partition(":")
-        body = read_file(store, resolve(store, prefix), name or "train.jsonl")
-        for line in body.decode().splitlines():
-            if line.strip():
-                yield _chat_texts(json.loads(line))
-    elif source.endswith(".jsonl") and Path(source).is_file():
-        for line in Path(source).read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                yield _chat_texts(json.loads(line))
+    elif (chat := _chat_rows(store, source)) is not None:
+        for row in chat[0]:
+            yield _chat_texts(row)
     else:
         raise InvalidInput(
             f"unknown source {source!r}: raw:cpt, dataset:NAME, mixture:NAME, chat:PREFIX:FILE "
@@ -106,40 +120,20 @@ def source_texts(
 
 
 def _first_question(row: dict[str, Any]) -> str:
-    for message in row.get("messages") or []:
-        if message.get("role") == "user":
-            content = message.get("content")
-            if isinstance(content, list):
-                content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-            return str(content or "")
-    return ""
+    users = [m for m in row.get("messages") or [] if m.get("role") == "user"]
+    return content_text(users[0].get("content")) if users else ""
 
 
 def source_images(store: ArtifactStore, source: str) -> Iterator[tuple[str, list[bytes]]]:
-    """(first question, image bytes) of each training record with images: chat data in the
-    store (images are files of the same version) or a local ``.jsonl`` (images beside it);
-    ingested datasets and mixtures are text."""
-    kind, _, rest = source.partition(":")
-    if kind == "chat":
-        from medxiaohe.storage import read_file
-
-        prefix, _, name = rest.partition(":")
-        manifest = resolve(store, prefix)
-        body = read_file(store, manifest, name or "train.jsonl").decode()
-        for line in body.splitlines():
-            row = json.loads(line) if line.strip() else {}
-            if row.get("images"):
-                images = [read_file(store, manifest, str(n)) for n in row["images"]]
-                yield _first_question(row), images
-    elif source.endswith(".jsonl") and ":" not in source:
-        from medxiaohe.common.paths import file_in
-
-        folder = Path(source).parent
-        for line in Path(source).read_text(encoding="utf-8").splitlines():
-            row = json.loads(line) if line.strip() else {}
-            if row.get("images"):
-                images = [file_in(folder, str(n)).read_bytes() for n in row["images"]]
-                yield _first_question(row), images
+    """(first question, image bytes) of each training record with images, from a chat source
+    (``_chat_rows``); ingested datasets and mixtures are text."""
+    chat = _chat_rows(store, source)
+    if chat is None:
+        return
+    rows, load = chat
+    for row in rows:
+        if row.get("images"):
+            yield _first_question(row), [load(str(name)) for name in row["images"]]
 
 
 def source_label(source: str) -> str:
