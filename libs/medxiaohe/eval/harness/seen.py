@@ -15,6 +15,7 @@ Thresholds, measured on VQA-RAD (``paraphrase_figures`` reprints the question fi
 from __future__ import annotations
 
 import collections
+import hashlib
 import io
 import itertools
 import json
@@ -48,28 +49,26 @@ def same_images(benchmark: np.ndarray, training: np.ndarray) -> np.ndarray:
     return np.asarray(distance <= IMAGE_BITS)
 
 
-def similarity(a: Sequence[str], b: Sequence[str]) -> np.ndarray:
-    """MiniLM cosine of each text of ``a`` with each of ``b``."""
+def _unit(texts: Sequence[str]) -> np.ndarray:
+    """MiniLM embeddings of the texts, each of length 1."""
     from medxiaohe.evidence.retrievers import embed
 
+    vectors = embed(list(texts))
+    return np.asarray(vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+
+
+def similarity(a: Sequence[str], b: Sequence[str]) -> np.ndarray:
+    """MiniLM cosine of each text of ``a`` with each of ``b``."""
     if not a or not b:
         return np.zeros((len(a), len(b)))
-    x, y = embed(list(a)), embed(list(b))
-    x = x / np.linalg.norm(x, axis=1, keepdims=True)
-    y = y / np.linalg.norm(y, axis=1, keepdims=True)
-    return np.asarray(x @ y.T)
+    return np.asarray(_unit(a) @ _unit(b).T)
 
 
 def _paired(pairs: Sequence[tuple[str, ...]]) -> np.ndarray:
     """MiniLM cosine of each pair's two texts."""
-    from medxiaohe.evidence.retrievers import embed
-
     if not pairs:
         return np.zeros(0)
-    x, y = embed([p[0] for p in pairs]), embed([p[1] for p in pairs])
-    x = x / np.linalg.norm(x, axis=1, keepdims=True)
-    y = y / np.linalg.norm(y, axis=1, keepdims=True)
-    return np.asarray((x * y).sum(axis=1))
+    return np.asarray((_unit([p[0] for p in pairs]) * _unit([p[1] for p in pairs])).sum(axis=1))
 
 
 def seen(
@@ -82,10 +81,18 @@ def seen(
     hashes = np.stack([image_hash(image) for _, image, _ in items])
     image_hit = np.zeros(len(items), dtype=bool)
     asked: dict[int, set[str]] = collections.defaultdict(set)  # item -> training questions
+    hashed: dict[bytes, np.ndarray] = {}  # rows share images (VQA-RAD asks several of each)
+
+    def hash_of(data: bytes) -> np.ndarray:
+        digest = hashlib.sha256(data).digest()
+        if digest not in hashed:
+            hashed[digest] = image_hash(data)
+        return hashed[digest]
+
     for question, images in training:
         if not images:
             continue
-        theirs = np.stack([image_hash(data) for data in images])
+        theirs = np.stack([hash_of(data) for data in images])
         shown = same_images(hashes, theirs).any(axis=1)
         image_hit |= shown
         if question.strip():
