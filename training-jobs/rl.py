@@ -18,7 +18,7 @@ from medxiaohe.common.secrets import checkpoint_key
 from medxiaohe.common.settings import Settings
 from medxiaohe.rubric.rewards import LayeredReward, layered_from_config
 from medxiaohe.storage import ArtifactStore, Manifest
-from medxiaohe.training.chat_data import COLUMNS, prompts, read_sources
+from medxiaohe.training.chat_data import COLUMNS, prompts, read_chat, read_sources
 from medxiaohe.training.config import RunConfig
 from medxiaohe.training.hf import mirror, resume_checkpoint
 from medxiaohe.training.runs import Run
@@ -290,20 +290,15 @@ def curves(run: Run) -> dict[str, Any]:
     }
 
 
-def heldout_accuracy(config: RlConfig, settings: Settings, folder: Path) -> dict[str, Any]:
+def heldout_accuracy(rows: list[dict[str, Any]], folder: Path, tokens: int) -> dict[str, Any]:
     """The held-out synthesized questions asked of the model in ``folder`` as RL asked the
-    training ones (``eval.lm.choice_figures``: the same prompt, ``max_completion_length``
-    tokens, the one extractor)."""
+    training ones (``eval.lm.choice_figures``: the same prompt, ``tokens`` tokens, the one
+    extractor)."""
     from medxiaohe.eval.lm import choice_figures
     from medxiaohe.models.vlm import load_vlm
-    from medxiaohe.storage import open_store, read_file, resolve
 
-    store = open_store(config.store_uri or settings.store_uri, settings)
-    prefix, _, name = config.heldout.partition(":")
-    body = read_file(store, resolve(store, prefix), name).decode()
-    rows = [json.loads(line) for line in body.splitlines() if line.strip()]
     vlm = load_vlm(folder)
-    return choice_figures(vlm.model, vlm.processor, rows, config.max_completion_length)
+    return choice_figures(vlm.model, vlm.processor, rows, tokens)
 
 
 def train(config: RlConfig, settings: Settings) -> Manifest | None:
@@ -316,8 +311,10 @@ def train(config: RlConfig, settings: Settings) -> Manifest | None:
         measured: dict[str, Any] = {"rl_curves": curves(run)}
         if config.heldout:
             base = base_folder(config.base_model, settings, scratch, config.seed)
-            before = heldout_accuracy(config, settings, base)
-            after = heldout_accuracy(config, settings, final)
+            rows = read_chat(run.store, config.heldout)
+            tokens = config.max_completion_length
+            before = heldout_accuracy(rows, base, tokens)
+            after = heldout_accuracy(rows, final, tokens)
             measured["synth_qa_heldout"] = {
                 "sft": before["accuracy"],
                 "rl": after["accuracy"],

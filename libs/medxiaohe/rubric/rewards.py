@@ -210,6 +210,14 @@ def rubric_reward(grader: Any) -> Reward:
     from medxiaohe.rubric.dynamic import DynamicRubric, FindingGrader
 
     findings = FindingGrader()
+    parsed_text: dict[str, Any] = {}  # a prompt's rubric, read once for its many completions
+
+    def rubric_of(value: Any) -> Any:
+        if not isinstance(value, str):
+            return item_rubric(value)
+        if value not in parsed_text:
+            parsed_text[value] = item_rubric(value)
+        return parsed_text[value]
 
     def reward(
         prompts: Sequence[Any],
@@ -221,7 +229,7 @@ def rubric_reward(grader: Any) -> Reward:
             raise InvalidInput("the rubric layer needs a 'rubric' column in the prompt data")
         scores = []
         for prompt, completion, value in zip(prompts, completions, rubric, strict=True):
-            parsed = item_rubric(value)
+            parsed = rubric_of(value)
             if isinstance(parsed, DynamicRubric):
                 verdicts = findings.grade(text_of(completion), parsed)
                 scores.append(score_example(parsed.rubric, verdicts).score)
