@@ -51,13 +51,18 @@ def _extraction(data: Path) -> list[list[str]]:
     return out
 
 
+def _trained(stage: str, config: str, model: str) -> Callable[[Path], list[list[str]]]:
+    """Train a stage from its config, then print the published model's card."""
+    return lambda data: [
+        [*TRAIN, stage, "--config", str(CONFIGS / config)],
+        [*CLI, "model", "show", model],
+    ]
+
+
 STEPS = (
     Step(
         "small",
-        lambda data: [
-            [*TRAIN, "small", "--config", str(CONFIGS / "small.yaml")],
-            [*CLI, "model", "show", "models/small"],
-        ],
+        _trained("small", "small.yaml", "models/small"),
         (
             "figures.perplexity",
             "figures.synth_qa.accuracy",
@@ -70,10 +75,7 @@ STEPS = (
     ),
     Step(
         "rl",
-        lambda data: [
-            [*TRAIN, "rl", "--config", str(CONFIGS / "rl-small.yaml")],
-            [*CLI, "model", "show", "models/rl"],
-        ],
+        _trained("rl", "rl-small.yaml", "models/rl"),
         (
             "figures.synth_qa_heldout.sft",
             "figures.synth_qa_heldout.rl",

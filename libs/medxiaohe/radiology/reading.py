@@ -146,6 +146,30 @@ class _Draft:
     anatomy: str = ""
 
 
+def _statement(
+    toks: list[Token],
+    site: _Slot,
+    word: _Slot,
+    concept: str,
+    kind: str,
+    normal: str = "",
+    anatomy: str = "",
+) -> _Draft:
+    """A finding an anatomy and a word about it state together ("heart is enlarged", "lungs
+    are clear"): it spans both, and its assertion is read at the word."""
+    lo, hi = sorted((site, word), key=lambda s: s.i)
+    return _Draft(
+        concept,
+        kind,
+        word.i,
+        toks[lo.i].start,
+        toks[hi.j - 1].end,
+        (toks[word.i].start, toks[word.j - 1].end),
+        normal=normal,
+        anatomy=anatomy,
+    )
+
+
 class Reader:
     """Reads text into sentences of findings with one vocabulary (and optionally the tree
     tagger)."""
@@ -249,17 +273,9 @@ class Reader:
             site = _nearest(anatomy, word, concepts)
             if site is not None and site.i not in used:
                 used.add(site.i)
-                lo, hi = sorted((site, word), key=lambda s: s.i)
+                named = dict(word.role.attributes)["concept"]
                 drafts.append(
-                    _Draft(
-                        dict(word.role.attributes)["concept"],
-                        OBSERVATION,
-                        word.i,
-                        toks[lo.i].start,
-                        toks[hi.j - 1].end,
-                        (toks[word.i].start, toks[word.j - 1].end),
-                        anatomy=word.role.value,
-                    )
+                    _statement(toks, site, word, named, OBSERVATION, anatomy=word.role.value)
                 )
         marks = sorted(
             {s.i for s in slots if s.role.kind in ("normal", "abnormal")} | set(concepts)
@@ -268,18 +284,8 @@ class Reader:
             for site in _coordinated(anatomy, word, marks):
                 if site.i in used:
                     continue
-                lo, hi = sorted((site, word), key=lambda s: s.i)
-                drafts.append(
-                    _Draft(
-                        ABNORMAL + site.role.value,
-                        GROUP,
-                        word.i,
-                        toks[lo.i].start,
-                        toks[hi.j - 1].end,
-                        (toks[word.i].start, toks[word.j - 1].end),
-                        normal=word.role.value,
-                    )
-                )
+                group = ABNORMAL + site.role.value
+                drafts.append(_statement(toks, site, word, group, GROUP, normal=word.role.value))
         if not drafts:
             drafts += self._unknown(toks, slots)
         # one finding per concept and statement: a phrase with two anatomy roles ("heart and
