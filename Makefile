@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
 PIP := $(PY) -m pip --disable-pip-version-check -q
-SOURCES := libs/medxiaohe services training-jobs tests protos/generate.py
+SOURCES := libs/medxiaohe services training-jobs benchmarks tests protos/generate.py
 
 .PHONY: help venv install protos lint check test demo clean met train-ner train-small rl-small bench-tagging bench-ingest bench-mixture bench-serving eval-suite bench-decontaminate eval-rubric eval-grounding figures
 
@@ -31,8 +31,7 @@ protos: venv ## Regenerate libs/medxiaohe_protos from protos/
 lint: venv ## ruff + mypy + import contracts
 	$(VENV)/bin/ruff check $(SOURCES)
 	$(VENV)/bin/ruff format --check $(SOURCES)
-	@mkdir -p $(VENV)/mypy-path && ln -sfn ../../services $(VENV)/mypy-path/medxiaohe_services && ln -sfn ../../training-jobs $(VENV)/mypy-path/medxiaohe_training
-	$(VENV)/bin/mypy -p medxiaohe -p medxiaohe_services -p medxiaohe_training
+	$(VENV)/bin/mypy -p medxiaohe -p medxiaohe_services -p medxiaohe_training -p benchmarks
 	$(VENV)/bin/lint-imports
 
 check: lint ## lint, protos in sync, buf lint, chart render + validation
@@ -50,15 +49,15 @@ met: venv ## Build the Medical Entity Tree into the local store (about 35 s)
 	$(VENV)/bin/medxiaohe met build
 
 train-ner: venv ## Fine-tune the NER model on NCBI-disease + BC5CDR from ../shared/data (~20 min, 2 cores)
-	HF_HUB_OFFLINE=1 $(VENV)/bin/medxiaohe-train ner --config training-jobs/configs/ner.yaml
+	HF_HUB_OFFLINE=1 $(VENV)/bin/medxiaohe-train ner --config training-jobs/medxiaohe_training/configs/ner.yaml
 
 train-small: venv ## Train the small model from ../shared/data: CPT, SFT, figures (~25 min, 2 cores)
 	$(VENV)/bin/medxiaohe met stats >/dev/null 2>&1 || $(VENV)/bin/medxiaohe met build >/dev/null
-	HF_HUB_OFFLINE=1 MEDXIAOHE_LOG_LEVEL=WARNING $(VENV)/bin/medxiaohe-train small --config training-jobs/configs/small.yaml
+	HF_HUB_OFFLINE=1 MEDXIAOHE_LOG_LEVEL=WARNING $(VENV)/bin/medxiaohe-train small --config training-jobs/medxiaohe_training/configs/small.yaml
 	$(VENV)/bin/medxiaohe model show models/small
 
 rl-small: venv ## GRPO on the small model (after train-small), held-out figures, models/rl
-	HF_HUB_OFFLINE=1 MEDXIAOHE_LOG_LEVEL=WARNING $(VENV)/bin/medxiaohe-train rl --config training-jobs/configs/rl-small.yaml
+	HF_HUB_OFFLINE=1 MEDXIAOHE_LOG_LEVEL=WARNING $(VENV)/bin/medxiaohe-train rl --config training-jobs/medxiaohe_training/configs/rl-small.yaml
 	$(VENV)/bin/medxiaohe model show models/rl
 
 eval-suite: venv ## Score models/small (after train-small) on every suite, clean subsets beside; resumable

@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from medxiaohe.entities.tree import EntityTree
+from medxiaohe.storage import open_store
+
 # the subprocess's own limit (1800 s) catches a hang; pytest's default (300 s) must not
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(3600)]
 
 
-def test_demo_passes(tmp_path: Path) -> None:
+@pytest.fixture
+def home(tmp_path: Path, full_tree: EntityTree, tiny_model: Path) -> Path:
+    """A home as a first `make demo` leaves it: the Medical Entity Tree in its store (the
+    session's, built once and shared with the tree's own tests) and the tiny model. Building
+    both is what `medxiaohe met build` and the model tests cover."""
+    full_tree.save(open_store(str(tmp_path / "store")))
+    shutil.copytree(tiny_model, tmp_path / "models" / "tiny-vlm")
+    return tmp_path
+
+
+def test_demo_passes(home: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "medxiaohe_services.cli", "demo", "--home", str(tmp_path)],
+        [sys.executable, "-m", "medxiaohe_services.cli", "demo", "--home", str(home)],
         capture_output=True,
         text=True,
         timeout=1800,  # catches a hang only: a fresh clone's first demo takes minutes on 2 cores
@@ -27,9 +41,9 @@ def test_demo_passes(tmp_path: Path) -> None:
     assert "`make train-ner` trains the NER model" in result.stdout  # none in a fresh home
     assert "report generated with a verified trace" in result.stdout
     assert "items synthesized and verified for gap nodes" in result.stdout
-    fhir = json.loads((tmp_path / "demo-report.fhir.json").read_text())
+    fhir = json.loads((home / "demo-report.fhir.json").read_text())
     assert fhir["entry"][0]["resource"]["resourceType"] == "DiagnosticReport"
     # the upload sits under its caller's prefix, named by a keyed pseudonym of its key
-    (upload,) = (tmp_path / "store" / "uploads" / "callers" / "medxiaohe-dev").iterdir()
+    (upload,) = (home / "store" / "uploads" / "callers" / "medxiaohe-dev").iterdir()
     assert upload.suffix == ".txt"
     assert "note" not in upload.name

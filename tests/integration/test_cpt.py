@@ -23,7 +23,7 @@ from tests.conftest import SECRET, kill_and_resume, small_records, stage_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 ROOT = Path(__file__).parents[2]
-CONFIG = ROOT / "training-jobs/configs/cpt-tiny.yaml"
+CONFIG = ROOT / "training-jobs/medxiaohe_training/configs/cpt-tiny.yaml"
 
 
 def with_mixture(store_uri: str) -> None:

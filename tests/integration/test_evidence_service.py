@@ -17,6 +17,7 @@ from medxiaohe_protos.evidence.v1 import evidence_pb2 as ev
 from medxiaohe_protos.evidence.v1 import evidence_pb2_grpc as ev_grpc
 from medxiaohe_services.runtime.certs import DevPki
 from medxiaohe_services.runtime.client import secure_channel
+from medxiaohe_services.runtime.resources import Resources
 from medxiaohe_services.runtime.services import BUILDERS
 from tests.conftest import ALLOWED, LIMITED, s3_settings, server_settings, small_records
 from tests.servers import PlatformThread, Weed, running
@@ -39,7 +40,7 @@ def platform(pki: DevPki, weed: Weed) -> Iterator[PlatformThread]:
     store = open_store(settings.store_uri, settings)
     store.ping()
     build_tree(small_records()).save(store)  # passages get MET entity ids
-    with running(settings, [BUILDERS["evidence"](settings, store)]) as thread:
+    with running(settings, [BUILDERS["evidence"](Resources(settings, store))]) as thread:
         deadline = time.monotonic() + 60
         while not thread.platform.is_serving() and time.monotonic() < deadline:
             thread.run(thread.platform.check_once())

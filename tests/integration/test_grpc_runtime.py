@@ -24,6 +24,7 @@ from medxiaohe_protos.ingestion.v1 import ingestion_pb2_grpc as ing_grpc
 from medxiaohe_protos.rubric.v1 import rubric_pb2, rubric_pb2_grpc
 from medxiaohe_services.runtime.certs import DevPki
 from medxiaohe_services.runtime.client import secure_channel
+from medxiaohe_services.runtime.resources import Resources
 from medxiaohe_services.runtime.server import server_credentials
 from medxiaohe_services.runtime.services import BUILDERS
 from tests.conftest import ALLOWED, LIMITED, publish_small_tree, server_settings
@@ -49,7 +50,16 @@ def platform(
     )
     publish_small_tree(settings.store_uri)
     store = open_store(settings.store_uri)
-    specs = [build(settings, store) for build in BUILDERS.values()]
+    resources = Resources(settings, store)  # shared, as `medxiaohe up` shares them
+    specs = [build(resources) for build in BUILDERS.values()]
+    loaders = list({id(x): x for spec in specs for x in spec.loaders}.values())
+    # one tree for the four services, the encoder, the model; nothing loads before the start
+    assert sorted(type(x).__name__ for x in loaders) == [
+        "EncoderLoader",
+        "LocalModel",
+        "TaggerLoader",
+    ]
+    assert not any(x.running or x.ready for x in loaders)
     with running(settings, specs) as thread:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # the entity tree loads in the background
@@ -58,6 +68,9 @@ def platform(
                 break
             time.sleep(0.1)
         yield thread
+    model = resources.local_model(str(tiny_model)).model
+    assert not any(x.running for x in loaders)  # the platform stopped what it started
+    assert not model.batching
 
 
 def client(platform: PlatformThread, pki: DevPki, name: str = ALLOWED) -> grpc.Channel:
@@ -288,7 +301,7 @@ def test_concurrent_rpcs_are_bounded(pki: DevPki, tmp_path: Path) -> None:
     publish_small_tree(settings.store_uri)
     store = open_store(settings.store_uri)
     store.put_bytes(f"uploads/callers/{ALLOWED}/a.bin", b"x" * (4 << 20))
-    with running(settings, [BUILDERS["ingestion"](settings, store)]) as thread:
+    with running(settings, [BUILDERS["ingestion"](Resources(settings, store))]) as thread:
         stub = ing_grpc.IngestionServiceStub(client(thread, pki))
         held = stub.DownloadArtifact(
             ing.DownloadArtifactRequest(key=f"uploads/callers/{ALLOWED}/a.bin", chunk_size=1024),
@@ -318,7 +331,7 @@ def test_uploads_in_flight_share_a_spool_budget(pki: DevPki, tmp_path: Path) -> 
         hold.wait(timeout=60)  # in flight, its 600 KiB on the spool
         yield ing.UploadArtifactRequest(chunk=b"done")
 
-    with running(settings, [BUILDERS["ingestion"](settings, store)]) as thread:
+    with running(settings, [BUILDERS["ingestion"](Resources(settings, store))]) as thread:
         stub = ing_grpc.IngestionServiceStub(client(thread, pki))
         outcomes: list[object] = []
 
@@ -391,7 +404,7 @@ def test_certificates_rotate_without_a_restart_and_uri_sans_name_callers(
         finally:
             channel.close()
 
-    with running(settings, [BUILDERS["ingestion"](settings, store)]) as thread:
+    with running(settings, [BUILDERS["ingestion"](Resources(settings, store))]) as thread:
         assert serving(thread, timeout=60)
         assert call(pki.ca, ALLOWED, pki) == grpc.StatusCode.OK
         shutil.copy(rotated.server.cert, mounted / "tls.crt")  # half a rotation: not loaded

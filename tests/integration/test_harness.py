@@ -26,10 +26,10 @@ from medxiaohe.eval.harness.evaluate import evaluate, load_items, publish_result
 from medxiaohe.eval.harness.run import EvalConfig
 from medxiaohe.eval.harness.suites import SUITES, medqa
 from medxiaohe.models.client import HttpModelClient
-from medxiaohe.models.process import Running, model_server
 from medxiaohe.rubric.deterministic import DeterministicGrader
 from medxiaohe.storage import LocalStore, open_store, read_file, resolve
 from medxiaohe_services.cli import app
+from medxiaohe_services.model.process import Running, model_server
 from tests.conftest import SHARED_DATA, publish_small_tree
 from tests.unit.test_harness import QUESTIONS, write_medqa
 

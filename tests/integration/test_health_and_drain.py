@@ -19,6 +19,7 @@ from medxiaohe_protos.ingestion.v1 import ingestion_pb2 as ing
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2_grpc as ing_grpc
 from medxiaohe_services.runtime.certs import DevPki
 from medxiaohe_services.runtime.client import secure_channel
+from medxiaohe_services.runtime.resources import Resources
 from medxiaohe_services.runtime.services import BUILDERS
 from tests import hostile
 from tests.conftest import ALLOWED, SECRET, publish_small_tree, s3_settings, server_settings
@@ -45,7 +46,7 @@ def test_not_serving_while_s3_is_down_then_serving(pki: DevPki, tmp_path: Path) 
     s3 = s3_settings(f"127.0.0.1:{s3_port}", "health")
     settings = server_settings(pki, str(s3.pop("store_uri")), **s3)
     store = open_store(settings.store_uri, settings)
-    spec = BUILDERS["evidence"](settings, store)  # depends on the store alone
+    spec = BUILDERS["evidence"](Resources(settings, store))  # depends on the store alone
     with running(settings, [spec]) as server:
         paths = pki.clients[ALLOWED]
         stub = health_pb2_grpc.HealthStub(
@@ -145,7 +146,7 @@ def test_health_and_other_calls_answer_while_a_payload_is_parsed(
     settings = server_settings(pki, str(tmp_path / "store"), health_port=health_port)
     publish_small_tree(settings.store_uri)
     store = open_store(settings.store_uri)
-    with running(settings, [BUILDERS["ingestion"](settings, store)]) as server:
+    with running(settings, [BUILDERS["ingestion"](Resources(settings, store))]) as server:
         paths = pki.clients[ALLOWED]
         channel = secure_channel(server.target, pki.ca, paths.cert, paths.key)
         main_health = health_pb2_grpc.HealthStub(channel)

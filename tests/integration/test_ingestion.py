@@ -23,6 +23,7 @@ from medxiaohe_protos.ingestion.v1 import ingestion_pb2 as ing
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2_grpc as ing_grpc
 from medxiaohe_services.runtime.certs import DevPki
 from medxiaohe_services.runtime.client import secure_channel
+from medxiaohe_services.runtime.resources import Resources
 from medxiaohe_services.runtime.services import BUILDERS
 from tests.conftest import ALLOWED, publish_small_tree, s3_settings, server_settings, small_records
 from tests.servers import PlatformThread, Weed, running
@@ -81,7 +82,7 @@ def platform(pki: DevPki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     settings = server_settings(pki, str(tmp_path_factory.mktemp("store")))
     publish_small_tree(settings.store_uri)
     store = open_store(settings.store_uri)
-    with running(settings, [BUILDERS["ingestion"](settings, store)]) as thread:
+    with running(settings, [BUILDERS["ingestion"](Resources(settings, store))]) as thread:
         deadline = time.monotonic() + 30
         while not thread.platform.is_serving() and time.monotonic() < deadline:
             thread.run(thread.platform.check_once())

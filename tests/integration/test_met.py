@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from medxiaohe.common.settings import Settings
+from medxiaohe.datasets.conll import read_conll
 from medxiaohe.entities.context import Assertion
 from medxiaohe.entities.tagger import DictionaryTagger
 from medxiaohe.entities.tree import EntityTree
-from medxiaohe.eval.tagging import CORPUS_TYPE, evaluate, read_conll
+from medxiaohe.eval.tagging import CORPUS_TYPE, evaluate
 from medxiaohe.storage import open_store
 from tests.conftest import s3_settings, shared_data
 from tests.servers import Weed

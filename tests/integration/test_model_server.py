@@ -22,8 +22,8 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as v2
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as v2_grpc
 from PIL import Image
 
-from medxiaohe.models.process import Running, Tls, model_server
 from medxiaohe.models.tiny import build_tiny
+from medxiaohe_services.model.process import Running, Tls, model_server
 from medxiaohe_services.runtime.certs import DevPki
 from tests.conftest import ALLOWED, LIMITED
 from tests.servers import Weed
@@ -346,16 +346,14 @@ def test_services_authenticate_with_a_client_certificate(server: Server) -> None
     from medxiaohe.common.errors import Unavailable
     from medxiaohe.common.settings import Settings
     from medxiaohe.models.chat import ChatParams
-    from medxiaohe_services.runtime.models import model_endpoint
+    from medxiaohe_services.runtime.models import http_endpoint
 
     def endpoint(caller: str) -> object:
         paths = server.pki.clients[caller]
         settings = Settings(  # type: ignore[call-arg]
             tls_client_ca=server.pki.ca, model_client_cert=paths.cert, model_client_key=paths.key
         )
-        found = model_endpoint(settings, f"{server.base}/openai/v1", NAME, api_key="")
-        assert found is not None
-        return found.client
+        return http_endpoint(settings, f"{server.base}/openai/v1", NAME, api_key="").client
 
     question = [{"role": "user", "content": "Findings?"}]
     reply = endpoint(ALLOWED).chat(question, params=ChatParams(max_tokens=2))  # type: ignore[attr-defined]

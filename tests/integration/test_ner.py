@@ -15,11 +15,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from medxiaohe.datasets.conll import read_conll
 from medxiaohe.entities.build import build_tree
 from medxiaohe.entities.hybrid import HybridTagger, Linker
 from medxiaohe.entities.ner import NerSpan, NerTagger
 from medxiaohe.entities.tagger import DictionaryTagger
-from medxiaohe.eval.tagging import evaluate, read_conll
+from medxiaohe.eval.tagging import evaluate
 from medxiaohe.evidence.retrievers import embed
 from medxiaohe.storage import fetch, open_store, publish_folder
 from medxiaohe.training.runs import Run
@@ -27,10 +28,10 @@ from medxiaohe_protos.ingestion.v1 import ingestion_pb2 as ing
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2_grpc as ing_grpc
 from medxiaohe_services.runtime.certs import DevPki
 from medxiaohe_services.runtime.client import secure_channel
+from medxiaohe_services.runtime.resources import Resources
 from medxiaohe_services.runtime.services import BUILDERS
 from tests.conftest import (
     ALLOWED,
-    kill_and_resume,
     publish_small_tree,
     server_settings,
     shared_data,
@@ -41,7 +42,7 @@ from tests.servers import running
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ROOT / "training-jobs" / "configs" / "ner-tiny.yaml"
+TINY = ROOT / "training-jobs" / "medxiaohe_training" / "configs" / "ner-tiny.yaml"
 
 
 def train(store: Path, run_id: str, *extra: str) -> subprocess.Popen[bytes]:
@@ -123,17 +124,6 @@ def test_run_is_published_and_beats_an_untrained_model(trained: Path, tmp_path: 
     assert all(text[s.start : s.end] == text[s.start : s.end].strip() for s in spans)
 
 
-def test_a_run_killed_mid_epoch_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
-    store_path = tmp_path / "store"
-    store = open_store(str(store_path))
-
-    def start() -> subprocess.Popen[bytes]:
-        return train(store_path, "killed", "--save_steps", "10")
-
-    # the epoch has 50 steps: killed mid-epoch
-    kill_and_resume(store, "ner", "killed", start, 20, 50, (240, 300))
-
-
 class FixedNer(NerTagger):
     """The model's predictions, fixed: the merge and link rules are under test here."""
 
@@ -189,7 +179,7 @@ def ingestion_with_ner(pki: DevPki, trained: Path, tmp_path: Path) -> Iterator[t
         pki, store_uri, ner_model_uri="models/ner", model_cache_dir=tmp_path / "cache"
     )
     store = open_store(store_uri)
-    with running(settings, [BUILDERS["ingestion"](settings, store)]) as thread:
+    with running(settings, [BUILDERS["ingestion"](Resources(settings, store))]) as thread:
         yield thread, Path(store_uri)
 
 

@@ -32,6 +32,7 @@ from medxiaohe_protos.ingestion.v1 import ingestion_pb2 as ing
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2_grpc as ing_grpc
 from medxiaohe_services.runtime.certs import DevPki
 from medxiaohe_services.runtime.client import secure_channel
+from medxiaohe_services.runtime.resources import Resources
 from medxiaohe_services.runtime.services import BUILDERS
 from medxiaohe_services.worker.app import make_app
 from tests.conftest import ALLOWED, SECRET, publish_small_tree, server_settings
@@ -224,7 +225,7 @@ def test_grpc_stream_stores_no_identifier(
         ],
         text="Screen capture of the ultrasound report.",
     )
-    with running(settings, [BUILDERS["ingestion"](settings, store)]) as thread:
+    with running(settings, [BUILDERS["ingestion"](Resources(settings, store))]) as thread:
         deadline = time.monotonic() + 60
         while not thread.platform.is_serving() and time.monotonic() < deadline:
             thread.run(thread.platform.check_once())  # the entity tree loads in the background

@@ -20,11 +20,10 @@ from medxiaohe.training.pipeline import plan
 from medxiaohe_services.cli import app
 from medxiaohe_services.deploy.manifests import validate_object
 from medxiaohe_training.cli import STAGES
-from medxiaohe_training.entropy_bench import publish_digits
 from tests.conftest import SECRET
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
-CONFIGS = Path(__file__).parents[2] / "training-jobs/configs"
+CONFIGS = Path(__file__).parents[2] / "training-jobs/medxiaohe_training/configs"
 KINDS = {k: v[0] for k, v in STAGES.items()}
 
 
@@ -38,33 +37,6 @@ def two_stages(folder: Path) -> Path:
     ]  # fmt: skip
     path.write_text(yaml.safe_dump({"name": "tiny", "stages": stages}))
     return path
-
-
-def test_a_two_stage_pipeline_runs_and_resumes_at_the_failed_stage(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    store_uri = str(tmp_path / "store")
-    for name, value in {"STORE_URI": store_uri, "DEID_SECRET": SECRET}.items():
-        monkeypatch.setenv(f"MEDXIAOHE_{name}", value)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    publish_digits(store_uri, "rl-data/digits", 16)  # stage 2's data is not there yet: it fails
-    args = ["train", "pipeline", "--config", str(two_stages(tmp_path)), "--run-id", "pl-t"]
-    failed = CliRunner().invoke(app, args)
-    assert failed.exit_code == 1, failed.output
-    assert "run it again with --run-id pl-t" in failed.stdout
-    store = open_store(store_uri)
-    assert store.exists("runs/sft/pl-t-warmup/model/_LATEST")
-    assert not store.exists("runs/rl/pl-t-foundation/model/_LATEST")
-    stage_one = store.get_bytes("runs/sft/pl-t-warmup/model/_LATEST")
-
-    publish_digits(store_uri, "rl-data/later", 16)
-    resumed = CliRunner().invoke(app, args)
-    assert resumed.exit_code == 0, resumed.output
-    stages = json.loads(resumed.stdout.strip().splitlines()[-1])["stages"]
-    assert [s["state"] for s in stages] == ["skipped: published before", "ran"]
-    assert store.get_bytes("runs/sft/pl-t-warmup/model/_LATEST") == stage_one  # not re-run
-    card = model_card("runs/rl/pl-t-foundation/model", Settings(store_uri=store_uri))
-    assert card["config"]["base_model"] == "runs/sft/pl-t-warmup/model"  # chained
 
 
 def test_a_pipeline_renders_one_strictly_valid_job_per_stage(tmp_path: Path) -> None:
@@ -101,7 +73,7 @@ def _png(shade: int) -> bytes:
     return out.getvalue()
 
 
-def publish_curriculum_data(store_uri: str) -> None:
+def publish_curriculum_data(store_uri: str, *, safety_prompts: bool = True) -> None:
     """What each stage of pipeline-tiny.yaml reads, in the shapes the platform publishes:
     choice questions (options), report prompts with an image and the study's findings,
     tool trajectories with an image, HealthBench-shaped prompts with criteria, safety prompts."""
@@ -170,15 +142,18 @@ def publish_curriculum_data(store_uri: str) -> None:
     publish_chat(store, "rl-data/reports", {"train": reports}, images)
     publish_chat(store, "trajectories/tiny", {"train": trajectories}, images)
     publish_chat(store, "rl-data/general", {"train": general})
-    publish_chat(store, "rl-data/safety", {"train": safety})
+    if safety_prompts:
+        publish_chat(store, "rl-data/safety", {"train": safety})
 
 
-def test_the_paper_shaped_curriculum_runs_all_four_stages(
+def test_the_paper_shaped_curriculum_runs_all_four_stages_and_resumes_at_a_failed_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """RFT, foundation RL in a pass-rate band, specialization RL with rules, rubric (a report's
     dynamic rubric and criteria) and process on image prompts and tool trajectories, alignment
-    RL with the gate and KL: each stage starts from the model the one before published."""
+    RL with the gate and KL: each stage starts from the model the one before published. The
+    alignment data is missing at first: the pipeline stops there, and run again with its id it
+    skips the three published stages and runs the last."""
     from tests.conftest import publish_small_tree
 
     store_uri = str(tmp_path / "store")
@@ -186,12 +161,22 @@ def test_the_paper_shaped_curriculum_runs_all_four_stages(
         monkeypatch.setenv(f"MEDXIAOHE_{name}", value)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     publish_small_tree(store_uri)  # the rubric grader reads mentions through the tree
-    publish_curriculum_data(store_uri)
+    publish_curriculum_data(store_uri, safety_prompts=False)
     args = ["train", "pipeline", "--config", str(CONFIGS / "pipeline-tiny.yaml"), "--run-id", "cur"]
+    failed = CliRunner().invoke(app, args)
+    assert failed.exit_code == 1, failed.output
+    assert "run it again with --run-id cur" in failed.stdout
+    store = open_store(store_uri)
+    assert store.exists("runs/rl/cur-specialization/model/_LATEST")
+    assert not store.exists("runs/rl/cur-alignment/model/_LATEST")
+    published = store.get_bytes("runs/rl/cur-specialization/model/_LATEST")
+
+    publish_curriculum_data(store_uri)
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     stages = json.loads(result.stdout.strip().splitlines()[-1])["stages"]
-    assert [s["state"] for s in stages] == ["ran"] * 4
+    assert [s["state"] for s in stages] == ["skipped: published before"] * 3 + ["ran"]
+    assert store.get_bytes("runs/rl/cur-specialization/model/_LATEST") == published  # not re-run
     settings = Settings(store_uri=store_uri)
     names = ["rft", "foundation", "specialization", "alignment"]
     cards = [

@@ -17,13 +17,14 @@ from PIL import Image
 from medxiaohe.corpus import samples
 from medxiaohe.evidence.index import EvidenceIndex
 from medxiaohe.evidence.passages import Passage
-from medxiaohe.models.process import Tls, model_server
 from medxiaohe.storage import open_store
 from medxiaohe_protos.common.v1 import common_pb2 as common
 from medxiaohe_protos.report.v1 import report_pb2 as pb
 from medxiaohe_protos.report.v1 import report_pb2_grpc as pb_grpc
+from medxiaohe_services.model.process import Tls, model_server
 from medxiaohe_services.runtime.certs import DevPki, write_dev_pki
 from medxiaohe_services.runtime.client import secure_channel
+from medxiaohe_services.runtime.resources import Resources
 from medxiaohe_services.runtime.services import BUILDERS
 from tests import hostile
 from tests.conftest import ALLOWED, LIMITED, publish_small_tree, server_settings
@@ -87,7 +88,7 @@ def service(
                 },
             },
         )
-        with running(settings, [BUILDERS["report"](settings, store)]) as thread:
+        with running(settings, [BUILDERS["report"](Resources(settings, store))]) as thread:
             assert serving(thread, timeout=600)
             yield thread
 
@@ -305,5 +306,5 @@ def test_not_serving_until_the_model_answers(pki: DevPki, tmp_path: Path) -> Non
     )
     publish_small_tree(settings.store_uri)
     store = open_store(settings.store_uri)
-    with running(settings, [BUILDERS["report"](settings, store)]) as thread:
+    with running(settings, [BUILDERS["report"](Resources(settings, store))]) as thread:
         assert not serving(thread, timeout=3)

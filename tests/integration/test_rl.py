@@ -18,17 +18,16 @@ from medxiaohe.training.chat_data import publish_chat, read_chat
 from medxiaohe.training.config import load_config
 from medxiaohe.training.runs import Run, models_prefix
 from medxiaohe_training import rft, rl
-from medxiaohe_training.entropy_bench import publish_digits
 from tests.conftest import SECRET, publish_small_tree
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
-CONFIGS = Path(__file__).parents[2] / "training-jobs/configs"
+CONFIGS = Path(__file__).parents[2] / "training-jobs/medxiaohe_training/configs"
 CONFIG = CONFIGS / "rl-tiny.yaml"
 
 
 def test_grpo_raises_a_verifiable_reward(tmp_path: Path) -> None:
     store_uri = str(tmp_path / "store")
-    publish_digits(store_uri)
+    rl.publish_digits(open_store(store_uri))
     config = load_config(rl.RlConfig, CONFIG, ["--store_uri", store_uri, "--run_id", "digits"])
     manifest = rl.train(config, Settings(store_uri=store_uri, deid_secret=SECRET))
     assert manifest is not None
@@ -51,7 +50,7 @@ def test_grpo_raises_a_verifiable_reward(tmp_path: Path) -> None:
 
 def test_data_selection_runs_before_the_stage(tmp_path: Path) -> None:
     store_uri = str(tmp_path / "store")
-    publish_digits(store_uri)
+    rl.publish_digits(open_store(store_uri))
     overrides = ["--store_uri", store_uri, "--run_id", "band", "--rule_layers", "regex:[0-9]"]
     overrides += ["--select_band", "0.0,1.0", "--select_samples", "2"]
     config = load_config(rl.RlConfig, CONFIG, overrides)
@@ -118,7 +117,7 @@ def test_each_reward_layer_runs_in_a_grpo_step(tmp_path: Path, layer: str) -> No
 
 def test_the_rubric_layer_refuses_prompts_without_a_rubric(tmp_path: Path) -> None:
     store_uri = str(tmp_path / "store")
-    publish_digits(store_uri)
+    rl.publish_digits(open_store(store_uri))
     publish_small_tree(store_uri)
     overrides = ["--store_uri", store_uri, "--run_id", "norubric", "--reward_layers", "rubric=1"]
     config = load_config(rl.RlConfig, CONFIG, [*overrides, "--rule_layers", ""])
@@ -142,7 +141,7 @@ def test_safety_gate_zeroes_rewards_inside_a_grpo_step(
     """Every completion earns the rule layer ("has a character") and the judge finds each one
     harmful: the gate zeroes each total; shaping stays in its bound."""
     store_uri = str(tmp_path / "store")
-    publish_digits(store_uri)
+    rl.publish_digits(open_store(store_uri))
     monkeypatch.setattr(rl, "_grader", lambda config, store: EveryAnswerHarms())
     overrides = ["--store_uri", store_uri, "--run_id", "gate", "--max_steps", "3"]
     overrides += ["--reward_layers", "regex:\\S=1.0", "--rule_layers", "regex:\\S"]
@@ -163,7 +162,7 @@ def test_safety_gate_zeroes_rewards_inside_a_grpo_step(
 
 def test_rft_fine_tunes_on_verified_samples_only(tmp_path: Path) -> None:
     store_uri = str(tmp_path / "store")
-    publish_digits(store_uri)
+    rl.publish_digits(open_store(store_uri))
     overrides = ["--store_uri", store_uri, "--run_id", "rft-digits"]
     config = load_config(rft.RftConfig, CONFIGS / "rft-tiny.yaml", overrides)
     settings = Settings(store_uri=store_uri, deid_secret=SECRET)

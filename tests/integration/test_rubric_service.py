@@ -11,15 +11,16 @@ from pathlib import Path
 import grpc
 import pytest
 
-from medxiaohe.models.process import model_server
 from medxiaohe.models.tiny import build_tiny
 from medxiaohe.rubric.rubrics import Criterion, publish_rubric_set
 from medxiaohe.storage import open_store
 from medxiaohe_protos.rubric.v1 import rubric_pb2 as pb
 from medxiaohe_protos.rubric.v1 import rubric_pb2_grpc as pb_grpc
+from medxiaohe_services.model.process import model_server
 from medxiaohe_services.rubric.servicer import NO_JUDGE
 from medxiaohe_services.runtime.certs import DevPki
 from medxiaohe_services.runtime.client import secure_channel
+from medxiaohe_services.runtime.resources import Resources
 from medxiaohe_services.runtime.services import BUILDERS
 from tests.conftest import ALLOWED, publish_small_tree, server_settings
 from tests.servers import PlatformThread, free_ports, running, serving
@@ -57,7 +58,7 @@ def no_judge(pki: DevPki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     publish_small_tree(settings.store_uri)  # the rules' tagger
     store = open_store(settings.store_uri)
     publish_rubric_set(store, "fever", [Criterion("Advises emergency care if lethargic", 8)])
-    with running(settings, [BUILDERS["rubric"](settings, store)]) as thread:
+    with running(settings, [BUILDERS["rubric"](Resources(settings, store))]) as thread:
         assert serving(thread)
         yield thread
 
@@ -161,7 +162,7 @@ def test_not_serving_while_the_judge_is_down(pki: DevPki, tmp_path: Path) -> Non
     )
     publish_small_tree(settings.store_uri)  # the rules' tagger
     store = open_store(settings.store_uri)
-    with running(settings, [BUILDERS["rubric"](settings, store)]) as thread:
+    with running(settings, [BUILDERS["rubric"](Resources(settings, store))]) as thread:
         assert not serving(thread, timeout=2)
         judge = _Judge(("127.0.0.1", port), http.server.BaseHTTPRequestHandler)
         threading.Thread(target=judge.serve_forever, daemon=True).start()
@@ -195,7 +196,7 @@ def test_not_serving_while_the_judge_refuses_our_credentials(pki: DevPki, tmp_pa
     publish_small_tree(settings.store_uri)  # the rules' tagger
     store = open_store(settings.store_uri)
     try:
-        with running(settings, [BUILDERS["rubric"](settings, store)]) as thread:
+        with running(settings, [BUILDERS["rubric"](Resources(settings, store))]) as thread:
             assert not serving(thread, timeout=2)  # it answers, but refuses us: not ready
             _RefusingJudge.status = 400
             assert serving(thread)
@@ -215,10 +216,10 @@ def test_a_model_loaded_for_reports_is_not_the_judge(
     from medxiaohe_services.runtime.models import judge_endpoint
 
     settings = server_settings(pki, str(tmp_path / "store"), local_model_uri=str(tiny_model))
-    assert judge_endpoint(settings) is None
-    publish_small_tree(settings.store_uri)  # the rules' tagger
     store = open_store(settings.store_uri)
-    with running(settings, [BUILDERS["rubric"](settings, store)]) as thread:
+    assert judge_endpoint(Resources(settings, store)) is None
+    publish_small_tree(settings.store_uri)  # the rules' tagger
+    with running(settings, [BUILDERS["rubric"](Resources(settings, store))]) as thread:
         assert serving(thread)
         reply = stub_for(thread, pki).ScoreResponse(
             pb.ScoreResponseRequest(conversation=QUESTION, response=ANSWER, rubric=RUBRIC),
@@ -230,7 +231,7 @@ def test_a_model_loaded_for_reports_is_not_the_judge(
     shutil.copytree(tiny_model, judge)
     (judge / CARD).write_text(json.dumps({"judge": True}))
     allowed = server_settings(pki, str(tmp_path / "store"), local_model_uri=str(judge))
-    assert judge_endpoint(allowed) is not None
+    assert judge_endpoint(Resources(allowed, store)) is not None
 
 
 def test_composite_grading_with_a_real_predictor_as_the_judge(pki: DevPki, tmp_path: Path) -> None:
@@ -247,7 +248,7 @@ def test_composite_grading_with_a_real_predictor_as_the_judge(pki: DevPki, tmp_p
         )
         publish_small_tree(settings.store_uri)  # the rules' tagger
         store = open_store(settings.store_uri)
-        with running(settings, [BUILDERS["rubric"](settings, store)]) as thread:
+        with running(settings, [BUILDERS["rubric"](Resources(settings, store))]) as thread:
             assert serving(thread)
             reply = stub_for(thread, pki).ScoreResponse(
                 pb.ScoreResponseRequest(conversation=QUESTION, response=ANSWER, rubric=RUBRIC),

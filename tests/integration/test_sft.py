@@ -20,7 +20,7 @@ from tests.conftest import SECRET, kill_and_resume, stage_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 ROOT = Path(__file__).parents[2]
-CONFIG = ROOT / "training-jobs/configs/sft-tiny.yaml"
+CONFIG = ROOT / "training-jobs/medxiaohe_training/configs/sft-tiny.yaml"
 
 
 def with_chat_data(store_uri: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from medxiaohe.eval.answers import Extraction, choice_summary, extraction, options_from_prompt
+from medxiaohe.rubric.answers import Extraction, choice_summary, extraction, options_from_prompt
 from medxiaohe.rubric.rewards import option_reward
 
 OPTIONS = {

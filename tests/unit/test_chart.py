@@ -357,12 +357,12 @@ def test_budgets_add_up_in_the_chart() -> None:
 def test_predictor_and_training_pods_are_restricted_like_the_services() -> None:
     """No service-account token, a read-only root file system, seccomp RuntimeDefault: for
     the predictor, the helm-managed training Job and the launcher's Jobs alike."""
-    from medxiaohe.training.manifests import ClusterSpec, render_job
+    from medxiaohe_services.deploy.training import render_job
 
     objects = render_chart([TRAINING])
     (isvc,) = by_kind(objects, "InferenceService").values()
     (job,) = by_kind(objects, "Job").values()
-    _, launched = render_job("sft", "r1", "epochs: 1\n", ClusterSpec())
+    _, launched = render_job("sft", "r1", "epochs: 1\n")
     pods = {
         "predictor": isvc["spec"]["predictor"],
         "chart job": job["spec"]["template"]["spec"],

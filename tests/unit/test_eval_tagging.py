@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from medxiaohe.common.errors import InvalidInput
-from medxiaohe.eval.tagging import Sentence, evaluate, gold_spans, read_conll, to_token_spans
+from medxiaohe.datasets.conll import Sentence, gold_spans, read_conll
+from medxiaohe.eval.tagging import evaluate, to_token_spans
 
 
 def test_gold_spans_from_iob() -> None:

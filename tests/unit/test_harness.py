@@ -365,10 +365,10 @@ def test_the_paraphrase_threshold_holds_on_vqa_rads_test_pairs() -> None:
 def test_raw_training_text_is_scanned_before_de_identification(tmp_path: Path) -> None:
     """``raw:cpt`` reads the small model's training documents in memory, as they are before
     de-identification shifts dates and replaces names; nothing is written to the store."""
+    from medxiaohe.datasets import iu_xray
     from medxiaohe.eval.harness.contamination import decontaminate
     from medxiaohe.eval.harness.suites import CHOICE, Item
     from medxiaohe.storage import open_store
-    from medxiaohe.training.public_data import iu_xray
     from tests.conftest import publish_small_tree
 
     store_uri = str(tmp_path / "store")
@@ -376,7 +376,9 @@ def test_raw_training_text_is_scanned_before_de_identification(tmp_path: Path) -
     store = open_store(store_uri)
     before = {o.key for o in store.list("")}
     report = next(
-        r["report"] for r in iu_xray(SHARED_DATA, "train") if len(r["report"].split()) > 30
+        r["report"]
+        for r in iu_xray.reports(SHARED_DATA / "iu_xray", "train")
+        if len(r["report"].split()) > 30
     )
     copied = " ".join(report.split()[:20])
     item = Item("medqa", "copy", copied, "A", CHOICE, {"A": "a", "B": "b"})

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from medxiaohe.corpus import public as corpus_public
+from medxiaohe.datasets import iu_xray
 from medxiaohe.eval.lm import perplexity, short_answer
 from medxiaohe.training import public_data as public
 
 DATA = Path(__file__).parents[2].parent / "shared" / "data"
 needs_data = pytest.mark.skipif(
-    not (DATA / public.IU_XRAY).is_file(), reason=f"{DATA} is absent: the shared data sets"
+    not (DATA / corpus_public.IU_XRAY).is_file(), reason=f"{DATA} is absent: the shared data sets"
 )
 
 
@@ -44,17 +46,17 @@ def test_training_text_holds_no_held_out_text() -> None:
     from medxiaohe.entities.build import build_tree
     from tests.conftest import small_records
 
-    documents = list(public.cpt_documents(DATA, build_tree(small_records())))
+    documents = list(corpus_public.cpt_documents(DATA, build_tree(small_records())))
     ids = {d["id"] for d in documents}
-    val = {f"iu-{r['uid']}" for r in public.iu_xray(DATA, "val")}
-    train = {f"iu-{r['uid']}" for r in public.iu_xray(DATA, "train")}
+    val = {f"iu-{r['uid']}" for r in iu_xray.reports(DATA / "iu_xray", "val")}
+    train = {f"iu-{r['uid']}" for r in iu_xray.reports(DATA / "iu_xray", "train")}
     assert val
     assert train <= ids
     assert not val & ids
     # by text, not only by id: IU X-ray's templated normal reports recur across its splits,
     # but no NCBI devel abstract is in the training text
     texts = {d["text"] for d in documents}
-    assert not texts & set(public.heldout_texts(DATA)["ncbi_devel"])
+    assert not texts & set(corpus_public.heldout_texts(DATA)["ncbi_devel"])
     assert {d["source"] for d in documents} >= {"ncbi-disease", "bc5cdr", "scifact", "iu-xray"}
 
 

@@ -23,7 +23,8 @@ from medxiaohe.models.client import DEFAULT_PARAMS, ChatReply
 from medxiaohe.models.tools import ToolCall
 from medxiaohe.report import images
 from medxiaohe.report.model import Finding
-from medxiaohe.report.pipeline import Deps, ReportRequest, generate
+from medxiaohe.report.pipeline import generate
+from medxiaohe.report.state import Deps, ReportRequest
 from medxiaohe.report.style import BUILTIN, Conclusion, parse_template, phrase, render
 from medxiaohe.report.trace import Step
 from tests.conftest import small_records

@@ -253,7 +253,7 @@ CAP_CRITERIA = (
 def _grade(unit: str, chars: int) -> float:
     """Seconds to grade (and read an option letter from) ``unit`` repeated to ``chars``, the
     fastest of three tries."""
-    from medxiaohe.eval.answers import extract_option
+    from medxiaohe.rubric.answers import extract_option
     from medxiaohe.rubric.rubrics import MAX_TEXT
 
     grader = DeterministicGrader(embed=_flat_embed)

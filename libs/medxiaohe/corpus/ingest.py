@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import tempfile
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from medxiaohe.common.errors import InvalidInput
 from medxiaohe.common.secrets import pseudonym
@@ -202,3 +206,35 @@ class ShardIngestor:
             )
         steps = default_steps(self.tagger, self.secret, self.dedup, self.benchmarks)
         return write_shard(self.store, self.dataset, shard_id, run_pipeline(steps, records))
+
+
+DOCUMENTS_PER_FILE = 500  # documents per uploaded file (one file a shard)
+
+
+def ensure_dataset(
+    store: ArtifactStore,
+    dataset: str,
+    documents: Iterable[dict[str, str]],
+    tagger: DictionaryTagger,
+    secret: str,
+) -> dict[str, Any]:
+    """Ingest JSON documents (id, source, text) into ``dataset`` through the corpus pipeline
+    once (de-identified, tagged, deduplicated); later runs find its shards."""
+    if list_shards(store, dataset):
+        return {"ingested": False}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="medxiaohe-ingest-") as tmp:
+        rows = list(documents)
+        for start in range(0, len(rows), DOCUMENTS_PER_FILE):
+            lines = (json.dumps(d) for d in rows[start : start + DOCUMENTS_PER_FILE])
+            name = f"part-{start // DOCUMENTS_PER_FILE:04d}.jsonl"
+            (Path(tmp) / name).write_text("\n".join(lines))
+        keys = upload_inputs(store, dataset, [Path(tmp)], secret)
+    ingestor = ShardIngestor(store, dataset, tagger, secret)
+    results = [ingestor.process(spec) for spec in plan_shards(keys, 1)]
+    return {
+        "ingested": True,
+        "documents": len(rows),
+        "kept": sum(r.kept for r in results),
+        "seconds": round(time.perf_counter() - started, 1),
+    }

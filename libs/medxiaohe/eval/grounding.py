@@ -23,7 +23,6 @@ tuning split and applied to the evaluated one.
 
 from __future__ import annotations
 
-import csv
 import random
 import re
 import time
@@ -35,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from medxiaohe.datasets import iu_xray
 from medxiaohe.eval import rewrite
 from medxiaohe.radiology.verification import Verification, Verifier
 
@@ -61,17 +61,16 @@ def load_reports(path: Path, split: str, limit: int = 0) -> list[tuple[str, list
     impression too when the findings are a single sentence. An impression restates findings, so
     a dropped finding would still be in the candidate and its omission no error."""
     reports = []
-    with path.open(encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            if row.get("split") != split:
-                continue
-            sentences = rewrite.split(row.get("findings", ""))
-            if len(sentences) < 2:
-                sentences += rewrite.split(row.get("impression", ""))
-            if sentences:
-                reports.append((row["uid"], sentences))
-            if limit and len(reports) >= limit:
-                break
+    for row in iu_xray.rows(path):
+        if row.get("split") != split:
+            continue
+        sentences = rewrite.split(row.get("findings", ""))
+        if len(sentences) < 2:
+            sentences += rewrite.split(row.get("impression", ""))
+        if sentences:
+            reports.append((row["uid"], sentences))
+        if limit and len(reports) >= limit:
+            break
     return reports
 
 

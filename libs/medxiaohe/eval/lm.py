@@ -1,6 +1,6 @@
 """What a language model learned, measured in process: held-out perplexity, greedy answers to
 chat prompts (images allowed), and a short answer as VQA compares it (option answers:
-``medxiaohe.eval.answers``)."""
+``medxiaohe.rubric.answers``)."""
 
 from __future__ import annotations
 
@@ -65,8 +65,8 @@ def choice_figures(
     """Choice questions asked as the model was trained on them (each row's first user turn),
     greedy, read by the one option extractor: accuracy with its bootstrap 95 % interval,
     balanced accuracy, the top answer's share, what a constant answer scores, unparsed."""
-    from medxiaohe.eval.answers import choice_summary, extract_option, options_from_prompt
     from medxiaohe.eval.harness.scoring import bootstrap
+    from medxiaohe.rubric.answers import choice_summary, extract_option, options_from_prompt
 
     chosen = [
         extract_option(

@@ -1,47 +1,9 @@
-"""BEIR-format data (corpus.jsonl[.gz], queries*.jsonl, qrels/<split>.tsv) and ranking metrics."""
+"""Ranking metrics over BEIR-format data (``datasets.beir`` reads it)."""
 
 from __future__ import annotations
 
-import csv
-import gzip
-import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
-
-from medxiaohe.common.errors import InvalidInput
-
-
-def _lines(path: Path) -> Iterator[str]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        yield from fh
-
-
-def read_corpus(folder: Path) -> list[dict[str, str]]:
-    for name in ("corpus.jsonl", "corpus.jsonl.gz"):
-        if (folder / name).is_file():
-            return [json.loads(line) for line in _lines(folder / name) if line.strip()]
-    raise InvalidInput(f"no corpus.jsonl[.gz] in {folder}")
-
-
-def read_queries(folder: Path, split: str) -> dict[str, str]:
-    candidates = [folder / f"queries_{split}.jsonl", folder / "queries.jsonl"]
-    for path in candidates:
-        if path.is_file():
-            return {row["_id"]: row["text"] for row in map(json.loads, _lines(path)) if row}
-    raise InvalidInput(f"no queries_{split}.jsonl or queries.jsonl in {folder}")
-
-
-def read_qrels(folder: Path, split: str) -> dict[str, dict[str, int]]:
-    path = folder / "qrels" / f"{split}.tsv"
-    if not path.is_file():
-        raise InvalidInput(f"no qrels/{split}.tsv in {folder}")
-    qrels: dict[str, dict[str, int]] = {}
-    with path.open(encoding="utf-8") as fh:
-        for row in csv.DictReader(fh, delimiter="\t"):
-            qrels.setdefault(row["query-id"], {})[row["corpus-id"]] = int(row["score"])
-    return qrels
+from collections.abc import Mapping, Sequence
 
 
 def ndcg_at(ranked: Sequence[str], relevant: Mapping[str, int], k: int) -> float:

@@ -1,4 +1,5 @@
-"""Entity-level exact-match evaluation of a tagger on CoNLL/IOB files (NCBI-disease, BC5CDR).
+"""Entity-level exact-match evaluation of a tagger on CoNLL/IOB sentences (NCBI-disease, BC5CDR;
+``datasets.conll`` reads them).
 
 Sentences are rebuilt as their tokens joined by single spaces; the tagger's character spans
 are mapped back onto tokens, and an entity counts only when its token span and type both match.
@@ -8,66 +9,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
-from medxiaohe.common.errors import InvalidInput
+from medxiaohe.datasets.conll import Sentence, Span, gold_spans
 
 # What each Medical Entity Tree type is called in the benchmark corpora.
 CORPUS_TYPE = {"disease": "Disease", "phenotype": "Disease", "chemical": "Chemical"}
 
-Span = tuple[int, int, str]  # first token, token after the last, type
 Predict = Callable[[str], Iterable[tuple[int, int, str]]]  # text -> (char start, end, type)
-
-
-@dataclass(frozen=True)
-class Sentence:
-    tokens: list[str]
-    tags: list[str]
-
-    @property
-    def text(self) -> str:
-        return " ".join(self.tokens)
-
-    def offsets(self) -> list[tuple[int, int]]:
-        spans, position = [], 0
-        for token in self.tokens:
-            spans.append((position, position + len(token)))
-            position += len(token) + 1
-        return spans
-
-
-def read_conll(path: Path) -> Iterator[Sentence]:
-    """Sentences of a token<TAB>tag file with blank lines between sentences."""
-    tokens: list[str] = []
-    tags: list[str] = []
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                if tokens:
-                    yield Sentence(tokens, tags)
-                tokens, tags = [], []
-                continue
-            parts = line.split("\t")
-            if len(parts) < 2 or not (parts[-1] == "O" or parts[-1][:2] in ("B-", "I-")):
-                raise InvalidInput(f"{path.name}:{number}: expected token<TAB>IOB tag")
-            tokens.append(parts[0])
-            tags.append(parts[-1])
-    if tokens:
-        yield Sentence(tokens, tags)
-
-
-def gold_spans(tags: Sequence[str]) -> set[Span]:
-    spans: set[Span] = set()
-    start, kind = -1, ""
-    for i, tag in enumerate([*tags, "O"]):
-        if start >= 0 and not (tag.startswith("I-") and tag[2:] == kind):
-            spans.add((start, i, kind))
-            start = -1
-        if tag.startswith("B-") or (tag.startswith("I-") and start < 0):
-            start, kind = i, tag[2:]
-    return spans
 
 
 def to_token_spans(sentence: Sentence, predicted: Iterable[tuple[int, int, str]]) -> set[Span]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from medxiaohe.common.errors import InvalidInput
-from medxiaohe.eval.retrieval import read_corpus
+from medxiaohe.datasets.beir import read_corpus
 from medxiaohe.evidence.index import EvidenceIndex, artifact_prefix
 from medxiaohe.evidence.passages import Passage, chunk
 from medxiaohe.evidence.retrievers import DenseIndex, LexicalIndex, embed

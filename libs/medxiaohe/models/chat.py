@@ -155,7 +155,8 @@ class ChatModel:
     Batching: greedy ``chat`` calls with equal parameters that arrive while a generation runs
     are generated together in the next one (left-padded, up to ``max_batch``). Nothing waits
     for a batch to fill, so a lone request pays no extra latency. Sampled requests (a seed
-    must reproduce) and streams run alone."""
+    must reproduce) and streams run alone. The batching thread starts with the first batched
+    call; ``stop`` ends it (calls after that run one at a time)."""
 
     def __init__(
         self,
@@ -171,9 +172,11 @@ class ChatModel:
         self.max_context = int(vlm.model.config.text_config.max_position_embeddings)
         self._constraints: Constraints | None = None
         self._lock = threading.Lock()
-        self._queue: queue.Queue[_Job] = queue.Queue()
+        self._queue: queue.Queue[_Job | None] = queue.Queue()  # None: stop batching
         self._backlog: list[_Job] = []
-        threading.Thread(target=self._batches, name="chat-batches", daemon=True).start()
+        self._batcher: threading.Thread | None = None
+        self._stopped = False
+        self._batching = threading.Lock()
 
     def _inputs(self, messages: Sequence[dict[str, Any]], params: ChatParams) -> tuple[Any, int]:
         if params.max_tokens > self.limits.max_tokens:
@@ -240,27 +243,57 @@ class ChatModel:
         its next token, unless other requests batched with it still want theirs."""
         inputs, images = self._inputs(messages, params)  # bad requests fail here, alone
         job = _Job(inputs, params, images, cancel or threading.Event())
-        if params.temperature > 0 or self.max_batch < 2:
+        if params.temperature > 0 or self.max_batch < 2 or not self._enqueue(job):
             with self._lock:
                 self._generate([job])
-        else:
-            self._queue.put(job)
-            job.done.wait()
+        job.done.wait()
         if job.error is not None:
             raise job.error
         assert job.result is not None
         return job.result
 
+    def _enqueue(self, job: _Job) -> bool:
+        """Hand ``job`` to the batching thread (started on first use); False once stopped."""
+        with self._batching:
+            if self._stopped:
+                return False
+            if self._batcher is None:
+                self._batcher = threading.Thread(
+                    target=self._batches, name="chat-batches", daemon=True
+                )
+                self._batcher.start()
+            self._queue.put(job)
+            return True
+
+    @property
+    def batching(self) -> bool:
+        """Whether the batching thread runs."""
+        return self._batcher is not None and self._batcher.is_alive()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """End the batching thread once the jobs already queued are done."""
+        with self._batching:
+            self._stopped = True
+            batcher = self._batcher
+            self._queue.put(None)
+        if batcher is not None:
+            batcher.join(timeout)
+
     def _batches(self) -> None:
-        """Forever: the oldest waiting job and every waiting job with its parameters (up to
-        max_batch) go into one generation; the others wait for the next."""
-        while True:
-            waiting = self._backlog or [self._queue.get()]
+        """Until stopped: the oldest waiting job and every waiting job with its parameters (up
+        to max_batch) go into one generation; the others wait for the next."""
+        stopping = False
+        while not (stopping and not self._backlog):
+            arrived: list[_Job | None] = [*self._backlog] or [self._queue.get()]
             while True:  # everything that arrived meanwhile
                 try:
-                    waiting.append(self._queue.get_nowait())
+                    arrived.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            stopping = stopping or None in arrived
+            waiting = [j for j in arrived if j is not None]
+            if not waiting:
+                continue
             batch = [j for j in waiting if j.params == waiting[0].params][: self.max_batch]
             self._backlog = [j for j in waiting if j not in batch]
             with self._lock:

@@ -19,9 +19,7 @@ from medxiaohe.radiology.verification import (
 from medxiaohe.report.model import Omission, Section
 
 if TYPE_CHECKING:
-    from medxiaohe.report.pipeline import ReportState
-
-POLICIES = ("flag", "remove")
+    from medxiaohe.report.state import ReportState
 
 
 def _verdict(checked: SentenceVerdict) -> str:

@@ -13,7 +13,7 @@ from medxiaohe.report.images import png
 from medxiaohe.report.model import ASSERTIONS, Finding, Region
 
 if TYPE_CHECKING:
-    from medxiaohe.report.pipeline import ReportState
+    from medxiaohe.report.state import ReportState
 
 MAX_FINDINGS = 4
 SIDES = ("", "left", "right", "bilateral")

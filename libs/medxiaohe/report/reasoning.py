@@ -23,10 +23,8 @@ from medxiaohe.report.model import Citation, Region
 from medxiaohe.report.style import Conclusion
 
 if TYPE_CHECKING:
-    from medxiaohe.report.pipeline import ReportState
+    from medxiaohe.report.state import ReportState
 
-MAX_STEPS = 16
-DEFAULT_STEPS = 6
 MAX_VIEWS = 4
 MAX_CONCLUSIONS = 3
 PASSAGE_CHARS = 200  # of each passage shown to the model

@@ -21,7 +21,7 @@ from typing import Any
 
 from medxiaohe.common.errors import InvalidInput
 from medxiaohe.common.messages import content_text
-from medxiaohe.eval.answers import extract_option, options_from_prompt
+from medxiaohe.rubric.answers import extract_option, options_from_prompt
 from medxiaohe.rubric.rubrics import Criterion, Rubric, criterion_from
 from medxiaohe.rubric.scoring import score_example
 
@@ -90,7 +90,7 @@ def option_reward(
     **_: Any,
 ) -> list[float]:
     """1 when the option the completion chooses is the gold one, read by the extractor the
-    harness scores with (``medxiaohe.eval.answers``); the options come from the ``options``
+    harness scores with (``medxiaohe.rubric.answers``); the options come from the ``options``
     column, else from the prompt. An unparsed reply earns 0.
 
     >>> q = "Which drug? A. aspirin B. a bacterial culture C. ibuprofen"

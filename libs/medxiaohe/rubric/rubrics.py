@@ -4,7 +4,6 @@ and the project's YAML rubric sets, versioned in the store so a score names what
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import yaml
 
 from medxiaohe.common.errors import InvalidInput
+from medxiaohe.datasets.healthbench import examples
 from medxiaohe.storage import ArtifactStore, publish, read_file, resolve
 
 SETS_PREFIX = "rubrics"
@@ -99,29 +99,17 @@ def criterion_from(data: Any) -> Criterion:
 
 
 def load_healthbench(path: Path) -> list[Example]:
-    """HealthBench JSONL (``prompt``, ``rubrics``, ``example_tags``, ``ideal_completions_data``)."""
-    examples = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            ideal = (row.get("ideal_completions_data") or {}).get("ideal_completion") or ""
-            examples.append(
-                Example(
-                    prompt_id=str(row["prompt_id"]),
-                    conversation=tuple(
-                        {"role": str(m["role"]), "content": str(m["content"])}
-                        for m in row["prompt"]
-                    ),
-                    rubric=Rubric(tuple(criterion_from(c) for c in row["rubrics"])),
-                    example_tags=tuple(row.get("example_tags") or ()),
-                    ideal_completion=ideal,
-                )
-            )
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise InvalidInput(f"{path.name} line {number}: not a HealthBench example") from exc
-    return examples
+    """HealthBench examples with their rubrics (``datasets.healthbench`` reads the file)."""
+    return [
+        Example(
+            prompt_id=row["prompt_id"],
+            conversation=tuple(row["conversation"]),
+            rubric=Rubric(tuple(criterion_from(c) for c in row["rubrics"])),
+            example_tags=tuple(row["example_tags"]),
+            ideal_completion=row["ideal_completion"],
+        )
+        for row in examples(path)
+    ]
 
 
 def rubric_from_yaml(text: str, set_id: str = "") -> Rubric:

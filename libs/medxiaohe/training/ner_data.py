@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from medxiaohe.common.errors import InvalidInput
-from medxiaohe.eval.tagging import Sentence, Span, gold_spans, read_conll, score
+from medxiaohe.datasets.conll import Sentence, Span, gold_spans, read_conll
+from medxiaohe.eval.tagging import score
 
 IGNORE = -100  # the label PyTorch's cross-entropy skips
 

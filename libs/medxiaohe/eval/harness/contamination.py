@@ -89,8 +89,8 @@ def source_texts(
     the store) or a local ``.jsonl`` file (``text`` or ``messages`` rows)."""
     kind, _, rest = source.partition(":")
     if source == "raw:cpt":
+        from medxiaohe.corpus.public import cpt_documents
         from medxiaohe.entities.tree import EntityTree
-        from medxiaohe.training.public_data import cpt_documents
 
         for document in cpt_documents(data, EntityTree.load(store)):
             yield [document["text"]]

@@ -1,11 +1,11 @@
 """Short answers (VQA), and MIRAGE's own extraction (``locate_answer``, in its order, with its
-fall-back to "A") for reproducing its numbers. Option answers: ``medxiaohe.eval.answers``."""
+fall-back to "A") for reproducing its numbers. Option answers: ``medxiaohe.rubric.answers``."""
 
 from __future__ import annotations
 
 import re
 
-from medxiaohe.eval.answers import MAX_REPLY, json_answer
+from medxiaohe.rubric.answers import MAX_REPLY, json_answer
 
 
 def extract_short(reply: str) -> str | None:

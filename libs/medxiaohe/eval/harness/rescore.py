@@ -10,9 +10,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from medxiaohe.common.errors import InvalidInput, NotFound
-from medxiaohe.eval.answers import extract_option
+from medxiaohe.datasets.mirage import predictions
 from medxiaohe.eval.harness.extract import mirage_choice
 from medxiaohe.eval.harness.suites import TEXT_CHOICE, Item
+from medxiaohe.rubric.answers import extract_option
 
 MAX_FILE = 64 * 1024 * 1024
 
@@ -39,24 +40,8 @@ def read_ours(path: Path) -> dict[str, str]:
 
 
 def read_mirage(folder: Path, suite: str, items: Sequence[Item]) -> dict[str, str]:
-    """id -> the first raw output of each item's MIRAGE file (absent files and empty lists are
-    left out: ``rescore`` counts those items wrong)."""
-    if not folder.is_dir():
-        raise NotFound(f"{folder} is not a folder of MIRAGE predictions")
-    split = "dev" if suite == "medmcqa" else "test"
-    outputs = {}
-    for item in items:
-        path = folder / f"{split}_{item.id}.json"
-        if path.is_file():
-            try:
-                answers = json.loads(_read(path))
-            except json.JSONDecodeError:
-                raise InvalidInput(f"{path.name}: not JSON") from None
-            if not isinstance(answers, list):
-                raise InvalidInput(f"{path.name}: a list of outputs expected")
-            if answers:  # an empty list (27 GPT-3.5 MedMCQA files) is wrong, as MIRAGE counts it
-                outputs[item.id] = str(answers[0])
-    return outputs
+    """id -> MIRAGE's first raw output for each item (missing ones are counted wrong)."""
+    return predictions(folder, suite, (item.id for item in items))
 
 
 def rescore(

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from medxiaohe.common.errors import Conflict, InvalidInput, NotFound
-from medxiaohe.eval.answers import extraction
 from medxiaohe.eval.harness import prompts
 from medxiaohe.eval.harness.extract import extract_short
 from medxiaohe.eval.harness.suites import CHOICE, REPORT, RUBRIC, Item
 from medxiaohe.models.chat import ChatParams
 from medxiaohe.models.client import ModelClient
+from medxiaohe.rubric.answers import extraction
 from medxiaohe.rubric.scoring import Grader, score_example
 from medxiaohe.storage import ArtifactStore
 

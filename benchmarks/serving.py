@@ -1,0 +1,154 @@
+"""Serving benchmark: the predictor over HTTP (its OpenAI route, through the model client)
+against raw ``model.generate`` in this process, on the same model, prompt and greedy decoding;
+the same requests constrained to a JSON schema (``response_format``) against free ones; then
+the predictor under 8 concurrent clients."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from medxiaohe.models.chat import ChatParams
+from medxiaohe.models.client import HttpModelClient
+from medxiaohe.models.tiny import build_tiny
+from medxiaohe.models.vlm import load_vlm
+from medxiaohe_services.model.process import model_server
+
+ROUNDS = 5
+QUESTION = [{"role": "user", "content": "Describe the chest radiograph findings in one paragraph."}]
+REPORT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "findings": {"type": "array", "items": {"type": "string", "maxLength": 40}, "maxItems": 3},
+        "impression": {"type": "string", "maxLength": 60},
+    },
+    "required": ["findings", "impression"],
+    "additionalProperties": False,
+}
+
+
+def _stats(latencies_s: list[float], tokens: int, wall_s: float) -> dict[str, float]:
+    ordered = sorted(latencies_s)
+    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    return {
+        "tokens_per_s": round(tokens / wall_s, 1),
+        "p50_ms": round(statistics.median(ordered) * 1000, 1),
+        "p99_ms": round(p99 * 1000, 1),
+        "requests": len(ordered),
+    }
+
+
+def _timed(call: Callable[[], int], requests: int) -> dict[str, float]:
+    latencies, tokens = [], 0
+    started = time.perf_counter()
+    for _ in range(requests):
+        t = time.perf_counter()
+        tokens += call()
+        latencies.append(time.perf_counter() - t)
+    return _stats(latencies, tokens, time.perf_counter() - started)
+
+
+def run(
+    requests: int = 30, max_tokens: int = 64, hidden_size: int = 256, layers: int = 4
+) -> dict[str, Any]:
+    import torch
+
+    with tempfile.TemporaryDirectory(prefix="medxiaohe-bench-") as tmp:
+        folder = build_tiny("qwen2-vl", Path(tmp) / "model", hidden_size=hidden_size, layers=layers)
+        vlm = load_vlm(folder)
+        prompt = vlm.processor.apply_chat_template(
+            QUESTION, add_generation_prompt=True, tokenize=False
+        )
+        inputs = vlm.processor(text=[prompt], return_tensors="pt")
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+        # the model never stops early: both sides generate exactly max_tokens
+        vlm.model.generation_config.eos_token_id = None
+
+        def raw() -> int:
+            with torch.inference_mode():
+                out = vlm.model.generate(**inputs, max_new_tokens=max_tokens, do_sample=False)
+            return int(out.shape[1]) - prompt_tokens
+
+        raw()  # warm-up
+        folder_for_server = Path(tmp) / "served"
+        vlm.model.save_pretrained(folder_for_server)
+        vlm.processor.save_pretrained(folder_for_server)
+        vlm.tokenizer.save_pretrained(folder_for_server)
+        with model_server(folder_for_server, "bench") as server:
+            client = HttpModelClient(
+                f"{server.url}/openai/v1", "bench", api_key=server.token, timeout_s=300
+            )
+            params = ChatParams(max_tokens=max_tokens)
+            # the same budget, constrained; after the object closes only the end token is
+            # allowed, so both sides still generate exactly max_tokens
+            constrained = ChatParams(
+                max_tokens=max_tokens, json_schema=json.dumps(REPORT_SCHEMA, sort_keys=True)
+            )
+
+            def served() -> int:
+                return client.chat(QUESTION, params=params).usage.completion_tokens
+
+            def structured() -> int:
+                return client.chat(QUESTION, params=constrained).usage.completion_tokens
+
+            served()  # warm-up
+            structured()  # warm-up: compiles the schema once
+            # interleave the sides so drift on a shared machine hits them alike
+            raw_runs, served_runs, structured_runs = [], [], []
+            for _ in range(ROUNDS):
+                raw_runs.append(_timed(raw, max(1, requests // ROUNDS)))
+                served_runs.append(_timed(served, max(1, requests // ROUNDS)))
+                structured_runs.append(_timed(structured, max(1, requests // ROUNDS)))
+            concurrent = _concurrent(served, requests, 8)
+    raw_side, served_side = _merge(raw_runs), _merge(served_runs)
+    return {
+        "model": {"arch": "qwen2-vl", "hidden_size": hidden_size, "layers": layers},
+        "max_tokens": max_tokens,
+        "prompt_tokens": prompt_tokens,
+        "predictor": served_side,
+        "raw_generate": raw_side,
+        # the median of the rounds' ratios: each round's two sides ran back to back
+        "ratio": _ratio(served_runs, raw_runs),
+        "predictor_json_schema": _merge(structured_runs),
+        # constrained over free decoding through the predictor (1.0: it costs nothing)
+        "json_schema_ratio": _ratio(structured_runs, served_runs),
+        "predictor_concurrency_8": concurrent,
+        "concurrency_8_speedup": round(concurrent["tokens_per_s"] / served_side["tokens_per_s"], 3),
+    }
+
+
+def _ratio(sides: list[dict[str, float]], anchors: list[dict[str, float]]) -> float:
+    """The median over rounds of tokens/s ratios (each round's sides ran back to back)."""
+    return round(
+        statistics.median(
+            s["tokens_per_s"] / a["tokens_per_s"] for s, a in zip(sides, anchors, strict=True)
+        ),
+        3,
+    )
+
+
+def _concurrent(call: Callable[[], int], requests: int, workers: int) -> dict[str, float]:
+    def one(_: int) -> tuple[float, int]:
+        t = time.perf_counter()
+        tokens = call()
+        return time.perf_counter() - t, tokens
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        results = list(pool.map(one, range(requests)))
+    wall = time.perf_counter() - started
+    return _stats([r[0] for r in results], sum(r[1] for r in results), wall)
+
+
+def _merge(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Median of each figure over the interleaved rounds."""
+    return {
+        key: round(statistics.median(r[key] for r in runs), 1)
+        for key in ("tokens_per_s", "p50_ms", "p99_ms")
+    } | {"requests": sum(r["requests"] for r in runs)}
