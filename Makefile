@@ -8,7 +8,7 @@ PYTHON ?= python3
 PIP := $(PY) -m pip --disable-pip-version-check -q
 SOURCES := libs/medxiaohe services training-jobs benchmarks tests protos/generate.py
 
-.PHONY: help venv install protos lint check test demo clean met train-ner train-small rl-small bench-tagging bench-ingest bench-mixture bench-serving eval-suite bench-decontaminate eval-rubric eval-grounding figures
+.PHONY: help venv install protos lint check test demo house clean met train-ner train-small rl-small bench-tagging bench-ingest bench-mixture bench-serving eval-suite bench-decontaminate eval-rubric eval-grounding figures
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ lint: venv ## ruff + mypy + import contracts
 	$(VENV)/bin/ruff format --check $(SOURCES)
 	$(VENV)/bin/mypy -p medxiaohe -p medxiaohe_services -p medxiaohe_training -p benchmarks
 	$(VENV)/bin/lint-imports
+
+house: venv ## The library's drawing as JSON: rooms, floors, imports up a floor, circles
+	$(PY) -m benchmarks.house
 
 check: lint ## lint, protos in sync, buf lint, chart render + validation
 	$(PY) protos/generate.py --check

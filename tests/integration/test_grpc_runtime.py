@@ -24,7 +24,7 @@ from medxiaohe_protos.ingestion.v1 import ingestion_pb2_grpc as ing_grpc
 from medxiaohe_protos.rubric.v1 import rubric_pb2, rubric_pb2_grpc
 from medxiaohe_services.runtime.certs import DevPki
 from medxiaohe_services.runtime.client import secure_channel
-from medxiaohe_services.runtime.resources import Resources
+from medxiaohe_services.runtime.resources import Loader, Resources
 from medxiaohe_services.runtime.server import server_credentials
 from medxiaohe_services.runtime.services import BUILDERS
 from tests.conftest import ALLOWED, LIMITED, publish_small_tree, server_settings
@@ -53,13 +53,11 @@ def platform(
     resources = Resources(settings, store)  # shared, as `medxiaohe up` shares them
     specs = [build(resources) for build in BUILDERS.values()]
     loaders = list({id(x): x for spec in specs for x in spec.loaders}.values())
-    # one tree for the four services, the encoder, the model; nothing loads before the start
-    assert sorted(type(x).__name__ for x in loaders) == [
-        "EncoderLoader",
-        "LocalModel",
-        "TaggerLoader",
-    ]
-    assert not any(x.running or x.ready for x in loaders)
+    # one tree for the four services, one encoder, one model, one registry of indexes
+    kinds = sorted(type(x).__name__ for x in loaders)
+    assert kinds == ["EncoderLoader", "IndexRegistry", "LocalModel", "TaggerLoader"]
+    background = [x for x in loaders if isinstance(x, Loader)]
+    assert not any(x.running or x.ready for x in background)  # nothing before the start
     with running(settings, specs) as thread:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # the entity tree loads in the background
@@ -69,7 +67,7 @@ def platform(
             time.sleep(0.1)
         yield thread
     model = resources.local_model(str(tiny_model)).model
-    assert not any(x.running for x in loaders)  # the platform stopped what it started
+    assert not any(x.running for x in background)  # the platform stopped what it started
     assert not model.batching
 
 

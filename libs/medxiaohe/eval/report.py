@@ -5,14 +5,14 @@ words left out), matched as sets."""
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from medxiaohe.common.errors import InvalidInput
+from medxiaohe.datasets import iu_xray
+from medxiaohe.datasets.files import jsonl
 from medxiaohe.radiology.reading import UNKNOWN, read
 from medxiaohe.radiology.vocabulary import GROUP
 
@@ -44,19 +44,7 @@ def read_reports(path: Path) -> dict[str, str]:
     report, text, or findings and impression)."""
     if not path.is_file():
         raise InvalidInput(f"{path} does not exist")
-    rows: list[dict[str, Any]]
-    if path.suffix.lower() == ".csv":
-        with path.open(encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    else:
-        try:
-            rows = [
-                json.loads(line)
-                for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip()
-            ]
-        except json.JSONDecodeError:
-            raise InvalidInput(f"{path.name}: not JSON lines") from None
+    rows = iu_xray.rows(path) if path.suffix.lower() == ".csv" else jsonl(path)
     out = {}
     for row in rows:
         key = str(row.get("id") or row.get("uid") or "")

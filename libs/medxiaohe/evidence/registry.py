@@ -15,6 +15,9 @@ log = logging.getLogger(__name__)
 
 
 class IndexRegistry:
+    """Indexes load on first use; a newer version loads in a thread of its own. ``stop`` ends
+    the refreshes (the platform calls it when it stops); ``start`` has nothing to start."""
+
     def __init__(self, store: ArtifactStore, refresh_s: float = 5.0) -> None:
         self.store = store
         self.refresh_s = refresh_s
@@ -23,6 +26,19 @@ class IndexRegistry:
         self._pinned: dict[tuple[str, str], EvidenceIndex] = {}
         self._lock = threading.Lock()
         self._loading: set[str] = set()
+        self._refreshes: list[threading.Thread] = []
+        self._stopped = False
+
+    def start(self) -> None:
+        """Nothing loads before it is asked for."""
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """No new refreshes; waits for those in flight."""
+        with self._lock:
+            self._stopped = True
+            refreshes = list(self._refreshes)
+        for thread in refreshes:
+            thread.join(timeout)
 
     def get(self, name: str, version: str = "") -> EvidenceIndex:
         """The named index: a pinned version, or the latest published one."""
@@ -48,9 +64,10 @@ class IndexRegistry:
             newest = latest_version(self.store, artifact_prefix(name))
         except NotFound:
             return
-        if newest == serving or name in self._loading:
-            return
-        self._loading.add(name)
+        with self._lock:
+            if newest == serving or name in self._loading or self._stopped:
+                return
+            self._loading.add(name)
 
         def load() -> None:
             try:
@@ -63,4 +80,7 @@ class IndexRegistry:
             finally:
                 self._loading.discard(name)
 
-        threading.Thread(target=load, name=f"index-{name}", daemon=True).start()
+        thread = threading.Thread(target=load, name=f"index-{name}", daemon=True)
+        with self._lock:
+            self._refreshes = [t for t in self._refreshes if t.is_alive()] + [thread]
+        thread.start()

@@ -205,9 +205,10 @@ def paraphrase(
     """The decontamination thresholds on VQA-RAD: the paraphrase threshold on its linked
     question pairs (tuned on the train split, reported on both) and the image threshold's
     margins on its images."""
+    from medxiaohe.datasets import vqa_rad
     from medxiaohe.eval.harness.seen import image_figures, paraphrase_figures
 
-    if not (data / "VQA_RAD Dataset Public.json").is_file():
+    if not (data / vqa_rad.FILE).is_file():
         raise typer.BadParameter(f"{data} has no VQA-RAD questions")
     typer.echo(json.dumps({**paraphrase_figures(data), "images": image_figures(data / "images")}))
 

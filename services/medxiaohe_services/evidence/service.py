@@ -22,5 +22,5 @@ def build(resources: Resources) -> ServiceSpec:
             servicer, server
         ),
         checks=(store.ping, encoder.check),
-        loaders=(encoder, tagging),
+        loaders=(encoder, tagging, resources.indexes),
     )

@@ -53,5 +53,5 @@ def build(resources: Resources) -> ServiceSpec:
             tagging.check,
             once(lambda: publish_builtin_templates(store)),
         ),
-        loaders=(tagging, *(model.loaders if model else ())),
+        loaders=(tagging, resources.indexes, *(model.loaders if model else ())),
     )

@@ -208,12 +208,12 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
                 raise NotFound(f"no evidence index {index_name!r}") from None
         if self.model is None:
             raise NotFound("no model is configured for reports")
-        tagger = self.tagging.tagger
+        tagger = self.tagging.dictionary  # mentions linked to tree nodes, at dictionary speed
         return report_request, Deps(
             model=self.model.client,
             model_endpoint=self.model.endpoint,
             model_version=self.model.version(),
-            tree=self.tagging.dictionary.tree,
+            tree=tagger.tree,
             tagger=tagger,
             template=template,
             index=index,

@@ -14,7 +14,7 @@ from medxiaohe.rubric.rubrics import publish_builtin_sets
 from medxiaohe_protos.rubric.v1 import rubric_pb2, rubric_pb2_grpc
 from medxiaohe_services.rubric.servicer import Graders, RubricServicer
 from medxiaohe_services.runtime.models import judge_endpoint
-from medxiaohe_services.runtime.resources import Loader, Resources
+from medxiaohe_services.runtime.resources import Lifecycle, Resources
 from medxiaohe_services.runtime.server import ServiceSpec, once
 
 FULL_NAME = rubric_pb2.DESCRIPTOR.services_by_name["RubricService"].full_name
@@ -27,7 +27,7 @@ def build(resources: Resources) -> ServiceSpec:
     # the rules read mentions with ConText through the Medical Entity Tree: not ready without
     tagging = resources.tagging
     checks = [store.ping, tagging.check]
-    loaders: list[Loader] = [tagging]
+    loaders: list[Lifecycle] = [tagging]
     if judge is not None:
         model = ModelGrader(judge.client, settings.rubric_judge_model or judge.endpoint)
         checks.append(judge.check)

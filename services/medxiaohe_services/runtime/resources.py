@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from medxiaohe.common.errors import NotFound, NotReady
 from medxiaohe.common.settings import Settings
@@ -24,6 +24,14 @@ from medxiaohe.models.client import LocalModelClient
 from medxiaohe.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
+
+
+class Lifecycle(Protocol):
+    """What the platform starts with itself and stops on shutdown."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 class Loader:

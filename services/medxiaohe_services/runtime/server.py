@@ -25,7 +25,7 @@ from medxiaohe_services.runtime.interceptors import (
     ErrorInterceptor,
     StreamLimitInterceptor,
 )
-from medxiaohe_services.runtime.resources import Loader
+from medxiaohe_services.runtime.resources import Lifecycle
 from medxiaohe_services.runtime.tls import CertificateFiles
 
 log = logging.getLogger("medxiaohe.server")
@@ -45,7 +45,7 @@ class ServiceSpec:
     # Each check raises (a MedxError, ideally) while a dependency is not loaded or reachable.
     checks: Sequence[Callable[[], None]] = field(default_factory=tuple)
     # What it loads in the background: started with the platform, stopped when it stops.
-    loaders: Sequence[Loader] = field(default_factory=tuple)
+    loaders: Sequence[Lifecycle] = field(default_factory=tuple)
 
 
 def once(action: Callable[[], object]) -> Callable[[], None]:

@@ -18,12 +18,13 @@ import collections
 import hashlib
 import io
 import itertools
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from medxiaohe.datasets import vqa_rad as vqa
 
 IMAGE_BITS = 6
 PARAPHRASE = 0.65
@@ -143,11 +144,10 @@ def paraphrase_figures(
 ) -> dict[str, Any]:
     """Recall and precision of the paraphrase threshold on VQA-RAD's linked question pairs
     (against other questions about the same image), per split."""
-    rows = json.loads((vqa_rad / "VQA_RAD Dataset Public.json").read_text(encoding="utf-8"))
+    rows = vqa.questions(vqa_rad)
     out: dict[str, Any] = {"threshold": threshold, "tuned_on": "train"}
     for split in splits:
-        test = split == "test"
-        part = [r for r in rows if str(r["phrase_type"]).startswith("test") == test]
+        part = [r for r in rows if vqa.is_test(r) == (split == "test")]
         linked = collections.defaultdict(list)
         by_image = collections.defaultdict(list)
         for r in part:
