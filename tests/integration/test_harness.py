@@ -24,7 +24,7 @@ from medxiaohe.entities.tree import EntityTree
 from medxiaohe.eval.harness.contamination import benchmark_index
 from medxiaohe.eval.harness.evaluate import evaluate, load_items, publish_results
 from medxiaohe.eval.harness.run import EvalConfig
-from medxiaohe.eval.harness.suites import SUITES, medqa
+from medxiaohe.eval.harness.suites import SUITES, load_suite
 from medxiaohe.models.client import HttpModelClient
 from medxiaohe.rubric.deterministic import DeterministicGrader
 from medxiaohe.storage import LocalStore, open_store, read_file, resolve
@@ -96,7 +96,7 @@ def test_planted_question_is_found_dropped_and_left_out(predictor: Running, tmp_
     store_uri = str(tmp_path / "store")
     publish_small_tree(store_uri)
     store = open_store(store_uri)
-    items = medqa(write_medqa(tmp_path))
+    items = load_suite("medqa", write_medqa(tmp_path))
     planted = Record("forum-7", "forum", f"Exam recall thread. {QUESTIONS[1][0]} Answer: D.")
     plain = Record("note-1", "notes", "Patient with fever and abdominal pain, seen today.")
     tagger = DictionaryTagger(EntityTree.load(store))

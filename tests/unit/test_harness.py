@@ -19,7 +19,7 @@ from medxiaohe.eval.harness.contamination import benchmark_index
 from medxiaohe.eval.harness.extract import extract_short, mirage_choice
 from medxiaohe.eval.harness.rescore import read_mirage, rescore
 from medxiaohe.eval.harness.scoring import bootstrap, markdown, score_suite
-from medxiaohe.eval.harness.suites import Item, load_suite, medqa
+from medxiaohe.eval.harness.suites import Item, load_suite
 from medxiaohe.training.public_data import REPORT_PROMPT
 from medxiaohe_services.cli import app
 from tests.conftest import SHARED_DATA
@@ -84,7 +84,7 @@ def test_short_answers_and_mirage_extraction() -> None:
 
 
 def test_suites_read_their_public_formats(tmp_path: Path) -> None:
-    items = medqa(write_medqa(tmp_path))
+    items = load_suite("medqa", write_medqa(tmp_path))
     assert [i.id for i in items] == ["0000", "0001", "0002"]  # MIRAGE's keys
     assert items[0].answer == "B"
     assert items[0].options == OPTIONS

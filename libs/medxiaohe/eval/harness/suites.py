@@ -15,6 +15,7 @@ from medxiaohe.datasets import iu_xray as iu
 from medxiaohe.datasets import mirage, vqa_rad
 from medxiaohe.datasets.files import file_or_inside, jsonl
 from medxiaohe.datasets.healthbench import FILE as HEALTHBENCH_FILE
+from medxiaohe.rubric.rubrics import load_healthbench
 
 CHOICE, CLOSED, OPEN, REPORT, RUBRIC = "choice", "closed", "open", "report", "rubric"
 
@@ -37,26 +38,18 @@ class Item:
         return f"{self.question} {options} {answer}"
 
 
-def _choice(suite: str, questions: list[dict[str, Any]]) -> list[Item]:
-    return [
-        Item(suite, q["id"], q["question"], q["answer"], CHOICE, q["options"]) for q in questions
-    ]
+def _choices(
+    suite: str, read: Callable[[Path], list[mirage.Question]]
+) -> Callable[[Path], list[Item]]:
+    """A MIRAGE suite's questions as choice items."""
 
+    def items(path: Path) -> list[Item]:
+        return [
+            Item(suite, q["id"], q["question"], q["answer"], CHOICE, q["options"])
+            for q in read(path)
+        ]
 
-def medqa(path: Path) -> list[Item]:
-    return _choice("medqa", mirage.medqa(path))
-
-
-def medmcqa(path: Path) -> list[Item]:
-    return _choice("medmcqa", mirage.medmcqa(path))
-
-
-def pubmedqa(path: Path) -> list[Item]:
-    return _choice("pubmedqa", mirage.pubmedqa(path))
-
-
-def mmlu_med(path: Path) -> list[Item]:
-    return _choice("mmlu_med", mirage.mmlu_med(path))
+    return items
 
 
 def _vqa_rad(path: Path, kind: str) -> list[Item]:
@@ -96,8 +89,6 @@ def iu_xray(path: Path) -> list[Item]:
 
 def healthbench(path: Path) -> list[Item]:
     """HealthBench-format conversations with their physician rubrics."""
-    from medxiaohe.rubric.rubrics import load_healthbench
-
     found = file_or_inside(path, HEALTHBENCH_FILE)
     return [
         Item(
@@ -132,10 +123,10 @@ def synth_qa(path: Path) -> list[Item]:
 
 # suite -> (reader, its folder under the shared data)
 SUITES: dict[str, tuple[Callable[[Path], list[Item]], str]] = {
-    "medqa": (medqa, "medqa_us"),
-    "medmcqa": (medmcqa, "medmcqa"),
-    "pubmedqa": (pubmedqa, "pubmedqa"),
-    "mmlu_med": (mmlu_med, "mmlu_med"),
+    "medqa": (_choices("medqa", mirage.medqa), "medqa_us"),
+    "medmcqa": (_choices("medmcqa", mirage.medmcqa), "medmcqa"),
+    "pubmedqa": (_choices("pubmedqa", mirage.pubmedqa), "pubmedqa"),
+    "mmlu_med": (_choices("mmlu_med", mirage.mmlu_med), "mmlu_med"),
     "vqa_rad_closed": (vqa_rad_closed, "vqa_rad"),
     "vqa_rad_open": (vqa_rad_open, "vqa_rad"),
     "iu_xray": (iu_xray, "iu_xray"),
