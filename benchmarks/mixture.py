@@ -92,7 +92,7 @@ def sampler_overhead(
 
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory(prefix="medxiaohe-tiny-") as tmp:
-        vlm = load_vlm(build_tiny("qwen2-vl", Path(tmp) / "model"))
+        vlm = load_vlm(build_tiny("qwen2_vl", Path(tmp) / "model"))
     model, tokenizer = vlm.model, vlm.tokenizer
     need = (steps + 2) * batch
     texts = [

@@ -60,7 +60,7 @@ def run(
     import torch
 
     with tempfile.TemporaryDirectory(prefix="medxiaohe-bench-") as tmp:
-        folder = build_tiny("qwen2-vl", Path(tmp) / "model", hidden_size=hidden_size, layers=layers)
+        folder = build_tiny("qwen2_vl", Path(tmp) / "model", hidden_size=hidden_size, layers=layers)
         vlm = load_vlm(folder)
         prompt = vlm.processor.apply_chat_template(
             QUESTION, add_generation_prompt=True, tokenize=False

@@ -46,7 +46,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny vision-language model (random weights), built once per session."""
     from medxiaohe.models.tiny import build_tiny
 
-    return build_tiny("qwen2-vl", tmp_path_factory.mktemp("tiny-model") / "model", seed=0)
+    return build_tiny("qwen2_vl", tmp_path_factory.mktemp("tiny-model") / "model", seed=0)
 
 
 @pytest.fixture(scope="session")

@@ -71,7 +71,7 @@ def test_cpt_learns_from_a_mixture_and_publishes_a_model(
     card = json.loads((folder / "medxiaohe.json").read_text())
     assert card["records"]["image_text"] > 0
     assert card["records"]["text"] > 0
-    untrained = vision_tower(build_tiny("qwen2-vl", tmp_path / "base", seed=config.seed))
+    untrained = vision_tower(build_tiny("qwen2_vl", tmp_path / "base", seed=config.seed))
     assert same(vision_tower(folder), untrained) is not train_vision_tower
     reply = ChatModel(load_vlm(folder)).chat(
         [{"role": "user", "content": "Patient with"}], ChatParams(max_tokens=4)

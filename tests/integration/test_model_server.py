@@ -82,7 +82,7 @@ def no_eos(folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, pki: DevPki) -> Iterator[Server]:
     model = tmp_path_factory.mktemp("vlm") / "model"  # the bench's size: a long answer takes s
-    folder = no_eos(build_tiny("qwen2-vl", model, hidden_size=256, layers=4, seed=2))
+    folder = no_eos(build_tiny("qwen2_vl", model, hidden_size=256, layers=4, seed=2))
     log = tmp_path_factory.mktemp("logs") / "server.log"
     tls = Tls(pki.ca, pki.server.cert, pki.server.key)
     with model_server(folder, NAME, ready_s=90, log=log, tls=tls, settings=LIMITS) as running:

@@ -237,7 +237,7 @@ def test_a_model_loaded_for_reports_is_not_the_judge(
 def test_composite_grading_with_a_real_predictor_as_the_judge(pki: DevPki, tmp_path: Path) -> None:
     """The tiny model with random weights judges what the rules leave open: its verdicts parse
     (constrained to the verdict schema) and are marked as the model's."""
-    folder = build_tiny("qwen2-vl", tmp_path / "judge", seed=5)
+    folder = build_tiny("qwen2_vl", tmp_path / "judge", seed=5)
     with model_server(folder, "judge", log=tmp_path / "judge.log") as judge:
         settings = server_settings(
             pki,

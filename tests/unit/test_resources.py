@@ -53,7 +53,7 @@ def test_the_batching_thread_starts_on_first_use_and_ends_on_stop(tmp_path: Path
     from medxiaohe.models.tiny import build_tiny
     from medxiaohe.models.vlm import load_vlm
 
-    model = ChatModel(load_vlm(build_tiny("qwen2-vl", tmp_path / "tiny", seed=0)))
+    model = ChatModel(load_vlm(build_tiny("qwen2_vl", tmp_path / "tiny", seed=0)))
     assert not model.batching
     question = [{"role": "user", "content": "Findings?"}]
     first = model.chat(question, ChatParams(max_tokens=4))

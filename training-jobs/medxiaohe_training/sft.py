@@ -89,14 +89,17 @@ class SftConfig(RunConfig):
             raise InvalidInput("LoRA is merged on one process: use zero2 (or none) with lora_r")
 
 
-def _dataset(rows: list[dict[str, Any]]) -> Any:
+def _dataset(rows: list[dict[str, Any]], vision: bool = True) -> Any:
     """A datasets.Dataset of messages (tool calls as the predictor renders them), with an
     images column only where some row has one (TRL then collates through the processor; rows
-    then shaped by ``with_image_parts``)."""
+    then shaped by ``with_image_parts``). A text-only model refuses rows with images."""
     from datasets import Dataset
 
     rows = [tools_as_text(r) for r in rows]
-    if not any(r["images"] for r in rows):
+    pictured = sum(bool(r["images"]) for r in rows)
+    if pictured and not vision:
+        raise InvalidInput(f"the base model reads text only, and {pictured} rows carry images")
+    if not pictured:
         return Dataset.from_list([{"messages": r["messages"]} for r in rows])
     return Dataset.from_list([with_image_parts(r) for r in rows])
 
@@ -152,12 +155,15 @@ def prepare(
     )
     run = Run.start(store, stage, config, scratch.name, checkpoint_key(settings, store.uri))
     model, processor = load_model(base)
-    set_vision_trainable(model, config.train_vision_tower)
+    vision = set_vision_trainable(model, config.train_vision_tower) > 0
+    train = rows if rows is not None else read_sources(store, config.data)
     trainer = SFTTrainer(
         model=model,
         args=args,
-        train_dataset=_dataset(rows if rows is not None else read_sources(store, config.data)),
-        eval_dataset=_dataset(read_sources(store, config.eval_data)) if evaluating else None,
+        train_dataset=_dataset(train, vision),
+        eval_dataset=_dataset(read_sources(store, config.eval_data), vision)
+        if evaluating
+        else None,
         processing_class=processor,
         peft_config=_lora(config),
     )

@@ -27,6 +27,9 @@ from typing import Any
 SAFE_FIELDS = frozenset(
     {
         "event",
+        "device",
+        "dtype",
+        "family",
         "service",
         "rpc",
         "caller",

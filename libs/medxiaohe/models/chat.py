@@ -15,8 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from medxiaohe.common.errors import InvalidInput
+from medxiaohe.common.messages import content_text
+from medxiaohe.models.devices import input_device
 from medxiaohe.models.structured import Constraints
 from medxiaohe.models.vlm import Vlm
+
+FLAT_PATCHES = ("qwen2_vl", "qwen2_5_vl")  # image tensors that concatenate across requests
 
 MAX_STOP = 4
 ROLES = ("system", "user", "assistant", "tool")
@@ -169,7 +173,7 @@ class ChatModel:
         self.fetch = fetch
         self.max_batch = max_batch
         self.limits = limits
-        self.max_context = int(vlm.model.config.text_config.max_position_embeddings)
+        self.max_context = vlm.max_context
         self._constraints: Constraints | None = None
         self._lock = threading.Lock()
         self._queue: queue.Queue[_Job | None] = queue.Queue()  # None: stop batching
@@ -184,10 +188,17 @@ class ChatModel:
         if params.json_schema is not None:
             self.constraints.processor(params.json_schema)  # a bad schema fails here, alone
         template, images = to_template(messages, self.fetch, self.limits)
+        if images and not self.vlm.vision:
+            raise InvalidInput(f"this model ({self.vlm.family}) reads text only, not images")
+        if not self.vlm.vision:  # a text model's own template may know strings alone
+            template = [m | {"content": content_text(m["content"])} for m in template]
         prompt = self.vlm.processor.apply_chat_template(
             template, add_generation_prompt=True, tokenize=False
         )
-        inputs = self.vlm.processor(text=[prompt], images=images or None, return_tensors="pt")
+        pictures = {"images": images} if images else {}
+        inputs = _on(
+            self.vlm.model, self.vlm.processor(text=[prompt], return_tensors="pt", **pictures)
+        )
         prompt_tokens = int(inputs["input_ids"].shape[1])
         if prompt_tokens + params.max_tokens > self.max_context:
             raise InvalidInput(
@@ -243,7 +254,8 @@ class ChatModel:
         its next token, unless other requests batched with it still want theirs."""
         inputs, images = self._inputs(messages, params)  # bad requests fail here, alone
         job = _Job(inputs, params, images, cancel or threading.Event())
-        if params.temperature > 0 or self.max_batch < 2 or not self._enqueue(job):
+        alone = params.temperature > 0 or self.max_batch < 2 or not self._batchable(images)
+        if alone or not self._enqueue(job):
             with self._lock:
                 self._generate([job])
         job.done.wait()
@@ -251,6 +263,11 @@ class ChatModel:
             raise job.error
         assert job.result is not None
         return job.result
+
+    def _batchable(self, images: int) -> bool:
+        """Text batches in every family; images where the processor's image tensors join
+        along their first dimension (Qwen-VL's flat patches), else they run alone."""
+        return images == 0 or self.vlm.family in FLAT_PATCHES
 
     def _enqueue(self, job: _Job) -> bool:
         """Hand ``job`` to the batching thread (started on first use); False once stopped."""
@@ -405,25 +422,40 @@ class _Cancelled:
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
+def _on(model: Any, inputs: Any) -> dict[str, Any]:
+    """The processor's tensors on the model's input device, floating ones in its dtype."""
+    device, dtype = input_device(model), model.dtype
+    return {
+        k: v.to(device, dtype=dtype) if v.is_floating_point() else v.to(device)
+        for k, v in inputs.items()
+    }
+
+
 def _collate(inputs: list[Any], pad_id: int) -> tuple[dict[str, Any], list[int]]:
-    """Processed single requests as one left-padded batch (images concatenated in order), and
-    each request's prompt length."""
+    """Processed single requests as one left-padded batch, and each request's prompt length:
+    the per-token tensors (ids, attention mask, token types) padded on the left, the image
+    tensors concatenated in order."""
     import torch
 
     if len(inputs) == 1:
         return dict(inputs[0]), [int(inputs[0]["input_ids"].shape[1])]
     lengths = [int(x["input_ids"].shape[1]) for x in inputs]
     width = max(lengths)
-    ids = torch.full((len(inputs), width), pad_id, dtype=inputs[0]["input_ids"].dtype)
-    mask = torch.zeros((len(inputs), width), dtype=inputs[0]["attention_mask"].dtype)
-    for i, (x, n) in enumerate(zip(inputs, lengths, strict=True)):
-        ids[i, width - n :] = x["input_ids"][0]
-        mask[i, width - n :] = x["attention_mask"][0]
-    merged: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
-    with_images = [x for x in inputs if "pixel_values" in x]
-    if with_images:
-        merged["pixel_values"] = torch.cat([x["pixel_values"] for x in with_images])
-        merged["image_grid_thw"] = torch.cat([x["image_grid_thw"] for x in with_images])
+    merged: dict[str, Any] = {}
+    for key in {k for x in inputs for k in x}:
+        parts = [x[key] for x in inputs if key in x]
+        if len(parts) == len(inputs) and all(
+            p.dim() == 2 and p.shape[1] == n for p, n in zip(parts, lengths, strict=True)
+        ):
+            fill = pad_id if key == "input_ids" else 0
+            padded = torch.full(
+                (len(inputs), width), fill, dtype=parts[0].dtype, device=parts[0].device
+            )
+            for i, (p, n) in enumerate(zip(parts, lengths, strict=True)):
+                padded[i, width - n :] = p[0]
+            merged[key] = padded
+        else:
+            merged[key] = torch.cat(parts)
     return merged, lengths
 
 

@@ -1,76 +1,168 @@
-"""Loading a Hugging Face vision-language folder (Qwen2-VL family) without torchvision.
+"""Loading any Hugging Face vision-language or causal language model folder, one way for
+serving, the in-process engine and the training stages: ``AutoModelForImageTextToText`` and
+the folder's own processor for a vision-language model, ``AutoModelForCausalLM`` and its
+tokenizer for a text-only one; the folder's chat template; never remote code.
 
-``AutoProcessor`` on a saved Qwen2-VL folder silently returns only the tokenizer, and the stock
-processor wants a video processor (torchvision). ``VlmProcessor`` is the Qwen2-VL processor
-without video, over the PIL image processor."""
+The processor is built from the folder's processor and image-processor configs with video left
+out: the stock loaders want a video processor (torchvision), which nothing here needs. The
+device is chosen once (``models.devices``) and reported with the model."""
 
 from __future__ import annotations
 
+import functools
+import inspect
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from transformers import (
-    AutoConfig,
-    AutoTokenizer,
-    Qwen2VLForConditionalGeneration,
-    Qwen2VLImageProcessorPil,
-    Qwen2VLProcessor,
-)
-
 from medxiaohe.common.errors import InvalidInput
+from medxiaohe.models.devices import Placement, placement
 
-ARCHITECTURES = {"qwen2_vl": Qwen2VLForConditionalGeneration}
-
-
-class VlmProcessor(Qwen2VLProcessor):
-    """Qwen2-VL's processor for text and images only."""
-
-    def __init__(
-        self,
-        image_processor: Any = None,
-        tokenizer: Any = None,
-        chat_template: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(  # type: ignore[no-untyped-call]
-            image_processor=image_processor,
-            tokenizer=tokenizer,
-            video_processor=None,
-            chat_template=chat_template,
-            **kwargs,
-        )
+# processor-config keys that are loaded parts, not settings
+_PARTS = ("image_processor", "tokenizer", "video_processor", "feature_extractor", "chat_template")
 
 
 @dataclass
 class Vlm:
     model: Any
-    processor: VlmProcessor
+    processor: Any  # a multimodal processor, or the tokenizer of a text-only model
     folder: Path
+    family: str  # the Hugging Face model_type: qwen2_vl, gemma3, idefics3, qwen2, ...
+    vision: bool
+    placement: Placement
 
     @property
     def tokenizer(self) -> Any:
-        return self.processor.tokenizer
+        return getattr(self.processor, "tokenizer", self.processor)
+
+    @property
+    def max_context(self) -> int:
+        config = self.model.config
+        return int(getattr(config, "text_config", config).max_position_embeddings)
 
 
-def load_vlm(folder: Path, dtype: Any = None) -> Vlm:
-    """Model, tokenizer, image processor and chat template of a folder, ready to generate."""
+def _json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _transformers_class(names: list[str]) -> Any:
+    import transformers
+
+    for name in names:
+        found = getattr(transformers, name, None)
+        if found is not None:
+            return found
+    raise InvalidInput(f"transformers has none of {names}")
+
+
+def _image_processor(folder: Path, saved: dict[str, Any]) -> Any:
+    """The folder's image processor (in its processor config, or in preprocessor_config.json
+    as older releases keep it), its PIL variant where there is one (no torchvision)."""
+    settings = saved.get("image_processor") or _json(folder / "preprocessor_config.json")
+    name = str(settings.get("image_processor_type", ""))
+    if not name:
+        raise InvalidInput(f"{folder} has no image processor config")
+    base = name.removesuffix("Fast").removesuffix("Pil")
+    kind = _transformers_class([f"{base}Pil", base])
+    return kind.from_dict({k: v for k, v in settings.items() if k != "image_processor_type"})
+
+
+@functools.cache
+def without_video(kind: Any) -> Any:
+    """``kind`` (a processor class) as this layer uses it, under its own name: no video
+    processor among its parts (the stock class wants one, and torchvision, even for images
+    alone), and text offsets kept as lists where the stock class would make them tensors
+    (Idefics3's, when TRL asks for the assistant mask)."""
+    from transformers import BatchFeature
+
+    body: dict[str, Any] = {"__module__": kind.__module__}
+    signature = inspect.signature(kind.__init__)
+    if "video_processor" in signature.parameters:
+
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            kind.__init__(self, *args, video_processor=None, **kwargs)
+
+        params = [p for p in signature.parameters.values() if p.name != "video_processor"]
+        __init__.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        body["__init__"] = __init__
+    if kind.__name__ in LIST_OFFSETS:
+
+        def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
+            tensors = kwargs.pop("return_tensors", None)
+            out = kind.__call__(self, *args, **kwargs)
+            skip = ["text_replacement_offsets"]
+            return BatchFeature(dict(out), tensor_type=tensors, skip_tensor_conversion=skip)
+
+        body["__call__"] = __call__
+    return type(kind.__name__, (kind,), body) if len(body) > 1 else kind
+
+
+LIST_OFFSETS = ("Idefics3Processor",)
+
+
+def _chat_template(folder: Path, tokenizer: Any) -> str:
+    if tokenizer.chat_template:
+        return str(tokenizer.chat_template)
+    if (folder / "chat_template.jinja").is_file():
+        return (folder / "chat_template.jinja").read_text(encoding="utf-8")
+    found = _json(folder / "chat_template.json").get("chat_template")
+    if not found:
+        raise InvalidInput(f"{folder} has no chat template")
+    return str(found)
+
+
+def load_processor(folder: Path) -> Any:
+    """The processor of a vision-language folder (its class and settings as saved)."""
+    from transformers import AutoTokenizer
+
+    saved = _json(folder / "processor_config.json")
+    name = str(saved.get("processor_class", ""))
+    if not name.endswith("Processor"):
+        raise InvalidInput(f"{folder} names no processor class in processor_config.json")
+    kind = without_video(_transformers_class([name]))
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    accepted = inspect.signature(kind.__init__).parameters
+    settings = {k: v for k, v in saved.items() if k in accepted and k not in _PARTS}
+    return kind(
+        image_processor=_image_processor(folder, saved),
+        tokenizer=tokenizer,
+        chat_template=_chat_template(folder, tokenizer),
+        **settings,
+    )
+
+
+def load_vlm(folder: Path, dtype: Any = None, device: str | None = None) -> Vlm:
+    """Model, processor (or tokenizer) and chat template of a folder, on the device chosen at
+    start (``device`` forces one: "cpu", "cuda"), ready to generate."""
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForImageTextToText,
+        AutoTokenizer,
+    )
+
     if not (folder / "config.json").is_file():
         raise InvalidInput(f"{folder} is not a Hugging Face model folder")
-    config = AutoConfig.from_pretrained(folder)
-    kind = ARCHITECTURES.get(config.model_type)
-    if kind is None:
+    try:
+        config = AutoConfig.from_pretrained(folder)  # trust_remote_code stays False
+    except (ValueError, KeyError) as exc:
+        raise InvalidInput(f"{folder}: transformers does not know this architecture") from exc
+    vision = hasattr(config, "vision_config")
+    generative = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in config.architectures or ())
+    if not vision and not generative:
         raise InvalidInput(
-            f"unsupported architecture {config.model_type!r}; supported: {sorted(ARCHITECTURES)}"
+            f"unsupported architecture {config.model_type!r}: neither a vision-language nor a "
+            "causal language model"
         )
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    if not tokenizer.chat_template:
-        raise InvalidInput(f"{folder} has no chat template")
-    processor = VlmProcessor(
-        image_processor=Qwen2VLImageProcessorPil.from_pretrained(folder),
-        tokenizer=tokenizer,
-        chat_template=tokenizer.chat_template,
-    )
-    model = kind.from_pretrained(folder, dtype=dtype)
+    where = placement(device)
+    options: dict[str, Any] = {"dtype": dtype or where.dtype, **where.load_options}
+    if vision:
+        processor = load_processor(folder)
+        model = AutoModelForImageTextToText.from_pretrained(folder, **options)
+    else:
+        processor = AutoTokenizer.from_pretrained(folder)
+        processor.chat_template = _chat_template(folder, processor)
+        model = AutoModelForCausalLM.from_pretrained(folder, **options)
     model.eval()  # type: ignore[no-untyped-call]
-    return Vlm(model, processor, folder)
+    return Vlm(model, processor, folder, str(config.model_type), vision, where)

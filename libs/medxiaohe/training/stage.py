@@ -68,25 +68,26 @@ def base_folder(base_model: str, settings: Settings, scratch: Path, seed: int) -
         return model_folder(base_model, settings)
     from medxiaohe.models.tiny import build_tiny
 
-    return build_tiny("qwen2-vl", Path(tempfile.mkdtemp(dir=scratch)) / "base", seed=seed)
+    return build_tiny("qwen2_vl", Path(tempfile.mkdtemp(dir=scratch)) / "base", seed=seed)
 
 
 def load_model(folder: Path) -> tuple[Any, Any]:
-    """(model, its processor or tokenizer); under ZeRO-3, loaded straight into partitions."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
+    """(model, its processor or tokenizer), through the one model layer (``models.vlm``), on
+    the CPU in fp32: accelerate or DeepSpeed place it (under ZeRO-3, straight into partitions)."""
     from medxiaohe.models.vlm import load_vlm
 
-    if hasattr(AutoConfig.from_pretrained(folder), "vision_config"):
-        vlm = load_vlm(folder)
-        return vlm.model, vlm.processor
-    return AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    vlm = load_vlm(folder, device="cpu")
+    return vlm.model, vlm.processor
+
+
+VISION_TOWERS = ("visual", "vision_tower", "vision_model")  # Qwen-VL; Gemma 3, LLaVA; Idefics3
 
 
 def set_vision_trainable(model: Any, trainable: bool) -> int:
-    """Freeze or unfreeze a vision-language model's vision tower (and its merger); returns
-    the number of parameters switched (0 for a text-only model)."""
-    tower = getattr(getattr(model, "model", model), "visual", None)
+    """Freeze or unfreeze a vision-language model's vision tower (Qwen-VL's includes its
+    merger); returns the number of parameters switched (0 for a text-only model)."""
+    inner = getattr(model, "model", model)
+    tower = next((getattr(inner, n) for n in VISION_TOWERS if hasattr(inner, n)), None)
     if tower is None:
         return 0
     params = list(tower.parameters())

@@ -1,5 +1,5 @@
-"""`medxiaohe model ...`: build the tiny vision-language model, show what a published model
-says of itself, serve a model, deploy it to KServe."""
+"""`medxiaohe model ...`: build a tiny model of a family, generate with a model folder, show
+what a published model says of itself, serve a model, deploy it to KServe."""
 
 from __future__ import annotations
 
@@ -9,13 +9,19 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="Vision-language models.", no_args_is_help=True)
+app = typer.Typer(help="Vision-language and language models.", no_args_is_help=True)
 
 
 @app.command("init-tiny")
 def init_tiny(
     out: Annotated[str, typer.Option(help="s3://bucket/prefix (a new version) or a new folder.")],
-    arch: Annotated[str, typer.Option(help="Architecture: qwen2-vl.")] = "qwen2-vl",
+    family: Annotated[
+        str,
+        typer.Option(
+            help="Hugging Face model_type: qwen2_vl, qwen2_5_vl, gemma3, idefics3, "
+            "llava_onevision or qwen2 (text only)."
+        ),
+    ] = "qwen2_vl",
     text: Annotated[
         list[Path] | None,
         typer.Option(help="Text files to train the tokenizer on (repeatable); built-in if none."),
@@ -25,7 +31,8 @@ def init_tiny(
     layers: Annotated[int, typer.Option(min=1, help="Layers of each tower.")] = 2,
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
 ) -> None:
-    """Build a tiny Hugging Face vision-language model from a config and save it to OUT."""
+    """Build a tiny Hugging Face model of FAMILY from a config (random weights, a tokenizer
+    trained here) and save it to OUT."""
     from medxiaohe.common.settings import Settings
     from medxiaohe.models.folders import save_model_folder
     from medxiaohe.models.tiny import build_tiny
@@ -36,7 +43,7 @@ def init_tiny(
     lines = [line for path in text or [] for line in path.read_text().splitlines()]
     with tempfile.TemporaryDirectory(prefix="medxiaohe-tiny-") as tmp:
         folder = build_tiny(
-            arch,
+            family,
             Path(tmp) / "model",
             lines,
             vocab_size=vocab_size,
@@ -45,6 +52,57 @@ def init_tiny(
             seed=seed,
         )
         typer.echo(save_model_folder(folder, out, Settings.from_env()))
+
+
+@app.command()
+def generate(
+    folder: Annotated[Path, typer.Argument(help="A Hugging Face model folder.")],
+    prompt: Annotated[str, typer.Option(help="The user's message.")],
+    image: Annotated[Path | None, typer.Option(help="An image file shown with it.")] = None,
+    max_tokens: Annotated[int, typer.Option(min=1, max=4096, help="Tokens to generate.")] = 64,
+    json_schema: Annotated[
+        Path | None, typer.Option(help="A JSON schema file the answer must validate against.")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if any).")] = None,
+) -> None:
+    """One chat turn through the serving engine; prints one JSON object: the text, the
+    model's family, where it ran and the token counts."""
+    import base64
+    import json
+    import mimetypes
+
+    from medxiaohe.common.errors import MedxError
+    from medxiaohe.models.chat import ChatModel, ChatParams
+    from medxiaohe.models.vlm import load_vlm
+
+    try:
+        schema = json.dumps(json.loads(json_schema.read_text())) if json_schema else None
+        content: object = prompt
+        if image is not None:
+            kind = mimetypes.guess_type(image.name)[0] or "image/png"
+            url = f"data:{kind};base64," + base64.b64encode(image.read_bytes()).decode()
+            content = [
+                {"type": "image_url", "image_url": {"url": url}},
+                {"type": "text", "text": prompt},
+            ]
+        vlm = load_vlm(folder, device=device)
+        params = ChatParams(max_tokens=max_tokens, json_schema=schema)
+        result = ChatModel(vlm).chat([{"role": "user", "content": content}], params)
+    except (MedxError, OSError, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    where = vlm.placement.report()
+    typer.echo(
+        json.dumps(
+            {
+                "text": result.text,
+                "family": vlm.family,
+                "device": where["device"],
+                "dtype": where["dtype"],
+                "prompt_tokens": result.usage.prompt_tokens,
+                "completion_tokens": result.usage.completion_tokens,
+            }
+        )
+    )
 
 
 @app.command()

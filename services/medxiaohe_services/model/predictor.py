@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 from typing import Any
 
@@ -23,6 +24,8 @@ from medxiaohe.models.folders import model_folder
 from medxiaohe.models.structured import schema_of
 from medxiaohe.models.vlm import load_vlm
 from medxiaohe.storage import open_store
+
+log = logging.getLogger(__name__)
 
 PARAMS = ("max_tokens", "temperature", "top_p", "seed", "stop")
 
@@ -83,6 +86,7 @@ class VlmPredictor(kserve.Model):  # type: ignore[misc]
         self.uri = uri
         self.settings = settings
         self.chat_model: ChatModel | None = None
+        self.placement: dict[str, Any] = {}  # family, device, dtype, attention, gpus
 
     def load(self) -> bool:
         folder = model_folder(self.uri, self.settings)
@@ -91,7 +95,12 @@ class VlmPredictor(kserve.Model):  # type: ignore[misc]
             max_image_pixels=self.settings.predictor_max_image_pixels,
             max_tokens=self.settings.predictor_max_tokens,
         )
-        self.chat_model = ChatModel(load_vlm(folder), fetch=self._fetch, limits=limits)
+        vlm = load_vlm(folder)
+        self.chat_model = ChatModel(vlm, fetch=self._fetch, limits=limits)
+        self.placement = {"family": vlm.family, **vlm.placement.report()}
+        log.info(
+            "model loaded", extra={k: self.placement[k] for k in ("family", "device", "dtype")}
+        )
         self.ready = True
         return True
 

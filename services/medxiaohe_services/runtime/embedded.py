@@ -37,7 +37,7 @@ def tiny_model(home: Path) -> Path:
         from medxiaohe.models.tiny import build_tiny
 
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-        build_tiny("qwen2-vl", folder)
+        build_tiny("qwen2_vl", folder)
     return folder
 
 
