@@ -214,3 +214,35 @@ def test_swap_is_compare_and_swap(store: ArtifactStore) -> None:
     publish(store, "idx", {"b.txt": b"b"}, expected_latest=first.version)
     with pytest.raises(Conflict):  # built on the first version, which is no longer the latest
         publish(store, "idx", {"c.txt": b"c"}, expected_latest=first.version)
+
+
+def test_a_download_streams_resumes_verifies_and_keeps_to_its_limit(
+    store: ArtifactStore, tmp_path: Path
+) -> None:
+    """Model downloads cannot hang or fill a disk: refused over the size limit before a byte
+    moves, each file's digest checked before it takes its name, a broken download resumed
+    with the verified files kept, a tampered object refused."""
+    from medxiaohe.storage.artifacts import download
+
+    files = {"a.bin": os.urandom(3000), "b.bin": os.urandom(5000)}
+    manifest = publish(store, "models/dl", files)
+    folder = tmp_path / "cache"
+    with pytest.raises(InvalidInput, match="over the download limit"):
+        download(store, manifest, folder, max_bytes=7999)
+    assert not folder.exists()
+    download(store, manifest, folder, max_bytes=8000)
+    assert (folder / "b.bin").read_bytes() == files["b.bin"]
+
+    (folder / MANIFEST).unlink()  # a download broken after a.bin: b.bin half there
+    (folder / "b.bin").write_bytes(files["b.bin"][:100])
+    kept = (folder / "a.bin").stat().st_mtime_ns
+    download(store, manifest, folder)
+    assert (folder / "a.bin").stat().st_mtime_ns == kept  # verified, not fetched again
+    assert (folder / "b.bin").read_bytes() == files["b.bin"]
+
+    store.put_bytes(manifest.key("b.bin"), b"tampered")  # the object no longer matches
+    (folder / MANIFEST).unlink()
+    (folder / "b.bin").unlink()
+    with pytest.raises(Conflict, match="does not match its manifest"):
+        download(store, manifest, tmp_path / "other")
+    assert not list((tmp_path / "other").glob("*.partial"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -152,12 +153,33 @@ def test_the_model_is_an_inference_service_in_either_runtime() -> None:
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["STORAGE_URI"] == "s3://medxiaohe/platform/models/vlm"
 
-    hf = render_chart([CHART / "profiles" / "hf-runtime.yaml"])
-    (isvc,) = [o for o in hf if o["kind"] == "InferenceService"]
-    assert validate_object(isvc, crds) == []
-    model = isvc["spec"]["predictor"]["model"]
-    assert model["modelFormat"]["name"] == "huggingface"
-    assert model["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    for profile in ("hf-runtime", "gpu"):  # vLLM, with the guard as the pod's only door
+        hf = render_chart([CHART / "profiles" / f"{profile}.yaml"])
+        (isvc,) = [o for o in hf if o["kind"] == "InferenceService"]
+        assert validate_object(isvc, crds) == []
+        runtime, guard = isvc["spec"]["predictor"]["containers"]
+        assert runtime["name"] == "kserve-container"  # where KServe puts the downloaded model
+        assert runtime["image"].startswith("kserve/huggingfaceserver:")
+        assert "--http_port=8090" in runtime["args"]  # loopback only: the policy opens 8080/1
+        assert "--enable_grpc=false" in runtime["args"]
+        assert {"--enable-auto-tool-choice", "--tool-call-parser=hermes"} <= set(runtime["args"])
+        assert runtime["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        assert "ports" not in runtime
+        assert guard["args"] == [
+            "model",
+            "guard",
+            "--upstream",
+            "http://127.0.0.1:8090",
+            "--http-port",
+            "8080",
+        ]
+        assert guard["ports"] == [{"containerPort": 8080, "protocol": "TCP"}]
+        env = {e["name"]: e for e in guard["env"]}
+        assert env["MEDXIAOHE_TLS_CLIENT_CA"]["value"] == "/etc/medxiaohe/tls/ca.crt"
+        assert json.loads(env["MEDXIAOHE_PREDICTOR_ALLOW"]["value"]) == {
+            "report": ["ChatCompletions"],
+            "rubric": ["ChatCompletions"],
+        }
     broken = {**isvc, "spec": {"predictor": {**isvc["spec"]["predictor"], "minReplicas": "one"}}}
     assert validate_object(broken, crds)  # the CRD schema really checks
     assert not [

@@ -61,3 +61,19 @@ and the de-identification secret, from Secrets only. Call with (dict "root" $ "c
 {{- end }}
 - {name: MEDXIAOHE_LOG_LEVEL, value: {{ .root.Values.logLevel | quote }}}
 {{- end -}}
+
+{{- /* The predictor's door, and the guard's in front of KServe's Hugging Face runtime: mTLS
+with the platform CA, the allow-list, tokens for callers that cannot use mTLS. Call with the
+model block (.Values.model) as the dot. */ -}}
+{{- define "medxiaohe.env.predictor" -}}
+# mTLS with the platform CA; callers (certificate CN or token name) need an allow entry
+- {name: MEDXIAOHE_TLS_CERT, value: /etc/medxiaohe/tls/tls.crt}
+- {name: MEDXIAOHE_TLS_KEY, value: /etc/medxiaohe/tls/tls.key}
+- {name: MEDXIAOHE_TLS_CLIENT_CA, value: /etc/medxiaohe/tls/ca.crt}
+- name: MEDXIAOHE_PREDICTOR_ALLOW
+  value: {{ .allow | toJson | quote }}
+{{- with .tokensSecret }}
+- name: MEDXIAOHE_PREDICTOR_TOKENS
+  valueFrom: {secretKeyRef: {name: {{ . }}, key: tokens}}
+{{- end }}
+{{- end -}}

@@ -178,6 +178,9 @@ class Settings(BaseSettings):
     model_cache_dir: Path = Field(
         Path(".medxiaohe/cache"), description="Models from the store are downloaded here."
     )
+    model_max_download_gb: float = Field(
+        200.0, gt=0, description="A model larger than this is refused before its download."
+    )
 
     # model predictor (`medxiaohe model serve`)
     predictor_allow: dict[str, list[str]] = Field(

@@ -31,12 +31,13 @@ def model_folder(uri: str, settings: Settings) -> Path:
     prefix in the platform store (``models/ner``) fetched, verified, into the model cache."""
     if Path(uri).is_dir():
         return Path(uri)
+    limit = int(settings.model_max_download_gb * 2**30)
     if uri.startswith("s3://"):
         bucket, _, prefix = uri[len("s3://") :].partition("/")
         store = open_store(f"s3://{bucket}", settings)
-        return fetch(store, prefix.strip("/"), settings.model_cache_dir)
+        return fetch(store, prefix.strip("/"), settings.model_cache_dir, max_bytes=limit)
     store = open_store(settings.store_uri, settings)
-    return fetch(store, uri.strip("/"), settings.model_cache_dir)
+    return fetch(store, uri.strip("/"), settings.model_cache_dir, max_bytes=limit)
 
 
 def model_card(uri: str, settings: Settings) -> dict[str, Any]:

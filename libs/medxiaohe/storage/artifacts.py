@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from typing import Any
 
 from medxiaohe.common.errors import Conflict, InvalidInput, NotFound
 from medxiaohe.storage.base import ArtifactStore, check_key, digest_of, file_chunks
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "_MANIFEST.json"
 LATEST = "_LATEST"
@@ -164,24 +167,60 @@ def publish_folder(store: ArtifactStore, prefix: str, folder: Path, **options: A
     return publish(store, prefix, files, **options)
 
 
-def download(store: ArtifactStore, manifest: Manifest, folder: Path) -> Path:
-    """Every file of a version into ``folder``, each checked against the manifest. A folder
-    that already holds this version completely (its manifest copy written last) is reused."""
+def _verified(path: Path, entry: dict[str, Any]) -> bool:
+    """Whether a file already on disk is the manifest's (size, then digest)."""
+    if not path.is_file() or path.stat().st_size != entry["size"]:
+        return False
+    return bool(digest_of(file_chunks(path))[1] == entry["sha256"])
+
+
+def download(
+    store: ArtifactStore, manifest: Manifest, folder: Path, max_bytes: int | None = None
+) -> Path:
+    """Every file of a version into ``folder``: streamed to disk (never whole in memory), its
+    digest checked before it takes its name, a file already there and verified kept (so a
+    broken download resumes), progress logged per file; refused before any byte moves when
+    the version is larger than ``max_bytes``. A folder that already holds this version
+    completely (its manifest copy written last) is reused."""
     done = folder / MANIFEST
     if done.is_file() and json.loads(done.read_bytes()).get("files") == manifest.files:
         return folder
-    for name in manifest.files:
+    total = sum(int(e["size"]) for e in manifest.files.values())
+    if max_bytes is not None and total > max_bytes:
+        raise InvalidInput(
+            f"{manifest.prefix}/{manifest.version} is {total / 2**30:.1f} GiB, over the "
+            f"download limit of {max_bytes / 2**30:.1f} GiB"
+        )
+    moved = 0
+    for n, (name, entry) in enumerate(sorted(manifest.files.items()), 1):
         target = folder / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".partial")
-        partial.write_bytes(read_file(store, manifest, name))
-        partial.replace(target)
+        if not _verified(target, entry):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(target.name + ".partial")
+            store.get_file(manifest.key(name), partial)
+            if not _verified(partial, entry):
+                partial.unlink(missing_ok=True)
+                raise Conflict(
+                    f"{manifest.prefix}/{manifest.version}/{name} does not match its manifest"
+                )
+            partial.replace(target)
+        moved += int(entry["size"])
+        log.info(
+            "artifact file in place",
+            extra={"key": manifest.prefix, "count": n, "size": moved},
+        )
     done.write_bytes(manifest.to_json())
     return folder
 
 
-def fetch(store: ArtifactStore, prefix: str, cache: Path, version: str | None = None) -> Path:
+def fetch(
+    store: ArtifactStore,
+    prefix: str,
+    cache: Path,
+    version: str | None = None,
+    max_bytes: int | None = None,
+) -> Path:
     """The latest (or a given) version of an artifact as a local folder under ``cache``,
     downloaded and verified once; NotFound when nothing complete is published there."""
     manifest = resolve(store, prefix, version)
-    return download(store, manifest, cache / prefix / manifest.version)
+    return download(store, manifest, cache / prefix / manifest.version, max_bytes)

@@ -157,6 +157,36 @@ def serve(
 
 
 @app.command()
+def guard(
+    upstream: Annotated[
+        str, typer.Option(help="The runtime it guards, on loopback: http://127.0.0.1:PORT.")
+    ],
+    http_port: Annotated[int, typer.Option(help="The port callers reach.")] = 8080,
+    insecure: Annotated[
+        bool, typer.Option(help="Plaintext on 127.0.0.1, bearer tokens only.")
+    ] = False,
+    secrets_dir: Annotated[
+        Path | None,
+        typer.Option(help="A folder of settings files (a mounted Secret): one file per setting."),
+    ] = None,
+) -> None:
+    """The predictor's front door alone, in front of a runtime that authenticates nobody
+    (KServe's Hugging Face runtime with vLLM) in the same pod: mTLS or bearer tokens, the same
+    allow-list and bounds; what passes is forwarded to UPSTREAM."""
+    from urllib.parse import urlparse
+
+    from medxiaohe.common.settings import Settings
+    from medxiaohe_services.model.server import serve_guard
+
+    if urlparse(upstream).hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise typer.BadParameter("the upstream must be on loopback, in the guard's own pod")
+    overrides: dict[str, object] = {"_secrets_dir": secrets_dir} if secrets_dir else {}
+    if insecure:
+        overrides |= {"insecure": True, "grpc_host": "127.0.0.1"}
+    serve_guard(upstream, http_port, Settings.from_env(**overrides))
+
+
+@app.command()
 def deploy(
     uri: Annotated[str, typer.Argument(help="storageUri of the model (s3://..., hf://...).")],
     name: Annotated[str, typer.Option(help="InferenceService name.")] = "medxiaohe-vlm",

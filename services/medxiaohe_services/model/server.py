@@ -114,27 +114,11 @@ async def _reload_certificates(files: CertificateFiles, config: Any) -> None:
             log.info("certificates reloaded")
 
 
-def serve(uri: str, name: str, http_port: int, grpc_port: int, settings: Settings) -> None:
-    import kserve
+def guarded(app: Any, http_port: int, settings: Settings) -> tuple[Any, CertificateFiles | None]:
+    """uvicorn's config for ``app`` behind the guard, with mTLS (or tokens) as settings say;
+    the certificate files to watch for rotation, when TLS is on."""
     import uvicorn
-    from kserve.model_server import app
-    from kserve.protocol.rest.server import RESTServer
 
-    setup_logging(settings.log_level)
-    check_access(settings)
-    predictor = VlmPredictor(name, uri, settings)
-    predictor.load()
-    model_server = kserve.ModelServer(http_port=http_port, enable_grpc=False)
-    setup_logging(settings.log_level)  # KServe's constructor installs its own handlers
-    model_server.register_model(predictor)
-    rest = RESTServer(
-        "kserve.model_server:app",
-        model_server.dataplane,
-        model_server.model_repository_extension,
-        http_port,
-    )
-    rest.create_application()  # KServe's routes, middlewares and error handlers on its app
-    add_routes(app, predictor)
     guard = Guard(
         app,
         allow=settings.predictor_allow,
@@ -161,12 +145,61 @@ def serve(uri: str, name: str, http_port: int, grpc_port: int, settings: Setting
         timeout_graceful_shutdown=int(settings.drain_grace_s),
         **tls,
     )
+    return config, files
+
+
+def serve_guard(upstream: str, http_port: int, settings: Settings) -> None:
+    """The guard alone, in front of another runtime in the same pod (KServe's Hugging Face
+    runtime with vLLM, which authenticates nobody): what it lets through is forwarded to
+    ``upstream`` (a loopback URL), responses streamed back."""
+    import uvicorn
+
+    from medxiaohe_services.model.proxy import forward
+
+    setup_logging(settings.log_level)
+    check_access(settings)
+    config, files = guarded(forward(upstream), http_port, settings)
+
+    async def run() -> None:
+        log.info("guarding", extra={"port": http_port, "mode": "insecure" if not files else "mtls"})
+        rotation = asyncio.create_task(_reload_certificates(files, config)) if files else None
+        try:
+            await uvicorn.Server(config).serve()
+        finally:
+            if rotation is not None:
+                rotation.cancel()
+
+    asyncio.run(run())
+
+
+def serve(uri: str, name: str, http_port: int, grpc_port: int, settings: Settings) -> None:
+    import kserve
+    import uvicorn
+    from kserve.model_server import app
+    from kserve.protocol.rest.server import RESTServer
+
+    setup_logging(settings.log_level)
+    check_access(settings)
+    predictor = VlmPredictor(name, uri, settings)
+    predictor.load()
+    model_server = kserve.ModelServer(http_port=http_port, enable_grpc=False)
+    setup_logging(settings.log_level)  # KServe's constructor installs its own handlers
+    model_server.register_model(predictor)
+    rest = RESTServer(
+        "kserve.model_server:app",
+        model_server.dataplane,
+        model_server.model_repository_extension,
+        http_port,
+    )
+    rest.create_application()  # KServe's routes, middlewares and error handlers on its app
+    add_routes(app, predictor)
+    config, files = guarded(app, http_port, settings)
 
     async def run() -> None:
         v2 = None
         if grpc_port and not settings.insecure:
             v2 = await _grpc_v2(settings, grpc_port, model_server)
-        log.info("serving", extra={"port": http_port, "mode": "insecure" if not tls else "mtls"})
+        log.info("serving", extra={"port": http_port, "mode": "insecure" if not files else "mtls"})
         server = uvicorn.Server(config)
         rotation = asyncio.create_task(_reload_certificates(files, config)) if files else None
         try:
