@@ -8,7 +8,7 @@ PYTHON ?= python3
 PIP := $(PY) -m pip --disable-pip-version-check -q
 SOURCES := libs/medxiaohe services training-jobs benchmarks tests protos/generate.py
 
-.PHONY: help venv install protos lint check test demo house clean met train-ner train-small rl-small bench-tagging bench-ingest bench-mixture bench-serving eval-suite bench-decontaminate eval-rubric eval-grounding figures
+.PHONY: help venv install protos lint check test demo house gpu-check clean met train-ner train-small rl-small bench-tagging bench-ingest bench-mixture bench-serving eval-suite bench-decontaminate eval-rubric eval-grounding figures
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -102,6 +102,9 @@ bench-ingest: venv ## Ingest pipeline vs datatrove (creates .venv-datatrove once
 bench-mixture: venv ## Balanced mixture vs uniform on the shared corpus, sampler overhead, synthesis
 	$(VENV)/bin/medxiaohe met stats >/dev/null 2>&1 || $(VENV)/bin/medxiaohe met build >/dev/null
 	HF_HUB_OFFLINE=1 $(VENV)/bin/medxiaohe bench mixture
+
+gpu-check: venv ## On a GPU machine (at most 8 min): CPT ZeRO-3 on ~1B (tokens/s, MFU), GRPO on ~0.5B, predictor vs raw generate
+	HF_HUB_OFFLINE=1 MEDXIAOHE_LOG_LEVEL=WARNING timeout 480 $(PY) -m benchmarks.gpu_check
 
 bench-serving: venv ## Predictor over HTTP vs raw model.generate, and at concurrency 8 (~30 s)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/medxiaohe bench serving

@@ -16,6 +16,7 @@ from typing import Any
 
 from medxiaohe.models.chat import ChatParams
 from medxiaohe.models.client import HttpModelClient
+from medxiaohe.models.devices import inputs_on
 from medxiaohe.models.tiny import build_tiny
 from medxiaohe.models.vlm import load_vlm
 from medxiaohe_services.model.process import model_server
@@ -55,17 +56,26 @@ def _timed(call: Callable[[], int], requests: int) -> dict[str, float]:
 
 
 def run(
-    requests: int = 30, max_tokens: int = 64, hidden_size: int = 256, layers: int = 4
+    requests: int = 30,
+    max_tokens: int = 64,
+    hidden_size: int = 256,
+    layers: int = 4,
+    family: str = "qwen2_vl",
+    vocab_size: int = 2000,
 ) -> dict[str, Any]:
+    """Both sides on the device the model layer picks (the GPU when there is one)."""
     import torch
 
     with tempfile.TemporaryDirectory(prefix="medxiaohe-bench-") as tmp:
-        folder = build_tiny("qwen2_vl", Path(tmp) / "model", hidden_size=hidden_size, layers=layers)
+        folder = build_tiny(
+            family, Path(tmp) / "model", hidden_size=hidden_size, layers=layers,
+            vocab_size=vocab_size,
+        )  # fmt: skip
         vlm = load_vlm(folder)
         prompt = vlm.processor.apply_chat_template(
             QUESTION, add_generation_prompt=True, tokenize=False
         )
-        inputs = vlm.processor(text=[prompt], return_tensors="pt")
+        inputs = inputs_on(vlm.model, vlm.processor(text=[prompt], return_tensors="pt"))
         prompt_tokens = int(inputs["input_ids"].shape[1])
         # the model never stops early: both sides generate exactly max_tokens
         vlm.model.generation_config.eos_token_id = None
@@ -108,7 +118,8 @@ def run(
             concurrent = _concurrent(served, requests, 8)
     raw_side, served_side = _merge(raw_runs), _merge(served_runs)
     return {
-        "model": {"arch": "qwen2-vl", "hidden_size": hidden_size, "layers": layers},
+        "model": {"family": family, "hidden_size": hidden_size, "layers": layers},
+        "placement": vlm.placement.report(),
         "max_tokens": max_tokens,
         "prompt_tokens": prompt_tokens,
         "predictor": served_side,

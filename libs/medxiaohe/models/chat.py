@@ -16,7 +16,7 @@ from typing import Any
 
 from medxiaohe.common.errors import InvalidInput
 from medxiaohe.common.messages import content_text
-from medxiaohe.models.devices import input_device
+from medxiaohe.models.devices import inputs_on
 from medxiaohe.models.structured import Constraints
 from medxiaohe.models.vlm import Vlm
 
@@ -196,7 +196,7 @@ class ChatModel:
             template, add_generation_prompt=True, tokenize=False
         )
         pictures = {"images": images} if images else {}
-        inputs = _on(
+        inputs = inputs_on(
             self.vlm.model, self.vlm.processor(text=[prompt], return_tensors="pt", **pictures)
         )
         prompt_tokens = int(inputs["input_ids"].shape[1])
@@ -420,15 +420,6 @@ class _Cancelled:
 
         stop = all(c.is_set() for c in self.cancels)
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
-
-
-def _on(model: Any, inputs: Any) -> dict[str, Any]:
-    """The processor's tensors on the model's input device, floating ones in its dtype."""
-    device, dtype = input_device(model), model.dtype
-    return {
-        k: v.to(device, dtype=dtype) if v.is_floating_point() else v.to(device)
-        for k, v in inputs.items()
-    }
 
 
 def _collate(inputs: list[Any], pad_id: int) -> tuple[dict[str, Any], list[int]]:

@@ -58,7 +58,11 @@ def placement(device: str | None = None) -> Placement:
     return Placement("cuda", dtype, attention, torch.cuda.device_count(), options)
 
 
-def input_device(model: Any) -> Any:
-    """Where a model's inputs go (its first parameter's device: under ``device_map`` the
-    embeddings sit on the first GPU)."""
-    return next(model.parameters()).device
+def inputs_on(model: Any, inputs: Any) -> dict[str, Any]:
+    """A processor's tensors where the model takes its inputs (its first parameter's device:
+    under ``device_map`` the embeddings sit on the first GPU), floating ones in its dtype."""
+    device, dtype = next(model.parameters()).device, model.dtype
+    return {
+        k: v.to(device, dtype=dtype) if v.is_floating_point() else v.to(device)
+        for k, v in inputs.items()
+    }
