@@ -130,7 +130,10 @@ def test_model_deploy_creates_then_updates_a_validated_inference_service(
     assert deploy(launcher, again) == "updated"  # 409, then a patch of the same name
     assert server.requests[-1] == ("PATCH", f"{path}/vlm")
     stored = server.objects[("inferenceservices", "ml", "vlm")]
-    assert stored["spec"]["predictor"]["model"]["storageUri"] == "s3://m/models/vlm-2"
+    runtime, guard = stored["spec"]["predictor"]["containers"]  # vLLM behind the guard
+    env = {e["name"]: e.get("value") for e in runtime["env"]}
+    assert env["STORAGE_URI"] == "s3://m/models/vlm-2"
+    assert guard["args"][:2] == ["model", "guard"]
     with pytest.raises(InvalidInput):
         render_inference_service("ftp://nope", "vlm", [])  # the chart's schema refuses it
 
