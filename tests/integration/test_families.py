@@ -129,6 +129,8 @@ def test_a_family_generates_serves_and_fine_tunes(
 
     url = f"{server.url}/openai/v1/chat/completions"
     with httpx.Client(headers=server.headers, timeout=120) as client:
+        (listed,) = client.get(f"{server.url}/openai/v1/models").json()["data"]
+        assert (listed["family"], listed["device"], listed["dtype"]) == (family, "cpu", "float32")
         turn = client.post(url, json={"messages": question(vision), "max_tokens": 8})
         assert turn.status_code == 200, turn.text
         assert turn.json()["usage"]["prompt_tokens"] > 3

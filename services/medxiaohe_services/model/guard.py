@@ -32,6 +32,7 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(r"/|/v1/models(/[^/:]+)?|/v2(/health/(live|ready))?"), "read"),
     ("GET", re.compile(r"/v2/models(/[^/]+(/versions/[^/]+)?(/ready)?)?"), "read"),
     ("GET", re.compile(r"/metrics"), "read"),
+    ("GET", re.compile(r"/openai/v1/models"), "read"),
 ]
 REPOSITORY = re.compile(r"/v2/repository(/.*)?")
 GENERATION = ("ChatCompletions", "ModelInfer")

@@ -23,6 +23,7 @@ from medxiaohe.models.tools import ToolCall, parse_output, prepare
 from medxiaohe_services.model.predictor import VlmPredictor, params_from
 
 ROUTE = "/openai/v1/chat/completions"
+MODELS_ROUTE = "/openai/v1/models"
 # What this route implements; any other field gets a 400 naming it rather than being ignored.
 FIELDS = frozenset(
     {
@@ -96,7 +97,14 @@ def add_routes(app: FastAPI, predictor: VlmPredictor) -> None:
             return _error(str(exc))
         return JSONResponse(_completion(predictor.name, result))
 
+    async def models(request: Request) -> Any:
+        """OpenAI's model list: this model, with where it runs (family, device, dtype,
+        attention, GPUs): the runtime's health details."""
+        model = {"id": predictor.name, "object": "model", "owned_by": "medxiaohe"}
+        return JSONResponse({"object": "list", "data": [model | predictor.placement]})
+
     app.add_api_route(ROUTE, chat_completions, methods=["POST"])
+    app.add_api_route(MODELS_ROUTE, models, methods=["GET"])
 
 
 async def _unless_disconnected(
