@@ -19,6 +19,8 @@ from typing import Any
 from medxiaohe.common.errors import InvalidInput
 from medxiaohe.models.devices import Placement, placement
 
+# processors whose stock class turns its text offsets into tensors (and fails) under TRL
+LIST_OFFSETS = ("Idefics3Processor",)
 # processor-config keys that are loaded parts, not settings
 _PARTS = ("image_processor", "tokenizer", "video_processor", "feature_extractor", "chat_template")
 
@@ -96,9 +98,6 @@ def without_video(kind: Any) -> Any:
 
         body["__call__"] = __call__
     return type(kind.__name__, (kind,), body) if len(body) > 1 else kind
-
-
-LIST_OFFSETS = ("Idefics3Processor",)
 
 
 def _chat_template(folder: Path, tokenizer: Any) -> str:
