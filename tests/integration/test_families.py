@@ -1,7 +1,8 @@
 """Bring your own model: five vision-language families and a text-only model, each a tiny
 random checkpoint built here (`medxiaohe model init-tiny --family`), through the one model
 layer: `medxiaohe model generate` (with an image, and a JSON schema), `medxiaohe model serve`
-(a chat turn with an image, a tool call, a JSON schema over the OpenAI route) and one SFT step."""
+(its model list with the device, a chat turn with an image, a tool call, a JSON schema over the
+OpenAI route) and one step of every training stage (CPT, SFT in full and with LoRA, RFT, RL)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jsonschema
@@ -24,13 +26,14 @@ from medxiaohe.training.chat_data import publish_chat
 from medxiaohe.training.config import load_config
 from medxiaohe_services.cli import app
 from medxiaohe_services.model.process import Running, model_server
-from medxiaohe_training import sft
+from medxiaohe_training import cpt, rft, rl, sft
 from tests.conftest import SECRET
+from tests.integration.test_cpt import with_mixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 FAMILIES = ["qwen2_vl", "qwen2_5_vl", "gemma3", "idefics3", "llava_onevision", "qwen2"]
 TEXT_ONLY = {"qwen2"}
-SFT_TINY = Path(__file__).parents[2] / "training-jobs/medxiaohe_training/configs/sft-tiny.yaml"
+CONFIGS = Path(__file__).parents[2] / "training-jobs/medxiaohe_training/configs"
 SCHEMA = {
     "type": "object",
     "properties": {"finding": {"type": "string", "maxLength": 12}},
@@ -72,7 +75,8 @@ def question(vision: bool) -> list[dict[str, object]]:
 
 @pytest.fixture(scope="module")
 def chat_data(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Chat rows for the SFT step: text for every family, some with an image ("pictured")."""
+    """What the stages read: chat rows for SFT (text for every family, some with an image,
+    "pictured"), the toy task for RFT and GRPO, a mixture with image-text records for CPT."""
     store_uri = str(tmp_path_factory.mktemp("families") / "store")
     rows = [
         {"messages": [{"role": "user", "content": f"What is {i} plus 1?"},
@@ -83,6 +87,8 @@ def chat_data(tmp_path_factory: pytest.TempPathFactory) -> str:
     store = open_store(store_uri)
     publish_chat(store, "sft-data/text", {"train": rows})
     publish_chat(store, "sft-data/pictured", {"train": pictured}, {"red.png": png()})
+    rl.publish_digits(store)
+    with_mixture(store_uri)
     return store_uri
 
 
@@ -107,7 +113,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_a_family_generates_serves_and_fine_tunes(
+def test_a_family_generates_serves_and_trains_in_every_stage(
     family: str,
     tmp_path: Path,
     chat_data: str,
@@ -153,10 +159,20 @@ def test_a_family_generates_serves_and_fine_tunes(
         text = shaped.json()["choices"][0]["message"]["content"]
         jsonschema.validate(json.loads(text), SCHEMA)
 
+    # one step of every stage from this family's folder: CPT on the mixture (its image-text
+    # records for a vision model), SFT in full and with LoRA (rows with images for a vision
+    # model), RFT and GRPO on the toy task
     data = "sft-data/pictured:train.jsonl" if vision else "sft-data/text:train.jsonl"
-    overrides = ["--store_uri", chat_data, "--run_id", f"bring-{family.replace('_', '-')}"]
-    overrides += ["--base_model", str(folder), "--data", data]
-    overrides += ["--max_steps", "1", "--save_steps", "100"]
-    config = load_config(sft.SftConfig, SFT_TINY, overrides)
-    manifest = sft.train(config, Settings(store_uri=chat_data, deid_secret=SECRET))
-    assert manifest is not None
+    settings = Settings(store_uri=chat_data, deid_secret=SECRET)
+    steps: list[tuple[Any, Any, list[str]]] = [
+        (cpt, cpt.CptConfig, []),
+        (sft, sft.SftConfig, ["--data", data]),
+        (sft, sft.SftConfig, ["--data", data, "--lora_r", "4"]),
+        (rft, rft.RftConfig, ["--samples", "2", "--verify", "regex:."]),
+        (rl, rl.RlConfig, []),
+    ]
+    for n, (stage, kind, extra) in enumerate(steps):
+        overrides = ["--store_uri", chat_data, "--run_id", f"{family.replace('_', '-')}-{n}"]
+        overrides += ["--base_model", str(folder), "--max_steps", "1", "--save_steps", "100"]
+        tiny = CONFIGS / f"{stage.__name__.rpartition('.')[2]}-tiny.yaml"
+        assert stage.train(load_config(kind, tiny, [*overrides, *extra]), settings) is not None
