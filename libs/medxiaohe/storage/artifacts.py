@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from medxiaohe.common.errors import Conflict, InvalidInput, NotFound
-from medxiaohe.storage.base import ArtifactStore, check_key, digest_of, file_chunks
+from medxiaohe.storage.base import (
+    ArtifactStore,
+    HashingChunks,
+    check_key,
+    digest_of,
+    file_chunks,
+)
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +203,11 @@ def download(
         if not _verified(target, entry):
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_name(target.name + ".partial")
-            store.get_file(manifest.key(name), partial)
-            if not _verified(partial, entry):
+            hashing = HashingChunks(store.iter_chunks(manifest.key(name)))
+            with partial.open("wb") as fh:
+                for chunk in hashing:  # hashed as it is written: the file is read once
+                    fh.write(chunk)
+            if (hashing.size, hashing.sha256) != (entry["size"], entry["sha256"]):
                 partial.unlink(missing_ok=True)
                 raise Conflict(
                     f"{manifest.prefix}/{manifest.version}/{name} does not match its manifest"
