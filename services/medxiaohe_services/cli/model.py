@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from medxiaohe.common.settings import Settings
 
 app = typer.Typer(help="Vision-language and language models.", no_args_is_help=True)
 
@@ -147,13 +150,9 @@ def serve(
 ) -> None:
     """Serve a vision-language model with the predictor the cluster runs: mTLS with the
     platform CA, or bearer tokens (MEDXIAOHE_PREDICTOR_TOKENS); callers need an allow entry."""
-    from medxiaohe.common.settings import Settings
     from medxiaohe_services.model.server import serve as run
 
-    overrides: dict[str, object] = {"_secrets_dir": secrets_dir} if secrets_dir else {}
-    if insecure:
-        overrides |= {"insecure": True, "grpc_host": "127.0.0.1"}
-    run(uri, name, http_port, grpc_port, Settings.from_env(**overrides))
+    run(uri, name, http_port, grpc_port, _door_settings(insecure, secrets_dir))
 
 
 @app.command()
@@ -175,15 +174,22 @@ def guard(
     allow-list and bounds; what passes is forwarded to UPSTREAM."""
     from urllib.parse import urlparse
 
-    from medxiaohe.common.settings import Settings
     from medxiaohe_services.model.server import serve_guard
 
     if urlparse(upstream).hostname not in ("127.0.0.1", "localhost", "::1"):
         raise typer.BadParameter("the upstream must be on loopback, in the guard's own pod")
+    serve_guard(upstream, http_port, _door_settings(insecure, secrets_dir))
+
+
+def _door_settings(insecure: bool, secrets_dir: Path | None) -> Settings:
+    """The settings of the predictor's door (and the guard's): a mounted folder of settings
+    files when given; plaintext bound to 127.0.0.1 only with --insecure."""
+    from medxiaohe.common.settings import Settings
+
     overrides: dict[str, object] = {"_secrets_dir": secrets_dir} if secrets_dir else {}
     if insecure:
         overrides |= {"insecure": True, "grpc_host": "127.0.0.1"}
-    serve_guard(upstream, http_port, Settings.from_env(**overrides))
+    return Settings.from_env(**overrides)
 
 
 @app.command()
