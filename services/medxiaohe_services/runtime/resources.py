@@ -36,11 +36,12 @@ class Lifecycle(Protocol):
 
 class Loader:
     """Loads something in a background thread once ``start`` is called, retrying every
-    ``retry_s`` until it succeeds or ``stop`` is called. ``check`` raises NotReady until then."""
+    ``retry_s`` until it succeeds or ``stop`` is called (``retry_s`` None: a failure is
+    final, and reported). ``check`` raises NotReady until it is in."""
 
     what = "resource"
 
-    def __init__(self, retry_s: float = 5.0) -> None:
+    def __init__(self, retry_s: float | None = 5.0) -> None:
         self.retry_s = retry_s
         self.error = ""
         self._ready = threading.Event()
@@ -75,6 +76,8 @@ class Loader:
                 if reason != self.error:  # once per reason, not once per retry
                     log.warning("not loaded", extra={"component": self.what, "reason": reason})
                 self.error = reason
+                if self.retry_s is None:
+                    return
                 self._stopping.wait(self.retry_s)
             else:
                 self._ready.set()
@@ -183,7 +186,7 @@ class LocalModel(Loader, LocalModelClient):
     what = "in-process model"
 
     def __init__(self, uri: str, settings: Settings) -> None:
-        Loader.__init__(self)
+        Loader.__init__(self, retry_s=None)  # weights that fail to load once are reported
         self.uri = uri
         self.version = ""
         self._settings = settings
@@ -197,14 +200,6 @@ class LocalModel(Loader, LocalModelClient):
         self._loaded = ChatModel(load_vlm(folder))
         self.version = folder.name
         log.info("model loaded", extra={"component": "model", "version": self.version})
-
-    def _run(self) -> None:  # a model that fails to load once is reported, not retried
-        try:
-            self.load()
-            self._ready.set()
-        except Exception as exc:
-            self.error = type(exc).__name__
-            log.warning("model not loaded", extra={"reason": self.error})
 
     @property
     def model(self) -> ChatModel:
