@@ -5,6 +5,7 @@ that reload and generate; a run killed after a checkpoint resumes from it."""
 from __future__ import annotations
 
 import io
+import json
 import random
 from pathlib import Path
 
@@ -98,6 +99,10 @@ def test_sft_learns_and_publishes_a_model_that_generates(tmp_path: Path, lora: i
     download(store, resolve(store, models_prefix("sft")), folder)
     assert (folder / "medxiaohe.json").is_file()
     assert not (folder / "adapter_config.json").exists()  # LoRA is merged: a plain folder
+    # the tokenizer is saved without the cut of the last training batch: a server of the
+    # folder (vLLM, the predictor) would otherwise cut every prompt to max_length
+    saved = json.loads((folder / "tokenizer.json").read_text())
+    assert (saved["truncation"], saved["padding"]) == (None, None)
     assert reply(folder) > 0
 
 

@@ -37,10 +37,20 @@ def test_log_lines_keep_the_template_not_the_arguments() -> None:
     assert PHI not in json.dumps(line)
 
 
+@pytest.mark.parametrize(
+    "logger", ["medxiaohe", "medxiaohe.server", "medxiaohe_services.x", "medxiaohe_training.sft"]
+)
+def test_the_projects_own_loggers_write_template_and_safe_fields(logger: str) -> None:
+    line = format_record("not loaded", logger=logger, reason="ImportError", text=PHI)
+    assert (line["msg"], line["reason"]) == ("not loaded", "ImportError")
+    assert "text" not in line
+
+
 def test_third_party_lines_carry_logger_and_level_only() -> None:
     # kserve, pydicom, celery and uvicorn often format values into the message themselves
-    line = format_record(f"Registering model for {PHI}", logger="kserve", rpc="x", code="OK")
-    assert line == {"ts": line["ts"], "level": "info", "logger": "kserve"}
+    for logger in ("kserve", "medxiaohe_lookalike"):
+        line = format_record(f"Registering model for {PHI}", logger=logger, rpc="x", code="OK")
+        assert line == {"ts": line["ts"], "level": "info", "logger": logger}
 
 
 def test_warnings_are_captured_without_their_text(capsys: pytest.CaptureFixture[str]) -> None:

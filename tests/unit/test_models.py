@@ -13,7 +13,7 @@ from medxiaohe.common.errors import InvalidInput
 from medxiaohe.common.settings import Settings
 from medxiaohe.models.folders import model_folder, save_model_folder
 from medxiaohe.models.tiny import build_tiny
-from medxiaohe.models.vlm import load_vlm
+from medxiaohe.models.vlm import load_vlm, without_saved_cuts
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +68,30 @@ def test_bad_folders_and_targets_are_refused(tiny: Path, tmp_path: Path) -> None
     copied = save_model_folder(tiny, str(tmp_path / "copy"), settings)
     assert model_folder(copied, settings) == Path(copied)
     assert load_vlm(Path(copied)).model.config.model_type == "qwen2_vl"
+
+
+def test_a_folder_published_by_an_earlier_release_still_loads(tiny: Path, tmp_path: Path) -> None:
+    """Before the model layer the platform saved Qwen2-VL folders under its own processor
+    class name: models a hospital trained then must load after an upgrade."""
+    import shutil
+
+    old = Path(shutil.copytree(tiny, tmp_path / "old"))
+    for name in ("processor_config.json", "tokenizer_config.json"):
+        saved = json.loads((old / name).read_text())
+        (old / name).write_text(json.dumps(saved | {"processor_class": "VlmProcessor"}))
+    # and its tokenizer was saved with the cut of its last training batch in it
+    saved = json.loads((old / "tokenizer.json").read_text())
+    cut = {"max_length": 16, "stride": 0, "strategy": "LongestFirst", "direction": "Right"}
+    (old / "tokenizer.json").write_text(json.dumps(saved | {"truncation": cut}))
+    vlm = load_vlm(old)
+    assert type(vlm.processor).__name__ == "Qwen2VLProcessor"
+    from medxiaohe.models.chat import ChatModel, ChatParams
+
+    answer = ChatModel(vlm).chat(image(data_uri()) + text("A long question " * 8), ChatParams())
+    assert answer.usage.prompt_tokens > 16  # the whole prompt, its image tokens too
+
+    without_saved_cuts(old)  # what a training stage does before it publishes
+    assert json.loads((old / "tokenizer.json").read_text())["truncation"] is None
 
 
 def data_uri(color: tuple[int, int, int] = (10, 200, 10)) -> str:

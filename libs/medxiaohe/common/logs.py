@@ -4,7 +4,8 @@ Three rules keep PHI out of log lines by construction rather than by discipline:
 
 * the line carries the message *template* (``record.msg``), never its interpolated arguments,
   so ``log.info("tagging %s", text)`` writes "tagging %s";
-* only the project's own loggers (``medxiaohe.*``) write even that: third-party libraries
+* only the project's own loggers (``medxiaohe``, ``medxiaohe_services``, ``medxiaohe_training``
+  and their children) write even that: third-party libraries
   (pydicom, kserve, uvicorn, celery, ...) often format values into the message before it reaches
   a handler, so their lines carry the logger name and level alone; warnings are captured into
   logging and follow the same rule;
@@ -65,7 +66,12 @@ _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__di
 }
 
 
-OWN = "medxiaohe"
+OWN = ("medxiaohe", "medxiaohe_services", "medxiaohe_training")  # the project's packages
+
+
+def own(name: str) -> bool:
+    """Whether the logger ``name`` is the project's own."""
+    return any(name == o or name.startswith(o + ".") for o in OWN)
 
 
 class JsonFormatter(logging.Formatter):
@@ -77,7 +83,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
         }
-        if record.name == OWN or record.name.startswith(OWN + "."):
+        if own(record.name):
             line["msg"] = str(record.msg)
             for name, value in record.__dict__.items():
                 if name in SAFE_FIELDS and name not in _STANDARD_ATTRS:
@@ -102,7 +108,7 @@ def setup_logging(level: str = "INFO") -> None:
     # libraries that install their own handlers (kserve, uvicorn) go through the root's alone
     for name in list(logging.root.manager.loggerDict):
         logger = logging.getLogger(name)
-        if logger.handlers and not name.startswith(OWN):
+        if logger.handlers and not own(name):
             logger.handlers[:] = []
             logger.propagate = True
     logging.Formatter.converter = time.gmtime

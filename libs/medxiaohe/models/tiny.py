@@ -7,6 +7,7 @@ SFT's assistant-only loss reads), and its family's image processor at a small im
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ DEFAULT_TEXT = [
     "Which finding supports the diagnosis? Answer with the evidence and the image region.",
 ]
 IMAGE_SIDE = 56  # pixels of the fixed-size families' images: 4x4 patches of 14
+RECIPE = 2  # bumped when a folder built by an earlier recipe no longer loads
+MARK = "tiny.json"  # {"family", "recipe", "seed"}: written last, so a folder with it is whole
 
 
 @dataclass(frozen=True)
@@ -344,4 +347,13 @@ def build_tiny(
     if processor is not None:
         processor.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    (folder / MARK).write_text(json.dumps({"family": family, "recipe": RECIPE, "seed": seed}))
     return folder
+
+
+def is_current(folder: Path) -> bool:
+    """Whether ``folder`` holds a whole tiny model of today's recipe."""
+    try:
+        return bool(json.loads((folder / MARK).read_text()).get("recipe") == RECIPE)
+    except (OSError, ValueError, AttributeError):
+        return False

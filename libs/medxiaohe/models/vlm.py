@@ -22,6 +22,8 @@ from medxiaohe.models.devices import Placement, placement
 # processors whose stock class turns its text offsets into tensors (and fails) under TRL
 LIST_OFFSETS = ("Idefics3Processor",)
 # processor-config keys that are loaded parts, not settings
+# processor classes that model folders published by earlier releases of the platform name
+RENAMED = {"VlmProcessor": "Qwen2VLProcessor"}  # its own Qwen2-VL processor before this layer
 _PARTS = ("image_processor", "tokenizer", "video_processor", "feature_extractor", "chat_template")
 
 
@@ -117,6 +119,7 @@ def load_processor(folder: Path) -> Any:
 
     saved = _json(folder / "processor_config.json")
     name = str(saved.get("processor_class", ""))
+    name = RENAMED.get(name, name)
     if not name.endswith("Processor"):
         raise InvalidInput(f"{folder} names no processor class in processor_config.json")
     kind = without_video(_transformers_class([name]))
@@ -165,3 +168,19 @@ def load_vlm(folder: Path, dtype: Any = None, device: str | None = None) -> Vlm:
         model = AutoModelForCausalLM.from_pretrained(folder, **options)
     model.eval()  # type: ignore[no-untyped-call]
     return Vlm(model, processor, folder, str(config.model_type), vision, where)
+
+
+def without_saved_cuts(folder: Path) -> None:
+    """Clear the truncation and padding that a tokenizer saved after training keeps from its
+    last batch (``tokenizer.json``'s ``truncation``, ``padding``): whoever serves the folder
+    (this predictor, vLLM) would otherwise cut every prompt to the training length."""
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    if saved.get("truncation") is None and saved.get("padding") is None:
+        return
+    saved["truncation"] = saved["padding"] = None
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(saved, ensure_ascii=False), encoding="utf-8")
+    temporary.replace(path)

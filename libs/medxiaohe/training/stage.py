@@ -16,6 +16,7 @@ from typing import Any
 from medxiaohe.common.errors import InvalidInput
 from medxiaohe.common.settings import Settings
 from medxiaohe.models.folders import CARD
+from medxiaohe.models.vlm import without_saved_cuts
 from medxiaohe.storage import ArtifactStore, Manifest, download, open_store
 from medxiaohe.training.config import RunConfig
 from medxiaohe.training.hf import interactive, node
@@ -155,6 +156,7 @@ def publish_final(
     try:
         if best is not None:
             download(run.store, best, final)
+        without_saved_cuts(final)
         card = {
             "run": run.prefix,
             "config": asdict(config),

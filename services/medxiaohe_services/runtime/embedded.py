@@ -8,6 +8,7 @@ otherwise).
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +30,23 @@ def trained_ner(home: Path) -> bool:
 
 
 def tiny_model(home: Path) -> Path:
-    """The tiny vision-language model (random weights), built on first use into the home."""
+    """The tiny vision-language model (random weights), built into the home on first use, and
+    again when the folder there is partial or of an earlier recipe. It takes its name only
+    once whole."""
+    from medxiaohe.models.tiny import build_tiny, is_current
+
     folder = home / "models" / "tiny-vlm"
-    if not (folder / "config.json").is_file():
-        from transformers.utils import logging as hf_logging
+    if is_current(folder):
+        return folder
+    from transformers.utils import logging as hf_logging
 
-        from medxiaohe.models.tiny import build_tiny
-
-        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-        build_tiny("qwen2_vl", folder)
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".tiny-vlm-") as work:
+        built = build_tiny("qwen2_vl", Path(work) / "model")
+        if folder.exists():
+            folder.rename(Path(work) / "old")  # removed with the work folder
+        built.rename(folder)
     return folder
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from medxiaohe.common.errors import NotFound, NotReady
@@ -35,14 +35,16 @@ class Lifecycle(Protocol):
 
 
 class Loader:
-    """Loads something in a background thread once ``start`` is called, retrying every
-    ``retry_s`` until it succeeds or ``stop`` is called (``retry_s`` None: a failure is
-    final, and reported). ``check`` raises NotReady until it is in."""
+    """Loads something in a background thread once ``start`` is called, retrying until it
+    succeeds or ``stop`` is called: after ``retry_s``, then twice as long each time up to
+    ``max_retry_s`` (default: ``retry_s``, a steady pace). ``check`` raises NotReady until it
+    is in, with the last failure's reason."""
 
     what = "resource"
 
-    def __init__(self, retry_s: float | None = 5.0) -> None:
+    def __init__(self, retry_s: float = 5.0, max_retry_s: float | None = None) -> None:
         self.retry_s = retry_s
+        self.max_retry_s = retry_s if max_retry_s is None else max_retry_s
         self.error = ""
         self._ready = threading.Event()
         self._stopping = threading.Event()
@@ -50,7 +52,7 @@ class Loader:
         self._lock = threading.Lock()
 
     def load(self) -> None:
-        """Load, or raise; called again after ``retry_s`` when it raised."""
+        """Load, or raise; tried again after each of ``delays`` while it raises."""
         raise NotImplementedError
 
     def start(self) -> None:
@@ -67,7 +69,15 @@ class Loader:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
+    def delays(self) -> Iterator[float]:
+        """The waits between tries: ``retry_s``, doubled each time up to ``max_retry_s``."""
+        wait = self.retry_s
+        while True:
+            yield wait
+            wait = min(wait * 2, self.max_retry_s)
+
     def _run(self) -> None:
+        delays = self.delays()
         while not self._stopping.is_set():
             try:
                 self.load()
@@ -76,10 +86,9 @@ class Loader:
                 if reason != self.error:  # once per reason, not once per retry
                     log.warning("not loaded", extra={"component": self.what, "reason": reason})
                 self.error = reason
-                if self.retry_s is None:
-                    return
-                self._stopping.wait(self.retry_s)
+                self._stopping.wait(next(delays))
             else:
+                self.error = ""
                 self._ready.set()
                 return
 
@@ -186,7 +195,10 @@ class LocalModel(Loader, LocalModelClient):
     what = "in-process model"
 
     def __init__(self, uri: str, settings: Settings) -> None:
-        Loader.__init__(self, retry_s=None)  # weights that fail to load once are reported
+        # a passing failure (the store not reachable yet; another thread importing
+        # transformers at the same moment) must not leave the service down for good, and
+        # weights that keep failing are tried ever more rarely: up to every 5 minutes
+        Loader.__init__(self, retry_s=5.0, max_retry_s=300.0)
         self.uri = uri
         self.version = ""
         self._settings = settings
