@@ -72,6 +72,30 @@ def test_warnings_are_captured_without_their_text(capsys: pytest.CaptureFixture[
     assert PHI not in err
 
 
+def test_deepspeeds_own_stdout_handler_is_bypassed(capsys: pytest.CaptureFixture[str]) -> None:
+    """DeepSpeed prints to stdout from a handler it adds on import: a command's JSON on stdout
+    must stay the only thing there."""
+    from medxiaohe.common.logs import setup_logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    deepspeed = logging.getLogger("DeepSpeed")
+    setup_logging("INFO")
+    own = logging.StreamHandler(sys.stdout)  # what DeepSpeed's import does, after
+    deepspeed.addHandler(own)
+    deepspeed.propagate = False
+    try:
+        deepspeed.warning("Setting accelerator to CPU.")
+    finally:
+        deepspeed.removeHandler(own)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        logging.captureWarnings(False)
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert '"logger":"DeepSpeed"' in err
+
+
 def test_log_lines_drop_unknown_fields_and_exception_messages() -> None:
     line = format_record("failed", exc=True, text=PHI, rpc="TagEntities", record_ids=["d1"])
     assert line["rpc"] == "TagEntities"

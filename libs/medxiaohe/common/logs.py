@@ -111,4 +111,16 @@ def setup_logging(level: str = "INFO") -> None:
         if logger.handlers and not own(name):
             logger.handlers[:] = []
             logger.propagate = True
+    # DeepSpeed adds a handler of its own on stdout when it is first imported, after this
+    # runs: its records go through the root's handler instead, so that stdout stays for what
+    # a command prints (the JSON of `medxiaohe bench`, `model generate`, ...)
+    deepspeed = logging.getLogger("DeepSpeed")
+    if _through_root not in deepspeed.filters:
+        deepspeed.addFilter(_through_root)
     logging.Formatter.converter = time.gmtime
+
+
+def _through_root(record: logging.LogRecord) -> bool:
+    """A logger filter: the record goes to the root's handlers, not to the logger's own."""
+    logging.getLogger().handle(record)
+    return False

@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from medxiaohe.common.errors import InvalidInput
 from medxiaohe.models.chat import ChatResult
@@ -47,10 +47,24 @@ CANCELLED = Counter(
     "Generations stopped because the client went away",
     ["stream"],
 )
+LATENCY = Histogram(
+    "medxiaohe_predictor_chat_seconds",
+    "Answered chat requests: seconds to the whole answer, or to the first event of a stream",
+    ["stream"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
 
 
 def add_routes(app: FastAPI, predictor: VlmPredictor) -> None:
     async def chat_completions(request: Request) -> Any:
+        began = time.perf_counter()
+        response = await answer(request)
+        if response.status_code == 200:
+            stream = "true" if isinstance(response, StreamingResponse) else "false"
+            LATENCY.labels(stream).observe(time.perf_counter() - began)
+        return response
+
+    async def answer(request: Request) -> Any:
         try:
             body = await request.json()
         except ValueError:
