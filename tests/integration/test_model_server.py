@@ -428,6 +428,12 @@ def test_a_full_queue_answers_429_and_a_gone_client_stops_its_generation(server:
             time.sleep(0.2)
         assert cancelled == 1
         assert chat(server, messages=ask, max_tokens=1).status_code == 200
+        metrics = http.get(f"{server.base}/metrics").text
+        answered = re.search(
+            r'medxiaohe_predictor_chat_seconds_count\{stream="false"\} (\S+)', metrics
+        )
+        assert answered is not None
+        assert float(answered.group(1)) >= 2  # the 200s above; 429s are not answers
 
 
 def test_the_predictor_logs_through_the_project_formatter(server: Server) -> None:
