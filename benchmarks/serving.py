@@ -1,5 +1,6 @@
 """Serving benchmark: the predictor over HTTP (its OpenAI route, through the model client)
-against raw ``model.generate`` in this process, on the same model, prompt and greedy decoding;
+against raw ``model.generate`` in this process, on the same model, prompt and greedy decoding,
+one request of each side after the other;
 the same requests constrained to a JSON schema (``response_format``) against free ones; then
 the predictor under 8 concurrent clients."""
 
@@ -21,7 +22,6 @@ from medxiaohe.models.tiny import build_tiny
 from medxiaohe.models.vlm import load_vlm
 from medxiaohe_services.model.process import model_server
 
-ROUNDS = 5
 QUESTION = [{"role": "user", "content": "Describe the chest radiograph findings in one paragraph."}]
 REPORT_SCHEMA = {
     "type": "object",
@@ -45,18 +45,8 @@ def _stats(latencies_s: list[float], tokens: int, wall_s: float) -> dict[str, fl
     }
 
 
-def _timed(call: Callable[[], int], requests: int) -> dict[str, float]:
-    latencies, tokens = [], 0
-    started = time.perf_counter()
-    for _ in range(requests):
-        t = time.perf_counter()
-        tokens += call()
-        latencies.append(time.perf_counter() - t)
-    return _stats(latencies, tokens, time.perf_counter() - started)
-
-
 def run(
-    requests: int = 30,
+    requests: int = 60,
     max_tokens: int = 64,
     hidden_size: int = 256,
     layers: int = 4,
@@ -109,14 +99,10 @@ def run(
 
             served()  # warm-up
             structured()  # warm-up: compiles the schema once
-            # interleave the sides so drift on a shared machine hits them alike
-            raw_runs, served_runs, structured_runs = [], [], []
-            for _ in range(ROUNDS):
-                raw_runs.append(_timed(raw, max(1, requests // ROUNDS)))
-                served_runs.append(_timed(served, max(1, requests // ROUNDS)))
-                structured_runs.append(_timed(structured, max(1, requests // ROUNDS)))
+            sides = {"raw": raw, "served": served, "structured": structured}
+            runs = _interleaved(sides, requests)
             concurrent = _concurrent(served, requests, 8)
-    raw_side, served_side = _merge(raw_runs), _merge(served_runs)
+    raw_side, served_side = _stats(*runs["raw"]), _stats(*runs["served"])
     return {
         "model": {"family": family, "hidden_size": hidden_size, "layers": layers},
         "placement": vlm.placement.report(),
@@ -124,24 +110,37 @@ def run(
         "prompt_tokens": prompt_tokens,
         "predictor": served_side,
         "raw_generate": raw_side,
-        # the median of the rounds' ratios: each round's two sides ran back to back
-        "ratio": _ratio(served_runs, raw_runs),
-        "predictor_json_schema": _merge(structured_runs),
+        # the median over requests of raw generate's latency over the predictor's (the two
+        # generate the same tokens, and ran back to back)
+        "ratio": _ratio(runs["served"][0], runs["raw"][0]),
+        "predictor_json_schema": _stats(*runs["structured"]),
         # constrained over free decoding through the predictor (1.0: it costs nothing)
-        "json_schema_ratio": _ratio(structured_runs, served_runs),
+        "json_schema_ratio": _ratio(runs["structured"][0], runs["served"][0]),
         "predictor_concurrency_8": concurrent,
         "concurrency_8_speedup": round(concurrent["tokens_per_s"] / served_side["tokens_per_s"], 3),
     }
 
 
-def _ratio(sides: list[dict[str, float]], anchors: list[dict[str, float]]) -> float:
-    """The median over rounds of tokens/s ratios (each round's sides ran back to back)."""
-    return round(
-        statistics.median(
-            s["tokens_per_s"] / a["tokens_per_s"] for s, a in zip(sides, anchors, strict=True)
-        ),
-        3,
-    )
+def _interleaved(
+    sides: dict[str, Callable[[], int]], requests: int
+) -> dict[str, tuple[list[float], int, float]]:
+    """Each side's latencies, tokens and time over ``requests`` rounds of one request per
+    side, back to back, the order turned round each round: drift on a shared machine, and
+    what one request leaves running (e.g. OpenMP threads spinning after their last work),
+    hit every side alike."""
+    latencies: dict[str, list[float]] = {name: [] for name in sides}
+    tokens = dict.fromkeys(sides, 0)
+    for n in range(requests):
+        for name in list(sides)[:: 1 if n % 2 == 0 else -1]:
+            began = time.perf_counter()
+            tokens[name] += sides[name]()
+            latencies[name].append(time.perf_counter() - began)
+    return {name: (latencies[name], tokens[name], sum(latencies[name])) for name in sides}
+
+
+def _ratio(side_s: list[float], anchor_s: list[float]) -> float:
+    """The median over request pairs of the anchor's latency over the side's."""
+    return round(statistics.median(a / s for s, a in zip(side_s, anchor_s, strict=True)), 3)
 
 
 def _concurrent(call: Callable[[], int], requests: int, workers: int) -> dict[str, float]:
@@ -155,11 +154,3 @@ def _concurrent(call: Callable[[], int], requests: int, workers: int) -> dict[st
         results = list(pool.map(one, range(requests)))
     wall = time.perf_counter() - started
     return _stats([r[0] for r in results], sum(r[1] for r in results), wall)
-
-
-def _merge(runs: list[dict[str, float]]) -> dict[str, float]:
-    """Median of each figure over the interleaved rounds."""
-    return {
-        key: round(statistics.median(r[key] for r in runs), 1)
-        for key in ("tokens_per_s", "p50_ms", "p99_ms")
-    } | {"requests": sum(r["requests"] for r in runs)}

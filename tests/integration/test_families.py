@@ -2,7 +2,8 @@
 random checkpoint built here (`medxiaohe model init-tiny --family`), through the one model
 layer: `medxiaohe model generate` (with an image, and a JSON schema), `medxiaohe model serve`
 (its model list with the device, a chat turn with an image, a tool call, a JSON schema over the
-OpenAI route) and one step of every training stage (CPT, SFT in full and with LoRA, RFT, RL)."""
+OpenAI route, a stream) and the in-process engine's batching, streaming and cancellation, and
+one step of every training stage (CPT, SFT in full and with LoRA, RFT, RL)."""
 
 from __future__ import annotations
 
@@ -112,6 +113,31 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple
         yield {family: (root / family, running.result()) for family, running in started.items()}
 
 
+def engine_batches_streams_and_cancels(folder: Path, vision: bool) -> None:
+    """The in-process engine on this family: requests batched together answer as they do
+    alone (left padding, the family's position ids), a stream joins up to the whole answer,
+    a request whose client is gone stops at its first token."""
+    import threading
+
+    from medxiaohe.models.chat import ChatModel, ChatParams
+    from medxiaohe.models.vlm import load_vlm
+
+    model = ChatModel(load_vlm(folder))
+    params = ChatParams(max_tokens=6)
+    asks = [[{"role": "user", "content": f"Question {'x' * i}?"}] for i in range(6)]
+    asks[2] = question(vision)
+    alone = [model.chat(q, params) for q in asks]
+    with ThreadPoolExecutor(len(asks)) as pool:
+        together = list(pool.map(lambda q: model.chat(q, params), asks))
+    assert [(r.text, r.usage) for r in together] == [(r.text, r.usage) for r in alone]
+    *pieces, whole = model.stream(asks[2], params)
+    assert "".join(pieces) == whole.text == alone[2].text  # type: ignore[union-attr]
+    gone = threading.Event()
+    gone.set()
+    assert model.chat(asks[0], ChatParams(max_tokens=200), gone).usage.completion_tokens == 1
+    model.stop()
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_family_generates_serves_and_trains_in_every_stage(
     family: str,
@@ -158,6 +184,15 @@ def test_a_family_generates_serves_and_trains_in_every_stage(
         assert shaped.status_code == 200, shaped.text
         text = shaped.json()["choices"][0]["message"]["content"]
         jsonschema.validate(json.loads(text), SCHEMA)
+
+        streamed = client.post(url, json={"messages": question(vision), "max_tokens": 8,
+                                          "stream": True})  # fmt: skip
+        events = [x[6:] for x in streamed.text.splitlines() if x.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        pieces = [json.loads(e)["choices"][0]["delta"].get("content", "") for e in events[:-1]]
+        assert "".join(pieces) == turn.json()["choices"][0]["message"]["content"]
+
+    engine_batches_streams_and_cancels(folder, vision)
 
     # one step of every stage from this family's folder: CPT on the mixture (its image-text
     # records for a vision model), SFT in full and with LoRA (rows with images for a vision

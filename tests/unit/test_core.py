@@ -149,3 +149,34 @@ def test_plaintext_backends_beyond_this_machine_are_refused() -> None:
     Settings(broker_url="rediss://redis.infra:6380/0").check_transport()
     Settings(broker_url="redis://127.0.0.1:6379/0").check_transport()
     Settings(**remote, allow_plaintext_backends=True).check_transport()  # type: ignore[arg-type]
+
+
+def test_a_failing_generation_answers_500_without_its_message(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The OpenAI route's one mapping of an unexpected error: a 500 that says where to look,
+    and a log line with the exception's type, never its text (which may quote the request)."""
+    from types import SimpleNamespace
+
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from medxiaohe_services.model.openai import ROUTE, add_routes
+
+    def chat(*args: object) -> None:
+        raise RuntimeError(PHI)
+
+    model = SimpleNamespace(chat=chat)
+    predictor = SimpleNamespace(name="m", ready=True, model=model, placement={})
+    app = FastAPI()
+    add_routes(app, predictor)  # type: ignore[arg-type]
+    client = TestClient(app)
+    with caplog.at_level(logging.ERROR):
+        reply = client.post(ROUTE, json={"messages": [{"role": "user", "content": PHI}]})
+    assert reply.status_code == 500
+    assert reply.json()["error"]["message"] == "internal error; see the server log"
+    assert PHI not in reply.text
+    (record,) = [r for r in caplog.records if r.name == "medxiaohe.predictor"]
+    line = json.loads(JsonFormatter().format(record))
+    assert line["exc_type"] == "RuntimeError"
+    assert PHI not in json.dumps(line)

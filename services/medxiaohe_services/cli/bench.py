@@ -123,7 +123,7 @@ def retrieval_scale(
 
 @app.command()
 def serving(
-    requests: Annotated[int, typer.Option(min=3, help="Requests per side.")] = 30,
+    requests: Annotated[int, typer.Option(min=3, help="Requests per side.")] = 60,
     max_tokens: Annotated[int, typer.Option(min=1, help="Tokens generated per request.")] = 64,
     hidden_size: Annotated[int, typer.Option(min=16, help="Width of the tiny model.")] = 256,
     layers: Annotated[int, typer.Option(min=1, help="Layers of the tiny model.")] = 4,

@@ -1,20 +1,22 @@
-"""``POST /openai/v1/chat/completions`` on KServe's FastAPI app, with OpenAI's request and
-response shapes (``stream: true`` answers with server-sent events). KServe's own OpenAI classes
-import vllm, which needs CUDA; this route serves the same shapes from the predictor."""
+"""``POST /openai/v1/chat/completions`` and ``GET /openai/v1/models`` on KServe's FastAPI app,
+with OpenAI's request and response shapes (``stream: true`` answers with server-sent events).
+KServe's own OpenAI classes import vllm, which needs CUDA; these routes serve the same shapes
+from the predictor."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import Counter, Histogram
 
 from medxiaohe.common.errors import InvalidInput
@@ -22,6 +24,7 @@ from medxiaohe.models.chat import ChatResult
 from medxiaohe.models.tools import ToolCall, parse_output, prepare
 from medxiaohe_services.model.predictor import VlmPredictor, params_from
 
+log = logging.getLogger("medxiaohe.predictor")
 ROUTE = "/openai/v1/chat/completions"
 MODELS_ROUTE = "/openai/v1/models"
 # What this route implements; any other field gets a 400 naming it rather than being ignored.
@@ -56,15 +59,25 @@ LATENCY = Histogram(
 
 
 def add_routes(app: FastAPI, predictor: VlmPredictor) -> None:
-    async def chat_completions(request: Request) -> Any:
+    app.add_api_route(ROUTE, _chat_completions(predictor), methods=["POST"])
+    app.add_api_route(MODELS_ROUTE, _models(predictor), methods=["GET"])
+
+
+def _chat_completions(predictor: VlmPredictor) -> Callable[[Request], Awaitable[Response]]:
+    async def chat_completions(request: Request) -> Response:
         began = time.perf_counter()
-        response = await answer(request)
+        try:
+            response = await answer(request)
+        except Exception:  # the message may quote the request: the log has the type alone
+            log.exception("chat failed")
+            body = {"error": {"message": "internal error; see the server log", "code": None}}
+            return JSONResponse(body, status_code=500)
         if response.status_code == 200:
             stream = "true" if isinstance(response, StreamingResponse) else "false"
             LATENCY.labels(stream).observe(time.perf_counter() - began)
         return response
 
-    async def answer(request: Request) -> Any:
+    async def answer(request: Request) -> Response:
         try:
             body = await request.json()
         except ValueError:
@@ -111,14 +124,17 @@ def add_routes(app: FastAPI, predictor: VlmPredictor) -> None:
             return _error(str(exc))
         return JSONResponse(_completion(predictor.name, result))
 
-    async def models(request: Request) -> Any:
+    return chat_completions
+
+
+def _models(predictor: VlmPredictor) -> Callable[[Request], Awaitable[Response]]:
+    async def models(request: Request) -> Response:
         """OpenAI's model list: this model, with where it runs (family, device, dtype,
         attention, GPUs): the runtime's health details."""
         model = {"id": predictor.name, "object": "model", "owned_by": "medxiaohe"}
         return JSONResponse({"object": "list", "data": [model | predictor.placement]})
 
-    app.add_api_route(ROUTE, chat_completions, methods=["POST"])
-    app.add_api_route(MODELS_ROUTE, models, methods=["GET"])
+    return models
 
 
 async def _unless_disconnected(
