@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
 PIP := $(PY) -m pip --disable-pip-version-check -q
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 SOURCES := libs/medxiaohe services training-jobs benchmarks tests protos/generate.py
 
 .PHONY: help venv install protos lint check test demo house gpu-check clean met train-ner train-small rl-small bench-tagging bench-ingest bench-mixture bench-serving eval-suite bench-decontaminate eval-rubric eval-grounding figures
@@ -18,8 +19,12 @@ venv: $(STAMP) ## Create .venv with pinned dependencies (torch 2.13.0 CPU first)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade "pip>=25"
-	# torch first, from the local CPU wheel: anything else would download a CUDA build
-	$(PIP) install torch==2.13.0
+	# torch first, a CPU build: the local wheel where pip's find-links has one, else PyTorch's
+	# CPU index (PyPI's Linux wheel is the multi-GB CUDA build)
+	if $(PIP) download torch==2.13.0 --no-deps --no-index -d $(VENV)/.torch >/dev/null 2>&1; \
+	then $(PIP) install $(VENV)/.torch/torch-2.13.0*.whl; \
+	else $(PIP) install torch==2.13.0 --index-url $(TORCH_INDEX); fi
+	rm -rf $(VENV)/.torch
 	DS_BUILD_OPS=0 $(PIP) install -e ".[dev]"
 	touch $@
 
