@@ -21,9 +21,9 @@ from medxiaohe.models.devices import Placement, placement
 
 # processors whose stock class turns its text offsets into tensors (and fails) under TRL
 LIST_OFFSETS = ("Idefics3Processor",)
-# processor-config keys that are loaded parts, not settings
 # processor classes that model folders published by earlier releases of the platform name
 RENAMED = {"VlmProcessor": "Qwen2VLProcessor"}  # its own Qwen2-VL processor before this layer
+# processor-config keys that are loaded parts, not settings
 _PARTS = ("image_processor", "tokenizer", "video_processor", "feature_extractor", "chat_template")
 
 

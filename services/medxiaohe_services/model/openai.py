@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -59,11 +59,6 @@ LATENCY = Histogram(
 
 
 def add_routes(app: FastAPI, predictor: VlmPredictor) -> None:
-    app.add_api_route(ROUTE, _chat_completions(predictor), methods=["POST"])
-    app.add_api_route(MODELS_ROUTE, _models(predictor), methods=["GET"])
-
-
-def _chat_completions(predictor: VlmPredictor) -> Callable[[Request], Awaitable[Response]]:
     async def chat_completions(request: Request) -> Response:
         began = time.perf_counter()
         try:
@@ -124,17 +119,14 @@ def _chat_completions(predictor: VlmPredictor) -> Callable[[Request], Awaitable[
             return _error(str(exc))
         return JSONResponse(_completion(predictor.name, result))
 
-    return chat_completions
-
-
-def _models(predictor: VlmPredictor) -> Callable[[Request], Awaitable[Response]]:
     async def models(request: Request) -> Response:
         """OpenAI's model list: this model, with where it runs (family, device, dtype,
         attention, GPUs): the runtime's health details."""
         model = {"id": predictor.name, "object": "model", "owned_by": "medxiaohe"}
         return JSONResponse({"object": "list", "data": [model | predictor.placement]})
 
-    return models
+    app.add_api_route(ROUTE, chat_completions, methods=["POST"])
+    app.add_api_route(MODELS_ROUTE, models, methods=["GET"])
 
 
 async def _unless_disconnected(
