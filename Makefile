@@ -33,11 +33,12 @@ install: venv ## Alias of venv
 protos: venv ## Regenerate libs/medxiaohe_protos from protos/
 	$(PY) protos/generate.py
 
-lint: venv ## ruff + mypy + import contracts
+lint: venv ## ruff + mypy + import contracts + declared dependencies
 	$(VENV)/bin/ruff check $(SOURCES)
 	$(VENV)/bin/ruff format --check $(SOURCES)
 	$(VENV)/bin/mypy -p medxiaohe -p medxiaohe_services -p medxiaohe_training -p benchmarks
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/deptry libs services training-jobs benchmarks
 
 house: venv ## The library's drawing as JSON: rooms, floors, imports up a floor, circles
 	$(PY) -m benchmarks.house
