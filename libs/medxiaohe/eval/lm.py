@@ -40,10 +40,10 @@ def answer(
 
     text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     if images:
-        inputs = processor(text=[text], images=list(images), return_tensors="pt", truncation=False)
+        inputs = processor(text=[text], images=list(images), return_tensors="pt")
     else:
         tokenizer = getattr(processor, "tokenizer", processor)
-        inputs = tokenizer([text], return_tensors="pt", truncation=False)
+        inputs = tokenizer([text], return_tensors="pt")
     model.eval()
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)

@@ -196,12 +196,9 @@ class ChatModel:
             template, add_generation_prompt=True, tokenize=False
         )
         pictures = {"images": images} if images else {}
-        # never cut: the context is checked below (a folder saved after training may say a
-        # training length as its default)
-        encoded = self.vlm.processor(
-            text=[prompt], return_tensors="pt", truncation=False, **pictures
+        inputs = inputs_on(
+            self.vlm.model, self.vlm.processor(text=[prompt], return_tensors="pt", **pictures)
         )
-        inputs = inputs_on(self.vlm.model, encoded)
         prompt_tokens = int(inputs["input_ids"].shape[1])
         if prompt_tokens + params.max_tokens > self.max_context:
             raise InvalidInput(

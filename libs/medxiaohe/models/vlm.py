@@ -113,9 +113,24 @@ def _chat_template(folder: Path, tokenizer: Any) -> str:
     return str(found)
 
 
+def load_tokenizer(folder: Path) -> Any:
+    """The folder's tokenizer, cutting nothing unless a caller asks: a tokenizer saved after
+    training keeps its last batch's truncation in ``tokenizer.json``, which transformers makes
+    the default of every call (and of the processor's), so prompts and training examples would
+    be cut to the training length (see ``without_saved_cuts``)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if backend is not None and backend.truncation is not None:
+        backend.no_truncation()
+        for key in ("max_length", "stride", "truncation_strategy"):  # the cut's defaults
+            tokenizer.init_kwargs.pop(key, None)
+    return tokenizer
+
+
 def load_processor(folder: Path) -> Any:
     """The processor of a vision-language folder (its class and settings as saved)."""
-    from transformers import AutoTokenizer
 
     saved = _json(folder / "processor_config.json")
     name = str(saved.get("processor_class", ""))
@@ -123,7 +138,7 @@ def load_processor(folder: Path) -> Any:
     if not name.endswith("Processor"):
         raise InvalidInput(f"{folder} names no processor class in processor_config.json")
     kind = without_video(_transformers_class([name]))
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer = load_tokenizer(folder)
     accepted = inspect.signature(kind.__init__).parameters
     settings = {k: v for k, v in saved.items() if k in accepted and k not in _PARTS}
     return kind(
@@ -141,7 +156,6 @@ def load_vlm(folder: Path, dtype: Any = None, device: str | None = None) -> Vlm:
         AutoConfig,
         AutoModelForCausalLM,
         AutoModelForImageTextToText,
-        AutoTokenizer,
     )
 
     if not (folder / "config.json").is_file():
@@ -163,7 +177,7 @@ def load_vlm(folder: Path, dtype: Any = None, device: str | None = None) -> Vlm:
         processor = load_processor(folder)
         model = AutoModelForImageTextToText.from_pretrained(folder, **options)
     else:
-        processor = AutoTokenizer.from_pretrained(folder)
+        processor = load_tokenizer(folder)
         processor.chat_template = _chat_template(folder, processor)
         model = AutoModelForCausalLM.from_pretrained(folder, **options)
     model.eval()  # type: ignore[no-untyped-call]
@@ -181,6 +195,4 @@ def without_saved_cuts(folder: Path) -> None:
     if saved.get("truncation") is None and saved.get("padding") is None:
         return
     saved["truncation"] = saved["padding"] = None
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(saved, ensure_ascii=False), encoding="utf-8")
-    temporary.replace(path)
+    path.write_text(json.dumps(saved, ensure_ascii=False), encoding="utf-8")
