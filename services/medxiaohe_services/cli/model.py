@@ -13,6 +13,11 @@ if TYPE_CHECKING:
     from medxiaohe.common.settings import Settings
 
 app = typer.Typer(help="Vision-language and language models.", no_args_is_help=True)
+# the model server's and the guard's settings folder
+SecretsDir = Annotated[
+    Path | None,
+    typer.Option(help="A folder of settings files (a mounted Secret): one file per setting."),
+]
 
 
 @app.command("init-tiny")
@@ -143,10 +148,7 @@ def serve(
     insecure: Annotated[
         bool, typer.Option(help="Plaintext on 127.0.0.1, bearer tokens only, no gRPC v2.")
     ] = False,
-    secrets_dir: Annotated[
-        Path | None,
-        typer.Option(help="A folder of settings files (a mounted Secret): one file per setting."),
-    ] = None,
+    secrets_dir: SecretsDir = None,
 ) -> None:
     """Serve a vision-language model with the predictor the cluster runs: mTLS with the
     platform CA, or bearer tokens (MEDXIAOHE_PREDICTOR_TOKENS); callers need an allow entry."""
@@ -164,10 +166,7 @@ def guard(
     insecure: Annotated[
         bool, typer.Option(help="Plaintext on 127.0.0.1, bearer tokens only.")
     ] = False,
-    secrets_dir: Annotated[
-        Path | None,
-        typer.Option(help="A folder of settings files (a mounted Secret): one file per setting."),
-    ] = None,
+    secrets_dir: SecretsDir = None,
 ) -> None:
     """The predictor's front door alone, in front of a runtime that authenticates nobody
     (KServe's Hugging Face runtime with vLLM) in the same pod: mTLS or bearer tokens, the same
