@@ -49,6 +49,19 @@ def test_put_get_stream_list_exists_delete(store: ArtifactStore) -> None:
     assert not store.exists("a/one.txt")
 
 
+def test_a_listing_survives_a_delete_beside_it(store: ArtifactStore) -> None:
+    # A run deletes its older checkpoints while a watcher lists them (the CPT resume test).
+    for name in "abcd":
+        store.put_bytes(f"c/{name}", name.encode())
+    listing = store.list("c/")
+    first = next(listing).key
+    store.delete("c/c")
+    rest = [o.key for o in listing]
+    assert first == "c/a"
+    assert {"c/b", "c/d"} <= set(rest) <= {"c/b", "c/c", "c/d"}
+    assert len(rest) == len(set(rest))
+
+
 def test_missing_key_is_not_found(store: ArtifactStore) -> None:
     with pytest.raises(NotFound):
         store.get_bytes("nope/missing.bin")

@@ -100,7 +100,11 @@ class LocalStore(ArtifactStore):
                 if key.startswith(prefix):
                     found.append(key)
         for key in sorted(found):
-            yield ObjectInfo(key, (self.root / key).stat().st_size)
+            try:
+                size = (self.root / key).stat().st_size
+            except FileNotFoundError:  # deleted since the walk, as a concurrent delete on S3
+                continue
+            yield ObjectInfo(key, size)
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
