@@ -9,14 +9,14 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 SOURCES := libs/medxiaohe services training-jobs benchmarks tests protos/generate.py
 
-.PHONY: help venv install protos lint check test demo house gpu-check clean met train-ner train-small rl-small bench-tagging bench-ingest bench-mixture bench-serving eval-suite bench-decontaminate eval-rubric eval-grounding figures
+.PHONY: help venv install lock install-check protos lint check test demo house gpu-check clean met train-ner train-small rl-small bench-tagging bench-ingest bench-mixture bench-serving eval-suite bench-decontaminate eval-rubric eval-grounding figures
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 venv: $(STAMP) ## Create .venv with pinned dependencies (torch 2.13.0 CPU first)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade "pip>=25"
 	# torch first, a CPU build: the local wheel where pip's find-links has one, else PyTorch's
@@ -25,8 +25,14 @@ $(STAMP): pyproject.toml
 	then $(PIP) install $(VENV)/.torch/torch-2.13.0*.whl; \
 	else $(PIP) install torch==2.13.0 --index-url $(TORCH_INDEX); fi
 	rm -rf $(VENV)/.torch
-	DS_BUILD_OPS=0 $(PIP) install -e ".[dev]"
+	DS_BUILD_OPS=0 $(PIP) install -c constraints.txt -e ".[dev]"
 	touch $@
+
+lock: ## Pin every installed package in constraints.txt (after changing pyproject's pins)
+	{ echo "# Every package of the development environment, pinned (make lock). CI and both"; \
+	  echo "# images install with -c constraints.txt. Local version labels (+cpu) are cut."; \
+	  $(PIP) freeze --exclude-editable | sed -E 's/\+[A-Za-z0-9.]+$$//' | grep -v '^medxiaohe='; \
+	} > constraints.txt.tmp && mv constraints.txt.tmp constraints.txt
 
 install: venv ## Alias of venv
 
@@ -47,6 +53,10 @@ check: lint ## lint, protos in sync, buf lint, chart render + validation
 	$(PY) protos/generate.py --check
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/medxiaohe chart check
+	$(MAKE) install-check
+
+install-check: venv ## The package from wheels alone in a fresh environment; deploys from outside (~2 min)
+	$(VENV)/bin/pytest -q -m install tests/install
 
 test: venv ## All tests (real weed mini, valkey, gRPC with mTLS, Celery worker)
 	$(VENV)/bin/pytest -q

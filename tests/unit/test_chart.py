@@ -10,9 +10,17 @@ import helm_python as helm
 import pytest
 
 from medxiaohe.storage.access import COMPONENTS
-from medxiaohe_services.deploy.manifests import CHART, crd_schema, render_chart, validate_object
+from medxiaohe_services.deploy.manifests import (
+    CHART,
+    CRD_FILES,
+    SCHEMAS,
+    crd_schema,
+    kserve_crds,
+    render_chart,
+    validate_object,
+)
 
-SCHEMAS = Path(__file__).resolve().parents[3] / "shared" / "schemas"
+UPSTREAM = Path(__file__).resolve().parents[3] / "shared" / "schemas"
 GPU = CHART / "profiles" / "gpu.yaml"
 
 
@@ -120,10 +128,15 @@ def test_values_schema_rejects_bad_values(values: dict[str, Any]) -> None:
         render_chart(values=values)
 
 
+def test_the_shipped_crd_schemas_are_kserves_unchanged() -> None:
+    if not UPSTREAM.is_dir():
+        pytest.skip(f"no upstream copy of the KServe CRDs at {UPSTREAM}")
+    for name in CRD_FILES.values():
+        assert (SCHEMAS / name).read_bytes() == (UPSTREAM / name).read_bytes(), name
+
+
 def test_kserve_resources_validate_against_the_crd() -> None:
     crd_file = SCHEMAS / "serving.kserve.io_inferenceservices.yaml"
-    if not crd_file.is_file():
-        pytest.skip(f"KServe CRD schema not found at {crd_file}")
     crds = {"InferenceService": crd_schema(crd_file, "v1beta1")}
     isvc = {
         "apiVersion": "serving.kserve.io/v1beta1",
@@ -141,11 +154,7 @@ def test_kserve_resources_validate_against_the_crd() -> None:
 
 
 def test_the_model_is_an_inference_service_in_either_runtime() -> None:
-    from medxiaohe_services.deploy.manifests import kserve_crds
-
-    crds = kserve_crds(SCHEMAS)
-    if "InferenceService" not in crds:
-        pytest.skip(f"KServe CRD schema not found in {SCHEMAS}")
+    crds = kserve_crds()
     (isvc,) = [o for o in render_chart() if o["kind"] == "InferenceService"]
     assert validate_object(isvc, crds) == []
     container = isvc["spec"]["predictor"]["containers"][0]

@@ -190,3 +190,25 @@ def test_a_killed_build_resumes_from_its_checkpoints(
     assert len(embedded) == batches  # the two finished batches were not embedded again
     assert EvidenceIndex.load(store, "resume").version == manifest.version
     assert not [o.key for o in store.list("evidence/resume/_build/")]  # checkpoints cleaned up
+
+
+def test_an_unreadable_hnsw_graph_is_rebuilt_from_the_vectors(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import numpy as np
+
+    from medxiaohe.evidence.retrievers import DenseIndex, _build_hnsw
+
+    vectors = np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    saved = DenseIndex(vectors, _build_hnsw(vectors))
+    ann = saved.ann_bytes()
+    assert ann is not None
+    loaded = DenseIndex.from_bytes(saved.to_bytes(), ann)
+    assert "rebuilding" not in caplog.text
+    # a graph in another layout (upstream hnswlib's, or a damaged one) is rebuilt, not fatal
+    rebuilt = DenseIndex.from_bytes(saved.to_bytes(), b"\0" * 64 + ann[64:])
+    assert "rebuilding it from the vectors" in caplog.text
+    for index in (loaded, rebuilt):
+        assert index.ann is not None
+        assert index.search(vectors[7], 1)[0].tolist() == [7]

@@ -71,3 +71,22 @@ def test_readme_documents_every_setting() -> None:
     for name in Settings.model_fields:
         if name not in SERVICE_NAMES:
             assert f"`MEDXIAOHE_{name.upper()}`" in readme, name
+
+
+def test_constraints_pin_every_declared_dependency_at_its_version() -> None:
+    """constraints.txt (what CI and the images install with) agrees with pyproject's pins, and
+    every extra's dependency is pinned: `make lock` was run after the last change."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        declared.extend(d for d in extra if not d.startswith("medxiaohe["))
+    lines = (ROOT / "constraints.txt").read_text().splitlines()
+    pinned = dict(line.split("==") for line in lines if line and not line.startswith("#"))
+    pinned = {_normal(name): version for name, version in pinned.items()}
+    for requirement in declared:
+        name, version = requirement.split("==")
+        assert pinned.get(_normal(name.split("[")[0])) == version, requirement
+
+
+def _normal(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")

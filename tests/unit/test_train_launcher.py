@@ -4,18 +4,16 @@ fake: urllib3's pool manager under the client's request layer; no API server run
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from medxiaohe.common.errors import InvalidInput, NotFound
-from medxiaohe_services.deploy.training import (
-    KubernetesLauncher,
-    local_command,
-    render_job,
-    run_values,
-)
+from medxiaohe_services.deploy.local import local_command
+from medxiaohe_services.deploy.training import KubernetesLauncher, render_job, run_values
 from tests.fake_kube import FakeApiServer, api_client
 
 
@@ -114,14 +112,36 @@ def test_local_command_uses_torchrun_for_several_processes(tmp_path: Any) -> Non
     assert "--nproc-per-node=2" in multi
 
 
+def test_a_local_run_needs_none_of_the_deploy_dependencies(tmp_path: Any) -> None:
+    # The CLI with helm, kubernetes and the validators made unimportable, as in a training image.
+    blocked = ("helm_python", "kubernetes", "kubernetes_validate", "jsonschema")
+    script = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ImportError(f"blocked: {{name}}")
+sys.meta_path.insert(0, Block())
+from typer.testing import CliRunner
+from medxiaohe_services.cli import app
+result = CliRunner().invoke(app, ["train", "submit", "ner", "--backend", "local", "--nodes", "2"])
+assert "medxiaohe_services.deploy.local" in sys.modules, result.output
+assert not set(sys.modules) & set({blocked!r}), sorted(set(sys.modules) & set({blocked!r}))
+print(result.exit_code, " ".join(result.output.split()))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("2 "), done.stdout
+    assert "the local backend runs on this machine: --nodes 1" in done.stdout
+
+
 def test_model_deploy_creates_then_updates_a_validated_inference_service(
     launcher: KubernetesLauncher, server: FakeApiServer
 ) -> None:
     from medxiaohe_services.deploy.manifests import kserve_crds
     from medxiaohe_services.deploy.model import deploy, render_inference_service
 
-    if "InferenceService" not in kserve_crds():
-        pytest.skip("KServe CRD schema not found beside the checkout")
+    assert "InferenceService" in kserve_crds()  # shipped with the package
     isvc = render_inference_service("s3://m/models/vlm", "vlm", [], gpus=1)
     assert deploy(launcher, isvc) == "created"
     path = "/apis/serving.kserve.io/v1beta1/namespaces/ml/inferenceservices"

@@ -145,15 +145,9 @@ _REPLACEMENT = {t: f"[{t.value}]" for t in Phi} | {Phi.AGE: "90+"}
 
 @cache
 def _first_names() -> frozenset[str]:
-    """US census first names (the `names` package), frequent enough to be safe as a signal."""
-    import names
-
-    folder = Path(names.__file__).parent
-    found = set()
-    for file in ("dist.male.first", "dist.female.first"):
-        for line in (folder / file).read_text().splitlines()[:1500]:
-            found.add(line.split()[0].capitalize())
-    return frozenset(found - _NOT_NAMES)
+    """US census first names (first_names.txt), frequent enough to be safe as a signal."""
+    lines = (Path(__file__).parent / "first_names.txt").read_text().splitlines()
+    return frozenset(line for line in lines if line and not line.startswith("#")) - _NOT_NAMES
 
 
 # Census first names that are also everyday or clinical words in notes.

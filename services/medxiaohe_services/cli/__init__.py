@@ -147,7 +147,7 @@ def chart_check() -> None:
         typer.echo(f"{label}: {'ok' if not problems else f'{len(problems)} problem(s)'}")
         for problem in problems:
             typer.echo(f"  {problem}")
-    for line in unchecked:  # a notice, not a failure: the schemas live beside the checkout
+    for line in unchecked:  # a notice, not a failure (a package without its CRD schemas)
         typer.echo(f"unchecked: {line}")
     raise typer.Exit(1 if any(report.values()) else 0)
 

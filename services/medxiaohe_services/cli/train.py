@@ -22,7 +22,8 @@ ValuesOption = Annotated[
     ),
 ]
 NamespaceOption = Annotated[str, typer.Option(help="Kubernetes namespace.")]
-DEFAULT_VALUES = Path(__file__).resolve().parents[3] / "charts" / "medxiaohe" / "values.yaml"
+# the chart's defaults, shipped in the package (deploy/chart; not imported: it needs helm)
+DEFAULT_VALUES = Path(__file__).resolve().parents[1] / "deploy" / "chart" / "values.yaml"
 
 
 class _BlockDumper(yaml.SafeDumper):
@@ -63,7 +64,9 @@ def _validated(objects: list[dict[str, Any]]) -> None:
 @app.command()
 def submit(
     stage: Annotated[str, typer.Argument(help="Stage: ner, cpt, sft, rft, rl or small.")],
-    config: Annotated[Path, typer.Option(help="The stage's YAML config.")],
+    config: Annotated[
+        Path | None, typer.Option(help="The stage's YAML config; the stage's defaults without.")
+    ] = None,
     backend: Annotated[str, typer.Option(help="local or kubernetes.")] = "local",
     nodes: Annotated[int, typer.Option(min=1, help="Nodes (kubernetes).")] = 1,
     gpus_per_node: Annotated[int, typer.Option(min=0, help="GPUs per node.")] = 0,
@@ -86,7 +89,7 @@ def submit(
     resolved = load_config(STAGES[stage][0], config)  # fail here, not in a pod
     run_id = run_id or new_run_id(stage)
     if backend == "local":
-        from medxiaohe_services.deploy.training import run_local
+        from medxiaohe_services.deploy.local import run_local
 
         if nodes > 1:
             raise typer.BadParameter("the local backend runs on this machine: --nodes 1")
@@ -127,7 +130,6 @@ def pipeline(
     from medxiaohe.common.settings import Settings
     from medxiaohe.training.pipeline import plan, run_pipeline
     from medxiaohe.training.runs import new_run_id
-    from medxiaohe_services.deploy.training import KubernetesRunner, LocalRunner
     from medxiaohe_training.cli import STAGES
 
     if backend not in ("local", "kubernetes"):
@@ -137,10 +139,10 @@ def pipeline(
         steps = plan(config, pipeline_id, {k: v[0] for k, v in STAGES.items()})
     except MedxError as exc:
         raise typer.BadParameter(str(exc)) from None
-    chart_values = _values(values, 1, gpus_per_node)
     if dry_run:
         from medxiaohe_services.deploy.training import render_job
 
+        chart_values = _values(values, 1, gpus_per_node)
         objects = [
             o
             for s in steps
@@ -150,11 +152,15 @@ def pipeline(
         typer.echo(yaml.dump_all(objects, Dumper=_BlockDumper, sort_keys=False))
         return
     settings = Settings.from_env()
-    runner = (
-        LocalRunner(settings.store_uri, settings, max(1, gpus_per_node))
-        if backend == "local"
-        else KubernetesRunner(_launcher(namespace), chart_values)
-    )
+    runner: Any
+    if backend == "local":  # needs none of the deploy dependencies
+        from medxiaohe_services.deploy.local import LocalRunner
+
+        runner = LocalRunner(settings.store_uri, settings, max(1, gpus_per_node))
+    else:
+        from medxiaohe_services.deploy.training import KubernetesRunner
+
+        runner = KubernetesRunner(_launcher(namespace), _values(values, 1, gpus_per_node))
     typer.echo(f"pipeline {pipeline_id}", err=True)
     try:
         done = run_pipeline(steps, runner, say=lambda line: typer.echo(line, err=True))

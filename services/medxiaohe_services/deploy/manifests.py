@@ -1,13 +1,14 @@
 """Render the Helm chart without helm or a cluster, and validate every object strictly.
 
 Built-in kinds are checked with kubernetes-validate in strict mode (unknown fields fail);
-KServe resources against the CRD schemas in ../shared/schemas/ (the path is an argument).
+KServe resources against the KServe CRD schemas shipped beside this module (``schemas/``, copied
+unchanged from KServe; see its SOURCE.md). The chart ships beside it too (``chart/``, a link to the
+checkout's charts/medxiaohe), so an installed package renders and validates without a checkout.
 """
 
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,13 +18,9 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
-ROOT = Path(__file__).resolve().parents[3]  # the checkout: services/medxiaohe_services/deploy
-# The chart: in a checkout, charts/medxiaohe; in the services image, beside the environment.
-CHART = next(
-    (c for c in (ROOT / "charts" / "medxiaohe", Path(sys.prefix) / "chart") if c.is_dir()),
-    ROOT / "charts" / "medxiaohe",
-)
-SCHEMAS = ROOT.parent / "shared" / "schemas"
+HERE = Path(__file__).parent
+CHART = HERE / "chart"
+SCHEMAS = HERE / "schemas"
 KUBE_VERSION = "1.33.0"
 CRD_FILES = {
     "InferenceService": "serving.kserve.io_inferenceservices.yaml",
@@ -114,8 +111,8 @@ def kserve_crds(folder: Path = SCHEMAS) -> dict[str, dict[str, Any]]:
 
 def check_chart(profiles: Iterable[Path] = ()) -> dict[str, list[str]]:
     """Render the default values and each profile; problems per variant (empty lists: clean).
-    KServe objects are checked against the CRDs in ../shared/schemas; without them, the report
-    says which objects went unchecked under "unchecked" (not a failure)."""
+    KServe objects are checked against the shipped CRDs; without them, the report says which
+    objects went unchecked under "unchecked" (not a failure)."""
     report: dict[str, list[str]] = {}
     crds = kserve_crds()
     unchecked: list[str] = []

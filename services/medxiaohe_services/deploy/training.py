@@ -1,5 +1,5 @@
-"""Training launchers: a stage as a local process (torchrun for several processes), or as
-Kubernetes objects submitted, watched and cancelled through the official client.
+"""The Kubernetes training launcher: a stage as Kubernetes objects submitted, watched and
+cancelled through the official client (local runs: ``deploy.local``).
 
 A run's objects are rendered from the chart's training-job template with the chart's values
 (its ``training`` and ``store`` blocks, plus any overrides): the same objects helm renders for
@@ -9,14 +9,9 @@ as they are."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from medxiaohe.common.errors import InvalidInput, NotFound, Unavailable
@@ -54,47 +49,6 @@ def run_values(
     """Chart values with a run's shape on top (None keeps the values' own)."""
     shape = {"nodes": nodes, "gpusPerNode": gpus_per_node}
     return deep_merge(dict(values), {"training": {k: v for k, v in shape.items() if v is not None}})
-
-
-def local_command(stage: str, config: Path, run_id: str, processes: int = 1) -> list[str]:
-    stage_args = [stage, "--config", str(config), "--run_id", run_id]
-    if processes <= 1:
-        return [sys.executable, "-m", "medxiaohe_training", *stage_args]
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    return [
-        torchrun,
-        "--standalone",
-        f"--nproc-per-node={processes}",
-        "-m",
-        "medxiaohe_training",
-        *stage_args,
-    ]
-
-
-def run_local(stage: str, config: Path, run_id: str, processes: int = 1) -> int:
-    """Run the stage in the foreground; its output is this process's; returns its exit code."""
-    return subprocess.run(local_command(stage, config, run_id, processes), check=False).returncode
-
-
-class LocalRunner:
-    """Pipeline steps as local processes on the store at ``store_uri``."""
-
-    def __init__(self, store_uri: str, settings: Any, processes: int = 1) -> None:
-        from medxiaohe.storage import open_store
-
-        self.store_uri, self.processes = store_uri, processes
-        self.store = open_store(store_uri, settings)
-
-    def finished(self, step: Step) -> bool:
-        return self.store.exists(f"{step.model}/_LATEST")
-
-    def run(self, step: Step) -> None:
-        with tempfile.TemporaryDirectory(prefix="medxiaohe-pipeline-") as folder:
-            config = Path(folder) / f"{step.name}.yaml"
-            config.write_text(step.config_yaml(self.store_uri))
-            code = run_local(step.stage, config, step.run_id, self.processes)
-        if code:
-            raise StageFailed(f"stage {step.name} ({step.stage}) exited with {code}")
 
 
 class KubernetesRunner:
