@@ -13,6 +13,7 @@ import pytest
 
 from medxiaohe.common.errors import InvalidInput, NotFound
 from medxiaohe_services.deploy.local import local_command
+from medxiaohe_services.deploy.manifests import validate_object
 from medxiaohe_services.deploy.training import KubernetesLauncher, render_job, run_values
 from tests.fake_kube import FakeApiServer, api_client
 
@@ -102,6 +103,59 @@ def test_the_launcher_renders_the_chart_values() -> None:
     assert pod["nodeSelector"] == {"gpu": "h100"}
     assert job["spec"]["completions"] == 2
     assert "nvidia.com/gpu" not in container["resources"]["limits"]  # gpusPerNode stays 0
+
+
+def test_a_run_is_queued_retried_only_when_retrying_helps_and_sized() -> None:
+    values = {
+        "imagePullSecrets": [{"name": "registry"}],
+        "training": {"kueueQueue": "gpu-team", "reportTo": "mlflow", "scratchSize": "50Gi",
+                     "env": [{"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow:5000"}]},
+    }  # fmt: skip
+    _, job = render_job("cpt", "r2", "epochs: 1\n", run_values(values, nodes=1), "ml")
+    assert validate_object(job) == []
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-team"
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    assert rules[0] == {
+        "action": "FailJob",
+        "onExitCodes": {"containerName": "train", "operator": "In", "values": [2, 3]},
+    }
+    assert rules[1]["action"] == "Ignore"
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["imagePullSecrets"] == [{"name": "registry"}]
+    assert container["command"][-2:] == ["--report_to", "mlflow"]
+    assert container["resources"]["requests"]["ephemeral-storage"] == "50Gi"
+    assert {"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow:5000"} in container["env"]
+    # without them: no queue label, the Trainer reports nowhere
+    _, plain = render_job("cpt", "r3", "epochs: 1\n", run_values({}, nodes=1), "ml")
+    assert "kueue.x-k8s.io/queue-name" not in plain["metadata"]["labels"]
+    assert "imagePullSecrets" not in plain["spec"]["template"]["spec"]
+
+
+def test_a_stage_that_cannot_succeed_exits_3_and_a_passing_failure_1(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medxiaohe.common.errors import Unavailable
+    from medxiaohe_training import cli
+
+    monkeypatch.setenv("MEDXIAOHE_DEID_SECRET", "s" * 32)
+    with pytest.raises(SystemExit) as usage:
+        cli.main(["nope"])
+    assert usage.value.code == 2
+    with pytest.raises(SystemExit) as bad:
+        cli.main(["ner", "--config", str(tmp_path / "missing.yaml")])
+    assert bad.value.code == cli.CANNOT_SUCCEED == 3
+    with pytest.raises(SystemExit) as unknown:
+        cli.main(["ner", "--report_to", "wandb"])  # tensorboard or mlflow only
+    assert unknown.value.code == 3
+
+    def unreachable(config: Any, settings: Any) -> None:
+        raise Unavailable("the store cannot be reached")
+
+    monkeypatch.setitem(cli.STAGES, "ner", (cli.STAGES["ner"][0], unreachable))
+    with pytest.raises(SystemExit) as passing:
+        cli.main(["ner"])
+    assert passing.value.code == 1
 
 
 def test_local_command_uses_torchrun_for_several_processes(tmp_path: Any) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from medxiaohe.common.errors import MedxError
+from medxiaohe.common.errors import MedxError, NotReady, Unavailable
 from medxiaohe.common.logs import setup_logging
 from medxiaohe.common.settings import Settings
 from medxiaohe.storage import Manifest
@@ -23,6 +23,11 @@ STAGES: dict[str, tuple[type[RunConfig], Callable[[Any, Settings], Manifest | No
     "rl": (rl.RlConfig, rl.train),
     "small": (small.SmallConfig, small.train),
 }
+
+# Exit status of a run that retrying cannot help (a bad config, data that is not there): the
+# training Job's podFailurePolicy fails the Job at once on it (and on 2, a usage error), where a
+# crash (1, or a signal) is retried up to backoffLimit.
+CANNOT_SUCCEED = 3
 
 USAGE = """usage: medxiaohe-train <stage> [--config FILE.yaml] [--key value ...]
 
@@ -56,7 +61,8 @@ def main(argv: list[str] | None = None) -> None:
         manifest = run(config, settings)
     except MedxError as exc:
         print(f"medxiaohe-train {stage}: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
+        passing = isinstance(exc, Unavailable | NotReady)  # a store or peer that may come back
+        raise SystemExit(1 if passing else CANNOT_SUCCEED) from None
     if manifest is not None:
         print(f"published {manifest.prefix}/{manifest.version}")
 

@@ -77,3 +77,45 @@ model block (.Values.model) as the dot. */ -}}
   valueFrom: {secretKeyRef: {name: {{ . }}, key: tokens}}
 {{- end }}
 {{- end -}}
+
+{{- /* Pod-level settings every platform pod shares: no API token, the pod security context,
+the registry credentials. */ -}}
+{{- define "medxiaohe.pod.common" -}}
+automountServiceAccountToken: false
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{- /* The container settings every platform container shares. */ -}}
+{{- define "medxiaohe.container.security" -}}
+securityContext:
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
+  privileged: false
+  capabilities:
+    drop: ["ALL"]
+{{- end -}}
+
+{{- /* Where a process may write under a read-only root: /tmp and the caches (downloaded models,
+Hugging Face, matplotlib), each an emptyDir. */ -}}
+{{- define "medxiaohe.env.cache" -}}
+- {name: HOME, value: /tmp}
+- {name: MEDXIAOHE_MODEL_CACHE_DIR, value: /var/cache/medxiaohe/models}
+- {name: HF_HOME, value: /var/cache/medxiaohe/huggingface}
+- {name: XDG_CACHE_HOME, value: /var/cache/medxiaohe}
+- {name: MPLCONFIGDIR, value: /var/cache/medxiaohe/matplotlib}
+{{- end -}}
+{{- define "medxiaohe.mounts.writable" -}}
+- {name: tmp, mountPath: /tmp}
+- {name: cache, mountPath: /var/cache/medxiaohe}
+{{- end -}}
+{{- define "medxiaohe.volumes.writable" -}}
+- name: tmp
+  emptyDir: {sizeLimit: {{ .Values.tmpVolumeMi }}Mi}
+- name: cache
+  emptyDir: {sizeLimit: {{ .Values.cacheVolumeMi }}Mi}
+{{- end -}}

@@ -36,8 +36,16 @@ class RunConfig:
         default=200, metadata={"help": "Save a checkpoint every this many steps."}
     )
     deepspeed: str = field(default="", metadata={"help": "'zero2', 'zero3', or empty for none."})
+    report_to: str = field(
+        default="none",
+        metadata={
+            "help": "Where the Trainer reports: none, tensorboard or mlflow (comma-separated)."
+        },
+    )
 
     def __post_init__(self) -> None:
+        if not set(self.report_to.split(",")) <= {"none", "tensorboard", "mlflow"}:
+            raise InvalidInput("report_to must be none, tensorboard or mlflow (comma-separated)")
         if self.save_steps < 1:
             raise InvalidInput("save_steps must be at least 1")
         if self.deepspeed not in ("", "zero2", "zero3"):

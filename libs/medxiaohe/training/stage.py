@@ -118,7 +118,7 @@ def training_arguments(
         save_steps=config.save_steps,
         save_total_limit=1,
         disable_tqdm=not interactive(),
-        report_to="none",
+        report_to=config.report_to.split(","),
         seed=config.seed,
         deepspeed=str(deepspeed_dir / f"{config.deepspeed}.json") if config.deepspeed else None,
         ddp_backend=backend,
