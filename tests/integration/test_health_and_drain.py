@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -13,10 +14,12 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from typer.testing import CliRunner
 
 from medxiaohe.storage import open_store
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2 as ing
 from medxiaohe_protos.ingestion.v1 import ingestion_pb2_grpc as ing_grpc
+from medxiaohe_services.cli import app
 from medxiaohe_services.runtime.certs import DevPki
 from medxiaohe_services.runtime.client import secure_channel
 from medxiaohe_services.runtime.resources import Resources
@@ -41,10 +44,17 @@ def wait_status(stub: health_pb2_grpc.HealthStub, service: str, want: int, timeo
     return status
 
 
+def health_cli(target: str, service: str) -> tuple[int, str]:
+    """`medxiaohe health` (what the chart's `helm test` pods run): exit code, status."""
+    result = CliRunner().invoke(app, ["health", target, "--service", service, "--timeout", "3"])
+    return result.exit_code, json.loads(result.stdout)["status"]
+
+
 def test_not_serving_while_s3_is_down_then_serving(pki: DevPki, tmp_path: Path) -> None:
-    (s3_port,) = free_ports(1)
+    s3_port, health_port = free_ports(2)
     s3 = s3_settings(f"127.0.0.1:{s3_port}", "health")
-    settings = server_settings(pki, str(s3.pop("store_uri")), **s3)
+    settings = server_settings(pki, str(s3.pop("store_uri")), health_port=health_port, **s3)
+    probe = f"127.0.0.1:{health_port}"
     store = open_store(settings.store_uri, settings)
     spec = BUILDERS["evidence"](Resources(settings, store))  # depends on the store alone
     with running(settings, [spec]) as server:
@@ -55,13 +65,17 @@ def test_not_serving_while_s3_is_down_then_serving(pki: DevPki, tmp_path: Path) 
         time.sleep(0.5)  # several dependency checks have run against the closed port
         assert wait_status(stub, spec.full_name, NOT_SERVING, 2) == NOT_SERVING
         assert wait_status(stub, "", NOT_SERVING, 2) == NOT_SERVING
+        assert health_cli(probe, spec.full_name) == (1, "NOT_SERVING")
         weed = start_weed(tmp_path / "weed", s3_port=s3_port)
         try:
             assert wait_status(stub, spec.full_name, SERVING, 20) == SERVING
             assert wait_status(stub, "", SERVING, 5) == SERVING
+            assert health_cli(probe, spec.full_name) == (0, "SERVING")
+            assert health_cli(probe, "medxiaohe.nothing.v1.NoService") == (1, "NOT_FOUND")
         finally:
             weed.stop()
         assert wait_status(stub, spec.full_name, NOT_SERVING, 20) == NOT_SERVING
+    assert health_cli(probe, "") == (1, "UNAVAILABLE")  # the server is gone
 
 
 BIG = f"uploads/callers/{ALLOWED}/big.bin"  # the caller's own upload

@@ -36,6 +36,9 @@ def test_every_object_validates_strictly(profiles: list[Path]) -> None:
         "Service",
         "NetworkPolicy",
         "ServiceAccount",
+        "PodDisruptionBudget",
+        "Job",  # the entity tree's post-install hook
+        "Pod",  # `helm test`
         "InferenceService",  # checked against KServe's CRD below
     }
     builtin = [o for o in objects if o["kind"] != "InferenceService"]
@@ -321,7 +324,10 @@ def test_each_component_has_its_own_store_credential() -> None:
     objects = render_chart([TRAINING], values=values)
     found: dict[str, set[str]] = {}
     for obj in objects:
-        if obj["kind"] == "Job":
+        if obj["kind"] == "Job" and obj["metadata"]["name"].endswith("-met-build"):
+            # the tree is written where ingestion writes it, with ingestion's credential
+            assert _store_secrets(obj["spec"]["template"]["spec"]) == {"medxiaohe-s3-ingestion"}
+        elif obj["kind"] == "Job":
             found["training"] = _store_secrets(obj["spec"]["template"]["spec"])
             env = {e["name"]: e for e in obj["spec"]["template"]["spec"]["containers"][0]["env"]}
             key = env["MEDXIAOHE_CHECKPOINT_KEY"]["valueFrom"]["secretKeyRef"]
@@ -350,7 +356,7 @@ def test_the_chart_readme_lists_the_access_table() -> None:
 
 def test_report_and_rubric_authenticate_to_the_model_from_secrets() -> None:
     client = {"modelClient": {"certSecret": "report-client", "apiKeySecret": "report-key"}}
-    judge = {"modelClient": {"apiKeySecret": "judge-key"}}
+    judge = {"modelClient": {"certSecret": "", "apiKeySecret": "judge-key"}}
     deployments = by_kind(
         render_chart(values={"services": {"report": client, "rubric": judge}}), "Deployment"
     )
@@ -392,12 +398,14 @@ def test_predictor_and_training_pods_are_restricted_like_the_services() -> None:
 
     objects = render_chart([TRAINING])
     (isvc,) = by_kind(objects, "InferenceService").values()
-    (job,) = by_kind(objects, "Job").values()
+    jobs = by_kind(objects, "Job")
     _, launched = render_job("sft", "r1", "epochs: 1\n")
     pods = {
         "predictor": isvc["spec"]["predictor"],
-        "chart job": job["spec"]["template"]["spec"],
+        "chart job": jobs["train-ner-ner-helm-1"]["spec"]["template"]["spec"],
         "launched job": launched["spec"]["template"]["spec"],
+        "met build": jobs["medxiaohe-met-build"]["spec"]["template"]["spec"],
+        **{name: pod["spec"] for name, pod in by_kind(objects, "Pod").items()},
     }
     for name, pod in pods.items():
         assert pod["automountServiceAccountToken"] is False, name
@@ -410,3 +418,91 @@ def test_predictor_and_training_pods_are_restricted_like_the_services() -> None:
         render_chart([CHART / "profiles" / "hf-runtime.yaml"]), "InferenceService"
     ).values()
     assert hf["spec"]["predictor"]["automountServiceAccountToken"] is False
+
+
+def _pod_specs(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every pod the chart runs, by kind/name: Deployments, Jobs, Pods, the predictor."""
+    specs = {}
+    for obj in objects:
+        name = f"{obj['kind']}/{obj['metadata']['name']}"
+        if obj["kind"] in ("Deployment", "Job"):
+            specs[name] = obj["spec"]["template"]["spec"]
+        elif obj["kind"] == "Pod":
+            specs[name] = obj["spec"]
+        elif obj["kind"] == "InferenceService":
+            specs[name] = obj["spec"]["predictor"]
+    return specs
+
+
+@pytest.mark.parametrize("profiles", [[], [GPU]], ids=["default", "gpu"])
+def test_a_first_install_builds_the_tree_is_testable_and_survives_drains(
+    profiles: list[Path],
+) -> None:
+    values = {**WORKER, "imagePullSecrets": [{"name": "registry"}]}
+    objects = render_chart([*profiles, TRAINING], values=values)
+    deployments = by_kind(objects, "Deployment")
+    services = sorted(o["metadata"]["labels"]["app.kubernetes.io/component"]
+                      for o in deployments.values())  # fmt: skip
+    assert services == ["evidence", "ingestion", "report", "rubric", "worker"]
+    # the entity tree: built after every install and upgrade, the hook replaced on a rerun
+    met = by_kind(objects, "Job")["medxiaohe-met-build"]
+    hooks = met["metadata"]["annotations"]
+    assert hooks["helm.sh/hook"] == "post-install,post-upgrade"
+    assert "before-hook-creation" in hooks["helm.sh/hook-delete-policy"]
+    assert met["spec"]["template"]["spec"]["containers"][0]["args"] == ["met", "build"]
+    # `helm test`: every gRPC service's health, through its Service's health port
+    tests = by_kind(objects, "Pod")
+    for name in ("evidence", "ingestion", "report", "rubric"):
+        pod = tests[f"medxiaohe-test-{name}"]
+        assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+        args = pod["spec"]["containers"][0]["args"]
+        assert args[:2] == ["health", f"medxiaohe-{name}:50052"]
+        assert args[3] == f"medxiaohe.{name}.v1.{name.title()}Service"
+        ports = {p["name"]: p["port"] for p in by_kind(objects, "Service")[f"medxiaohe-{name}"]
+                 ["spec"]["ports"]}  # fmt: skip
+        assert ports["health"] == 50052
+    # a drain takes at most one pod of each component at once
+    budgets = by_kind(objects, "PodDisruptionBudget")
+    assert sorted(budgets) == [f"medxiaohe-{s}" for s in services]
+    assert {b["spec"]["maxUnavailable"] for b in budgets.values()} == {1}
+    # every pod pulls with the registry credential; services write only to emptyDirs
+    for name, pod in _pod_specs(objects).items():
+        assert pod.get("imagePullSecrets") == [{"name": "registry"}], name
+    for name, deployment in deployments.items():
+        pod = deployment["spec"]["template"]["spec"]
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        assert env["MEDXIAOHE_MODEL_CACHE_DIR"] == "/var/cache/medxiaohe/models", name
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert "emptyDir" in volumes["cache"], name
+
+
+def test_report_and_rubric_call_the_charts_model_unless_told_otherwise() -> None:
+    deployments = by_kind(render_chart(), "Deployment")
+
+    def env(name: str) -> dict[str, str]:
+        container = deployments[f"medxiaohe-{name}"]["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"]: e.get("value", "") for e in container["env"]}
+
+    url = "https://medxiaohe-vlm-predictor.medxiaohe.svc.cluster.local:80/openai/v1"
+    assert env("report")["MEDXIAOHE_REPORT_MODEL_URL"] == url
+    assert env("report")["MEDXIAOHE_REPORT_MODEL_NAME"] == "medxiaohe-vlm"
+    assert env("report")["MEDXIAOHE_MODEL_CLIENT_CERT"] == "/etc/medxiaohe/model-client/tls.crt"
+    assert env("rubric")["MEDXIAOHE_RUBRIC_JUDGE_URL"] == url
+    assert "MEDXIAOHE_REPORT_MODEL_URL" not in env("ingestion")
+    own = {"services": {"report": {"settings": {"report_model_url": "https://llm.example/v1"}}}}
+    report = by_kind(render_chart(values=own), "Deployment")["medxiaohe-report"]
+    urls = [e for e in report["spec"]["template"]["spec"]["containers"][0]["env"]
+            if e["name"] == "MEDXIAOHE_REPORT_MODEL_URL"]  # fmt: skip
+    assert urls == [{"name": "MEDXIAOHE_REPORT_MODEL_URL", "value": "https://llm.example/v1"}]
+    off = by_kind(render_chart(values={"model": {"enabled": False}}), "Deployment")
+    report_env = off["medxiaohe-report"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert "MEDXIAOHE_REPORT_MODEL_URL" not in {e["name"] for e in report_env}
+
+
+def test_the_notes_say_what_to_do_next() -> None:
+    chart = helm.Chart.load(CHART)
+    rendered = chart.render(chart.values, name="medxiaohe", namespace="ml", is_install=True)
+    notes = next(text for name, text in rendered.items() if name.endswith("/NOTES.txt"))
+    for line in ("helm test medxiaohe -n ml", "medxiaohe-deid", "medxiaohe-s3-training",
+                 "medxiaohe-report-model-client", "logs job/medxiaohe-met-build"):  # fmt: skip
+        assert line in notes, line

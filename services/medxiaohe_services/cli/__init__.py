@@ -87,6 +87,31 @@ def serve(
 
 
 @app.command()
+def health(
+    target: Annotated[str, typer.Argument(help="host:port of a service's health port.")],
+    service: Annotated[
+        str, typer.Option(help="The gRPC service to ask about; empty: the server as a whole.")
+    ] = "",
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for the answer.")] = 5.0,
+) -> None:
+    """Ask a service's health port (plaintext, health only, as kubelet's probes do) whether it
+    is SERVING; print one JSON line and exit 1 unless it is. `helm test` runs this."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+            status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+        except grpc.RpcError as exc:
+            status = exc.code().name  # UNAVAILABLE (nothing listens), DEADLINE_EXCEEDED, ...
+    typer.echo(json.dumps({"target": target, "service": service, "status": status}))
+    raise typer.Exit(0 if status == "SERVING" else 1)
+
+
+@app.command()
 def demo(
     home: Annotated[
         Path, typer.Option(help="Where the demo keeps certificates and its store.")

@@ -59,6 +59,8 @@ def render_chart(
     rendered = loaded.render(full, name=release, namespace=namespace, is_install=True)
     objects: list[dict[str, Any]] = []
     for name, text in sorted(rendered.items()):
+        if name.endswith("/NOTES.txt"):  # what helm prints after an install, not an object
+            continue
         if template and not name.endswith(f"/templates/{template}"):
             continue
         objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
