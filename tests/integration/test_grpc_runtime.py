@@ -430,3 +430,31 @@ def test_a_caller_name_cannot_reach_into_another_callers_uploads() -> None:
     assert not caller_uploads("ris/x").startswith(caller_uploads("ris"))
     uri = caller_uploads("spiffe://hospital.example/ns/ris")
     assert uri.count("/") == 3  # one segment, whatever the name holds
+
+
+def test_a_connection_ages_out_and_the_client_reconnects(pki: DevPki, tmp_path: Path) -> None:
+    """Behind a Service a channel sticks to one replica: the server closes each connection
+    after grpc_max_connection_age_s (GOAWAY), the channel goes idle, and its next call opens a
+    new connection (wherever the Service sends it), without an error."""
+    settings = server_settings(
+        pki,
+        str(tmp_path / "store"),
+        grpc_max_connection_age_s=1.0,
+        grpc_max_connection_age_grace_s=1.0,
+    )
+    spec = BUILDERS["evidence"](Resources(settings, open_store(settings.store_uri, settings)))
+    with running(settings, [spec]) as server:
+        paths = pki.clients[ALLOWED]
+        channel = secure_channel(server.target, pki.ca, paths.cert, paths.key)
+        states: list[grpc.ChannelConnectivity] = []
+        channel.subscribe(states.append, try_to_connect=False)
+        stub = health_pb2_grpc.HealthStub(channel)
+        stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and grpc.ChannelConnectivity.IDLE not in states[1:]:
+            time.sleep(0.1)
+        ready = states.index(grpc.ChannelConnectivity.READY)
+        assert grpc.ChannelConnectivity.IDLE in states[ready:], states  # the server let go
+        stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)  # and it reconnects
+        assert states.count(grpc.ChannelConnectivity.READY) >= 2, states
+        channel.close()

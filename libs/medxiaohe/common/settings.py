@@ -132,6 +132,22 @@ class Settings(BaseSettings):
     drain_grace_s: float = Field(
         20.0, ge=0, description="In-flight RPCs get this long after SIGTERM."
     )
+    grpc_max_connection_age_s: float = Field(
+        300.0,
+        ge=0,
+        description=(
+            "A client's connection is closed (GOAWAY, with jitter) after this long, so that its "
+            "next calls spread over the replicas there are now; 0 keeps connections for ever."
+        ),
+    )
+    grpc_max_connection_age_grace_s: float = Field(
+        900.0, ge=0, description="Calls in flight on an aged connection get this long to finish."
+    )
+    grpc_keepalive_s: float = Field(
+        60.0,
+        ge=1,
+        description="Idle connections are pinged this often; a silent peer is dropped.",
+    )
     report_max_concurrent: int = Field(
         4,
         ge=1,

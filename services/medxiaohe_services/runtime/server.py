@@ -61,6 +61,30 @@ def once(action: Callable[[], object]) -> Callable[[], None]:
     return check
 
 
+def connection_options(settings: Settings) -> list[tuple[str, int]]:
+    """Connections that age and are kept alive: behind a Kubernetes Service a client's channel
+    sticks to the replica it first reached, so each connection is closed after
+    ``grpc_max_connection_age_s`` (calls in flight get the grace) and the client reconnects
+    wherever the Service sends it; idle connections are pinged and dropped when dead. Clients
+    may ping as often as the server does (``runtime.client.KEEPALIVE``)."""
+
+    def ms(seconds: float) -> int:
+        return int(seconds * 1000)
+
+    options = [
+        ("grpc.keepalive_time_ms", ms(settings.grpc_keepalive_s)),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 30_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+    if settings.grpc_max_connection_age_s:
+        options += [
+            ("grpc.max_connection_age_ms", ms(settings.grpc_max_connection_age_s)),
+            ("grpc.max_connection_age_grace_ms", ms(settings.grpc_max_connection_age_grace_s)),
+        ]
+    return options
+
+
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     """mTLS credentials (re-read when the files change), or None for plaintext, which is
     allowed only on 127.0.0.1."""
@@ -129,6 +153,7 @@ class Platform:
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
                 ("grpc.so_reuseport", 0),
+                *connection_options(self.settings),
             ],
         )
         for spec in self.specs:
