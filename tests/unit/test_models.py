@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from medxiaohe.common.errors import InvalidInput
+from medxiaohe.common.errors import InvalidInput, NotFound
 from medxiaohe.common.settings import Settings
 from medxiaohe.models.folders import model_folder, save_model_folder
 from medxiaohe.models.tiny import build_tiny
@@ -68,6 +68,25 @@ def test_bad_folders_and_targets_are_refused(tiny: Path, tmp_path: Path) -> None
     copied = save_model_folder(tiny, str(tmp_path / "copy"), settings)
     assert model_folder(copied, settings) == Path(copied)
     assert load_vlm(Path(copied)).model.config.model_type == "qwen2_vl"
+
+
+def test_a_copy_of_a_published_prefix_loads_its_current_version(tiny: Path, tmp_path: Path) -> None:
+    """KServe's storage initializer copies the whole storageUri (s3://.../models/vlm, every
+    version and _LATEST) into /mnt/models: the predictor serves the version _LATEST names."""
+    import shutil
+
+    from medxiaohe.storage import open_store, publish_folder
+
+    settings = Settings(store_uri=str(tmp_path / "store"))
+    version = publish_folder(open_store(settings.store_uri), "models/vlm", tiny).version
+    copy = tmp_path / "mnt-models"
+    shutil.copytree(tmp_path / "store" / "models" / "vlm", copy)
+    assert (copy / "_LATEST").is_file()
+    assert model_folder(str(copy), settings) == copy / version
+    assert load_vlm(model_folder(str(copy), settings)).model.config.model_type == "qwen2_vl"
+    (copy / "_LATEST").write_text('{"version": "v-missing"}')
+    with pytest.raises(NotFound, match="no complete version 'v-missing'"):
+        model_folder(str(copy), settings)
 
 
 def test_a_folder_published_by_an_earlier_release_still_loads(tiny: Path, tmp_path: Path) -> None:

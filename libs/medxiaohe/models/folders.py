@@ -21,16 +21,19 @@ from medxiaohe.storage import (
     read_file,
     resolve,
 )
+from medxiaohe.storage.artifacts import LATEST
 
 CARD = "medxiaohe.json"
 MAX_CARD_BYTES = 1 << 20
 
 
 def model_folder(uri: str, settings: Settings) -> Path:
-    """A model URI as a local folder: a folder as it is; ``s3://bucket/prefix`` or a key
-    prefix in the platform store (``models/ner``) fetched, verified, into the model cache."""
+    """A model URI as a local folder: a folder as it is (a copy of a whole published prefix,
+    as KServe's storage initializer makes of ``s3://.../models/vlm``: its current version);
+    ``s3://bucket/prefix`` or a key prefix in the platform store (``models/ner``) fetched,
+    verified, into the model cache."""
     if Path(uri).is_dir():
-        return Path(uri)
+        return _current_version(Path(uri))
     limit = int(settings.model_max_download_gb * 2**30)
     if uri.startswith("s3://"):
         bucket, _, prefix = uri[len("s3://") :].partition("/")
@@ -38,6 +41,15 @@ def model_folder(uri: str, settings: Settings) -> Path:
         return fetch(store, prefix.strip("/"), settings.model_cache_dir, max_bytes=limit)
     store = open_store(settings.store_uri, settings)
     return fetch(store, uri.strip("/"), settings.model_cache_dir, max_bytes=limit)
+
+
+def _current_version(folder: Path) -> Path:
+    """``folder``, or the complete version its ``_LATEST`` names when it is a copy of a
+    published prefix."""
+    if not (folder / LATEST).is_file():
+        return folder
+    manifest = resolve(open_store(str(folder.parent)), folder.name)
+    return folder / manifest.version
 
 
 def model_card(uri: str, settings: Settings) -> dict[str, Any]:
