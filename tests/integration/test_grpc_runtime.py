@@ -227,18 +227,22 @@ def test_plaintext_only_on_loopback(pki: DevPki) -> None:
     assert server_credentials(Settings(insecure=True, grpc_host="127.0.0.1")) is None
 
 
-def test_prometheus_metrics_count_calls_by_code(platform: PlatformThread, pki: DevPki) -> None:
+def test_prometheus_metrics_count_calls_under_the_usual_grpc_names(
+    platform: PlatformThread, pki: DevPki
+) -> None:
     with pytest.raises(grpc.RpcError):
         upload(client(platform, pki, LIMITED), "metrics/denied.txt", b"x")
     url = f"http://127.0.0.1:{platform.platform.settings.metrics_port}/metrics"
     time.sleep(0.2)  # counted as the call ends
     with urllib.request.urlopen(url, timeout=5) as response:
         text = response.read().decode()
-    assert (
-        'medxiaohe_rpc_total{code="PERMISSION_DENIED",method="UploadArtifact",service="ingestion"}'
-        in text
+    labels = (
+        'grpc_method="UploadArtifact",grpc_service="medxiaohe.ingestion.v1.IngestionService",'
+        'grpc_type="client_stream"'
     )
-    assert "medxiaohe_rpc_latency_seconds_bucket" in text
+    assert f'grpc_server_handled_total{{grpc_code="PERMISSION_DENIED",{labels}}}' in text
+    assert f"grpc_server_started_total{{{labels}}}" in text
+    assert f'grpc_server_handling_seconds_bucket{{{labels},le="0.005"}}' in text
 
 
 def test_tag_entities_over_grpc(platform: PlatformThread, pki: DevPki) -> None:

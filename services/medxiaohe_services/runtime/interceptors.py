@@ -38,15 +38,27 @@ OPEN_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflect
 INSECURE_IDENTITY = "insecure-local"
 MAX_AUDIT_IDS = 50
 
-RPC_TOTAL = Counter(
-    "medxiaohe_rpc_total", "RPCs handled, by final status code", ["service", "method", "code"]
+# The usual Prometheus gRPC server metrics (go-grpc-prometheus's names and labels, which the
+# common Grafana dashboards and alerts read); grpc_service is the full service name.
+RPC_LABELS = ["grpc_type", "grpc_service", "grpc_method"]
+RPC_STARTED = Counter("grpc_server_started_total", "RPCs started on the server.", RPC_LABELS)
+RPC_HANDLED = Counter(
+    "grpc_server_handled_total",
+    "RPCs completed on the server, whatever their status.",
+    [*RPC_LABELS, "grpc_code"],
 )
-RPC_LATENCY = Histogram(
-    "medxiaohe_rpc_latency_seconds",
-    "RPC latency",
-    ["service", "method"],
+RPC_SECONDS = Histogram(
+    "grpc_server_handling_seconds",
+    "Time from the start of an RPC to its end on the server.",
+    RPC_LABELS,
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120),
 )
+GRPC_TYPES = {
+    (False, False): "unary",
+    (True, False): "client_stream",
+    (False, True): "server_stream",
+    (True, True): "bidi_stream",
+}
 
 Behavior = Callable[..., Any]
 Guard = Callable[
@@ -176,6 +188,11 @@ class AuditInterceptor(_Wrapping):
     def __init__(self, service_label: Mapping[str, str], key: str) -> None:
         self._label = service_label  # full service name -> short service name
         self._key = key
+        self._types: dict[str, str] = {}  # method -> grpc_type
+
+    def _wrap(self, behavior: Behavior, method: str, stream_in: bool, stream_out: bool) -> Behavior:
+        self._types[method] = GRPC_TYPES[stream_in, stream_out]
+        return super()._wrap(behavior, method, stream_in, stream_out)
 
     def tap_unary(self, request: Any, ids: list[str]) -> Any:
         ids.extend(record_ids(request))
@@ -195,6 +212,8 @@ class AuditInterceptor(_Wrapping):
     ) -> AsyncIterator[None]:
         start = time.perf_counter()
         code = grpc.StatusCode.OK
+        labels = (self._types.get(method, "unary"), *_split(method))
+        RPC_STARTED.labels(*labels).inc()
         # who is calling, read while the call is alive: a call the server tears down (a cancel
         # during shutdown) must not have its auth context read afterwards
         service, name = _split(method)
@@ -215,8 +234,8 @@ class AuditInterceptor(_Wrapping):
             elapsed = time.perf_counter() - start
             short = self._label.get(service, service)
             code_name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-            RPC_TOTAL.labels(short, name, code_name).inc()
-            RPC_LATENCY.labels(short, name).observe(elapsed)
+            RPC_HANDLED.labels(*labels, code_name).inc()
+            RPC_SECONDS.labels(*labels).observe(elapsed)
             if service not in OPEN_SERVICES:
                 log.info(
                     "rpc",
