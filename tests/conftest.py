@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,6 +55,39 @@ def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Weed]:
     server = start_weed(tmp_path_factory.mktemp("weed"))
     yield server
     server.stop()
+
+
+@pytest.fixture
+def spans() -> Iterator[Any]:
+    """The spans this process records from here on (tracing switched on, once per process,
+    with an in-memory exporter); recording stops at the end of the test."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from medxiaohe_services.runtime import tracing
+
+    exporter = InMemorySpanExporter()
+    if not tracing.setup_tracing(Settings(), "tests", exporter=_Forward()):
+        raise AssertionError("tracing did not switch on")
+    _Forward.to = exporter
+    yield exporter
+    _Forward.to = None
+
+
+class _Forward:
+    """The process's one exporter: hands spans to the current test's, or drops them."""
+
+    to: Any = None
+
+    def export(self, batch: Any) -> Any:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        return self.to.export(batch) if self.to else SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
 
 
 def server_settings(pki: DevPki, store_uri: str, **extra: object) -> Settings:

@@ -9,6 +9,7 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -206,6 +207,31 @@ def test_the_pipeline_streams_a_verifiable_trace_and_a_stored_report(
         generate(stub, other)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "another request" in (err.value.details() or "")
+
+
+def test_a_report_is_traced_step_by_step_in_the_callers_trace(
+    service: PlatformThread, pki: DevPki, spans: Any
+) -> None:
+    caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    replies = list(
+        stub_for(service, pki).GenerateReport(
+            request(request_id="traced-1"), timeout=300, metadata=[("traceparent", caller)]
+        )
+    )
+    steps = [r.step for r in replies[:-1]]
+    finished = spans.get_finished_spans()
+    (rpc,) = [s for s in finished if s.name == "medxiaohe.report.v1.ReportService/GenerateReport"]
+    assert f"{rpc.context.trace_id:032x}" == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert rpc.attributes["rpc.grpc.status_code"] == "OK"
+    assert rpc.kind.name == "SERVER"
+    children = [s for s in finished if s.parent and s.parent.span_id == rpc.context.span_id]
+    assert [s.attributes["medxiaohe.step.id"] for s in children] == [s.step_id for s in steps]
+    assert {s.name for s in children} >= {"report.perception.observation", "report.style.decision"}
+    for span, step in zip(children, steps, strict=True):
+        assert span.attributes["medxiaohe.step.agent"] == step.agent
+        assert span.end_time - span.start_time == step.duration_ms * 1_000_000
+        # names, ids and counts only: nothing the step says (no PHI) is in a span
+        assert not step.content or step.content not in str(dict(span.attributes))
 
 
 def test_a_caller_reads_its_own_reports_and_the_store_holds_no_caller_id(

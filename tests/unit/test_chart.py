@@ -506,3 +506,18 @@ def test_the_notes_say_what_to_do_next() -> None:
     for line in ("helm test medxiaohe -n ml", "medxiaohe-deid", "medxiaohe-s3-training",
                  "medxiaohe-report-model-client", "logs job/medxiaohe-met-build"):  # fmt: skip
         assert line in notes, line
+
+
+def test_tracing_reaches_every_process_and_only_its_collector() -> None:
+    endpoint = "http://otel.observability:4317"
+    objects = render_chart(values={**WORKER, "tracing": {"otlpEndpoint": endpoint}})
+    for name, pod in _pod_specs(objects).items():
+        if name.startswith(("Pod/", "Job/")):  # helm test pods and the hook: short-lived
+            continue
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        assert env["MEDXIAOHE_OTEL_ENDPOINT"] == endpoint, name
+    policy = by_kind(objects, "NetworkPolicy")["medxiaohe-ingestion"]
+    assert {"port": 4317, "protocol": "TCP"} in [p for r in policy["spec"]["egress"]
+                                                  for p in r["ports"]]  # fmt: skip
+    quiet = by_kind(render_chart(), "NetworkPolicy")["medxiaohe-ingestion"]
+    assert 4317 not in {p["port"] for r in quiet["spec"]["egress"] for p in r["ports"]}

@@ -32,6 +32,12 @@ app.kubernetes.io/component: {{ .component }}
     - {port: {{ $np.store.port }}, protocol: TCP}
   to:
     {{- toYaml $np.store.to | nindent 4 }}
+{{- if .Values.tracing.otlpEndpoint }}
+- ports:
+    - {port: {{ $np.otel.port }}, protocol: TCP}
+  to:
+    {{- toYaml $np.otel.to | nindent 4 }}
+{{- end }}
 {{- end -}}
 
 {{- /* The store and the component's own credential (a Secret per component, each limited
@@ -60,6 +66,14 @@ and the de-identification secret, from Secrets only. Call with (dict "root" $ "c
   valueFrom: {secretKeyRef: {name: {{ . }}, key: url}}
 {{- end }}
 - {name: MEDXIAOHE_LOG_LEVEL, value: {{ .root.Values.logLevel | quote }}}
+{{- include "medxiaohe.env.tracing" .root }}
+{{- end -}}
+
+{{- /* Traces to the OpenTelemetry collector, when one is named. */ -}}
+{{- define "medxiaohe.env.tracing" -}}
+{{- with .Values.tracing.otlpEndpoint }}
+- {name: MEDXIAOHE_OTEL_ENDPOINT, value: {{ . | quote }}}
+{{- end }}
 {{- end -}}
 
 {{- /* The predictor's door, and the guard's in front of KServe's Hugging Face runtime: mTLS

@@ -102,6 +102,13 @@ class Settings(BaseSettings):
         description="Plaintext port serving only grpc.health.v1, for kubelet probes; 0 disables.",
     )
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus metrics; 0 disables.")
+    otel_endpoint: str = Field(
+        "",
+        description=(
+            "OpenTelemetry collector (OTLP over gRPC, e.g. http://otel-collector:4317) that "
+            "receives traces: each RPC, each report step, each model call; empty: no tracing."
+        ),
+    )
     tls_cert: Path | None = Field(None, description="Server certificate chain (PEM).")
     tls_key: Path | None = Field(None, description="Server private key (PEM).")
     tls_client_ca: Path | None = Field(

@@ -9,7 +9,7 @@ import json
 import random
 import ssl
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -190,7 +190,10 @@ class HttpModelClient:
         backoff_s: float = 0.5,
         verify: str | bool = True,
         cert: tuple[str, str] | None = None,
+        on_request: Callable[[httpx.Request], None] | None = None,
     ) -> None:
+        """``on_request`` sees every request before it is sent (the services add the trace
+        context's headers there)."""
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.retries = retries
@@ -199,7 +202,10 @@ class HttpModelClient:
         # verify: True (system CAs), a CA bundle's path (the platform CA), or False (tests only);
         # cert: the client certificate and key this caller presents (the predictor's mTLS)
         context = tls_verify(verify, cert)
-        self._http = httpx.Client(timeout=timeout_s, headers=headers, verify=context)
+        hooks = {"request": [on_request]} if on_request else {}
+        self._http = httpx.Client(
+            timeout=timeout_s, headers=headers, verify=context, event_hooks=hooks
+        )
 
     def close(self) -> None:
         self._http.close()

@@ -58,9 +58,11 @@ def up(
     """Run all four services in one process: mTLS, a local folder store, in-process tasks."""
     from medxiaohe_services.runtime.embedded import embedded_settings
     from medxiaohe_services.runtime.services import build_platform
+    from medxiaohe_services.runtime.tracing import setup_tracing
 
     settings = embedded_settings(home, port, insecure=insecure)
     setup_logging(settings.log_level)
+    setup_tracing(settings, "platform")
     asyncio.run(build_platform(settings, list(SERVICE_NAMES)).serve_until_signal())  # type: ignore[arg-type]
 
 
@@ -73,6 +75,7 @@ def serve(
 ) -> None:
     """Run one service from MEDXIAOHE_* settings, as its pod does."""
     from medxiaohe_services.runtime.services import build_platform
+    from medxiaohe_services.runtime.tracing import setup_tracing
 
     if service not in SERVICE_NAMES:
         raise typer.BadParameter(
@@ -82,6 +85,7 @@ def serve(
         **({"insecure": True, "grpc_host": "127.0.0.1"} if insecure else {})
     )
     setup_logging(settings.log_level)
+    setup_tracing(settings, service)
     name: ServiceName = service  # type: ignore[assignment]
     asyncio.run(build_platform(settings, [name]).serve_until_signal())
 

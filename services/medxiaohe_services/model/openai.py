@@ -23,6 +23,7 @@ from medxiaohe.common.errors import InvalidInput
 from medxiaohe.models.chat import ChatResult
 from medxiaohe.models.tools import ToolCall, parse_output, prepare
 from medxiaohe_services.model.predictor import VlmPredictor, params_from
+from medxiaohe_services.runtime.tracing import server_span
 
 log = logging.getLogger("medxiaohe.predictor")
 ROUTE = "/openai/v1/chat/completions"
@@ -61,12 +62,16 @@ LATENCY = Histogram(
 def add_routes(app: FastAPI, predictor: VlmPredictor) -> None:
     async def chat_completions(request: Request) -> Response:
         began = time.perf_counter()
-        try:
-            response = await answer(request)
-        except Exception:  # the message may quote the request: the log has the type alone
-            log.exception("chat failed")
-            body = {"error": {"message": "internal error; see the server log", "code": None}}
-            return JSONResponse(body, status_code=500)
+        attributes = {"http.request.method": "POST", "http.route": ROUTE}
+        # continues the caller's trace (the report's, through the model client's traceparent)
+        with server_span(f"POST {ROUTE}", request.headers, attributes) as span:
+            try:
+                response = await answer(request)
+            except Exception:  # the message may quote the request: the log has the type alone
+                log.exception("chat failed")
+                body = {"error": {"message": "internal error; see the server log", "code": None}}
+                response = JSONResponse(body, status_code=500)
+            span.set_attribute("http.response.status_code", response.status_code)
         if response.status_code == 200:
             stream = "true" if isinstance(response, StreamingResponse) else "false"
             LATENCY.labels(stream).observe(time.perf_counter() - began)

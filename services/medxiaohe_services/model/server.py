@@ -24,6 +24,7 @@ from medxiaohe_services.model.guard import Guard
 from medxiaohe_services.model.openai import add_routes
 from medxiaohe_services.model.predictor import VlmPredictor
 from medxiaohe_services.runtime.tls import CertificateFiles, caller_name
+from medxiaohe_services.runtime.tracing import setup_tracing
 
 log = logging.getLogger("medxiaohe.predictor")
 V2_SERVICE = "inference.GRPCInferenceService"
@@ -180,6 +181,7 @@ def serve(uri: str, name: str, http_port: int, grpc_port: int, settings: Setting
     from kserve.protocol.rest.server import RESTServer
 
     setup_logging(settings.log_level)
+    setup_tracing(settings, "model")
     check_access(settings)
     predictor = VlmPredictor(name, uri, settings)
     predictor.load()

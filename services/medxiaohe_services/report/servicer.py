@@ -36,6 +36,7 @@ from medxiaohe_services.report import convert
 from medxiaohe_services.runtime.interceptors import caller_identity
 from medxiaohe_services.runtime.models import ModelEndpoint
 from medxiaohe_services.runtime.resources import TaggerLoader
+from medxiaohe_services.runtime.tracing import step_span
 
 DEADLINE_MARGIN_S = 5.0  # kept for the conclusions, the verifier and the store after the loop
 _DONE = object()
@@ -102,6 +103,7 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
         queue: asyncio.Queue[Any] = asyncio.Queue()
 
         def emit(step: Step) -> None:
+            step_span(step)  # under the RPC's span: the report's trace, step by step
             loop.call_soon_threadsafe(queue.put_nowait, step)
 
         # what the store must not hold in clear: the caller's request, study and image ids

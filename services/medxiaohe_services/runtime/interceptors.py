@@ -22,6 +22,7 @@ from prometheus_client import Counter, Histogram
 from medxiaohe.common import errors
 from medxiaohe.common.secrets import pseudonym
 from medxiaohe_services.runtime.tls import caller_name
+from medxiaohe_services.runtime.tracing import end_rpc_span, server_span
 
 log = logging.getLogger("medxiaohe.audit")
 
@@ -98,6 +99,10 @@ def record_ids(message: Message, depth: int = 2) -> list[str]:
                 if isinstance(item, Message):
                     found.extend(record_ids(item, depth - 1))
     return found
+
+
+def _code_name(code: Any) -> str:
+    return code.name if isinstance(code, grpc.StatusCode) else str(code)
 
 
 def _split(method: str) -> tuple[str, str]:
@@ -224,16 +229,26 @@ class AuditInterceptor(_Wrapping):
                 "cert_sha256": certificate_fingerprint(context),
                 "peer": context.peer(),
             }
+        span: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        if service not in OPEN_SERVICES:  # a span per call, continuing the caller's trace
+            attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+            metadata = {m.key: m.value for m in context.invocation_metadata() or ()}
+            span = server_span(method.lstrip("/"), metadata, attributes)
         try:
-            yield
-            code = context.code() or grpc.StatusCode.OK
-        except BaseException:
-            code = context.code() or grpc.StatusCode.CANCELLED
-            raise
+            with span as current:
+                try:
+                    yield
+                    code = context.code() or grpc.StatusCode.OK
+                except BaseException:
+                    code = context.code() or grpc.StatusCode.CANCELLED
+                    raise
+                finally:
+                    if current is not None:
+                        end_rpc_span(current, _code_name(code))
         finally:
             elapsed = time.perf_counter() - start
             short = self._label.get(service, service)
-            code_name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+            code_name = _code_name(code)
             RPC_HANDLED.labels(*labels, code_name).inc()
             RPC_SECONDS.labels(*labels).observe(elapsed)
             if service not in OPEN_SERVICES:

@@ -14,6 +14,7 @@ from medxiaohe.common.errors import MedxError, Unavailable
 from medxiaohe.common.settings import Settings
 from medxiaohe.models.client import HttpModelClient, ModelClient, tls_verify
 from medxiaohe_services.runtime.resources import Loader, Resources
+from medxiaohe_services.runtime.tracing import inject_headers
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,9 @@ def http_endpoint(settings: Settings, url: str, name: str, api_key: str) -> Mode
     cert = None
     if settings.model_client_cert and settings.model_client_key:
         cert = (str(settings.model_client_cert), str(settings.model_client_key))
-    client = HttpModelClient(url, name, api_key=api_key, verify=verify, cert=cert)
+    client = HttpModelClient(
+        url, name, api_key=api_key, verify=verify, cert=cert, on_request=inject_headers
+    )
     return ModelEndpoint(client, url, lambda: name, endpoint_check(url, verify, cert, api_key))
 
 
