@@ -8,6 +8,7 @@ install with --only-binary=:all: at the versions of constraints.txt."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 TORCH_INDEX = os.environ.get("TORCH_INDEX", "https://download.pytorch.org/whl/cpu")
+NOT_SOURCE = (".git", ".venv*", ".medxiaohe", "build", "*.egg-info", "__pycache__", ".*_cache")
 PROFILES = ["lint", "default", "gpu", "hf-runtime", "training-job"]
 pytestmark = pytest.mark.install
 
@@ -46,8 +48,12 @@ def test_service_and_deploy_extras_install_from_wheels_and_deploy_outside_the_ch
         run(*pip, "install", "--only-binary=:all:", *local.glob("torch-*.whl"))
     else:
         run(*pip, "install", "--only-binary=:all:", "torch==2.13.0", "--index-url", TORCH_INDEX)
+    # built from a copy of the checkout (an in-tree build leaves build/ behind)
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(*NOT_SOURCE))
     build = {**os.environ, "DS_BUILD_OPS": "0"}
-    run(*pip, "wheel", "--no-deps", "-w", wheels, ".", "-r", "sdist-only.txt", cwd=ROOT, env=build)
+    run(*pip, "wheel", "--no-deps", "-w", wheels, ".", "-r", "sdist-only.txt",
+        cwd=source, env=build)  # fmt: skip
     run(*pip, "install", "--only-binary=:all:", "--find-links", wheels,
         "-c", ROOT / "constraints.txt", "medxiaohe[services,deploy]")  # fmt: skip
 
