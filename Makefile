@@ -9,7 +9,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 SOURCES := libs/medxiaohe services training-jobs benchmarks tests protos/generate.py
 
-.PHONY: help venv install lock install-check protos lint check test demo house gpu-check clean met train-ner train-small rl-small bench-tagging bench-ingest bench-mixture bench-serving eval-suite bench-decontaminate eval-rubric eval-grounding figures
+.PHONY: help venv install lock install-check images protos lint check test demo house gpu-check clean met train-ner train-small rl-small bench-tagging bench-ingest bench-mixture bench-serving eval-suite bench-decontaminate eval-rubric eval-grounding figures
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -54,6 +54,13 @@ check: lint ## lint, protos in sync, buf lint, chart render + validation
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/medxiaohe chart check
 	$(MAKE) install-check
+
+CONTAINER ?= podman
+images: ## Build the services and training images (CONTAINER, CONTAINER_FLAGS, TORCH_INDEX_CUDA)
+	$(CONTAINER) build $(CONTAINER_FLAGS) --build-arg TORCH_INDEX=$(TORCH_INDEX) \
+		-f services/Dockerfile -t medxiaohe/services:0.1.0 .
+	$(CONTAINER) build $(CONTAINER_FLAGS) --build-arg TORCH_INDEX=$(or $(TORCH_INDEX_CUDA),https://download.pytorch.org/whl/cu128) \
+		-f training-jobs/Dockerfile -t medxiaohe/training:0.1.0 .
 
 install-check: venv ## The package from wheels alone in a fresh environment; deploys from outside (~2 min)
 	$(VENV)/bin/pytest -q -m install tests/install
