@@ -244,7 +244,8 @@ class AuditInterceptor(_Wrapping):
                     raise
                 finally:
                     if current is not None:
-                        end_rpc_span(current, _code_name(code))
+                        number = code.value[0] if isinstance(code, grpc.StatusCode) else 2
+                        end_rpc_span(current, number, _code_name(code))
         finally:
             elapsed = time.perf_counter() - start
             short = self._label.get(service, service)

@@ -1,7 +1,7 @@
 """OpenTelemetry traces, switched on by ``otel_endpoint``: a server span per RPC (the caller's
 trace context from the gRPC metadata continues), a span per report step (the report's decision
-trace), a client span per model call whose context travels in the request's ``traceparent``
-header, and a server span in the predictor that continues it.
+trace), the context sent with each model request (``traceparent``), and a server span in the
+predictor that continues it.
 
 Spans carry names, ids, counts and status codes, never a payload: no PHI. Without an endpoint
 the API's no-op tracer runs and nothing is recorded."""
@@ -62,10 +62,11 @@ def server_span(
         yield span
 
 
-def end_rpc_span(span: trace.Span, code: str) -> None:
+def end_rpc_span(span: trace.Span, code: int, name: str) -> None:
+    """The call's gRPC status (``rpc.grpc.status_code`` is its number); not OK is an error."""
     span.set_attribute("rpc.grpc.status_code", code)
-    if code != "OK":
-        span.set_status(Status(StatusCode.ERROR, code))
+    if code != 0:
+        span.set_status(Status(StatusCode.ERROR, name))
 
 
 def step_span(step: Step) -> None:
