@@ -186,6 +186,15 @@ def test_a_model_folder_round_trips_through_s3(weed: Weed, tmp_path: Path) -> No
     assert local.is_relative_to(tmp_path / "cache")
     assert (local / "model.safetensors").read_bytes() == (folder / "model.safetensors").read_bytes()
     assert load_vlm(local).model.config.model_type == "qwen2_vl"
+    # `model deploy` pins the prefix to the version it names now; a version stays itself
+    from medxiaohe.models.folders import pinned_uri
+
+    assert pinned_uri(f"s3://{bucket}/models/tiny-vlm/", settings) == uri
+    assert pinned_uri(uri, settings) == uri
+    assert (
+        pinned_uri(f"s3://{bucket}/models/none-yet", settings) == f"s3://{bucket}/models/none-yet"
+    )
+    assert pinned_uri("hf://org/model", settings) == "hf://org/model"
 
     from medxiaohe_services.model.predictor import VlmPredictor
 

@@ -43,6 +43,22 @@ def model_folder(uri: str, settings: Settings) -> Path:
     return fetch(store, uri.strip("/"), settings.model_cache_dir, max_bytes=limit)
 
 
+def pinned_uri(uri: str, settings: Settings) -> str:
+    """``s3://bucket/prefix`` of a published model as the URI of the version it names now
+    (``s3://bucket/prefix/VERSION``), so a deployment serves that version until it is deployed
+    again; any other URI (a version already, hf://, a prefix with nothing published) as it is.
+    Unavailable when the store cannot be reached."""
+    if not uri.startswith("s3://"):
+        return uri
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
+    prefix = prefix.strip("/")
+    store = open_store(f"s3://{bucket}", settings)
+    if not prefix or not store.exists(f"{prefix}/{LATEST}"):
+        return uri
+    manifest = resolve(store, prefix)
+    return f"s3://{bucket}/{manifest.prefix}/{manifest.version}"
+
+
 def _current_version(folder: Path) -> Path:
     """``folder``, or the complete version its ``_LATEST`` names when it is a copy of a
     published prefix."""

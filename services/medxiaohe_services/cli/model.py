@@ -202,15 +202,32 @@ def deploy(
     ] = None,
     namespace: Annotated[str, typer.Option(help="Kubernetes namespace.")] = "medxiaohe",
     dry_run: Annotated[bool, typer.Option(help="Print the validated object only.")] = False,
+    pin: Annotated[
+        bool,
+        typer.Option(
+            help="Deploy the version an s3:// model prefix names now (its _LATEST), read with "
+            "this machine's MEDXIAOHE_S3_* settings; --no-pin deploys the prefix as it is."
+        ),
+    ] = True,
 ) -> None:
     """Render the InferenceService for a model (validated against KServe's CRD) and create or
     update it on the cluster."""
     import yaml
 
+    from medxiaohe.common.errors import MedxError
+    from medxiaohe.common.settings import Settings
+    from medxiaohe.models.folders import pinned_uri
     from medxiaohe_services.deploy.model import deploy as apply
     from medxiaohe_services.deploy.model import render_inference_service
     from medxiaohe_services.deploy.training import KubernetesLauncher
 
+    if pin:
+        try:
+            uri = pinned_uri(uri, Settings.from_env())
+        except MedxError as exc:  # no store here, or none reachable
+            if not dry_run:
+                raise type(exc)(f"{exc}; pass --no-pin to deploy {uri} as it is") from None
+            typer.echo(f"not pinned to a version: {exc}", err=True)
     isvc = render_inference_service(uri, name, values or [], runtime=runtime, gpus=gpus)
     if dry_run:
         typer.echo(yaml.safe_dump(isvc, sort_keys=False))
