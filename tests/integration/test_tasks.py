@@ -168,3 +168,92 @@ def test_worker_limits_and_visibility_timeout_come_from_settings() -> None:
     assert app.conf.task_time_limit == 600
     assert app.conf.worker_max_memory_per_child == 8192 * 1024
     assert app.conf.broker_transport_options["visibility_timeout"] > 600
+
+
+def _notes(n: int) -> list[str]:
+    """``n`` distinct radiology-like notes, long enough for 3-gram MinHash."""
+    findings = ["opacity", "effusion", "nodule", "atelectasis", "edema", "fracture", "mass"]
+    sides = ["right", "left", "bilateral"]
+    lobes = ["upper", "middle", "lower"]
+    return [
+        f"Study {i}. Frontal and lateral views show a {sides[i % 3]} {lobes[i // 3 % 3]} lobe "
+        f"{findings[i % 7]} measuring {i + 3} mm with {findings[(i + 2) % 7]} nearby. Compared "
+        f"with the prior of {2000 + i} the {findings[(i + 4) % 7]} is unchanged. Follow up in "
+        f"{i + 2} weeks is advised by reader {i * 7 + 11} for the record {i * 13 + 5}."
+        for i in range(n)
+    ]
+
+
+def test_workers_share_dedup_as_one_process_would(broker_url: str) -> None:
+    """Two workers' Dedup over one Redis index drop what one process drops; a redelivered
+    shard keeps what it kept; two workers racing on near-duplicate pairs keep one of each."""
+    import threading
+
+    import redis
+
+    from medxiaohe.corpus.record import Record
+    from medxiaohe.corpus.steps import Dedup
+    from medxiaohe_services.worker.dedup import RedisIndex
+
+    client = redis.Redis.from_url(broker_url)
+    notes = _notes(12)
+    near = [n.replace("is advised", "is recommended") for n in notes]
+    texts = [*notes[:6], *near[6:], notes[0].upper(), *near[:6], *notes[6:]]
+
+    def records(part: list[str], offset: int) -> list[Record]:
+        return [Record(str(offset + i), "bulk", t) for i, t in enumerate(part)]
+
+    def kept(dedup: Dedup, batch: list[Record]) -> list[bool]:
+        return [not r.dropped for r in dedup.run(batch)]
+
+    half = len(texts) // 2
+    alone = kept(Dedup(), records(texts, 0))
+    worker_a = Dedup(index=RedisIndex(client, "shared", SECRET), shard="s1")
+    worker_b = Dedup(index=RedisIndex(client, "shared", SECRET), shard="s2")
+    shared = kept(worker_a, records(texts[:half], 0)) + kept(worker_b, records(texts[half:], half))
+    assert shared == alone
+    assert sum(alone) == 12  # one of each note, whichever came first
+    redelivered = Dedup(index=RedisIndex(client, "shared", SECRET), shard="s1")  # elsewhere
+    assert kept(redelivered, records(texts[:half], 0)) == alone[:half]
+    assert not any(kept(worker_b, records(texts[:half], 0)))  # sent again: all duplicates
+    # racing: each worker takes one side of every pair at the same time
+    race = [Dedup(index=RedisIndex(client, "race", SECRET)) for _ in range(2)]
+    results: list[list[bool]] = [[], []]
+    threads = [
+        threading.Thread(target=lambda i=i, side=side: results[i].extend(
+            kept(race[i], records(side, 100 * i))))
+        for i, side in enumerate((notes, near))
+    ]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert [a + b for a, b in zip(*results, strict=True)] == [1] * len(notes)
+
+
+def test_bulk_ingest_drops_duplicates_across_shards(
+    broker_url: str, worker: str, tmp_path: Path
+) -> None:
+    """Each file a shard, every shard a task: a near duplicate in another shard drops."""
+    import json
+
+    from tests.conftest import publish_small_tree
+
+    publish_small_tree(worker)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    notes = _notes(3)
+    for i, text in enumerate([*notes, notes[1].replace("is advised", "is recommended")]):
+        (folder / f"note-{i}.txt").write_text(text)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MEDXIAOHE_")},
+        "MEDXIAOHE_BROKER_URL": broker_url,
+        "MEDXIAOHE_STORE_URI": worker,
+        "MEDXIAOHE_DEID_SECRET": SECRET,
+    }
+    cmd = [sys.executable, "-m", "medxiaohe_services.cli", "ingest", str(folder),
+           "--dataset", "across", "--files-per-shard", "1"]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (summary["shards"], summary["kept"], summary["dropped"]) == (4, 3, 1)

@@ -14,7 +14,7 @@ from medxiaohe.corpus.deid import Phi, deidentify, find_phi
 from medxiaohe.corpus.dicom import read_dicom
 from medxiaohe.corpus.ingest import read_blob
 from medxiaohe.corpus.record import Record
-from medxiaohe.corpus.steps import Dedup, QualityFilter
+from medxiaohe.corpus.steps import Dedup, MemoryIndex, QualityFilter
 from medxiaohe.eval.deid import generate_notes, score
 
 
@@ -145,8 +145,18 @@ def test_dedup_exact_and_near_duplicates() -> None:
     assert out["4"] == ""
     assert out["2"] == "exact duplicate"
     assert out["3"].startswith("near duplicate of")
-    seen = {Record("x", "s", base).content_hash}
-    assert next(iter(Dedup(seen=seen).run([Record("5", "s", base)]))).dropped == "exact duplicate"
+    stored = MemoryIndex(stored=[Record("x", "s", base).content_hash])
+    assert next(iter(Dedup(index=stored).run([Record("5", "s", base)]))).dropped == (
+        "exact duplicate"
+    )
+    # a redelivered shard keeps what its first attempt kept; the same records in another
+    # shard (sent again) are duplicates
+    dedup = Dedup(shard="a")
+    first = [r.dropped for r in dedup.run([Record(r.id, r.source, r.text) for r in records])]
+    again = [r.dropped for r in dedup.run([Record(r.id, r.source, r.text) for r in records])]
+    assert again == first
+    dedup.shard = "b"
+    assert all(r.dropped for r in dedup.run([Record(r.id, r.source, r.text) for r in records]))
 
 
 def test_no_phi_found_in_public_deidentified_reports() -> None:

@@ -7,7 +7,7 @@ import json
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -20,12 +20,14 @@ from medxiaohe.corpus.record import Record
 from medxiaohe.corpus.shards import ShardResult, list_shards, read_records, shard_done, write_shard
 from medxiaohe.corpus.steps import (
     Dedup,
+    DedupIndex,
     Deidentify,
     DropBenchmarkOverlap,
     LengthCap,
     QualityFilter,
     Step,
     Tag,
+    record_key,
     run_pipeline,
 )
 from medxiaohe.entities.tagger import DictionaryTagger
@@ -164,12 +166,13 @@ class ShardIngestor:
     dataset: str
     tagger: DictionaryTagger
     secret: str
-    seen: set[str] = field(default_factory=set)
     benchmarks: BenchmarkIndex | None = None  # records that copy a benchmark item drop
+    # what dedup has kept: shared by the workers of a run (the services' Redis index), else
+    # this ingestor's memory, which spans every shard it processes
+    dedup_index: DedupIndex | None = None
 
     def __post_init__(self) -> None:
-        # one Dedup for every shard of the run: duplicates across shards are found too
-        self.dedup = Dedup(seen=self.seen)
+        self.dedup = Dedup(index=self.dedup_index)
 
     def records_of(self, keys: Iterable[str]) -> Iterator[Record]:
         captions = {k for k in keys if k.endswith(".caption")}
@@ -193,9 +196,9 @@ class ShardIngestor:
         if done is not None:
             # a resumed run must dedup against what the finished shard holds
             for row in read_records(self.store, done):
-                self.dedup.remember(
-                    f"{row['source']}/{row['id']}", row["text"], row["content_hash"]
-                )
+                digest = row["content_hash"]
+                key = record_key(shard_id, row["source"], row["id"], digest)
+                self.dedup.remember(key, row["text"], digest)
             meta = done.metadata
             return ShardResult(
                 shard_id,
@@ -204,6 +207,7 @@ class ShardIngestor:
                 skipped=True,
                 quarantined=meta.get("quarantined", 0),
             )
+        self.dedup.shard = shard_id
         steps = default_steps(self.tagger, self.secret, self.dedup, self.benchmarks)
         return write_shard(self.store, self.dataset, shard_id, run_pipeline(steps, records))
 

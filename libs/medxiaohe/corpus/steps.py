@@ -3,8 +3,9 @@ drops keeps flowing with ``dropped`` set, so the shard writer can keep it with i
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from medxiaohe.corpus.deid import (
@@ -150,36 +151,99 @@ class Tag:
             yield record
 
 
-@dataclass
-class Dedup:
-    """Exact duplicates by normalized-text hash, near duplicates by MinHash LSH (datasketch).
+NUM_PERM = 128  # MinHash permutations
+THRESHOLD = 0.8  # Jaccard similarity of word 3-grams at which a record is a near duplicate
 
-    ``seen`` holds the hashes of what is already stored, so a re-sent document is dropped."""
 
-    threshold: float = 0.8
-    num_perm: int = 128
-    shingle: int = 3
-    seen: set[str] = field(default_factory=set)
-    name: str = "dedup"
+def record_key(shard: str, source: str, record_id: str, digest: str) -> str:
+    """How dedup names a kept record: the same for a redelivery of its shard; another shard's
+    copy of it (a document sent again) is another record, a duplicate."""
+    return f"{shard}:{source}/{record_id}#{digest[:8]}"
 
-    def __post_init__(self) -> None:
+
+def minhash_of(text: str, num_perm: int, shingle: int) -> Any:
+    from datasketch import MinHash
+
+    words = text.lower().split()
+    grams = {" ".join(words[i : i + shingle]) for i in range(max(1, len(words) - shingle + 1))}
+    minhash = MinHash(num_perm=num_perm)
+    minhash.update_batch([g.encode() for g in grams])
+    return minhash
+
+
+class DedupIndex(Protocol):
+    """What dedup has kept: one process's memory (``MemoryIndex``), or an index that workers
+    share (the services' Redis index), so duplicates across shards and workers are found.
+    ``key`` names the record asking: a record is never its own duplicate."""
+
+    def exact(self, digest: str, key: str) -> str | None:
+        """Another kept record with this normalized-text hash (its name), if any."""
+        ...
+
+    def similar(self, minhash: Any, key: str) -> list[tuple[str, Any]]:
+        """Other kept records that may be near (LSH candidates): names and signatures."""
+        ...
+
+    def add(self, key: str, minhash: Any, digest: str) -> None: ...
+
+    def exclusive(self) -> contextlib.AbstractContextManager[None]:
+        """Held around one record's check-and-add (two workers must not both keep a pair)."""
+        ...
+
+
+class MemoryIndex:
+    """A DedupIndex in this process: MinHash LSH (datasketch) and the kept hashes. ``stored``:
+    hashes of records already in the store (their keys unknown)."""
+
+    def __init__(
+        self, num_perm: int = NUM_PERM, threshold: float = THRESHOLD, stored: Iterable[str] = ()
+    ) -> None:
         from datasketch import MinHashLSH
 
         # LSH banding finds candidates at a lower similarity; each is then checked exactly
-        self._lsh = MinHashLSH(threshold=max(0.1, self.threshold - 0.2), num_perm=self.num_perm)
+        self._lsh = MinHashLSH(threshold=lsh_threshold(threshold), num_perm=num_perm)
         self._signatures: dict[str, Any] = {}
+        self._holders: dict[str, str] = dict.fromkeys(stored, "(stored)")
 
-    def _minhash(self, text: str) -> Any:
-        from datasketch import MinHash
+    def exact(self, digest: str, key: str) -> str | None:
+        holder = self._holders.get(digest)
+        return holder if holder != key else None
 
-        words = text.lower().split()
-        grams = {
-            " ".join(words[i : i + self.shingle])
-            for i in range(max(1, len(words) - self.shingle + 1))
-        }
-        minhash = MinHash(num_perm=self.num_perm)
-        minhash.update_batch([g.encode() for g in grams])
-        return minhash
+    def similar(self, minhash: Any, key: str) -> list[tuple[str, Any]]:
+        return [(k, self._signatures[k]) for k in self._lsh.query(minhash) if k != key]
+
+    def add(self, key: str, minhash: Any, digest: str) -> None:
+        if key not in self._signatures:
+            self._lsh.insert(key, minhash)
+            self._signatures[key] = minhash
+        self._holders.setdefault(digest, key)
+
+    def exclusive(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+
+def lsh_threshold(threshold: float) -> float:
+    """The LSH banding's threshold for a near-duplicate ``threshold``: lower, so that the exact
+    Jaccard check sees every pair at the threshold."""
+    return max(0.1, threshold - 0.2)
+
+
+@dataclass
+class Dedup:
+    """Exact duplicates by normalized-text hash, near duplicates by MinHash LSH (datasketch),
+    against what ``index`` holds: this run's records, and what is already stored. A record is
+    never its own duplicate in its own shard, so a redelivered shard keeps what its first attempt
+    kept, while a document sent again (another shard) drops."""
+
+    threshold: float = THRESHOLD
+    num_perm: int = NUM_PERM
+    shingle: int = 3
+    index: DedupIndex | None = None
+    shard: str = ""  # the shard being written (a redelivery of it keeps what it kept)
+    name: str = "dedup"
+
+    def __post_init__(self) -> None:
+        self._index = self.index or MemoryIndex(self.num_perm, self.threshold)
 
     def run(self, records: Iterable[Record]) -> Iterator[Record]:
         for record in records:
@@ -187,28 +251,25 @@ class Dedup:
                 yield record
                 continue
             digest = record.content_hash
-            if digest in self.seen:
-                record.dropped = "exact duplicate"
-                yield record
-                continue
-            minhash = self._minhash(record.text)
-            near = [
-                key
-                for key in self._lsh.query(minhash)
-                if minhash.jaccard(self._signatures[key]) >= self.threshold
-            ]
-            if near:
-                record.dropped = f"near duplicate of {sorted(near)[0]}"
-            else:
-                self._insert(f"{record.source}/{record.id}#{digest[:8]}", minhash, digest)
+            key = record_key(self.shard, record.source, record.id, digest)
+            with self._index.exclusive():
+                if self._index.exact(digest, key) is not None:
+                    record.dropped = "exact duplicate"
+                    yield record
+                    continue
+                minhash = minhash_of(record.text, self.num_perm, self.shingle)
+                near = sorted(
+                    other
+                    for other, signature in self._index.similar(minhash, key)
+                    if minhash.jaccard(signature) >= self.threshold
+                )
+                if near:
+                    record.dropped = f"near duplicate of {near[0]}"
+                else:
+                    self._index.add(key, minhash, digest)
             yield record
 
-    def _insert(self, key: str, minhash: Any, digest: str) -> None:
-        self._lsh.insert(key, minhash)
-        self._signatures[key] = minhash
-        self.seen.add(digest)
-
     def remember(self, key: str, text: str, digest: str) -> None:
-        """Count an already stored record (from a finished shard) as seen."""
-        if digest not in self.seen:
-            self._insert(key, self._minhash(text), digest)
+        """Count an already stored record (from a finished shard) as kept."""
+        if self._index.exact(digest, key) is None:
+            self._index.add(key, minhash_of(text, self.num_perm, self.shingle), digest)

@@ -12,6 +12,7 @@ from medxiaohe.corpus.deid import record_pseudonym, stored_label
 from medxiaohe.corpus.ingest import ShardIngestor, stored_hashes
 from medxiaohe.corpus.record import Record
 from medxiaohe.corpus.shards import ShardResult, dataset_coverage, shards_prefix
+from medxiaohe.corpus.steps import MemoryIndex
 from medxiaohe.storage import ArtifactStore
 from medxiaohe_services.runtime.resources import TaggerLoader
 
@@ -33,9 +34,9 @@ class CorpusWriter:
 
     def _get_ingestor(self) -> ShardIngestor:
         if self._ingestor is None:
-            seen = stored_hashes(self.store, self.dataset)
+            stored = MemoryIndex(stored=stored_hashes(self.store, self.dataset))
             self._ingestor = ShardIngestor(
-                self.store, self.dataset, self.tagging.dictionary, self.secret, seen
+                self.store, self.dataset, self.tagging.dictionary, self.secret, dedup_index=stored
             )
         return self._ingestor
 

@@ -21,6 +21,7 @@ from celery.exceptions import Ignore
 
 from medxiaohe.common.secrets import required_secret
 from medxiaohe.common.settings import Settings
+from medxiaohe.corpus.steps import DedupIndex
 from medxiaohe.entities.tagger import DictionaryTagger
 from medxiaohe.entities.tree import EntityTree
 from medxiaohe.storage import ArtifactStore, open_store
@@ -50,10 +51,19 @@ class MedxCelery(Celery):  # type: ignore[misc]
 
     @cached_property
     def counter(self) -> Any:
-        """The broker's Redis, where deliveries are counted."""
+        """The broker's Redis, where deliveries are counted (and the dedup index kept)."""
         import redis
 
         return redis.Redis.from_url(self.settings.broker_url)
+
+    def dedup_index(self, dataset: str) -> DedupIndex | None:
+        """The dedup index the workers share for ``dataset`` (in the broker's Redis), or None
+        (embedded: one process, its own memory)."""
+        if not self.settings.broker_url.startswith("redis"):
+            return None
+        from medxiaohe_services.worker.dedup import RedisIndex
+
+        return RedisIndex(self.counter, dataset, self.deid_secret)
 
     @cached_property
     def deid_secret(self) -> str:

@@ -32,5 +32,8 @@ def register(app: MedxCelery) -> None:
         """One shard of a bulk ingest; a finished shard is skipped, so redelivery is safe."""
         from medxiaohe.corpus.ingest import ShardIngestor, ShardSpec
 
-        ingestor = ShardIngestor(app.store, dataset, app.tagger, app.deid_secret)
+        shared = app.dedup_index(dataset)  # duplicates across shards and workers drop
+        ingestor = ShardIngestor(
+            app.store, dataset, app.tagger, app.deid_secret, dedup_index=shared
+        )
         return ingestor.process(ShardSpec(spec["shard_id"], tuple(spec["keys"]))).as_dict()
