@@ -250,24 +250,26 @@ class Dedup:
             if record.dropped or not record.text.strip():
                 yield record
                 continue
-            digest = record.content_hash
-            key = record_key(self.shard, record.source, record.id, digest)
-            with self._index.exclusive():
-                if self._index.exact(digest, key) is not None:
-                    record.dropped = "exact duplicate"
-                    yield record
-                    continue
-                minhash = minhash_of(record.text, self.num_perm, self.shingle)
-                near = sorted(
-                    other
-                    for other, signature in self._index.similar(minhash, key)
-                    if minhash.jaccard(signature) >= self.threshold
-                )
-                if near:
-                    record.dropped = f"near duplicate of {near[0]}"
-                else:
-                    self._index.add(key, minhash, digest)
+            with self._index.exclusive():  # released before the record moves on
+                record.dropped = self._keep_or_why(record)
             yield record
+
+    def _keep_or_why(self, record: Record) -> str:
+        """ "" after adding the record to the index, else why it is a duplicate."""
+        digest = record.content_hash
+        key = record_key(self.shard, record.source, record.id, digest)
+        if self._index.exact(digest, key) is not None:
+            return "exact duplicate"
+        minhash = minhash_of(record.text, self.num_perm, self.shingle)
+        near = sorted(
+            other
+            for other, signature in self._index.similar(minhash, key)
+            if minhash.jaccard(signature) >= self.threshold
+        )
+        if near:
+            return f"near duplicate of {near[0]}"
+        self._index.add(key, minhash, digest)
+        return ""
 
     def remember(self, key: str, text: str, digest: str) -> None:
         """Count an already stored record (from a finished shard) as kept."""
