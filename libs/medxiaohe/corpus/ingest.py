@@ -31,7 +31,7 @@ from medxiaohe.corpus.steps import (
     run_pipeline,
 )
 from medxiaohe.entities.tagger import DictionaryTagger
-from medxiaohe.storage import ArtifactStore
+from medxiaohe.storage import ArtifactStore, Manifest
 from medxiaohe.storage.uploads import put_upload
 
 KINDS = {
@@ -187,6 +187,17 @@ class ShardIngestor:
             )
             yield from read_blob(key, self.store.get_bytes(key), caption)
 
+    def remember_finished(self) -> None:
+        """Every finished shard's kept records into the dedup index (one that lost them)."""
+        for done in list_shards(self.store, self.dataset):
+            self._remember(done)
+
+    def _remember(self, done: Manifest) -> None:
+        for row in read_records(self.store, done):
+            digest = row["content_hash"]
+            key = record_key(done.version, row["source"], row["id"], digest)  # version: shard id
+            self.dedup.remember(key, row["text"], digest)
+
     def process(self, spec: ShardSpec) -> ShardResult:
         return self.process_records(spec.shard_id, self.records_of(spec.keys))
 
@@ -194,11 +205,7 @@ class ShardIngestor:
         """Run the pipeline into one shard, unless that shard is already complete."""
         done = shard_done(self.store, self.dataset, shard_id)
         if done is not None:
-            # a resumed run must dedup against what the finished shard holds
-            for row in read_records(self.store, done):
-                digest = row["content_hash"]
-                key = record_key(shard_id, row["source"], row["id"], digest)
-                self.dedup.remember(key, row["text"], digest)
+            self._remember(done)  # a resumed run must dedup against what the shard holds
             meta = done.metadata
             return ShardResult(
                 shard_id,

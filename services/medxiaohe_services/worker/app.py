@@ -14,17 +14,19 @@ longer than the time limit, so a running shard is never handed to a second worke
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task
 from celery.exceptions import Ignore
 
 from medxiaohe.common.secrets import required_secret
 from medxiaohe.common.settings import Settings
-from medxiaohe.corpus.steps import DedupIndex
 from medxiaohe.entities.tagger import DictionaryTagger
 from medxiaohe.entities.tree import EntityTree
 from medxiaohe.storage import ArtifactStore, open_store
+
+if TYPE_CHECKING:
+    from medxiaohe_services.worker.dedup import RedisIndex
 
 DEAD_LETTER = "medxiaohe.dead-letter"
 DELIVERIES = "medxiaohe:deliveries:"
@@ -56,7 +58,7 @@ class MedxCelery(Celery):  # type: ignore[misc]
 
         return redis.Redis.from_url(self.settings.broker_url)
 
-    def dedup_index(self, dataset: str) -> DedupIndex | None:
+    def dedup_index(self, dataset: str) -> RedisIndex | None:
         """The dedup index the workers share for ``dataset`` (in the broker's Redis), or None
         (embedded: one process, its own memory)."""
         if not self.settings.broker_url.startswith("redis"):

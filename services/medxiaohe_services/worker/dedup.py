@@ -7,12 +7,13 @@ threshold and permutations): a kept record's signature is added to one Redis set
 signature to a hash, its normalized-text hash to another. A record's check-and-add runs under
 a Redis lock per dataset, so two workers cannot both keep a near-duplicate pair. Record names
 are keyed pseudonyms (HMAC with the de-identification secret): no record id reaches Redis.
-A Redis error is Unavailable, so the shard's task is retried."""
+A Redis error is Unavailable, so the shard's task is retried. The index has no persistence of
+its own: when Redis restarts without it, the next task rebuilds it from the finished shards."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ from medxiaohe.corpus.steps import NUM_PERM, THRESHOLD, lsh_threshold
 
 PREFIX = "medxiaohe:dedup:"
 LOCK_TIMEOUT_S = 60  # a lock whose worker died is free again after this long
+SEED_TIMEOUT_S = 1800  # rebuilding the index from the finished shards of a large dataset
 
 
 class RedisIndex:
@@ -89,6 +91,30 @@ class RedisIndex:
             for band in self._bands(minhash):
                 pipe.sadd(band, name)
             pipe.execute()
+
+    def ensure_seeded(self, seed: Callable[[], None]) -> None:
+        """Run ``seed`` (every finished shard's records into the index) unless this index in
+        Redis has been seeded: after a Redis restart lost it, the next shard's task rebuilds it
+        before it dedups, while the other tasks wait."""
+        marker = f"{self._prefix}:seeded"
+        lock = self._client.lock(
+            f"{self._prefix}:seeding", timeout=SEED_TIMEOUT_S, blocking_timeout=SEED_TIMEOUT_S
+        )
+        with _redis_errors():
+            if self._client.exists(marker):
+                return
+            if not lock.acquire():
+                raise Unavailable("the shared dedup index is being rebuilt; retried later")
+        try:
+            with _redis_errors():
+                if self._client.exists(marker):  # another task seeded it meanwhile
+                    return
+            seed()
+            with _redis_errors():
+                self._client.set(marker, b"1")
+        finally:
+            with contextlib.suppress(redis.RedisError):
+                lock.release()
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:

@@ -36,4 +36,6 @@ def register(app: MedxCelery) -> None:
         ingestor = ShardIngestor(
             app.store, dataset, app.tagger, app.deid_secret, dedup_index=shared
         )
+        if shared is not None:
+            shared.ensure_seeded(ingestor.remember_finished)
         return ingestor.process(ShardSpec(spec["shard_id"], tuple(spec["keys"]))).as_dict()
