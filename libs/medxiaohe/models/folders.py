@@ -36,9 +36,8 @@ def model_folder(uri: str, settings: Settings) -> Path:
         return _current_version(Path(uri))
     limit = int(settings.model_max_download_gb * 2**30)
     if uri.startswith("s3://"):
-        bucket, _, prefix = uri[len("s3://") :].partition("/")
-        store = open_store(f"s3://{bucket}", settings)
-        return fetch(store, prefix.strip("/"), settings.model_cache_dir, max_bytes=limit)
+        _, store, prefix = _s3(uri, settings)
+        return fetch(store, prefix, settings.model_cache_dir, max_bytes=limit)
     store = open_store(settings.store_uri, settings)
     return fetch(store, uri.strip("/"), settings.model_cache_dir, max_bytes=limit)
 
@@ -50,13 +49,17 @@ def pinned_uri(uri: str, settings: Settings) -> str:
     Unavailable when the store cannot be reached."""
     if not uri.startswith("s3://"):
         return uri
-    bucket, _, prefix = uri[len("s3://") :].partition("/")
-    prefix = prefix.strip("/")
-    store = open_store(f"s3://{bucket}", settings)
+    bucket, store, prefix = _s3(uri, settings)
     if not prefix or not store.exists(f"{prefix}/{LATEST}"):
         return uri
     manifest = resolve(store, prefix)
     return f"s3://{bucket}/{manifest.prefix}/{manifest.version}"
+
+
+def _s3(uri: str, settings: Settings) -> tuple[str, ArtifactStore, str]:
+    """``s3://bucket/prefix`` as its bucket, a store on that bucket, and the prefix."""
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
+    return bucket, open_store(f"s3://{bucket}", settings), prefix.strip("/")
 
 
 def _current_version(folder: Path) -> Path:
@@ -79,8 +82,7 @@ def model_card(uri: str, settings: Settings) -> dict[str, Any]:
         body, where = path.read_bytes(), {}
     else:
         if uri.startswith("s3://"):
-            bucket, _, prefix = uri[len("s3://") :].partition("/")
-            store = open_store(f"s3://{bucket}", settings)
+            _, store, prefix = _s3(uri, settings)
         else:
             store, prefix = open_store(settings.store_uri, settings), uri
         manifest = _manifest(store, prefix.strip("/"))
@@ -117,10 +119,9 @@ def save_model_folder(folder: Path, uri: str, settings: Settings) -> str:
     """Publish a model folder to ``s3://bucket/prefix`` (a new version, atomically), or copy
     it to a local folder that must not exist yet (written beside it, then renamed)."""
     if uri.startswith("s3://"):
-        bucket, _, prefix = uri[len("s3://") :].partition("/")
-        store = open_store(f"s3://{bucket}", settings)
+        bucket, store, prefix = _s3(uri, settings)
         store.ping()  # reachable, and the bucket exists
-        manifest: Manifest = publish_folder(store, prefix.strip("/"), folder)
+        manifest: Manifest = publish_folder(store, prefix, folder)
         return f"s3://{bucket}/{manifest.prefix}/{manifest.version}"
     target = Path(uri.removeprefix("file://"))
     if target.exists():
