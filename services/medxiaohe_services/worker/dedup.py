@@ -97,33 +97,30 @@ class RedisIndex:
         Redis has been seeded: after a Redis restart lost it, the next shard's task rebuilds it
         before it dedups, while the other tasks wait."""
         marker = f"{self._prefix}:seeded"
-        lock = self._client.lock(
-            f"{self._prefix}:seeding", timeout=SEED_TIMEOUT_S, blocking_timeout=SEED_TIMEOUT_S
-        )
         with _redis_errors():
             if self._client.exists(marker):
                 return
-            if not lock.acquire():
-                raise Unavailable("the shared dedup index is being rebuilt; retried later")
-        try:
+        with self._locked("seeding", SEED_TIMEOUT_S, SEED_TIMEOUT_S, "is being rebuilt"):
             with _redis_errors():
                 if self._client.exists(marker):  # another task seeded it meanwhile
                     return
             seed()
             with _redis_errors():
                 self._client.set(marker, b"1")
-        finally:
-            with contextlib.suppress(redis.RedisError):
-                lock.release()
+
+    def exclusive(self) -> contextlib.AbstractContextManager[None]:
+        return self._locked("lock", LOCK_TIMEOUT_S, 2 * LOCK_TIMEOUT_S, "is busy")
 
     @contextlib.contextmanager
-    def exclusive(self) -> Iterator[None]:
+    def _locked(self, name: str, timeout_s: int, wait_s: int, busy: str) -> Iterator[None]:
+        """A Redis lock of this index, freed after ``timeout_s`` if its holder died; waited for
+        ``wait_s``, then Unavailable (the task is retried)."""
         lock = self._client.lock(
-            f"{self._prefix}:lock", timeout=LOCK_TIMEOUT_S, blocking_timeout=2 * LOCK_TIMEOUT_S
+            f"{self._prefix}:{name}", timeout=timeout_s, blocking_timeout=wait_s
         )
         with _redis_errors():
             if not lock.acquire():
-                raise Unavailable("the shared dedup index is busy; the shard will be retried")
+                raise Unavailable(f"the shared dedup index {busy}; the shard will be retried")
         try:
             yield
         finally:
