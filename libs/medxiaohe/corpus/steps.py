@@ -255,7 +255,7 @@ class Dedup:
             yield record
 
     def _keep_or_why(self, record: Record) -> str:
-        """ "" after adding the record to the index, else why it is a duplicate."""
+        """Why the record is a duplicate; empty once it is added to the index as kept."""
         digest = record.content_hash
         key = record_key(self.shard, record.source, record.id, digest)
         if self._index.exact(digest, key) is not None:

@@ -217,11 +217,11 @@ class AuditInterceptor(_Wrapping):
     ) -> AsyncIterator[None]:
         start = time.perf_counter()
         code = grpc.StatusCode.OK
-        labels = (self._types.get(method, "unary"), *_split(method))
+        service, name = _split(method)
+        labels = (self._types.get(method, "unary"), service, name)
         RPC_STARTED.labels(*labels).inc()
         # who is calling, read while the call is alive: a call the server tears down (a cancel
         # during shutdown) must not have its auth context read afterwards
-        service, name = _split(method)
         who = {}
         if service not in OPEN_SERVICES:
             who = {
