@@ -28,15 +28,20 @@ def broker_url() -> Iterator[str]:
         yield f"redis://127.0.0.1:{server.port}/0"
 
 
-@pytest.fixture
-def worker(broker_url: str, tmp_path: Path) -> Iterator[str]:
-    store_uri = str(tmp_path / "store")
-    env = {
+def worker_env(broker_url: str, store_uri: str) -> dict[str, str]:
+    """This environment less its MEDXIAOHE_* settings, with the broker, store and secret."""
+    return {
         **{k: v for k, v in os.environ.items() if not k.startswith("MEDXIAOHE_")},
         "MEDXIAOHE_BROKER_URL": broker_url,
         "MEDXIAOHE_STORE_URI": store_uri,
         "MEDXIAOHE_DEID_SECRET": SECRET,
     }
+
+
+@pytest.fixture
+def worker(broker_url: str, tmp_path: Path) -> Iterator[str]:
+    store_uri = str(tmp_path / "store")
+    env = worker_env(broker_url, store_uri)
     cmd = [
         sys.executable,
         "-m",
@@ -100,12 +105,7 @@ def test_bulk_ingest_through_celery(broker_url: str, worker: str, tmp_path: Path
 
     publish_small_tree(worker)
     write_samples(tmp_path / "in")
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("MEDXIAOHE_")},
-        "MEDXIAOHE_BROKER_URL": broker_url,
-        "MEDXIAOHE_STORE_URI": worker,
-        "MEDXIAOHE_DEID_SECRET": SECRET,
-    }
+    env = worker_env(broker_url, worker)
     cmd = [
         sys.executable,
         "-m",
@@ -136,10 +136,7 @@ def test_a_task_that_keeps_killing_its_worker_goes_to_the_dead_letter_queue(
     from medxiaohe_services.worker.app import DEAD_LETTER
 
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("MEDXIAOHE_")},
-        "MEDXIAOHE_BROKER_URL": broker_url,
-        "MEDXIAOHE_STORE_URI": str(tmp_path / "store"),
-        "MEDXIAOHE_DEID_SECRET": SECRET,
+        **worker_env(broker_url, str(tmp_path / "store")),
         "MEDXIAOHE_TASK_MAX_DELIVERIES": "2",
     }
     cmd = [sys.executable, "-m", "celery", "-A", "tests.crash_worker", "worker"]
@@ -246,12 +243,7 @@ def test_bulk_ingest_drops_duplicates_across_shards(
     notes = _notes(3)
     for i, text in enumerate([*notes, notes[1].replace("is advised", "is recommended")]):
         (folder / f"note-{i}.txt").write_text(text)
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("MEDXIAOHE_")},
-        "MEDXIAOHE_BROKER_URL": broker_url,
-        "MEDXIAOHE_STORE_URI": worker,
-        "MEDXIAOHE_DEID_SECRET": SECRET,
-    }
+    env = worker_env(broker_url, worker)
     cmd = [sys.executable, "-m", "medxiaohe_services.cli", "ingest", str(folder),
            "--dataset", "across", "--files-per-shard", "1"]  # fmt: skip
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
