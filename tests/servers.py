@@ -49,7 +49,8 @@ def start_weed(
     timeout: float = 60.0,
     s3_config: Path | None = None,
 ) -> Weed:
-    """`weed mini` with every port chosen here, credentials set, telemetry and UIs off.
+    """`weed mini` with every port chosen here, credentials set, telemetry and UIs off, and
+    volumes enough for a bucket per test whatever the disk's free space.
     ``s3_config`` adds S3 identities (each with its own keys and allowed actions) beside the
     administrator the environment names."""
     binary = shutil.which("weed") or str(Path(__file__).resolve().parents[1] / ".venv/bin/weed")
@@ -72,6 +73,10 @@ def start_weed(
         f"-s3.port.iceberg={iceberg}",
         f"-s3.port.lance={lance}",
         "-webdav=false",
+        # A bucket is a collection with volumes of its own, and the tests make one per test.
+        # Left to itself, weed mini allows free disk / volume size volumes, so a fuller disk
+        # ran out of them mid-suite (500s); volumes are sparse files, so many cost nothing.
+        "-volume.max=1000",
         *([f"-s3.config={s3_config}"] if s3_config else []),
     ]
     env = {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "PATH": "/usr/bin:/bin"}
