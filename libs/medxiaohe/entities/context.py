@@ -13,6 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from medxiaohe.common import cancel
+from medxiaohe.common.cancel import CHECK_EVERY
+
 
 class Assertion(StrEnum):
     PRESENT = "present"
@@ -305,7 +308,9 @@ def assert_spans(
     order = sorted(range(len(spans)), key=lambda i: spans[i][0])
     sentence = 0
     cache: dict[int, list[_Hit]] = {}
-    for i in order:
+    for n, i in enumerate(order):
+        if n % CHECK_EVERY == 0:
+            cancel.check()  # a long text's caller may have gone
         start, end = spans[i]
         while sentence + 1 < len(bounds) - 1 and bounds[sentence + 1] <= start:
             sentence += 1

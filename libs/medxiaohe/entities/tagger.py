@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import ahocorasick
 
+from medxiaohe.common import cancel
+from medxiaohe.common.cancel import CHECK_EVERY
 from medxiaohe.entities.abbreviations import defined_abbreviations, occurrences
 from medxiaohe.entities.context import Assertion, assert_spans
 from medxiaohe.entities.normalize import normalize_text
@@ -172,7 +174,9 @@ class DictionaryTagger:
             else [Assertion.PRESENT] * len(picked)
         )
         mentions = []
-        for (start, end, candidates), state in zip(picked, states, strict=True):
+        for i, ((start, end, candidates), state) in enumerate(zip(picked, states, strict=True)):
+            if i % CHECK_EVERY == 0:
+                cancel.check()
             best = candidates[0]
             mentions.append(
                 Mention(

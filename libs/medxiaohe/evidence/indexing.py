@@ -1,11 +1,14 @@
 """Adding passages to a named index: a new version is published atomically and only on top of
-the version it was built from (compare-and-swap: a concurrent writer's passages are never lost,
-the slower call gets Conflict and retries); a request id makes a retried call return the
-version its first attempt published."""
+the version it was built from (compare-and-swap: a concurrent writer's passages are never lost).
+A call that names the version it read gets Conflict when another writer moved on; one that does
+not is rebuilt on the newer version and published again (a few times, then Conflict). A request
+id makes a retried call return the version its first attempt published."""
 
 from __future__ import annotations
 
 import json
+import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,6 +21,8 @@ from medxiaohe.evidence.passages import Passage, tag_passages
 from medxiaohe.evidence.retrievers import DenseIndex, LexicalIndex, embed
 from medxiaohe.storage import ArtifactStore
 from medxiaohe.storage.base import check_key
+
+REBASES = 8  # a call without an expected version is rebuilt on a newer one this many times
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,7 @@ def add_passages(
     """Publish a version of ``name`` holding its current passages plus ``passages`` (a passage
     id already present is replaced). Existing embeddings are reused; only new text is embedded.
     With ``expected_version`` ("" for a new index) the caller's view must still be current;
-    in any case the new version replaces only the one it was built from (else Conflict)."""
+    without, a version published meanwhile is built upon instead (up to REBASES times)."""
     check_key(name)
     if request_id:
         try:
@@ -51,31 +56,40 @@ def add_passages(
             pass
     if not passages:
         raise InvalidInput("no passages to index")
-    try:
-        current: EvidenceIndex | None = EvidenceIndex.load(store, name)
-    except NotFound:
-        current = None
-    base = current.version if current else ""
-    if expected_version is not None and expected_version != base:
-        raise Conflict(
-            f"index {name!r} is at version {base or '(none)'}, not {expected_version or '(none)'}"
-            "; read it again and retry"
-        )
     if tagger is not None:
         tag_passages(passages, tagger)
     incoming = {p.passage_id: p for p in passages}
-    kept = [p for p in current.passages if p.passage_id not in incoming] if current else []
-    kept_vectors = (
-        current.dense.vectors[[current.by_id[p.passage_id] for p in kept]]
-        if current and kept
-        else np.empty((0, 384), dtype=np.float32)
-    )
     new = list(incoming.values())
-    vectors = np.vstack([kept_vectors, embed([p.indexed_text for p in new])])
-    everything = kept + new
-    lexical = LexicalIndex.build([p.indexed_text for p in everything])
-    built = EvidenceIndex(everything, lexical, DenseIndex(vectors))
-    manifest = built.save(store, name, expected_latest=base)
+    new_vectors = embed([p.indexed_text for p in new])  # once, whatever the retries
+    for attempt in range(REBASES + 1):
+        try:
+            current: EvidenceIndex | None = EvidenceIndex.load(store, name)
+        except NotFound:
+            current = None
+        base = current.version if current else ""
+        if expected_version is not None and expected_version != base:
+            raise Conflict(
+                f"index {name!r} is at version {base or '(none)'}, not "
+                f"{expected_version or '(none)'}; read it again and retry"
+            )
+        kept = [p for p in current.passages if p.passage_id not in incoming] if current else []
+        kept_vectors = (
+            current.dense.vectors[[current.by_id[p.passage_id] for p in kept]]
+            if current and kept
+            else np.empty((0, new_vectors.shape[1]), dtype=np.float32)
+        )
+        everything = kept + new
+        lexical = LexicalIndex.build([p.indexed_text for p in everything])
+        built = EvidenceIndex(
+            everything, lexical, DenseIndex(np.vstack([kept_vectors, new_vectors]))
+        )
+        try:
+            manifest = built.save(store, name, expected_latest=base)
+            break
+        except Conflict:
+            if expected_version is not None or attempt == REBASES:
+                raise
+            time.sleep(random.uniform(0, 0.05 * 2**attempt))  # noqa: S311 (jitter)
     if request_id:
         body = {"version": manifest.version, "added": len(new)}
         store.put_bytes(_request_key(name, request_id), json.dumps(body).encode())

@@ -78,12 +78,11 @@ def ingest(
         task = progress.add_task(f"ingesting {dataset}", total=len(specs))
         if settings.broker_url:
             from medxiaohe_services.worker.app import make_app
+            from medxiaohe_services.worker.dispatch import run_shards
 
-            app = make_app(settings)
-            pending = [app.send_task("medxiaohe.ingest_shard", args=[dataset, s]) for s in specs]
-            for result in pending:
-                results.append(result.get(timeout=3600))
-                progress.advance(task)
+            results = run_shards(
+                make_app(settings), dataset, specs, lambda _: progress.advance(task)
+            )
         else:
             shares = [specs[i::workers] for i in range(workers)]
             with ProcessPoolExecutor(max_workers=workers) as pool:

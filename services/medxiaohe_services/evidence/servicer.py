@@ -22,6 +22,7 @@ from medxiaohe_protos.evidence.v1 import evidence_pb2_grpc as pb_grpc
 from medxiaohe_services.evidence import convert
 from medxiaohe_services.runtime.interceptors import caller_identity
 from medxiaohe_services.runtime.resources import TaggerLoader
+from medxiaohe_services.runtime.threads import in_thread
 
 MAX_PASSAGES_PER_CALL = 100_000
 
@@ -57,7 +58,7 @@ class EvidenceServicer(pb_grpc.EvidenceServiceServicer):
         self, request: pb.RetrieveEvidenceRequest, context: grpc.aio.ServicerContext
     ) -> pb.RetrieveEvidenceResponse:
         index = await self._index(request.index_name, request.index_version)
-        hits = await asyncio.to_thread(
+        hits = await in_thread(
             index.search,
             request.query,
             request.k or 10,
@@ -112,7 +113,7 @@ class EvidenceServicer(pb_grpc.EvidenceServiceServicer):
         if not name:
             raise InvalidInput("the stream carried no passages")
         tagger = self.tagging.dictionary if self.tagging.ready else None  # entity ids, if a MET
-        result = await asyncio.to_thread(
+        result = await in_thread(
             add_passages, self.store, name, passages, request_id, tagger, expected
         )
         return pb.IndexPassagesResponse(

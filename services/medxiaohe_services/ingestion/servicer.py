@@ -27,6 +27,7 @@ from medxiaohe_services.ingestion import convert
 from medxiaohe_services.ingestion.corpus import DUPLICATE, CorpusWriter, content_key
 from medxiaohe_services.runtime.interceptors import caller_identity
 from medxiaohe_services.runtime.resources import TaggerLoader
+from medxiaohe_services.runtime.threads import in_thread
 
 PARSE_THREADS = 2
 PARSE_QUEUE = 16
@@ -209,7 +210,7 @@ class IngestionServicer(pb_grpc.IngestionServiceServicer):
         unknown = sorted(set(request.entity_types) - known)
         if unknown:
             raise InvalidInput(f"unknown entity types {unknown}; known: {sorted(known)}")
-        mentions = await asyncio.to_thread(tagger.tag, text, request.entity_types or None)
+        mentions = await in_thread(tagger.tag, text, request.entity_types or None)
         return pb.TagEntitiesResponse(
             mentions=[convert.mention_to_proto(m) for m in mentions],
             provenance=self._provenance(),

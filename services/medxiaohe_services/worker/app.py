@@ -107,6 +107,12 @@ def make_app(settings: Settings) -> MedxCelery:
         accept_content=["json"],
         result_expires=24 * 3600,
         broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,  # a worker outlives a broker restart, however long
+        # a result read or written while Redis restarts is tried again (then the caller's own
+        # retry takes over: the dispatcher polls again, a task is redelivered)
+        result_backend_always_retry=True,
+        result_backend_max_retries=10,
+        result_backend_max_sleep_between_retries_ms=1000,
         worker_hijack_root_logger=False,
         task_time_limit=settings.task_time_limit_s,
         task_soft_time_limit=settings.task_time_limit_s * 0.9,

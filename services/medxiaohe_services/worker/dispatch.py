@@ -1,0 +1,67 @@
+"""Sending shards to the workers and waiting for all of them, through broker outages.
+
+Every shard task is idempotent (a finished shard is skipped), so the dispatcher may send one
+again: a task that failed (its retries ran out while the store or Redis was down) is sent once
+more, up to ``rounds`` times. A task whose worker died is redelivered by the broker after its
+visibility timeout. While the broker is unreachable, sending and polling wait and try again; the
+wait as a whole is bounded by ``timeout_s``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from celery.result import AsyncResult
+
+from medxiaohe.common.errors import Unavailable
+from medxiaohe_services.worker.app import MedxCelery
+
+log = logging.getLogger("medxiaohe.dispatch")
+TASK = "medxiaohe.ingest_shard"
+POLL_S = 0.25
+
+
+def run_shards(
+    app: MedxCelery,
+    dataset: str,
+    specs: list[dict[str, Any]],
+    on_done: Callable[[dict[str, Any]], None] = lambda _: None,
+    timeout_s: float = 24 * 3600,
+    rounds: int = 3,
+) -> list[dict[str, Any]]:
+    """Each shard's result, in the order of ``specs``; Unavailable when the broker stays away
+    past ``timeout_s`` or a shard failed ``rounds`` times."""
+    deadline = time.monotonic() + timeout_s
+    results: dict[int, dict[str, Any]] = {}
+    sent: dict[int, AsyncResult] = {}
+    failures = dict.fromkeys(range(len(specs)), 0)
+    while len(results) < len(specs):
+        if time.monotonic() > deadline:
+            raise Unavailable(f"{len(specs) - len(results)} shards unfinished after {timeout_s} s")
+        for i in (i for i in range(len(specs)) if i not in results and i not in sent):
+            try:
+                sent[i] = app.send_task(TASK, args=[dataset, specs[i]])
+            except Exception as exc:  # the broker is away: try again on the next pass
+                log.info("cannot send a shard yet", extra={"error": type(exc).__name__})
+                break
+        for i, result in list(sent.items()):
+            try:
+                state = result.state
+                value: Any = result.result if state in ("SUCCESS", "FAILURE") else None
+            except Exception as exc:  # the result backend is away
+                log.info("cannot poll a shard yet", extra={"error": type(exc).__name__})
+                break
+            if state == "SUCCESS":
+                results[i] = value
+                del sent[i]
+                on_done(value)
+            elif state == "FAILURE":
+                failures[i] += 1
+                del sent[i]  # sent again on the next pass: a finished shard is skipped
+                log.warning("a shard failed", extra={"error": type(value).__name__})
+                if failures[i] >= rounds:
+                    raise Unavailable(f"a shard failed {rounds} times; the workers' logs say why")
+        time.sleep(POLL_S)
+    return [results[i] for i in range(len(specs))]
