@@ -96,6 +96,7 @@ def make_app(settings: Settings) -> MedxCelery:
         task_cls=CountedTask,
     )
     app.settings = settings
+    visibility = int(settings.task_time_limit_s * 2)  # a running task is never handed out twice
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -117,10 +118,14 @@ def make_app(settings: Settings) -> MedxCelery:
         task_time_limit=settings.task_time_limit_s,
         task_soft_time_limit=settings.task_time_limit_s * 0.9,
         worker_max_memory_per_child=settings.worker_max_memory_mb * 1024,  # KiB
-        broker_transport_options={"visibility_timeout": int(settings.task_time_limit_s * 2)},
-        result_backend_transport_options={
-            "visibility_timeout": int(settings.task_time_limit_s * 2)
+        broker_transport_options={
+            "visibility_timeout": visibility,
+            # kombu looks for abandoned tasks every interval x throttle seconds (100 s by
+            # default, whatever the visibility timeout): here a tenth of the timeout, at most 60
+            "unacked_restore_interval": max(1, min(60, visibility // 10)),
+            "unacked_restore_throttle": 1,
         },
+        result_backend_transport_options={"visibility_timeout": visibility},
     )
     from medxiaohe_services.worker import tasks
 
