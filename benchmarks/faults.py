@@ -33,7 +33,7 @@ from medxiaohe.entities.tree import EntityTree
 from medxiaohe.storage import ArtifactStore, open_store
 
 DATASET = "faults"
-WORDS = (
+VOCABULARY = (
     "patient presents with cough fever dyspnea chest pain abdominal tenderness nausea fatigue "
     "history of hypertension diabetes asthma smoking renal hepatic cardiac murmur wheeze rales "
     "radiograph shows opacity effusion nodule consolidation atelectasis edema fracture mass "
@@ -43,7 +43,8 @@ WORDS = (
     "sinus tachycardia bradycardia examination revealed soft nontender distended bowel sounds "
     "present absent reduced clear equal breath heart sounds regular no acute distress alert "
     "oriented afebrile today yesterday prior study compared unchanged new small large"
-).split()
+)
+WORDS = VOCABULARY.split()
 MARKER = "zq"  # a cluster's marker word: zq + its number in letters
 
 
@@ -78,7 +79,7 @@ class Corpus:
 def write_corpus(folder: Path, documents: int, seed: int = 0) -> Corpus:
     """``documents`` documents in files of four kinds, about 8 % of them exact and 8 % near
     copies of an earlier one (one word changed) in a file of any kind."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 (the same corpus for a seed)
     folder.mkdir(parents=True, exist_ok=True)
     texts: list[str] = []
     originals: list[str] = []  # near copies are of these (a copy of a copy may be too far)
@@ -145,7 +146,7 @@ def audit(store: ArtifactStore, dataset: str, clusters: int) -> dict[str, Any]:
                 data = store.get_bytes(manifest.key(name))
                 if hashlib.sha256(data).hexdigest() != manifest.files[name]["sha256"]:
                     raise ValueError(name)
-        except Exception:  # noqa: BLE001 (any way a shard fails to read is a half-written one)
+        except Exception:  # any way a shard fails to read is a half-written one
             half_written += 1
             continue
         for row in rows:
@@ -236,7 +237,7 @@ def run(
     from medxiaohe_services.worker.app import make_app
     from medxiaohe_services.worker.dispatch import run_shards
 
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 (the same faults for a seed)
     secret = secrets.token_urlsafe(48)
     corpus = write_corpus(work / "in", documents, seed)
     weed, valkey = Weed(work / "weed"), Valkey(work / "valkey")
@@ -271,7 +272,7 @@ def run(
         error = ""
         try:
             run_shards(make_app(settings), DATASET, specs, done, timeout_s=timeout_s)
-        except Exception as exc:  # noqa: BLE001 (reported as not finished, with what it holds)
+        except Exception as exc:  # reported as not finished, with what it holds
             error = f"{type(exc).__name__}: {exc}"
         seconds = time.perf_counter() - started
         faults.stop()

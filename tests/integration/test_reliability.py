@@ -25,6 +25,6 @@ def test_bulk_ingest_under_faults_loses_duplicates_and_half_writes_nothing(
     assert sorted(k["killed"] for k in got["kills"]) == ["valkey", "weed", "worker"]
     assert got["finished"], got.get("error")
     assert (got["lost"], got["duplicated"], got["half_written"]) == (0, 0, 0)
-    assert got["planted"]["exact"] > 0 and got["planted"]["near"] > 0
+    assert min(got["planted"]["exact"], got["planted"]["near"]) > 0
     assert got["dropped"] == sum(got["planted"].values())  # the duplicates, nothing else
     assert got["equals_single_process"]
