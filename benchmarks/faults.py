@@ -31,6 +31,7 @@ from medxiaohe.corpus.shards import list_shards, read_records, shards_prefix
 from medxiaohe.entities.tagger import DictionaryTagger
 from medxiaohe.entities.tree import EntityTree
 from medxiaohe.storage import ArtifactStore, open_store
+from medxiaohe.storage.artifacts import LATEST, MANIFEST
 
 DATASET = "faults"
 VOCABULARY = (
@@ -64,7 +65,7 @@ def cluster_of(text: str) -> int | None:
     found = MARKER_RE.search(text)
     if found is None:
         return None
-    return sum((ord(c) - ord("a")) * 26**i for i, c in enumerate(found.group(1)))
+    return int(sum((ord(c) - ord("a")) * 26**i for i, c in enumerate(found.group(1))))
 
 
 @dataclass
@@ -111,8 +112,8 @@ def write_corpus(folder: Path, documents: int, seed: int = 0) -> Corpus:
         elif kind == "txt":
             files += _write(folder / f"note-{i:06d}.txt", text)
         elif kind == "fhir":
-            report = {"resourceType": "DiagnosticReport", "id": f"r{i}", "status": "final"}
-            report |= {"code": {"text": "Radiology report"}, "conclusion": text}
+            report: dict[str, Any] = {"resourceType": "DiagnosticReport", "id": f"r{i}"}
+            report |= {"status": "final", "code": {"text": "Radiology report"}, "conclusion": text}
             files += _write(folder / f"report-{i:06d}.json", json.dumps(report))
         else:
             message = (
@@ -130,24 +131,46 @@ def _write(path: Path, text: str) -> int:
     return 1
 
 
-def audit(store: ArtifactStore, dataset: str, clusters: int) -> dict[str, Any]:
-    """What the dataset holds against what was planted; every shard's files checked against
-    its manifest, and objects that no manifest names (a killed write's leftovers) counted."""
-    kept: dict[int, list[str]] = {}
-    half_written = unmarked = dropped = 0
+def half_written(store: ArtifactStore, prefix: str = "") -> tuple[int, int]:
+    """Published versions under ``prefix`` whose files are missing or differ from their
+    manifest, and objects in version folders that no manifest names (a killed write's
+    leftovers, invisible to readers)."""
+    objects = [o.key for o in store.list(prefix)]
+    manifests = [k for k in objects if k.endswith("/" + MANIFEST)]
     named: set[str] = set()
+    broken = 0
+    for key in manifests:
+        folder = key[: -len(MANIFEST)]
+        try:
+            files = json.loads(store.get_bytes(key))["files"]
+            named |= {folder + name for name in files}
+            for name, entry in files.items():
+                data = store.get_bytes(folder + name)
+                if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+                    raise ValueError(name)
+        except Exception:  # any way a version fails to read is a half-written one
+            broken += 1
+    folders = {k[: -len(MANIFEST)] for k in manifests}
+    leftovers = [
+        k
+        for k in objects
+        if k not in named
+        and not k.endswith(("/" + MANIFEST, "/" + LATEST))
+        and (k.rsplit("/", 2)[0] + "/" in folders or "/.partial/" in k)
+    ]
+    return broken, len(leftovers)
+
+
+def audit(store: ArtifactStore, dataset: str, clusters: int) -> dict[str, Any]:
+    """What the dataset holds against what was planted, and its half-written shards."""
+    kept: dict[int, list[str]] = {}
+    unmarked = dropped = 0
     manifests = list_shards(store, dataset)
     for manifest in manifests:
-        named |= {manifest.key(name) for name in manifest.files}
         try:
             rows = read_records(store, manifest)
             dropped += len(read_records(store, manifest, "dropped.parquet"))
-            for name in manifest.files:
-                data = store.get_bytes(manifest.key(name))
-                if hashlib.sha256(data).hexdigest() != manifest.files[name]["sha256"]:
-                    raise ValueError(name)
-        except Exception:  # any way a shard fails to read is a half-written one
-            half_written += 1
+        except Exception:  # noqa: S112 (counted by half_written below)
             continue
         for row in rows:
             cluster = cluster_of(row["text"])
@@ -155,12 +178,7 @@ def audit(store: ArtifactStore, dataset: str, clusters: int) -> dict[str, Any]:
                 unmarked += 1
             else:
                 kept.setdefault(cluster, []).append(row["content_hash"])
-    prefix = shards_prefix(dataset) + "/"
-    leftovers = [
-        o.key
-        for o in store.list(prefix)
-        if o.key not in named and not o.key.endswith(("/_MANIFEST.json", "/_LATEST"))
-    ]
+    broken, leftovers = half_written(store, shards_prefix(dataset) + "/")
     twice = {c: hashes for c, hashes in kept.items() if len(hashes) > 1}
     exact = sum(len(h) - len(set(h)) for h in twice.values())
     near = sum(len(set(h)) - 1 for h in twice.values())
@@ -172,8 +190,8 @@ def audit(store: ArtifactStore, dataset: str, clusters: int) -> dict[str, Any]:
         "duplicated": exact + near,
         "duplicated_exact": exact,
         "duplicated_near": near,
-        "half_written": half_written,
-        "unreferenced_objects": len(leftovers),
+        "half_written": broken,
+        "unreferenced_objects": leftovers,
         "clusters_kept": sorted(kept),
     }
 
@@ -256,7 +274,9 @@ def run(
         keys = upload_inputs(store, DATASET, [corpus.folder], secret)
         specs = [s.as_dict() for s in plan_shards(keys, per_shard)]
         env = clean_env(**{f"MEDXIAOHE_{k.upper()}": str(v) for k, v in values.items()})
-        workers = [CeleryWorker(env, work / f"worker-{i}.log", f"w{i}") for i in range(2)]
+        workers: list[Server] = [
+            CeleryWorker(env, work / f"worker-{i}.log", f"w{i}") for i in range(2)
+        ]
         servers += workers
         for worker in workers:
             worker.start()

@@ -10,6 +10,7 @@ quarantine (kept apart from the corpus with the reason), never mixed into it.
 from __future__ import annotations
 
 import io
+import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -219,6 +220,17 @@ def decode_frames(dataset: Any, indices: Sequence[int], budget: PixelBudget) -> 
 
 
 def read_dicom(content: bytes, record_id: str, source: str = "dicom") -> Record:
+    """The study's record: pydicom reads elements lazily, so a malformed element fails here,
+    in the anonymizer or the pixel path, not in ``open_dicom``; each is InvalidInput."""
+    from pydicom.errors import BytesLengthException
+
+    try:
+        return _read_dicom(content, record_id, source)
+    except (BytesLengthException, NotImplementedError, struct.error, OverflowError, EOFError):
+        raise InvalidInput("a DICOM element cannot be read") from None
+
+
+def _read_dicom(content: bytes, record_id: str, source: str) -> Record:
     from dicognito.anonymizer import Anonymizer
 
     dataset = open_dicom(content)

@@ -186,11 +186,14 @@ def read_hl7(message: str, source: str = "hl7") -> Record:
     text = message.replace("\r\n", "\r").replace("\n", "\r").strip("\r")
     if not text.startswith("MSH"):
         raise InvalidInput("HL7 v2 message must start with an MSH segment")
+    delimiters = text[3:8]  # the field separator, then component, repetition, escape, sub
+    if len(set(delimiters)) != 5 or any(c.isalnum() or c.isspace() for c in delimiters):
+        raise InvalidInput("HL7 v2 MSH must declare five distinct delimiters (e.g. |^~\\&)")
     try:
         parsed = hl7.parse(text)
         kind = str(parsed.segment("MSH")[9])
         control_id = str(parsed.segment("MSH")[10])
-    except (KeyError, IndexError, hl7.exceptions.ParseException):
+    except (KeyError, IndexError, AssertionError, hl7.exceptions.ParseException):
         raise InvalidInput("HL7 v2 message could not be parsed") from None
     if not kind.startswith("ORU^R01"):
         raise InvalidInput(f"expected an ORU^R01 message, got {kind!r}")
@@ -239,8 +242,8 @@ def clean_image(image: bytes) -> tuple[bytes, str]:
             img.load()
             mode = img.mode if img.mode in ("L", "RGB", "RGBA", "I;16") else "RGB"
             pixels = img.convert(mode)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
-        raise InvalidInput("not a decodable PNG or JPEG image") from None
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, EOFError):
+        raise InvalidInput("not a decodable PNG or JPEG image") from None  # PIL: SyntaxError too
     bare = Image.frombytes(pixels.mode, pixels.size, pixels.tobytes())
     out = io.BytesIO()
     if kind == "jpeg" and bare.mode in ("L", "RGB"):
