@@ -237,8 +237,15 @@ def fuzz_reader(kind: str, count: int, seed: int = 0) -> dict[str, Any]:
 class RequestGenerator:
     """Messages of a type from its descriptor; ``fill`` is the chance a field is set."""
 
-    def __init__(self, rng: random.Random, payloads: list[bytes], fill: float = 0.6) -> None:
+    def __init__(
+        self,
+        rng: random.Random,
+        payloads: list[bytes],
+        hints: dict[str, list[Any]] | None = None,
+        fill: float = 0.6,
+    ) -> None:
         self.rng, self.payloads, self.fill = rng, payloads, fill
+        self.hints = hints or {}  # field name -> plausible values, drawn half the time
 
     def message(self, descriptor: Descriptor, cls: type[Message], depth: int = 0) -> Message:
         message = cls()
@@ -273,6 +280,10 @@ class RequestGenerator:
     def _scalar(self, field: FieldDescriptor) -> Any:
         kind = field.type
         rng = self.rng
+        if field.name in self.hints and rng.random() < 0.5:
+            hint = rng.choice(self.hints[field.name])
+            if isinstance(hint, str) == (kind == FieldDescriptor.TYPE_STRING):
+                return hint
         if kind == FieldDescriptor.TYPE_STRING:
             text = rng.choice(HOSTILE_TEXT)
             return text.encode("utf-8", "replace").decode("utf-8", "replace")
@@ -351,10 +362,13 @@ def fuzz_rpc(
     seed: int = 0,
     deadline_s: float = 30.0,
     threads: int = 4,
+    hints: dict[str, list[Any]] | None = None,
 ) -> dict[str, Any]:
-    """``count`` generated requests (a stream: one to three messages) to one RPC."""
+    """``count`` generated requests (a stream: one to three messages) to one RPC; ``hints``
+    name plausible values of fields (an index that exists), so that requests get past the
+    first check as often as not."""
     rng = random.Random(seed)  # noqa: S311 (the same requests for a seed)
-    generator = RequestGenerator(rng, payloads())
+    generator = RequestGenerator(rng, payloads(), hints)
     cls = GetMessageClass(method.input_type)
     requests: list[Any] = []
     for _ in range(count):

@@ -10,7 +10,7 @@ from medxiaohe.common.errors import InvalidInput
 from medxiaohe.eval.retrieval import evaluate, ndcg_at
 from medxiaohe.evidence.index import EvidenceIndex, Mode
 from medxiaohe.evidence.passages import Passage, chunk
-from medxiaohe.evidence.retrievers import score_fusion
+from medxiaohe.evidence.retrievers import LexicalIndex, score_fusion
 from medxiaohe.storage import open_store
 
 DOCUMENT = (
@@ -93,6 +93,13 @@ def test_hybrid_search_with_filters(index: EvidenceIndex) -> None:
 def test_bad_requests(index: EvidenceIndex, query: str, k: int) -> None:
     with pytest.raises(InvalidInput):
         index.search(query, k)
+
+
+def test_an_index_of_no_searchable_word_is_refused_clearly() -> None:
+    """bm25s fails (ValueError, an INTERNAL error over gRPC) on an empty vocabulary; the fuzzer
+    found it with passages of stopwords and symbols."""
+    with pytest.raises(InvalidInput, match="no passage has a searchable word"):
+        LexicalIndex.build(["the", "%s%n", "*"])
 
 
 def test_artifact_round_trip(index: EvidenceIndex, tmp_path: Path) -> None:

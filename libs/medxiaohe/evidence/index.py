@@ -16,6 +16,7 @@ from medxiaohe.evidence.retrievers import DenseIndex, LexicalIndex, embed, score
 from medxiaohe.storage import ArtifactStore, Manifest, publish, read_file, resolve
 
 MAX_K = 100
+MAX_QUERY_CHARS = 4000  # the encoder reads 256 tokens; BM25 needs no more either
 CANDIDATES = 100  # per retriever, before fusion and filters
 
 
@@ -37,6 +38,8 @@ class Hit:
 def check_request(query: str, k: int) -> None:
     if not query.strip():
         raise InvalidInput("query is empty")
+    if len(query) > MAX_QUERY_CHARS:
+        raise InvalidInput(f"query is longer than {MAX_QUERY_CHARS} characters")
     if not 1 <= k <= MAX_K:
         raise InvalidInput(f"k must be between 1 and {MAX_K}")
 

@@ -6,14 +6,16 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
+import numpy as np
 
 from medxiaohe import __version__
 from medxiaohe.common.errors import InvalidInput, NotFound, PermissionDenied
 from medxiaohe.common.settings import ServiceSettings
-from medxiaohe.evidence.index import EvidenceIndex
+from medxiaohe.evidence.index import EvidenceIndex, Mode, check_request
 from medxiaohe.evidence.indexing import add_passages
 from medxiaohe.evidence.passages import Passage
 from medxiaohe.evidence.registry import IndexRegistry
+from medxiaohe.evidence.retrievers import QueryBatcher
 from medxiaohe.storage import ArtifactStore
 from medxiaohe_protos.common.v1 import common_pb2
 from medxiaohe_protos.common.v1.common_pb2 import RecordError
@@ -39,6 +41,7 @@ class EvidenceServicer(pb_grpc.EvidenceServiceServicer):
         self.registry = registry
         self.tagging = tagging
         self.settings = settings  # which caller may write which index
+        self.queries = QueryBatcher()  # concurrent queries are encoded together
 
     async def _index(self, name: str, version: str) -> EvidenceIndex:
         if not name:
@@ -58,13 +61,19 @@ class EvidenceServicer(pb_grpc.EvidenceServiceServicer):
         self, request: pb.RetrieveEvidenceRequest, context: grpc.aio.ServicerContext
     ) -> pb.RetrieveEvidenceResponse:
         index = await self._index(request.index_name, request.index_version)
+        mode, k = convert.mode(request.mode), request.k or 10
+        check_request(request.query, k)
+        vector: np.ndarray | None = None
+        if mode is not Mode.LEXICAL:
+            vector = await asyncio.wrap_future(self.queries.submit(request.query))
         hits = await in_thread(
             index.search,
             request.query,
-            request.k or 10,
-            convert.mode(request.mode),
+            k,
+            mode,
             list(request.sources),
             list(request.entity_ids),
+            vector,
         )
         return pb.RetrieveEvidenceResponse(
             results=[convert.hit_to_proto(h) for h in hits], provenance=self._provenance(index)
