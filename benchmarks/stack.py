@@ -68,6 +68,7 @@ class Stack:
                 "MEDXIAOHE_LOG_LEVEL": "WARNING",
                 f"MEDXIAOHE_{name.upper()}__ALLOW": allow,
                 f"MEDXIAOHE_{name.upper()}__INDEXES": allow,
+                "OMP_NUM_THREADS": "1",  # as the chart runs the services
                 **{f"MEDXIAOHE_{k.upper()}": str(v) for k, v in settings.items()},
             }
             self.ports[name] = (port, health)

@@ -281,6 +281,12 @@ def test_secrets_come_only_from_secrets() -> None:
     for key in ("deid_secret", "DEID_SECRET", "s3_secret_key", "Broker_Url", "predictor_tokens"):
         with pytest.raises(helm.HelmValuesError):
             render_chart(values={"services": {"ingestion": {"settings": {key: "x"}}}})
+    for key in ("MEDXIAOHE_DEID_SECRET", "medxiaohe_broker_url"):  # nor through plain env
+        with pytest.raises(helm.HelmValuesError):
+            render_chart(values={"services": {"ingestion": {"env": {key: "x"}}}})
+    evidence = by_kind(objects, "Deployment")["medxiaohe-evidence"]["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in evidence["containers"][0]["env"]}
+    assert env["OMP_NUM_THREADS"] == "1"  # its query encoders do not contend
     with pytest.raises(helm.HelmError):  # no secret name: no install
         render_chart(values={"deid": {"existingSecret": ""}})
 

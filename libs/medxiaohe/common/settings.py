@@ -155,6 +155,15 @@ class Settings(BaseSettings):
         ge=1,
         description="Idle connections are pinged this often; a silent peer is dropped.",
     )
+    evidence_encoder_threads: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description=(
+            "Threads that encode RetrieveEvidence queries, each a batch of those waiting; run "
+            "the evidence pod with OMP_NUM_THREADS=1 so they do not contend (the chart does)."
+        ),
+    )
     report_max_concurrent: int = Field(
         4,
         ge=1,

@@ -14,7 +14,10 @@ def build(resources: Resources) -> ServiceSpec:
     """NOT_SERVING until the query encoder is in. The MET is optional here: without one,
     indexed passages carry no entity ids."""
     store, encoder, tagging = resources.store, resources.encoder, resources.tagging
-    servicer = EvidenceServicer(store, resources.indexes, tagging, resources.settings.evidence)
+    settings = resources.settings
+    servicer = EvidenceServicer(
+        store, resources.indexes, tagging, settings.evidence, settings.evidence_encoder_threads
+    )
     return ServiceSpec(
         name="evidence",
         full_name=FULL_NAME,
