@@ -9,7 +9,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 SOURCES := libs/medxiaohe services training-jobs benchmarks tests protos/generate.py
 
-.PHONY: help venv install lock install-check images protos lint check test demo house gpu-check clean met train-ner train-small rl-small bench-tagging bench-ingest bench-mixture bench-serving eval-suite bench-decontaminate eval-rubric eval-grounding figures
+.PHONY: help venv install lock install-check images protos lint check test demo house gpu-check clean met train-ner train-small rl-small bench-tagging bench-ingest bench-mixture bench-serving bench-reliability eval-suite bench-decontaminate eval-rubric eval-grounding figures
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -131,6 +131,9 @@ gpu-check: venv ## On a GPU machine (at most 8 min): CPT ZeRO-3 on ~1B (tokens/s
 
 bench-serving: venv ## Predictor over HTTP vs raw model.generate, and at concurrency 8 (~30 s)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/medxiaohe bench serving
+
+bench-reliability: venv ## Faults, fuzz, load and concurrency against real servers on 127.0.0.1 (~25 min)
+	HF_HUB_OFFLINE=1 MEDXIAOHE_LOG_LEVEL=ERROR timeout 1800 $(VENV)/bin/medxiaohe bench reliability
 
 clean: ## Remove the venv and local state
 	rm -rf $(VENV) .venv-medspacy .venv-datatrove .medxiaohe .mypy_cache .ruff_cache .pytest_cache

@@ -104,4 +104,5 @@ class Stack:
     def aio_channel(self, name: str) -> grpc.aio.Channel:
         paths = self.pki.clients[CLIENT]
         credentials = channel_credentials(self.pki.ca, paths.cert, paths.key)
-        return grpc.aio.secure_channel(self.target(name), credentials)
+        options = [("grpc.max_receive_message_length", 64 << 20)]  # a long note's mentions
+        return grpc.aio.secure_channel(self.target(name), credentials, options=options)

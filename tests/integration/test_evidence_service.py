@@ -14,6 +14,7 @@ import pytest
 
 from medxiaohe.entities.build import build_tree
 from medxiaohe.storage import open_store
+from medxiaohe_protos.common.v1 import common_pb2
 from medxiaohe_protos.evidence.v1 import evidence_pb2 as ev
 from medxiaohe_protos.evidence.v1 import evidence_pb2_grpc as ev_grpc
 from medxiaohe_services.runtime.certs import DevPki
@@ -146,6 +147,10 @@ def test_index_retrieve_and_fetch_with_provenance(platform: PlatformThread, pki:
         ),
         (ev.RetrieveEvidenceRequest(index_name="absent", query="x"), grpc.StatusCode.NOT_FOUND),
         (ev.RetrieveEvidenceRequest(query="x"), grpc.StatusCode.INVALID_ARGUMENT),
+        (
+            ev.RetrieveEvidenceRequest(index_name="guidelines", query="fever " * 1000),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
     ],
 )
 def test_bad_requests_get_clear_codes(
@@ -165,6 +170,22 @@ def test_bad_requests_get_clear_codes(
         client.RetrieveEvidence(request_message, timeout=30)
     assert err.value.code() == code
     assert err.value.details()
+
+
+def test_a_passage_whose_span_cannot_be_sent_back_is_rejected(
+    platform: PlatformThread, pki: DevPki
+) -> None:
+    """Found by the fuzzer: a stored span past int32 made every later answer that carried the
+    passage fail (INTERNAL)."""
+    client = stub(platform, pki)
+    for start in (-5, 2**31 - 2):
+        bad = ev.Passage(passage_id="s", text="Fever.", span=common_pb2.Span(start=start))
+        good = ev.Passage(passage_id="g", text="Fever and cough.")
+        reply = index(client, "spans", f"s{start}", ev.IndexPassagesRequest(passage=bad),
+                      ev.IndexPassagesRequest(passage=good))  # fmt: skip
+        assert reply.passages_indexed == 1
+        assert [r.record_id for r in reply.rejected] == ["s"]
+        assert "span" in reply.rejected[0].reason
 
 
 def test_new_version_under_load_loses_no_request(platform: PlatformThread, pki: DevPki) -> None:

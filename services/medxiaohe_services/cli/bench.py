@@ -184,3 +184,29 @@ def entropy(
 
     setup_logging("WARNING")
     typer.echo(json.dumps(compare(seeds, steps)))
+
+
+@app.command()
+def reliability(
+    documents: Annotated[
+        int, typer.Option(min=20, help="Documents bulk-ingested under faults.")
+    ] = 10_000,
+    inputs: Annotated[
+        int, typer.Option(min=10, help="Generated inputs per reader and per RPC.")
+    ] = 10_000,
+    rate: Annotated[
+        float, typer.Option(min=1, help="Requests per second of each loaded RPC.")
+    ] = 200,
+    seconds: Annotated[float, typer.Option(min=1, help="Seconds of load.")] = 60,
+    work: Annotated[Path | None, typer.Option(help="Keep servers' data and logs here.")] = None,
+) -> None:
+    """Faults (workers, Valkey and weed killed mid-ingest), fuzz (every reader and RPC), load
+    (TagEntities and RetrieveEvidence over mTLS) and concurrency (racing index writers, a
+    passed deadline, SIGTERM under writes), each against real servers started on 127.0.0.1."""
+    checkout()
+    from benchmarks.reliability import run
+
+    setup_logging("ERROR")
+    typer.echo(
+        json.dumps(run(work, documents=documents, inputs=inputs, rate=rate, seconds=seconds))
+    )

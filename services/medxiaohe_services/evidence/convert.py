@@ -22,6 +22,9 @@ def mode(value: int) -> Mode:
     return MODES[value]  # type: ignore[index]
 
 
+MAX_OFFSET = 2**31 - 1  # Span's fields are int32
+
+
 def passage_to_proto(p: Passage) -> pb.Passage:
     return pb.Passage(
         passage_id=p.passage_id,
@@ -53,6 +56,8 @@ def passages_of(message: pb.IndexPassagesRequest) -> list[Passage]:
         if not p.passage_id or not p.text.strip():
             raise InvalidInput("a passage needs passage_id and text")
         end = p.span.end if p.span.end else p.span.start + len(p.text)
+        if not 0 <= p.span.start <= end <= MAX_OFFSET:  # stored, then sent back as int32
+            raise InvalidInput(f"a passage's span must satisfy 0 <= start <= end <= {MAX_OFFSET}")
         return [
             Passage(
                 p.passage_id,
