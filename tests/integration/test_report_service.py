@@ -49,6 +49,7 @@ def png(size: tuple[int, int] = (96, 80)) -> bytes:
 
 
 AUDITOR = "audit-office"
+PROXY, PROXY_TOKEN = "ward-proxy", "ward-proxy-token-9f2c1e7a5b3d"
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +73,13 @@ def service(
     EvidenceIndex.build(passages).save(store, "cxr")
     EvidenceIndex.build(passages[:1]).save(store, "private")  # no caller but ALLOWED names it
     tls = Tls(pki.ca, pki.server.cert, pki.server.key)
+    (review_port,) = free_ports(1)
     with model_server(tiny_model, "tiny-vlm", log=folder / "model.log", tls=tls) as model:
         settings = server_settings(
             pki,
             store_uri,
+            review_port=review_port,
+            review_tokens={PROXY: PROXY_TOKEN},
             report_model_url=f"{model.url}/openai/v1",
             report_model_name="tiny-vlm",
             report_model_api_key=model.token,
@@ -85,7 +89,8 @@ def service(
                 "allow": {
                     ALLOWED: ["*"],
                     LIMITED: ["GenerateReport", "GetReport", "ExportReport"],
-                    AUDITOR: ["GetReport", "ReadAnyReport"],
+                    AUDITOR: ["GetReport", "ReadAnyReport", "ReviewReports"],
+                    PROXY: ["ReviewReports"],  # a hospital's authenticating proxy
                 },
             },
         )
@@ -334,3 +339,70 @@ def test_not_serving_until_the_model_answers(pki: DevPki, tmp_path: Path) -> Non
     store = open_store(settings.store_uri)
     with running(settings, [BUILDERS["report"](Resources(settings, store))]) as thread:
         assert not serving(thread, timeout=3)
+
+
+def web(thread: PlatformThread, pki: DevPki, caller: str = "", token: str = "") -> Any:
+    """An HTTPS client of the review app: the caller's certificate, a bearer token, or neither."""
+    import ssl
+
+    import httpx
+
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    if caller:
+        context.load_cert_chain(pki.clients[caller].cert, pki.clients[caller].key)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=thread.platform.review_url, verify=context, headers=headers)
+
+
+def test_a_clinician_reviews_and_signs_a_report_in_the_web_app(
+    service: PlatformThread, pki: DevPki
+) -> None:
+    """The worklist and the report page (images, every sentence with its verdict, the trace)
+    for a reviewer only; signing stores a version with the change, and the export turns final
+    with the signer as results interpreter and attester."""
+    import html
+
+    stub = stub_for(service, pki)
+    _, report = generate(stub, request(request_id="review-1"))
+    rid = report.report_id
+    for path in ("/reports", f"/reports/{rid}", f"/reports/{rid}/images/0", "/nothing"):
+        nobody = web(service, pki).get(path)
+        assert nobody.status_code == 401  # before anything else: no page, no report id
+        assert rid not in nobody.text
+    assert web(service, pki, token="wrong").get("/reports").status_code == 401
+    assert web(service, pki, ALLOWED).get("/reports").status_code == 403  # "*" is no reviewer
+    reviewer = web(service, pki, AUDITOR)
+    listing = reviewer.get("/reports")
+    assert listing.status_code == 200
+    assert f"reports/{rid}" in listing.text
+    assert reviewer.get("/reports?status=signed").text.count(f"reports/{rid}") == 0
+    page = reviewer.get(f"/reports/{rid}")
+    assert page.status_code == 200
+    assert page.headers["cache-control"] == "no-store"
+    sentences = [x for section in report.sections for x in section.sentences]
+    for sentence in sentences:
+        assert html.escape(sentence.text, quote=False) in page.text
+    assert page.text.count('class="sentence') == len(sentences)
+    assert page.text.count('<svg class="study"') == 2  # the DICOM frame and the PNG
+    assert reviewer.get(f"/reports/{rid}/images/1").content.startswith(b"\x89PNG")
+    assert 'id="trace"' in page.text
+    first = report.sections[0]
+    change = {"section": first.title, "index": 0, "action": "edit", "after": "Lungs are clear."}
+    form = reviewer.post(f"/reports/{rid}/sign", data={"changes": "[]"})
+    assert form.status_code == 415  # a cross-site form cannot sign
+    signed = reviewer.post(f"/reports/{rid}/sign", json={"changes": [change]})
+    assert signed.status_code == 200, signed.text
+    assert signed.json()["status"] == "final"
+    assert "Lungs are clear." in reviewer.get(f"/reports/{rid}").text
+    bad = reviewer.post(f"/reports/{rid}/sign", json={"changes": [{**change, "index": 999}]})
+    assert bad.status_code == 400
+    fhir = json.loads(stub.ExportReport(pb.ExportReportRequest(report_id=rid)).fhir_json)
+    diagnostic = fhir["entry"][0]["resource"]
+    assert diagnostic["status"] == "final"
+    assert diagnostic["resultsInterpreter"] == [{"display": AUDITOR}]
+    provenance = fhir["entry"][-1]["resource"]
+    assert {"display": AUDITOR} in [a["who"] for a in provenance["agent"]]
+    assert provenance["signature"][0]["who"] == {"display": AUDITOR}
+    proxied = web(service, pki, token=PROXY_TOKEN).get(f"/reports/{rid}")
+    assert proxied.status_code == 200
+    assert "Signed by <strong>audit-office</strong>" in proxied.text

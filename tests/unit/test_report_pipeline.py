@@ -234,6 +234,58 @@ def test_hallucinations_are_flagged_or_removed_by_policy(deps: Deps) -> None:
     assert removed.omissions == ()  # the findings section still says it
 
 
+def test_a_clinicians_review_edits_decides_and_signs(deps: Deps) -> None:
+    """Edits, accepted and removed flags, and the signed export: final, the signer the
+    results interpreter and attester, an accepted flagged sentence back in the conclusion."""
+    from medxiaohe.report.fhir import to_fhir
+    from medxiaohe.report.review import Change, review_status, sign
+
+    script = [
+        text(FINDINGS),
+        ChatReply("nothing to look up", "stop", Usage(1, 1)),
+        text({"conclusions": [{"text": "Right pleural effusion", "finding_ids": ["f1"]},
+                              {"text": "Lobar pneumonia", "finding_ids": []}]}),
+    ]  # fmt: skip
+    report, _, _ = run(deps, script)
+    impression = report.sections[1].name
+    assert review_status(report.sentences()) == "flagged"
+    changes = [
+        Change(impression, 0, "edit", after="Left  pleural\neffusion."),
+        Change(impression, 1, "accept"),
+    ]
+    reviewed, signature = sign(report, changes, "dr-lee", "2026-12-07T08:00:00Z")
+    sentences = reviewed.sections[1].sentences
+    assert [(s.text, s.review, s.removed) for s in sentences] == [
+        ("Left pleural effusion.", "edited", False),
+        ("Lobar pneumonia.", "accepted", False),
+    ]
+    assert [(c.action, c.before) for c in signature.changes] == [
+        ("edit", "Right pleural effusion."),
+        ("accept", "Lobar pneumonia."),
+    ]
+    assert review_status(reviewed.sentences()) == "unreviewed"  # nothing left undecided
+    bundle = to_fhir(reviewed, signature)  # validated against the R4 models inside
+    diagnostic, provenance = bundle["entry"][0]["resource"], bundle["entry"][-1]["resource"]
+    assert diagnostic["status"] == "final"
+    assert diagnostic["resultsInterpreter"] == [{"display": "dr-lee"}]
+    assert diagnostic["conclusion"] == "Left pleural effusion. Lobar pneumonia."
+    assert provenance["signature"][0]["when"] == "2026-12-07T08:00:00Z"
+    assert to_fhir(report)["entry"][0]["resource"]["status"] == "preliminary"
+    removed, _ = sign(report, [Change(impression, 1, "remove")], "dr-lee", "2026-12-07T08:00:00Z")
+    assert removed.sections[1].sentences[1].removed
+    bad_changes = [
+        Change(impression, 9, "edit", after="x"),
+        Change(impression, 0, "approve"),
+        Change("Nowhere", 0, "accept"),
+        Change(impression, 0, "edit", after="  "),
+    ]
+    for bad in bad_changes:
+        with pytest.raises(InvalidInput):
+            sign(report, [bad], "dr-lee", "2026-12-07T08:00:00Z")
+    with pytest.raises(InvalidInput):
+        sign(report, [], "", "2026-12-07T08:00:00Z")  # nobody signs
+
+
 def test_a_positive_finding_left_out_is_an_omission(deps: Deps) -> None:
     brief = parse_template(
         "impression-only",

@@ -57,6 +57,10 @@ SAFE_FIELDS = frozenset(
         "signal",
         "grace_s",
         "mode",
+        "review_url",
+        "report_id",
+        "changes",
+        "error",
     }
 )
 _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {

@@ -102,6 +102,23 @@ class Settings(BaseSettings):
         description="Plaintext port serving only grpc.health.v1, for kubelet probes; 0 disables.",
     )
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus metrics; 0 disables.")
+    review_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description=(
+            "The report review web app (HTTPS on the gRPC address, the same certificates); "
+            "0 disables. Served by the process that runs the report service."
+        ),
+    )
+    review_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description=(
+            "Bearer tokens for review app callers without a client certificate (a hospital's "
+            "authenticating proxy): caller name -> token, from a Secret. The caller still needs "
+            "ReviewReports in the report service's allow list."
+        ),
+    )
     otel_endpoint: str = Field(
         "",
         description=(

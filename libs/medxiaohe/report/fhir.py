@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medxiaohe.common.errors import InvalidInput
 from medxiaohe.report.model import Finding, Report
+
+if TYPE_CHECKING:
+    from medxiaohe.report.review import Signature
 
 IMAGING_REPORT = {
     "system": "http://loinc.org",
@@ -35,6 +38,9 @@ AGENTS = (
     ("style", "composer", "Composer"),
     ("verifier", "verifier", "Verifier"),
 )
+# ASTM E1762 signature types: the author's (the one who takes responsibility) signature
+SIGNATURE_TYPE = {"system": "urn:iso-astm:E1762-95:2013", "code": "1.2.840.10065.1.12.1.1",
+                  "display": "Author's Signature"}  # fmt: skip
 _FLAGGED = ("addition", "negation", "laterality", "location", "severity")
 _INTERPRETATION = {
     "present": ("POS", "Positive"),
@@ -48,12 +54,12 @@ def _urn(report: Report, name: str) -> str:
     return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'medxiaohe:{report.id}:{name}')}"
 
 
-def _observation(report: Report, finding: Finding) -> dict[str, Any]:
+def _observation(report: Report, finding: Finding, status: str) -> dict[str, Any]:
     code, display = _INTERPRETATION[finding.assertion]
     observation: dict[str, Any] = {
         "resourceType": "Observation",
         "id": f"{report.id}-{finding.id}",
-        "status": STATUS,
+        "status": status,
         "code": {"text": finding.text},
         "interpretation": [
             {
@@ -107,18 +113,34 @@ def _conclusion(report: Report) -> str | None:
     impression = report.section("Impression")
     if impression is None:
         return None
-    kept = [s.text for s in impression.sentences if not s.removed and s.verdict not in _FLAGGED]
+    kept = [
+        s.text
+        for s in impression.sentences
+        if not s.removed and (s.verdict not in _FLAGGED or s.review)  # a clinician decided
+    ]
     return " ".join(kept)
 
 
-def _provenance(report: Report, targets: list[str]) -> dict[str, Any]:
+def _provenance(report: Report, targets: list[str], signature: Signature | None) -> dict[str, Any]:
     p = report.provenance
 
     def agent(code: str, display: str, who: str) -> dict[str, Any]:
         coding = {"system": PARTICIPANT_TYPE, "code": code, "display": display}
         return {"type": {"coding": [coding]}, "who": {"display": who}}
 
-    return {
+    signed: dict[str, Any] = {}
+    if signature is not None:
+        signed = {
+            "agent": [agent("attester", "Attester", signature.signer)],
+            "signature": [
+                {
+                    "type": [SIGNATURE_TYPE],
+                    "when": signature.signed_at,
+                    "who": {"display": signature.signer},
+                }
+            ],
+        }
+    provenance = {
         "resourceType": "Provenance",
         "id": f"{report.id}-provenance",
         "target": [{"reference": t} for t in targets],
@@ -139,22 +161,28 @@ def _provenance(report: Report, targets: list[str]) -> dict[str, Any]:
             ),
         ],
     }
+    if signed:
+        provenance["agent"] = [*provenance["agent"], *signed["agent"]]
+        provenance["signature"] = signed["signature"]
+    return provenance
 
 
-def to_fhir(report: Report) -> dict[str, Any]:
-    """The report as a validated FHIR R4 Bundle (JSON-ready dict)."""
+def to_fhir(report: Report, signature: Signature | None = None) -> dict[str, Any]:
+    """The report as a validated FHIR R4 Bundle (JSON-ready dict); with a clinician's
+    ``signature``, ``final``, the signer its results interpreter and the Provenance's attester."""
     from fhir.resources.R4B.bundle import Bundle
     from pydantic import ValidationError
 
     if not report.created:
         raise InvalidInput("a report needs its creation time for FHIR")
-    observations = [_observation(report, f) for f in report.findings]
+    status = "final" if signature else STATUS
+    observations = [_observation(report, f, status) for f in report.findings]
     urns = {o["id"]: _urn(report, o["id"]) for o in observations}
     diagnostic: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
         "id": report.id,
         "extension": _verdicts(report),
-        "status": STATUS,
+        "status": status,
         "code": {"coding": [IMAGING_REPORT], "text": "Imaging report"},
         "issued": report.created,
         "imagingStudy": [{"reference": f"ImagingStudy/{report.study_id}"}],
@@ -165,11 +193,14 @@ def to_fhir(report: Report) -> dict[str, Any]:
         del diagnostic["extension"]
     if report.subject:
         diagnostic["subject"] = {"reference": report.subject}
+    if signature is not None:
+        diagnostic["resultsInterpreter"] = [{"display": signature.signer}]
     conclusion = _conclusion(report)
     if conclusion:
         diagnostic["conclusion"] = conclusion
     urns[report.id] = _urn(report, report.id)
-    provenance = _provenance(report, [urns[report.id], *(urns[o["id"]] for o in observations)])
+    targets = [urns[report.id], *(urns[o["id"]] for o in observations)]
+    provenance = _provenance(report, targets, signature)
     urns[provenance["id"]] = _urn(report, provenance["id"])
     bundle = {
         "resourceType": "Bundle",

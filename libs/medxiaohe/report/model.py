@@ -65,7 +65,8 @@ class Sentence:
     verdict: str = ""  # the verifier's: supported, not_checked, or the flagged kind (addition,
     # negation, laterality, location, severity)
     reasons: tuple[str, ...] = ()
-    removed: bool = False  # the verifier's policy kept it out of the final text
+    removed: bool = False  # kept out of the final text (the verifier's policy, or a reviewer)
+    review: str = ""  # a clinician's decision: edited, accepted, removed
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from typing import Any
 
 from medxiaohe.common.errors import InvalidInput, NotFound, Unavailable
 from medxiaohe.report.fhir import to_fhir
+from medxiaohe.report.images import StudyImage, png
 from medxiaohe.report.model import (
     Citation,
     Finding,
@@ -34,9 +35,12 @@ from medxiaohe.report.model import (
     Section,
     Sentence,
 )
-from medxiaohe.storage import ArtifactStore, publish, read_file, resolve
+from medxiaohe.report.review import Signature
+from medxiaohe.storage import ArtifactStore, Manifest, publish, read_file, resolve
 
 PREFIX = "reports"
+IMAGE_SIDE = 1024  # the longest side of a study image kept beside its report
+REVIEWS = "reviews"  # reviews/<report id>/<version>: each signed review of a report
 ID_MAP = "ids.enc"
 _PSEUDONYM = re.compile(r"p-[0-9a-f]{64}")
 
@@ -162,10 +166,12 @@ def save_report(
     keys: ReportKeys,
     owner: str,
     identifiers: Sequence[str],
+    images: Sequence[StudyImage] = (),
 ) -> str:
-    """Publish the report, its trace and its FHIR export, ``identifiers`` (request, study and
-    image ids) replaced by pseudonyms; returns the report's store prefix. The same report again
-    is a no-op; another report under the same id is a Conflict."""
+    """Publish the report, its trace, its FHIR export and its study's images (pixels only, at
+    most ``IMAGE_SIDE`` a side, for reviewers), ``identifiers`` (request, study and image ids)
+    replaced by pseudonyms; returns the report's store prefix. The same report again is a
+    no-op; another report under the same id is a Conflict."""
     mapping = {i: keys.pseudonym(i) for i in identifiers if i}
     hide = _replacer(mapping)
     stored = report_from_dict(map_strings(report_to_dict(report), hide))
@@ -175,9 +181,34 @@ def save_report(
         "fhir.json": _json(to_fhir(stored)),
         ID_MAP: keys.seal({v: k for k, v in mapping.items()}),
     }
+    listed = []
+    for n, image in enumerate(images):
+        name = f"images/{n:02d}.png"
+        thumbnail = image.image.copy()
+        thumbnail.thumbnail((IMAGE_SIDE, IMAGE_SIDE))
+        files[name] = png(thumbnail)
+        width, height = image.image.size
+        listed.append({"image_id": hide(image.id), "frame": image.frame, "file": name,
+                       "width": width, "height": height})  # fmt: skip
+    if listed:
+        files["images.json"] = _json(listed)
     metadata = {"owner": keys.owner(owner)}
     publish(store, PREFIX, files, version=report.id, move_latest=False, metadata=metadata)
     return f"{PREFIX}/{report.id}"
+
+
+def _restorer(
+    store: ArtifactStore, manifest: Manifest, keys: ReportKeys | None
+) -> Callable[[Any], Any]:
+    """What puts the caller's ids back in place of their pseudonyms (nothing without keys)."""
+    if keys is None or ID_MAP not in manifest.files:
+        return lambda value: value
+    back = keys.open(read_file(store, manifest, ID_MAP))
+
+    def restore(text: str) -> str:
+        return _PSEUDONYM.sub(lambda m: back.get(m.group(0), m.group(0)), text)
+
+    return lambda value: map_strings(value, restore)
 
 
 def load_report(
@@ -186,16 +217,55 @@ def load_report(
     """A stored report and its trace; with ``keys``, the caller's ids restored, without them
     the pseudonyms as stored. NotFound when there is none."""
     manifest = resolve(store, PREFIX, report_id)
-    report_data = json.loads(read_file(store, manifest, "report.json"))
-    trace: list[dict[str, Any]] = json.loads(read_file(store, manifest, "trace.json"))
-    if keys is not None and ID_MAP in manifest.files:
-        back = keys.open(read_file(store, manifest, ID_MAP))
-
-        def restore(text: str) -> str:
-            return _PSEUDONYM.sub(lambda m: back.get(m.group(0), m.group(0)), text)
-
-        report_data, trace = map_strings(report_data, restore), map_strings(trace, restore)
+    restore = _restorer(store, manifest, keys)
+    report_data = restore(json.loads(read_file(store, manifest, "report.json")))
+    trace: list[dict[str, Any]] = restore(json.loads(read_file(store, manifest, "trace.json")))
     return report_from_dict(report_data), trace
+
+
+def report_images(
+    store: ArtifactStore, report_id: str, keys: ReportKeys | None = None
+) -> list[dict[str, Any]]:
+    """The study images kept beside a report: image id, frame, file, original width and height."""
+    manifest = resolve(store, PREFIX, report_id)
+    if "images.json" not in manifest.files:
+        return []
+    listed: list[dict[str, Any]] = _restorer(store, manifest, keys)(
+        json.loads(read_file(store, manifest, "images.json"))
+    )
+    return listed
+
+
+def report_image(store: ArtifactStore, report_id: str, n: int) -> bytes:
+    """The ``n``-th kept study image of a report, PNG (NotFound when there is none)."""
+    return read_file(store, resolve(store, PREFIX, report_id), f"images/{n:02d}.png")
+
+
+def save_review(store: ArtifactStore, reviewed: Report, signature: Signature) -> Signature:
+    """Publish a signed review (of the report as stored: pseudonyms for the caller's ids) as the
+    report's latest review, beside the report; returns the signature with its version."""
+    files = {
+        "report.json": _json(report_to_dict(reviewed)),
+        "signature.json": _json(signature.as_dict()),
+        "fhir.json": _json(to_fhir(reviewed, signature)),
+    }
+    manifest = publish(store, f"{REVIEWS}/{reviewed.id}", files)
+    return dataclasses.replace(signature, version=manifest.version)
+
+
+def load_review(
+    store: ArtifactStore, report_id: str, keys: ReportKeys | None = None
+) -> tuple[Report, Signature] | None:
+    """The report as last signed and that signature (with ``keys``, the caller's ids restored);
+    None when nobody signed it."""
+    try:
+        manifest = resolve(store, f"{REVIEWS}/{report_id}")
+    except NotFound:
+        return None
+    restore = _restorer(store, resolve(store, PREFIX, report_id), keys)
+    report = report_from_dict(restore(json.loads(read_file(store, manifest, "report.json"))))
+    signature = Signature.from_dict(json.loads(read_file(store, manifest, "signature.json")))
+    return report, dataclasses.replace(signature, version=manifest.version)
 
 
 def report_owner(store: ArtifactStore, report_id: str) -> str:

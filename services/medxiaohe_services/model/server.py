@@ -15,43 +15,19 @@ import logging
 import ssl
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
 from medxiaohe.common.errors import InvalidInput
 from medxiaohe.common.logs import setup_logging
 from medxiaohe.common.settings import Settings
 from medxiaohe_services.model.guard import Guard
 from medxiaohe_services.model.openai import add_routes
 from medxiaohe_services.model.predictor import VlmPredictor
-from medxiaohe_services.runtime.tls import CertificateFiles, caller_name
+from medxiaohe_services.runtime.tls import CertificateFiles, ClientCertProtocol
 from medxiaohe_services.runtime.tracing import setup_tracing
 
 log = logging.getLogger("medxiaohe.predictor")
 V2_SERVICE = "inference.GRPCInferenceService"
 V2_READ = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata")
 CERT_RELOAD_S = 30.0
-
-
-class ClientCertProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP protocol, with the caller the verified client certificate names (its one
-    URI SAN, else its common name) in each request's scope (``extensions.tls.client_cn``);
-    uvicorn itself does not pass it on."""
-
-    def connection_made(self, transport: Any) -> None:
-        super().connection_made(transport)
-        tls = transport.get_extra_info("ssl_object")
-        cert = (tls.getpeercert() if tls is not None else None) or {}
-        names = [v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"]
-        uris = [v for k, v in cert.get("subjectAltName", ()) if k == "URI"]
-        caller = caller_name(uris, names)
-        if caller:
-            inner = self.app
-
-            async def app(scope: Any, receive: Any, send: Any) -> None:
-                scope.setdefault("extensions", {})["tls"] = {"client_cn": caller}
-                await inner(scope, receive, send)
-
-            self.app = app
 
 
 def check_access(settings: Settings) -> None:

@@ -9,6 +9,7 @@ from medxiaohe.common.errors import NotReady
 from medxiaohe.common.secrets import required_secret
 from medxiaohe.report.style import publish_builtin_templates
 from medxiaohe_protos.report.v1 import report_pb2, report_pb2_grpc
+from medxiaohe_services.report.review_app import create_app
 from medxiaohe_services.report.servicer import ReportServicer
 from medxiaohe_services.runtime.models import model_endpoint
 from medxiaohe_services.runtime.resources import Resources
@@ -41,6 +42,13 @@ def build(resources: Resources) -> ServiceSpec:
         settings.report,
         settings.report_max_concurrent,
     )
+    web = create_app(
+        store,
+        servicer.keys,
+        resources.indexes,
+        settings.report.allow,
+        {name: token.get_secret_value() for name, token in settings.review_tokens.items()},
+    )
     return ServiceSpec(
         name="report",
         full_name=FULL_NAME,
@@ -54,4 +62,5 @@ def build(resources: Resources) -> ServiceSpec:
             once(lambda: publish_builtin_templates(store)),
         ),
         loaders=(tagging, resources.indexes, *(model.loaders if model else ())),
+        web=web,  # the review app, where settings.review_port serves it
     )

@@ -16,6 +16,7 @@ from medxiaohe.common.errors import Conflict, InvalidInput, NotFound, Permission
 from medxiaohe.common.settings import ServiceSettings
 from medxiaohe.evidence.registry import IndexRegistry
 from medxiaohe.report.fhir import to_fhir
+from medxiaohe.report.images import StudyImage
 from medxiaohe.report.model import Report
 from medxiaohe.report.pipeline import generate
 from medxiaohe.report.state import Deps, ReportRequest
@@ -23,6 +24,7 @@ from medxiaohe.report.store import (
     ReportKeys,
     find_report,
     load_report,
+    load_review,
     report_id,
     report_owner,
     save_report,
@@ -113,7 +115,9 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
         def run() -> tuple[Any, list[Step]]:
             try:
                 report, state = generate(report_request, deps, rid, emit)
-                saved = self._save(report, state.trace.steps, digest, caller, identifiers)
+                saved = self._save(
+                    report, state.trace.steps, digest, caller, identifiers, report_request.images
+                )
                 return saved, state.trace.steps
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, _DONE)
@@ -137,7 +141,9 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
         self, request: pb.ExportReportRequest, context: grpc.aio.ServicerContext
     ) -> pb.ExportReportResponse:
         report, _ = await asyncio.to_thread(self._readable, request.report_id, context)
-        return pb.ExportReportResponse(fhir_json=json.dumps(to_fhir(report)))
+        signed = await asyncio.to_thread(load_review, self.store, report.id, self.keys)
+        fhir = to_fhir(*signed) if signed else to_fhir(report)  # final once a clinician signed
+        return pb.ExportReportResponse(fhir_json=json.dumps(fhir))
 
     def _readable(
         self, requested: str, context: grpc.aio.ServicerContext
@@ -165,12 +171,18 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
         return report, steps_from_dicts(trace)
 
     def _save(
-        self, report: Any, trace: list[Step], digest: str, caller: str, identifiers: list[str]
+        self,
+        report: Any,
+        trace: list[Step],
+        digest: str,
+        caller: str,
+        identifiers: list[str],
+        images: tuple[StudyImage, ...],
     ) -> Any:
         """Store the report; a twin request that finished first wins (its report is returned)."""
         try:
             dicts = [s.as_dict() for s in trace]
-            save_report(self.store, report, dicts, self.keys, caller, identifiers)
+            save_report(self.store, report, dicts, self.keys, caller, identifiers, images)
             return report
         except Conflict:
             stored = self._stored(report.id, digest)

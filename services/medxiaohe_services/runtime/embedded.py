@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 from medxiaohe.common.secrets import home_secret
 from medxiaohe.common.settings import SERVICE_NAMES, ServiceSettings, Settings
+from medxiaohe.report.review import REVIEW
 from medxiaohe.storage.artifacts import LATEST
 from medxiaohe.training.runs import models_prefix
 from medxiaohe_services.runtime.certs import DEV_CLIENT, DevPki, load_dev_pki, write_dev_pki
@@ -86,6 +87,11 @@ def embedded_settings(home: Path, port: int, *, insecure: bool = False) -> Setti
         defaults["ner_model_uri"] = NER_MODELS
     for name in SERVICE_NAMES:
         defaults[name] = ServiceSettings(allow={DEV_CLIENT: ["*"]}, indexes={DEV_CLIENT: ["*"]})
+    # the developer reviews the reports too: the review app on the next port
+    defaults["report"] = ServiceSettings(
+        allow={DEV_CLIENT: ["*", REVIEW]}, indexes={DEV_CLIENT: ["*"]}
+    )
+    defaults["review_port"] = port + 1 if port else 0
     update = {k: v for k, v in defaults.items() if k not in env.model_fields_set}
     if insecure:
         update["grpc_host"] = "127.0.0.1"

@@ -8,6 +8,7 @@ import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -27,6 +28,7 @@ from medxiaohe_services.runtime.interceptors import (
 )
 from medxiaohe_services.runtime.resources import Lifecycle
 from medxiaohe_services.runtime.tls import CertificateFiles
+from medxiaohe_services.runtime.web import WebServer
 
 log = logging.getLogger("medxiaohe.server")
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -46,6 +48,8 @@ class ServiceSpec:
     checks: Sequence[Callable[[], None]] = field(default_factory=tuple)
     # What it loads in the background: started with the platform, stopped when it stops.
     loaders: Sequence[Lifecycle] = field(default_factory=tuple)
+    # A web app (ASGI) the platform serves over HTTPS on settings.review_port, when set.
+    web: Any = None
 
 
 def once(action: Callable[[], object]) -> Callable[[], None]:
@@ -122,6 +126,8 @@ class Platform:
         self._server: grpc.aio.Server | None = None
         self._health_server: grpc.Server | None = None
         self._watch: asyncio.Task[None] | None = None
+        self._web: WebServer | None = None
+        self.review_url = ""
         self._status: dict[str, int] = {}
 
     def _allow_lists(self) -> dict[str, dict[str, list[str]]]:
@@ -190,6 +196,11 @@ class Platform:
         if self.settings.metrics_port:
             start_http_server(self.settings.metrics_port, addr=self.settings.grpc_host)
         self._watch = asyncio.create_task(self._watch_dependencies())
+        apps = [s.web for s in self.specs if s.web is not None]
+        if apps and self.settings.review_port:
+            self._web = WebServer(apps[0], self.settings, self.settings.review_port)
+            self.review_url = await asyncio.to_thread(self._web.start)
+            log.info("review app", extra={"event": "review", "review_url": self.review_url})
         log.info(
             "serving",
             extra={
@@ -262,6 +273,8 @@ class Platform:
             await self._server.stop(grace)
         if self._health_server:
             self._health_server.stop(0).wait()
+        if self._web:
+            await asyncio.to_thread(self._web.stop)
         for loader in self.loaders:
             loader.stop()
 

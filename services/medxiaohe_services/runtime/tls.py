@@ -15,10 +15,12 @@ from __future__ import annotations
 import ssl
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
 def caller_name(uris: Sequence[str], common_names: Sequence[str]) -> str:
@@ -90,3 +92,25 @@ class CertificateFiles:
         context.load_cert_chain(self.cert, self.key)
         context.load_verify_locations(cafile=str(self.ca))
         return True
+
+
+class ClientCertProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol, with the caller the verified client certificate names (its one
+    URI SAN, else its common name) in each request's scope (``extensions.tls.client_cn``);
+    uvicorn itself does not pass it on."""
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        tls = transport.get_extra_info("ssl_object")
+        cert = (tls.getpeercert() if tls is not None else None) or {}
+        names = [v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"]
+        uris = [v for k, v in cert.get("subjectAltName", ()) if k == "URI"]
+        caller = caller_name(uris, names)
+        if caller:
+            inner = self.app
+
+            async def app(scope: Any, receive: Any, send: Any) -> None:
+                scope.setdefault("extensions", {})["tls"] = {"client_cn": caller}
+                await inner(scope, receive, send)
+
+            self.app = app
