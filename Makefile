@@ -9,7 +9,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 SOURCES := libs/medxiaohe services training-jobs benchmarks tests protos/generate.py
 
-.PHONY: help venv install lock install-check images protos lint check test demo house gpu-check clean met train-ner train-small rl-small bench-tagging bench-ingest bench-mixture bench-serving bench-reliability eval-suite bench-decontaminate eval-rubric eval-grounding figures
+.PHONY: help venv install lock install-check images protos lint check test browser demo house gpu-check clean met train-ner train-small rl-small bench-tagging bench-ingest bench-mixture bench-serving bench-reliability eval-suite bench-decontaminate eval-rubric eval-grounding figures
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -65,8 +65,13 @@ images: ## Build the services and training images (CONTAINER, CONTAINER_FLAGS, T
 install-check: venv ## The package from wheels alone in a fresh environment; deploys from outside (~2 min)
 	$(VENV)/bin/pytest -q -m install tests/install
 
-test: venv ## All tests (real weed mini, valkey, gRPC with mTLS, Celery worker)
+test: venv browser ## All tests (real weed mini, valkey, gRPC with mTLS, Celery worker, chromium)
 	$(VENV)/bin/pytest -q
+
+browser: ## Debian's chromium for the review app's browser test (installed when root can)
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } || \
+		echo "no chromium: the browser test will be skipped (apt-get install chromium)"
 
 demo: venv ## Start the embedded platform and exercise it
 	$(VENV)/bin/medxiaohe demo

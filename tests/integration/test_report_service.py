@@ -96,6 +96,7 @@ def service(
         )
         with running(settings, [BUILDERS["report"](Resources(settings, store))]) as thread:
             assert serving(thread, timeout=600)
+            thread.store = store  # type: ignore[attr-defined]  # the service's own store
             yield thread
 
 
@@ -406,3 +407,112 @@ def test_a_clinician_reviews_and_signs_a_report_in_the_web_app(
     proxied = web(service, pki, token=PROXY_TOKEN).get(f"/reports/{rid}")
     assert proxied.status_code == 200
     assert "Signed by <strong>audit-office</strong>" in proxied.text
+
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "review"
+
+
+def reviewable_report(service: PlatformThread) -> str:
+    """A report written as the pipeline stores it, with what a review page must show: a finding
+    with its box, a supported sentence citing a passage, a flagged one with its reason."""
+    from medxiaohe.evidence.registry import IndexRegistry
+    from medxiaohe.report.images import StudyImage
+    from medxiaohe.report.model import (
+        Citation,
+        Finding,
+        Provenance,
+        Region,
+        Report,
+        Section,
+        Sentence,
+    )  # fmt: skip
+    from medxiaohe.report.store import ReportKeys, save_report
+    from tests.conftest import SECRET
+
+    store = service.store  # type: ignore[attr-defined]
+    index = IndexRegistry(store).get("cxr", "")
+    passage = index.passage("cxr-0")
+    assert passage is not None
+    quote = passage.text[: passage.text.index(".") + 1]
+    finding = Finding("f1", "right lower lobe opacity", site="lower lobe", laterality="right",
+                      region=Region("frontal", (30, 40, 70, 80)))  # fmt: skip
+    findings = Section("Findings", (
+        Sentence("Right lower lobe opacity.", ("f1",), (0,), "supported"),
+        Sentence("Small left pneumothorax.", (), (), "addition",
+                 ("no perceived finding or cited evidence states it",)),
+    ))  # fmt: skip
+    impression = Section(
+        "Impression", (Sentence("Possible pneumonia.", ("f1",), (0,), "supported"),)
+    )
+    report = Report(
+        id="r-" + "b0" * 16, study_id="cxr-9", findings=(finding,),
+        sections=(findings, impression),
+        provenance=Provenance("req-9", "tiny-vlm", "v0", "met-test", "t1", "0.1.0",
+                              {"cxr": index.version}),
+        citations=(Citation("cxr", index.version, "cxr-0", 0, len(quote), quote),),
+        created="2026-12-07T08:00:00Z", template_id="chest-xray",
+    )  # fmt: skip
+    image = StudyImage("frontal", Image.new("RGB", (120, 100), (50, 50, 50)))
+    keys = ReportKeys(SECRET.encode())
+    save_report(store, report, [], keys, ALLOWED, ["req-9", "cxr-9", "frontal"], [image])
+    return report.id
+
+
+def test_the_review_page_in_a_real_browser(service: PlatformThread, pki: DevPki) -> None:
+    """Headless Chromium with the reviewer's client certificate: the box on the image, the
+    verdicts, a citation opening its passage with the quote marked, an edit, a removed flagged
+    sentence, and the signature; screenshots under test-artifacts/review/."""
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium: `apt-get install chromium` (Debian) runs the browser test")
+    from playwright.sync_api import sync_playwright
+
+    rid = reviewable_report(service)
+    base = service.platform.review_url
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    paths = pki.clients[AUDITOR]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        context = browser.new_context(
+            ignore_https_errors=True,  # the development CA is not the browser's
+            client_certificates=[
+                {"origin": base, "certPath": str(paths.cert), "keyPath": str(paths.key)}
+            ],
+        )
+        page = context.new_page()
+        page.goto(f"{base}/reports")
+        assert page.locator(f"a[href='reports/{rid}']").count() == 1
+        page.click(f"a[href='reports/{rid}']")
+        page.wait_for_load_state("networkidle")  # the study image drawn under its box
+        page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+        assert page.locator("svg.study rect.box").count() == 1
+        assert page.locator("svg.study rect.box title").text_content() == "right lower lobe opacity"
+        verdicts = page.locator(".sentence .verdict").all_inner_texts()
+        assert verdicts == ["supported", "addition", "supported"]
+        assert "no perceived finding" in page.locator(".sentence .reasons").inner_text()
+        page.locator(".sentence a.citation").first.click()
+        page.wait_for_selector("#quoted")
+        assert (
+            page.locator("#quoted").inner_text()
+            == "Pneumonia often appears as a lobar consolidation."
+        )
+        page.screenshot(path=str(ARTIFACTS / "citation.png"), full_page=True)
+        page.go_back()
+        page.once("dialog", lambda dialog: dialog.accept("Right lower lobe consolidation."))
+        page.locator(".sentence").nth(0).locator("button[data-action=edit]").click()
+        page.locator(".sentence").nth(1).locator("button[data-action=remove]").click()
+        assert "2 change(s)" in page.locator("#status").inner_text()
+        page.click("#sign")
+        page.wait_for_selector("#status:has-text('signed by')")  # the CSP allows no eval
+        page.reload(wait_until="networkidle")
+        page.screenshot(path=str(ARTIFACTS / "signed.png"), full_page=True)
+        assert "Signed by audit-office" in page.locator("#signature").inner_text()
+        assert "Right lower lobe consolidation." in page.locator("#sections").inner_text()
+        browser.close()
+    stub = stub_for(service, pki)  # the report's owner exports it
+    fhir = json.loads(stub.ExportReport(pb.ExportReportRequest(report_id=rid)).fhir_json)
+    diagnostic = fhir["entry"][0]["resource"]
+    assert diagnostic["status"] == "final"
+    assert diagnostic["resultsInterpreter"] == [{"display": AUDITOR}]
