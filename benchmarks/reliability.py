@@ -3,9 +3,11 @@ on 127.0.0.1, as one JSON object. Every loop is bounded in count and time."""
 
 from __future__ import annotations
 
+import logging
 import random
 import tempfile
 import time
+import warnings
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -40,7 +42,7 @@ def hints(queries: list[str], texts: list[str]) -> dict[str, list[Any]]:
     """Plausible values by field name, so that generated requests often get past the first
     check and reach the work behind it."""
     return {
-        "index_name": [INDEX],
+        "index_name": ["fuzz"],  # writes rebuild their index: a small one, not the loaded one
         "evidence_index": [INDEX],
         "query": queries[:50],
         "text": texts[:50],
@@ -68,9 +70,12 @@ def fuzz_part(
             continue
         channel = stack.channel(name)
         for method in service.methods:
-            rpcs[f"{name}.{method.name}"] = fuzz.fuzz_rpc(
-                channel, method, count, seed, hints=hinted
-            )
+            started = time.perf_counter()
+            rpc = fuzz.fuzz_rpc(channel, method, count, seed, hints=hinted)
+            rpcs[f"{name}.{method.name}"] = {
+                **rpc,
+                "seconds": round(time.perf_counter() - started, 1),
+            }
     broken, leftovers = faults.half_written(stack.store)
     crashes = sum(r["crashes"] for r in [*readers.values(), *rpcs.values()])
     return {
@@ -99,6 +104,8 @@ def run(
     from medxiaohe.models.tiny import build_tiny
 
     started = time.perf_counter()
+    logging.getLogger("pydicom").setLevel(logging.ERROR)  # a warning per fuzzed DICOM file
+    warnings.filterwarnings("ignore", module="pydicom")
     with tempfile.TemporaryDirectory(prefix="medxiaohe-reliability-") as tmp:
         root = work or Path(tmp)
         tree = tree or build_tree()

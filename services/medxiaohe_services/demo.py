@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import signal
@@ -159,8 +160,27 @@ def _ingest_samples(stub: ing_grpc.IngestionServiceStub) -> bool:
 QUESTION = "Which syndrome causes lens luxation, dural ectasia and aortic dilatation?"
 
 
-def _evidence(stub: ev_grpc.EvidenceServiceStub) -> bool:
-    """Index the built-in Orphanet corpus and the demo notes, then ask a clinical question."""
+def _ingested(home: Path) -> list[ev.IndexPassagesRequest]:
+    """The ingested corpus's records (de-identified, as the shards hold them), as documents."""
+    from medxiaohe.corpus.shards import list_shards, read_records
+    from medxiaohe.storage import open_store
+
+    store = open_store(str(home / "store"))
+    rows = [r for m in list_shards(store, "ingested") for r in read_records(store, m)]
+    return [
+        ev.IndexPassagesRequest(
+            document=ev.EvidenceDocument(
+                document_id=row["id"], source=row["source"], text=row["text"], licence="hospital"
+            )
+        )
+        for row in rows
+        if row["text"].strip()
+    ]
+
+
+def _evidence(stub: ev_grpc.EvidenceServiceStub, home: Path) -> bool:
+    """Index the built-in Orphanet corpus and the ingested corpus, then ask a clinical
+    question."""
     name = "demo"
     try:
         stub.RetrieveEvidence(ev.RetrieveEvidenceRequest(index_name=name, query="x"), timeout=300)
@@ -170,21 +190,15 @@ def _evidence(stub: ev_grpc.EvidenceServiceStub) -> bool:
         from medxiaohe.evidence.builtin import builtin_passages
 
         print(
-            "    indexing built-in Orphanet disease-phenotype evidence (first run only: 1-2 min)",
+            "    indexing built-in Orphanet disease-phenotype evidence and the ingested corpus "
+            "(first run only: 1-2 min)",
             flush=True,
         )
         requests = [
             ev.IndexPassagesRequest(passage=passage_to_proto(p))
             for p in builtin_passages(("orphanet",))
         ]
-        requests += [
-            ev.IndexPassagesRequest(
-                document=ev.EvidenceDocument(
-                    document_id=doc_id, source="demo-notes", text=text, licence="synthetic"
-                )
-            )
-            for doc_id, text in samples.NOTES.items()
-        ]
+        requests += _ingested(home)
         requests[0].index_name = name  # the first message names the index and the request
         requests[0].request_id = "demo-v1"
         stub.IndexPassages(iter(requests), timeout=600)
@@ -204,6 +218,16 @@ def _evidence(stub: ev_grpc.EvidenceServiceStub) -> bool:
         )
     top = reply.results[0].passage if reply.results else None
     return say(top is not None and "Marfan" in top.text, "evidence retrieved with provenance")
+
+
+def _review_url(server_log: Path) -> str:
+    """The review app's base URL, from the line `medxiaohe up` logs when it serves it."""
+    for line in server_log.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            url = json.loads(line).get("review_url")
+            if url:
+                return str(url)
+    return "(the review app is not served)"
 
 
 def run_demo(home: Path) -> int:
@@ -286,9 +310,13 @@ def run_demo(home: Path) -> int:
             )
         results.append(say(len(tagged.mentions) >= 3, "entities tagged against the MET"))
         results.append(_ingest_samples(stub))
+        study = stub.UploadArtifact(iter([ing.UploadArtifactRequest(
+            key="studies/cxr-1.dcm", chunk=samples.dicom_bytes())]), timeout=300)  # fmt: skip
+        results.append(say(bool(study.key), f"study cxr-1 uploaded as {study.key}"))
         results.append(loop.mixture_and_synthesis(home))
-        results.append(_evidence(ev_grpc.EvidenceServiceStub(channel)))
-        results.append(loop.report(rp_grpc.ReportServiceStub(channel), home))
+        results.append(_evidence(ev_grpc.EvidenceServiceStub(channel), home))
+        review_url = _review_url(server_log)
+        results.append(loop.report(rp_grpc.ReportServiceStub(channel), home, study.key, review_url))
         results.append(loop.rubric_scores(rb_grpc.RubricServiceStub(channel)))
         results.append(loop.model_turn(home))
     finally:

@@ -8,7 +8,6 @@ import textwrap
 import uuid
 from pathlib import Path
 
-from medxiaohe.corpus import samples
 from medxiaohe_protos.common.v1 import common_pb2
 from medxiaohe_protos.report.v1 import report_pb2 as rp
 from medxiaohe_protos.report.v1 import report_pb2_grpc as rp_grpc
@@ -71,21 +70,25 @@ VERDICTS = {
 }
 
 
-def report(stub: rp_grpc.ReportServiceStub, home: Path) -> bool:
-    """A report for the demo's DICOM study with the in-process model: the trace as it
-    streams, each sentence with its verdict, the FHIR export, and a retry of the request."""
+def report(stub: rp_grpc.ReportServiceStub, home: Path, study_uri: str, review_url: str) -> bool:
+    """A report for the demo's DICOM study, read from the store where it was uploaded, with
+    the in-process model: the trace as it streams, each sentence with its verdict, the FHIR
+    export, a retry of the request, its dynamic rubric's score, its trajectory row, and the
+    review page's URL."""
     from fhir.resources.R4B.bundle import Bundle
 
     request = rp.GenerateReportRequest(
         request_id=f"demo-{uuid.uuid4().hex[:12]}",
-        study_id="cxr-demo",
-        images=[rp.ReportImage(image_id="frontal", content=samples.dicom_bytes())],
+        study_id="cxr-1",
+        images=[rp.ReportImage(image_id="frontal", uri=study_uri)],
         clinical_context="Cough and fever for three days; possible right lower lobe pneumonia.",
         evidence_index="demo",
         max_steps=3,
     )
     print(
-        "    GenerateReport: the DICOM study, template chest-xray, evidence index demo", flush=True
+        f"    GenerateReport: the stored study {study_uri}, template chest-xray, evidence index "
+        "demo",
+        flush=True,
     )
     report = None
     steps = 0
@@ -145,10 +148,54 @@ def report(stub: rp_grpc.ReportServiceStub, home: Path) -> bool:
     same = bool(again) and again[0].report == report
     print(f"    retry of request {request.request_id}: the stored report returned: {same}")
     sentences = [x for s in report.sections for x in s.sentences]
+    scored = _rubric_and_trajectory(home, report.report_id)
+    print(f"    review: {review_url}/reports/{report.report_id}", flush=True)
+    observed = [x for x in sentences if x.finding_ids]  # sentences about an observation
+    unchecked = [x for x in observed if x.verdict == rp.VERDICT_NOT_CHECKED]
+    small = local_model(home) == SMALL_MODEL
+    if small and unchecked:
+        print(f"    {len(unchecked)} sentences about an observation were not checked", flush=True)
     return say(
-        steps > 0 and bool(sentences) and all(x.verdict for x in sentences) and same,
+        steps > 0
+        and bool(sentences)
+        and all(x.verdict for x in sentences)
+        and same
+        and scored
+        and not (small and unchecked),
         "report generated with a verified trace, exported as FHIR, idempotent on its request id",
     )
+
+
+def _rubric_and_trajectory(home: Path, report_id: str) -> bool:
+    """The stored report scored against the dynamic rubric of its own findings, and its
+    reasoning exported as a trajectory row (de-identified as ingestion does it)."""
+    from medxiaohe.agents.filtering import from_report_trace
+    from medxiaohe.common.secrets import home_secret
+    from medxiaohe.report.store import load_report
+    from medxiaohe.rubric.dynamic import FindingGrader, rubric_for
+    from medxiaohe.rubric.scoring import score_example
+    from medxiaohe.storage import open_store
+
+    stored, trace = load_report(open_store(str(home / "store")), report_id)
+    findings = [f.for_rubric() for f in stored.findings]
+    if findings:
+        grader = FindingGrader()
+        dynamic = rubric_for(findings, grader.verifier)
+        scored = score_example(dynamic.rubric, grader.grade(stored.text, dynamic))
+        print(
+            f"    dynamic rubric of its {len(findings)} findings: {len(dynamic.rubric.criteria)} "
+            f"criteria, score {scored.raw:.2f}",
+            flush=True,
+        )
+    else:
+        print("    dynamic rubric: the model perceived no finding to score against", flush=True)
+    row = from_report_trace(stored, trace, home_secret(home))
+    print(
+        f"    trajectory row: {len(row['messages'])} messages of the reasoning agent "
+        "(`medxiaohe trajectories export-reports` publishes them)",
+        flush=True,
+    )
+    return bool(row["messages"])
 
 
 def model_turn(home: Path) -> bool:

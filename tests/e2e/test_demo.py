@@ -41,9 +41,15 @@ def test_demo_passes(home: Path) -> None:
     assert "`make train-ner` trains the NER model" in result.stdout  # none in a fresh home
     assert "report generated with a verified trace" in result.stdout
     assert "items synthesized and verified for gap nodes" in result.stdout
+    # the loop: the report is of the uploaded study, scored, exported as a trajectory, reviewable
+    assert "GenerateReport: the stored study uploads/callers/medxiaohe-dev/" in result.stdout
+    assert "trajectory row:" in result.stdout
+    (review,) = [line for line in result.stdout.splitlines() if line.strip().startswith("review:")]
+    assert "https://127.0.0.1:" in review
+    assert "/reports/r-" in review
     fhir = json.loads((home / "demo-report.fhir.json").read_text())
     assert fhir["entry"][0]["resource"]["resourceType"] == "DiagnosticReport"
     # the upload sits under its caller's prefix, named by a keyed pseudonym of its key
-    (upload,) = (home / "store" / "uploads" / "callers" / "medxiaohe-dev").iterdir()
-    assert upload.suffix == ".txt"
-    assert "note" not in upload.name
+    uploads = sorted((home / "store" / "uploads" / "callers" / "medxiaohe-dev").iterdir())
+    assert sorted(u.suffix for u in uploads) == [".dcm", ".txt"]  # the note and the study
+    assert not any("note" in u.name or "cxr" in u.name for u in uploads)

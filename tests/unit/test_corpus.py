@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pydicom
 import pytest
@@ -15,6 +16,7 @@ from medxiaohe.corpus.dicom import read_dicom
 from medxiaohe.corpus.ingest import read_blob
 from medxiaohe.corpus.record import Record
 from medxiaohe.corpus.steps import Dedup, MemoryIndex, QualityFilter
+from medxiaohe.entities.tagger import DictionaryTagger
 from medxiaohe.eval.deid import generate_notes, score
 
 
@@ -174,3 +176,41 @@ def test_no_phi_found_in_public_deidentified_reports() -> None:
     ]
     assert len(rows) > 2000
     assert len(found) <= len(rows) // 200, found[:10]
+
+
+def test_coverage_is_kept_up_to_date_without_reading_every_shard_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each shard's counts are read once; a shard written here counts at once, one written
+    elsewhere after the next listing; the totals equal a full recount."""
+    from medxiaohe.corpus import shards
+    from medxiaohe.corpus.shards import CoverageCache, dataset_coverage, write_shard
+    from medxiaohe.entities.build import build_tree
+    from medxiaohe.storage import open_store
+    from tests.conftest import small_records, write_corpus
+
+    store = open_store(str(tmp_path / "store"))
+    tree = build_tree(small_records())
+    write_corpus(store, tree, shards=3, per_shard=20)
+    reads: list[str] = []
+    real = shards.read_file
+
+    def counted(store_: object, manifest: object, name: str) -> bytes:
+        reads.append(manifest.version)  # type: ignore[attr-defined]
+        return real(store_, manifest, name)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(shards, "read_file", counted)
+    cache = CoverageCache(store, "corpus", refresh_s=3600)
+    first = cache.counts().to_json()
+    assert sorted(reads) == ["s000", "s001", "s002"]
+    reads.clear()
+    assert cache.counts().to_json() == first
+    assert reads == []  # nothing read again
+    record = Record("new", "notes", "Marfan syndrome with lens luxation.")
+    record.mentions = DictionaryTagger(tree).tag(record.text)
+    record.seal()
+    write_shard(store, "corpus", "s003", [record])
+    assert cache.counts().to_json() == first  # not listed yet
+    cache.add("s003")  # this process wrote it
+    assert reads == ["s003"]
+    assert cache.counts().to_json() == dataset_coverage(store, "corpus").to_json() != first

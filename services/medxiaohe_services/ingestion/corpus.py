@@ -11,7 +11,7 @@ from medxiaohe.corpus.coverage import Coverage
 from medxiaohe.corpus.deid import record_pseudonym, stored_label
 from medxiaohe.corpus.ingest import ShardIngestor, stored_hashes
 from medxiaohe.corpus.record import Record
-from medxiaohe.corpus.shards import ShardResult, dataset_coverage, shards_prefix
+from medxiaohe.corpus.shards import CoverageCache, ShardResult, shards_prefix
 from medxiaohe.corpus.steps import MemoryIndex
 from medxiaohe.storage import ArtifactStore
 from medxiaohe_services.runtime.resources import TaggerLoader
@@ -31,6 +31,7 @@ class CorpusWriter:
         self.tagging = tagging
         self._lock = threading.Lock()
         self._ingestor: ShardIngestor | None = None
+        self._coverage = CoverageCache(store, dataset)
 
     def _get_ingestor(self) -> ShardIngestor:
         if self._ingestor is None:
@@ -52,14 +53,13 @@ class CorpusWriter:
         shard_id = "rpc-" + self.pseudonym("\n".join(sorted(call_key)))
         with self._lock:
             result = self._get_ingestor().process_records(shard_id, records)
+        self._coverage.add(shard_id)  # the caller sees its own shard counted at once
         return result, f"{shards_prefix(self.dataset)}/{shard_id}"
 
     def coverage(self, source: str = "") -> Coverage:
         """Coverage of the dataset, of one source (named as callers send it) when given."""
         stored = stored_label(source, self.secret, "source")
-        return Coverage(
-            self.tagging.tagger.tree, dataset_coverage(self.store, self.dataset), stored
-        )
+        return Coverage(self.tagging.tagger.tree, self._coverage.counts(), stored)
 
 
 def content_key(record_id: str, content: bytes) -> str:
