@@ -120,5 +120,8 @@ def run(
     """The ``load`` figures, against a running stack with the ingestion and evidence services."""
     started = time.perf_counter()
     result = asyncio.run(_load(stack, texts, queries, rate, seconds))
+    sent = int(rate * seconds)  # the pools cycle: repeated queries may meet the encoder's cache
+    result["distinct_texts"] = len(set(texts[: min(len(texts), sent)]))
+    result["distinct_queries"] = len(set(queries[: min(len(queries), sent)]))
     result["wall_s"] = round(time.perf_counter() - started, 1)
     return result

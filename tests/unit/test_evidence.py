@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from medxiaohe.common.errors import InvalidInput
@@ -93,6 +94,24 @@ def test_hybrid_search_with_filters(index: EvidenceIndex) -> None:
 def test_bad_requests(index: EvidenceIndex, query: str, k: int) -> None:
     with pytest.raises(InvalidInput):
         index.search(query, k)
+
+
+def test_queries_are_encoded_in_batches_and_repeated_ones_from_the_cache() -> None:
+    from concurrent.futures import wait
+
+    from medxiaohe.evidence.retrievers import QueryBatcher, embed
+
+    batcher = QueryBatcher(threads=2, cache_size=2)
+    queries = ["fever and cough", "aortic root dilatation", "lens luxation"]
+    futures = [batcher.submit(q) for q in queries]
+    wait(futures, timeout=120)
+    for query, future in zip(queries, futures, strict=True):
+        assert np.allclose(future.result(), embed([query])[0], atol=1e-5)
+    again = batcher.submit("lens luxation")
+    assert again.done()  # answered from the cache, no batch
+    assert (batcher.hits, batcher.misses) == (1, 3)
+    assert batcher.submit("fever and cough").result(timeout=120) is not None  # evicted: encoded
+    assert batcher.misses == 4
 
 
 def test_an_index_of_no_searchable_word_is_refused_clearly() -> None:

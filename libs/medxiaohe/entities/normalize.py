@@ -14,6 +14,7 @@ import unicodedata
 
 _KEEP = re.compile(r"[^0-9a-z]+")
 _SPACES = re.compile(r" +")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
 # ASCII fast path: lower case letters, keep digits, everything else becomes a space.
 _TABLE: dict[int, str] = {c: " " for c in range(128) if not chr(c).isalnum()}
 _TABLE.update({c: chr(c + 32) for c in range(ord("A"), ord("Z") + 1)})
@@ -24,17 +25,19 @@ def normalize_text(text: str) -> str:
     out = text.translate(_TABLE)
     if out.isascii():
         return out
-    # Rare path: characters whose lower case changes length (e.g. U+0130) keep their width.
-    chars = []
-    for ch in out:
-        if ch.isascii():
-            chars.append(ch)
-        elif not ch.isalnum():
-            chars.append(" ")
-        else:  # fold accents the way normalize_term does: "ö" -> "o"
-            base = unicodedata.normalize("NFKD", ch)[0].lower()
-            chars.append(base if base.isascii() and base.isalnum() else "x")
-    return "".join(chars)
+    # Non-ASCII characters one by one (a note in ASCII but for a name pays for that name only),
+    # each kept one character wide: lower case may change a length (U+0130)
+    return _NON_ASCII.sub(_fold, out)
+
+
+def _fold(match: re.Match[str]) -> str:
+    """One non-ASCII character as a key character: accents folded the way normalize_term
+    folds them ("ö" -> "o"), other letters "x", anything else a space."""
+    ch = match.group(0)
+    if not ch.isalnum():
+        return " "
+    base = unicodedata.normalize("NFKD", ch)[0].lower()
+    return base if base.isascii() and base.isalnum() else "x"
 
 
 def normalize_term(term: str) -> str:

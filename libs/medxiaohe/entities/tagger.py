@@ -137,6 +137,7 @@ class DictionaryTagger:
         found: list[tuple[int, int, tuple[int, ...]]] = []
         position = 0
         while True:
+            cancel.check()  # a long note restarts the pass many times
             for end, (length, nodes) in automaton.iter_long(norm, position):
                 start = end - length + 1
                 if end == last or norm[end + 1] == " ":

@@ -8,6 +8,7 @@ import logging
 import queue
 import threading
 import zipfile
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from functools import cache
@@ -98,19 +99,31 @@ def embed(texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
 
 
 class QueryBatcher:
-    """Encodes the queries that arrive together as one batch, on one thread: under load a
-    batch of 8 short queries costs 2.7 ms a query against 7.4 ms one by one (MiniLM, 2 CPU
-    cores). Nothing waits to fill a batch: while one is encoded, the next one gathers."""
+    """Encodes the queries that arrive together as one batch, on ``threads`` threads: under
+    load a batch of 8 short queries costs 2.7 ms a query against 7.4 ms one by one (MiniLM,
+    2 CPU cores). Nothing waits to fill a batch: while one is encoded, the next one gathers.
+    The vectors of the last ``cache_size`` distinct queries are kept (reports ask the same
+    questions about the same findings again and again); ``hits`` counts the answers they gave."""
 
-    def __init__(self, max_batch: int = 32, threads: int = 2) -> None:
-        self.max_batch, self.threads = max_batch, threads
+    def __init__(self, max_batch: int = 32, threads: int = 2, cache_size: int = 4096) -> None:
+        self.max_batch, self.threads, self.cache_size = max_batch, threads, cache_size
         self._queue: queue.SimpleQueue[tuple[str, Future[np.ndarray]]] = queue.SimpleQueue()
         self._started = False
         self._lock = threading.Lock()
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.hits = self.misses = 0
 
     def submit(self, text: str) -> Future[np.ndarray]:
         """The query's normalized vector, when its batch is done (cancel it to skip it)."""
         future: Future[np.ndarray] = Future()
+        with self._lock:
+            cached = self._cache.get(text)
+            if cached is not None:
+                self._cache.move_to_end(text)
+                self.hits += 1
+                future.set_result(cached)
+                return future
+            self.misses += 1
         self._queue.put((text, future))
         with self._lock:
             if not self._started:
@@ -137,6 +150,11 @@ class QueryBatcher:
                 for _, future in live:
                     future.set_exception(exc)
                 continue
+            with self._lock:
+                for (text, _), vector in zip(live, vectors, strict=True):
+                    self._cache[text] = vector
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
             for (_, future), vector in zip(live, vectors, strict=True):
                 future.set_result(vector)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from typing import Any
 
 from medxiaohe.common.errors import InvalidInput
@@ -21,8 +20,9 @@ from medxiaohe.common.settings import Settings
 from medxiaohe_services.model.guard import Guard
 from medxiaohe_services.model.openai import add_routes
 from medxiaohe_services.model.predictor import VlmPredictor
-from medxiaohe_services.runtime.tls import CertificateFiles, ClientCertProtocol
+from medxiaohe_services.runtime.tls import CertificateFiles
 from medxiaohe_services.runtime.tracing import setup_tracing
+from medxiaohe_services.runtime.web import https_config
 
 log = logging.getLogger("medxiaohe.predictor")
 V2_SERVICE = "inference.GRPCInferenceService"
@@ -94,8 +94,6 @@ async def _reload_certificates(files: CertificateFiles, config: Any) -> None:
 def guarded(app: Any, http_port: int, settings: Settings) -> tuple[Any, CertificateFiles | None]:
     """uvicorn's config for ``app`` behind the guard, with mTLS (or tokens) as settings say;
     the certificate files to watch for rotation, when TLS is on."""
-    import uvicorn
-
     guard = Guard(
         app,
         allow=settings.predictor_allow,
@@ -103,26 +101,10 @@ def guarded(app: Any, http_port: int, settings: Settings) -> tuple[Any, Certific
         max_body=settings.predictor_max_body_mb << 20,
         max_pending=settings.predictor_max_pending,
     )
-    tls: dict[str, Any] = {}
+    config = https_config(guard, settings, http_port)
     files = None
-    if settings.tls_cert and settings.tls_key and settings.tls_client_ca and not settings.insecure:
+    if config.ssl_certfile and settings.tls_cert and settings.tls_key and settings.tls_client_ca:
         files = CertificateFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
-        tls = {
-            "ssl_certfile": str(settings.tls_cert),
-            "ssl_keyfile": str(settings.tls_key),
-            "ssl_ca_certs": str(settings.tls_client_ca),
-            "ssl_cert_reqs": ssl.CERT_OPTIONAL,  # a certificate, or a bearer token
-        }
-    config = uvicorn.Config(
-        guard,
-        host=settings.grpc_host,
-        port=http_port,
-        http=ClientCertProtocol,
-        log_config=None,
-        access_log=False,  # a line per request, empty under the project's formatter
-        timeout_graceful_shutdown=int(settings.drain_grace_s),
-        **tls,
-    )
     return config, files
 
 

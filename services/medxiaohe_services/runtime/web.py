@@ -17,30 +17,39 @@ from medxiaohe_services.runtime.tls import ClientCertProtocol
 log = logging.getLogger("medxiaohe.web")
 
 
+def https_config(app: Any, settings: Settings, port: int) -> Any:
+    """uvicorn's config for ``app``: the platform's server certificate, client certificates
+    optional (a certificate, or a bearer token the app checks), the caller's name in the scope;
+    plaintext when the settings say insecure or name no certificates."""
+    import uvicorn
+
+    tls: dict[str, Any] = {}
+    if settings.tls_cert and settings.tls_key and settings.tls_client_ca and not settings.insecure:
+        tls = {
+            "ssl_certfile": str(settings.tls_cert),
+            "ssl_keyfile": str(settings.tls_key),
+            "ssl_ca_certs": str(settings.tls_client_ca),
+            "ssl_cert_reqs": ssl.CERT_OPTIONAL,
+        }
+    return uvicorn.Config(
+        app,
+        host=settings.grpc_host,
+        port=port,
+        http=ClientCertProtocol,
+        log_config=None,
+        access_log=False,  # a line per request, empty under the project's formatter
+        timeout_graceful_shutdown=int(settings.drain_grace_s),
+        **tls,
+    )
+
+
 class WebServer:
     def __init__(self, app: Any, settings: Settings, port: int) -> None:
         import uvicorn
 
-        tls: dict[str, Any] = {}
-        if not settings.insecure:
-            tls = {
-                "ssl_certfile": str(settings.tls_cert),
-                "ssl_keyfile": str(settings.tls_key),
-                "ssl_ca_certs": str(settings.tls_client_ca),
-                "ssl_cert_reqs": ssl.CERT_OPTIONAL,  # a certificate, or a bearer token
-            }
-        config = uvicorn.Config(
-            app,
-            host=settings.grpc_host,
-            port=port,
-            http=ClientCertProtocol,
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=int(settings.drain_grace_s),
-            **tls,
-        )
+        config = https_config(app, settings, port)
         self.server = uvicorn.Server(config)
-        self.scheme = "http" if settings.insecure else "https"
+        self.scheme = "https" if config.ssl_certfile else "http"
         self._thread = threading.Thread(target=self.server.run, name="web", daemon=True)
 
     def start(self, timeout: float = 30) -> str:
