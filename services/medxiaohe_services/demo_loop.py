@@ -149,7 +149,9 @@ def report(stub: rp_grpc.ReportServiceStub, home: Path, study_uri: str, review_u
     print(f"    retry of request {request.request_id}: the stored report returned: {same}")
     sentences = [x for s in report.sections for x in s.sentences]
     scored = _rubric_and_trajectory(home, report.report_id)
-    print(f"    review: {review_url}/reports/{report.report_id}", flush=True)
+    page = f"{review_url}/reports/{report.report_id}"
+    print(f"    review: {page}", flush=True)
+    reviewable = _reviewable(home, page, [x.text for x in sentences])
     observed = [x for x in sentences if x.finding_ids]  # sentences about an observation
     unchecked = [x for x in observed if x.verdict == rp.VERDICT_NOT_CHECKED]
     small = local_model(home) == SMALL_MODEL
@@ -161,9 +163,36 @@ def report(stub: rp_grpc.ReportServiceStub, home: Path, study_uri: str, review_u
         and all(x.verdict for x in sentences)
         and same
         and scored
+        and reviewable
         and not (small and unchecked),
         "report generated with a verified trace, exported as FHIR, idempotent on its request id",
     )
+
+
+def _reviewable(home: Path, page: str, sentences: list[str]) -> bool:
+    """The review page answers the development certificate with every sentence, and a client
+    without a certificate with nothing."""
+    import html
+    import ssl
+
+    import httpx
+
+    from medxiaohe_services.runtime.certs import DEV_CLIENT
+    from medxiaohe_services.runtime.embedded import ensure_dev_pki
+
+    pki = ensure_dev_pki(home)
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    anonymous = httpx.get(page, verify=context, timeout=60)
+    client = pki.clients[DEV_CLIENT]
+    context.load_cert_chain(client.cert, client.key)
+    shown = httpx.get(page, verify=context, timeout=60)
+    every = all(html.escape(s, quote=False) in shown.text for s in sentences)
+    print(
+        f"    review page: {shown.status_code} with the development certificate (every sentence "
+        f"and its verdict: {every}), {anonymous.status_code} without one",
+        flush=True,
+    )
+    return shown.status_code == 200 and every and anonymous.status_code == 401
 
 
 def _rubric_and_trajectory(home: Path, report_id: str) -> bool:

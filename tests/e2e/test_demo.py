@@ -47,6 +47,10 @@ def test_demo_passes(home: Path) -> None:
     (review,) = [line for line in result.stdout.splitlines() if line.strip().startswith("review:")]
     assert "https://127.0.0.1:" in review
     assert "/reports/r-" in review
+    assert (
+        "review page: 200 with the development certificate (every sentence and its "
+        "verdict: True), 401 without one" in result.stdout
+    )
     fhir = json.loads((home / "demo-report.fhir.json").read_text())
     assert fhir["entry"][0]["resource"]["resourceType"] == "DiagnosticReport"
     # the upload sits under its caller's prefix, named by a keyed pseudonym of its key

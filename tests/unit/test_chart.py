@@ -527,3 +527,28 @@ def test_tracing_reaches_every_process_and_only_its_collector() -> None:
                                                   for p in r["ports"]]  # fmt: skip
     quiet = by_kind(render_chart(), "NetworkPolicy")["medxiaohe-ingestion"]
     assert 4317 not in {p["port"] for r in quiet["spec"]["egress"] for p in r["ports"]}
+
+
+def test_the_review_app_is_served_by_the_report_pods_to_declared_peers_only() -> None:
+    proxy = [{"podSelector": {"matchLabels": {"app": "hospital-proxy"}}}]
+    review = {"review": {"enabled": True, "tokensSecret": "review-tokens", "from": proxy}}
+    objects = render_chart(values={"services": {"report": review}})
+    report = by_kind(objects, "Deployment")["medxiaohe-report"]["spec"]["template"]["spec"]
+    container = report["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MEDXIAOHE_REVIEW_PORT"]["value"] == "8443"
+    assert env["MEDXIAOHE_REVIEW_TOKENS"]["valueFrom"]["secretKeyRef"] == {
+        "name": "review-tokens", "key": "tokens"
+    }  # fmt: skip
+    assert {"name": "review", "containerPort": 8443, "protocol": "TCP"} in container["ports"]
+    ingestion = by_kind(objects, "Deployment")["medxiaohe-ingestion"]["spec"]["template"]["spec"]
+    assert "MEDXIAOHE_REVIEW_PORT" not in {e["name"] for e in ingestion["containers"][0]["env"]}
+    service = by_kind(objects, "Service")["medxiaohe-report"]
+    assert "review" in {p["name"] for p in service["spec"]["ports"]}
+    policy = by_kind(objects, "NetworkPolicy")["medxiaohe-report"]
+    rules = [
+        r for r in policy["spec"]["ingress"] if r["ports"] == [{"port": 8443, "protocol": "TCP"}]
+    ]
+    assert [r["from"] for r in rules] == [proxy]
+    default = by_kind(render_chart(), "NetworkPolicy")["medxiaohe-report"]["spec"]["ingress"]
+    assert not [r for r in default if {"port": 8443, "protocol": "TCP"} in r["ports"]]  # nobody
