@@ -69,6 +69,7 @@ class Stack:
                 f"MEDXIAOHE_{name.upper()}__ALLOW": allow,
                 f"MEDXIAOHE_{name.upper()}__INDEXES": allow,
                 "OMP_NUM_THREADS": "1",  # as the chart runs the services
+                **({"MEDXIAOHE_MAX_CONCURRENT_RPCS": "256"} if name == "evidence" else {}),
                 **{f"MEDXIAOHE_{k.upper()}": str(v) for k, v in settings.items()},
             }
             self.ports[name] = (port, health)

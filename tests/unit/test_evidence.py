@@ -96,6 +96,13 @@ def test_bad_requests(index: EvidenceIndex, query: str, k: int) -> None:
         index.search(query, k)
 
 
+def test_short_texts_embed_as_sentence_transformers_embeds_them() -> None:
+    from medxiaohe.evidence.retrievers import embed, embed_short
+
+    texts = ["fever", "aortic root dilatation in Marfan syndrome", "lens luxation " * 200]
+    assert np.allclose(embed_short(texts), embed(texts), atol=1e-5)  # long ones truncated alike
+
+
 def test_queries_are_encoded_in_batches_and_repeated_ones_from_the_cache() -> None:
     from concurrent.futures import wait
 
