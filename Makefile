@@ -70,7 +70,8 @@ test: venv browser ## All tests (real weed mini, valkey, gRPC with mTLS, Celery 
 
 browser: ## Debian's chromium for the review app's browser test (installed when root can)
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-		apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } || \
+		timeout 300 apt-get update -q >/dev/null && \
+		timeout 600 apt-get install -y -q chromium >/dev/null; } || \
 		echo "no chromium: the browser test will be skipped (apt-get install chromium)"
 
 demo: venv ## Start the embedded platform and exercise it
