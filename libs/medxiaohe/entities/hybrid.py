@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
+from medxiaohe.common import npy
 from medxiaohe.common.errors import InvalidInput, NotFound
 from medxiaohe.entities.context import Assertion, assert_spans
 from medxiaohe.entities.ner import NerSpan, NerTagger
@@ -96,7 +97,7 @@ class Linker:
         if self.store is not None:
             try:
                 manifest = resolve(self.store, prefix, self.tree.version)
-                vectors = np.load(io.BytesIO(read_file(self.store, manifest, "names.npy")))
+                vectors = npy.load(read_file(self.store, manifest, "names.npy"))
             except NotFound:
                 pass
         if vectors is None or len(vectors) != len(indices):

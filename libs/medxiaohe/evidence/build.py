@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medxiaohe.common import npy
 from medxiaohe.common.errors import InvalidInput
 from medxiaohe.datasets.beir import read_corpus
 from medxiaohe.evidence.index import EvidenceIndex, artifact_prefix
@@ -68,7 +69,7 @@ def build_index(
     for number, batch in enumerate(batches):
         key = f"{parts}/{number:05d}.npy"
         if store.exists(key):
-            vectors.append(np.load(io.BytesIO(store.get_bytes(key)), allow_pickle=False))
+            vectors.append(npy.load(store.get_bytes(key)))
         else:
             block = embed([p.indexed_text for p in batch])
             buffer = io.BytesIO()

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from medxiaohe.common import npy
 from medxiaohe.common.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
@@ -222,7 +223,7 @@ class DenseIndex:
 
     @classmethod
     def from_bytes(cls, data: bytes, ann: bytes | None = None) -> DenseIndex:
-        vectors = np.load(io.BytesIO(data), allow_pickle=False)
+        vectors = npy.load(data)
         if ann is None:
             return cls(vectors)
         import tempfile
