@@ -24,7 +24,7 @@ from medxiaohe.common.secrets import pseudonym
 from medxiaohe.corpus.steps import NUM_PERM, THRESHOLD, lsh_threshold
 
 PREFIX = "medxiaohe:dedup:"
-LOCK_TIMEOUT_S = 15  # a lock whose worker died is free again after this long
+LOCK_TIMEOUT_S = 60  # a lock whose worker died is free again after this long
 SEED_TIMEOUT_S = 1800  # rebuilding the index from the finished shards of a large dataset
 
 
