@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.servers import CeleryWorker, Server, Valkey, Weed, clean_env
+from benchmarks.servers import CeleryWorker, Server, Valkey, Weed, clean_env, s3_settings
 from medxiaohe.common.settings import Settings
 from medxiaohe.corpus.ingest import ShardIngestor, ShardSpec, plan_shards, upload_inputs
 from medxiaohe.corpus.shards import list_shards, read_records, shards_prefix
@@ -267,7 +267,7 @@ def run(
         valkey.start()
         bucket = f"faults-{uuid.uuid4().hex[:8]}"
         weed.client().make_bucket(bucket)
-        s3 = weed.s3_settings(bucket)
+        s3 = s3_settings(weed.endpoint, bucket)
         values = {**s3, "broker_url": valkey.url, "deid_secret": secret}
         values |= {"task_time_limit_s": task_time_limit_s, "task_max_deliveries": 10}
         settings = Settings(**values)  # type: ignore[arg-type]

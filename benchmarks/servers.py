@@ -32,6 +32,17 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**{k: v for k, v in os.environ.items() if not k.startswith("MEDXIAOHE_")}, **extra}
 
 
+def s3_settings(endpoint: str, bucket: str) -> dict[str, object]:
+    """Settings for a store in ``bucket`` of the test S3 server at ``endpoint``."""
+    return {
+        "store_uri": f"s3://{bucket}/medxiaohe",
+        "s3_endpoint": endpoint,
+        "s3_access_key": S3_KEY,
+        "s3_secret_key": S3_SECRET,
+        "s3_secure": False,
+    }
+
+
 class Server:
     """A command that serves until killed; ``start`` waits until ``ready()`` says so."""
 
@@ -131,16 +142,6 @@ class Weed(Server):
     def ready(self) -> bool:
         self.client().list_buckets()
         return True
-
-    def s3_settings(self, bucket: str) -> dict[str, object]:
-        """Settings for a store in ``bucket`` of this server."""
-        return {
-            "store_uri": f"s3://{bucket}/medxiaohe",
-            "s3_endpoint": self.endpoint,
-            "s3_access_key": S3_KEY,
-            "s3_secret_key": S3_SECRET,
-            "s3_secure": False,
-        }
 
 
 def start_weed(

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks.servers import s3_settings as s3_settings  # the tests import it from here
 from medxiaohe.common.settings import Settings
 from medxiaohe.corpus.record import Record
 from medxiaohe.corpus.shards import write_shard
@@ -23,7 +24,7 @@ from medxiaohe.entities.tagger import DictionaryTagger
 from medxiaohe.entities.tree import EntityTree, NodeRecord
 from medxiaohe.storage import ArtifactStore, open_store
 from medxiaohe_services.runtime.certs import DevPki, write_dev_pki
-from tests.servers import S3_KEY, S3_SECRET, Weed, start_weed
+from tests.servers import Weed, start_weed
 
 ALLOWED, LIMITED = "ehr-gateway", "ris-viewer"
 # A test secret of the required length (servers refuse to start without one).
@@ -109,16 +110,6 @@ def server_settings(pki: DevPki, store_uri: str, **extra: object) -> Settings:
         **extra,
     }
     return Settings(**values)  # type: ignore[arg-type]
-
-
-def s3_settings(weed_endpoint: str, bucket: str) -> dict[str, object]:
-    return {
-        "store_uri": f"s3://{bucket}/medxiaohe",
-        "s3_endpoint": weed_endpoint,
-        "s3_access_key": S3_KEY,
-        "s3_secret_key": S3_SECRET,
-        "s3_secure": False,
-    }
 
 
 @pytest.fixture
