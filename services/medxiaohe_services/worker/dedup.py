@@ -45,7 +45,8 @@ class RedisIndex:
         self._client = client
         self._secret = secret
         self._num_perm = num_perm
-        self._prefix = PREFIX + pseudonym(secret, f"dataset:{dataset}")[:24]
+        # an index of other permutations (an older release) is not read: it is rebuilt
+        self._prefix = PREFIX + pseudonym(secret, f"dataset:{dataset}:{num_perm}")[:24]
 
     def _name(self, key: str) -> str:
         return pseudonym(self._secret, f"record:{key}")[:32]
