@@ -101,6 +101,8 @@ def test_short_texts_embed_as_sentence_transformers_embeds_them() -> None:
 
     texts = ["fever", "aortic root dilatation in Marfan syndrome", "lens luxation " * 200]
     assert np.allclose(embed_short(texts), embed(texts), atol=1e-5)  # long ones truncated alike
+    cosines = (embed_short(texts, bf16=True) * embed(texts)).sum(axis=1)
+    assert cosines.min() > 0.999, cosines  # bfloat16 matrix products: the same direction
 
 
 def test_queries_are_encoded_in_batches_and_repeated_ones_from_the_cache() -> None:
@@ -108,7 +110,7 @@ def test_queries_are_encoded_in_batches_and_repeated_ones_from_the_cache() -> No
 
     from medxiaohe.evidence.retrievers import QueryBatcher, embed
 
-    batcher = QueryBatcher(threads=2, cache_size=2)
+    batcher = QueryBatcher(threads=2, cache_size=2, bf16=False)
     queries = ["fever and cough", "aortic root dilatation", "lens luxation"]
     futures = [batcher.submit(q) for q in queries]
     wait(futures, timeout=120)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from medxiaohe.evidence.retrievers import QueryBatcher
 from medxiaohe_protos.evidence.v1 import evidence_pb2, evidence_pb2_grpc
 from medxiaohe_services.evidence.servicer import EvidenceServicer
 from medxiaohe_services.runtime.resources import Resources
@@ -15,9 +16,10 @@ def build(resources: Resources) -> ServiceSpec:
     indexed passages carry no entity ids."""
     store, encoder, tagging = resources.store, resources.encoder, resources.tagging
     settings = resources.settings
-    servicer = EvidenceServicer(
-        store, resources.indexes, tagging, settings.evidence, settings.evidence_encoder_threads
+    queries = QueryBatcher(
+        threads=settings.evidence_encoder_threads, bf16=settings.evidence_query_bf16
     )
+    servicer = EvidenceServicer(store, resources.indexes, tagging, settings.evidence, queries)
     return ServiceSpec(
         name="evidence",
         full_name=FULL_NAME,

@@ -36,13 +36,13 @@ class EvidenceServicer(pb_grpc.EvidenceServiceServicer):
         registry: IndexRegistry,
         tagging: TaggerLoader,
         settings: ServiceSettings,
-        encoder_threads: int = 2,
+        queries: QueryBatcher | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
         self.tagging = tagging
         self.settings = settings  # which caller may write which index
-        self.queries = QueryBatcher(threads=encoder_threads)  # queries are encoded in batches
+        self.queries = queries or QueryBatcher()  # queries are encoded in batches
 
     async def _index(self, name: str, version: str) -> EvidenceIndex:
         if not name:
