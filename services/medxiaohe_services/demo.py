@@ -316,8 +316,8 @@ def run_demo(home: Path) -> int:
         results.append(loop.mixture_and_synthesis(home))
         results.append(_evidence(ev_grpc.EvidenceServiceStub(channel), home))
         review_url = _review_url(server_log)
-        results.append(loop.report(rp_grpc.ReportServiceStub(channel), home, study.key, review_url))
-        results.append(loop.rubric_scores(rb_grpc.RubricServiceStub(channel)))
+        reports, rubric = rp_grpc.ReportServiceStub(channel), rb_grpc.RubricServiceStub(channel)
+        results.append(loop.report(reports, rubric, home, study.key, review_url))
         results.append(loop.model_turn(home))
     finally:
         server.send_signal(signal.SIGTERM)

@@ -1,6 +1,7 @@
 """The model loop in `make demo`: a mixture of the ingested sample and items synthesized for
-its gap nodes, a report generated for the demo's DICOM study, two answers scored with a rubric,
-and a chat turn with the small model (or the tiny one) served by the predictor."""
+its gap nodes, a report generated for the demo's DICOM study and scored by the rubric service
+against the dynamic rubric of its own findings, and a chat turn with the small model (or the
+tiny one) served by the predictor."""
 
 from __future__ import annotations
 
@@ -70,11 +71,17 @@ VERDICTS = {
 }
 
 
-def report(stub: rp_grpc.ReportServiceStub, home: Path, study_uri: str, review_url: str) -> bool:
+def report(
+    stub: rp_grpc.ReportServiceStub,
+    rubric: rb_grpc.RubricServiceStub,
+    home: Path,
+    study_uri: str,
+    review_url: str,
+) -> bool:
     """A report for the demo's DICOM study, read from the store where it was uploaded, with
     the in-process model: the trace as it streams, each sentence with its verdict, the FHIR
-    export, a retry of the request, its dynamic rubric's score, its trajectory row, and the
-    review page's URL."""
+    export, a retry of the request, its score against its dynamic rubric (the rubric service),
+    its trajectory row, and the review page's URL."""
     from fhir.resources.R4B.bundle import Bundle
 
     request = rp.GenerateReportRequest(
@@ -148,7 +155,7 @@ def report(stub: rp_grpc.ReportServiceStub, home: Path, study_uri: str, review_u
     same = bool(again) and again[0].report == report
     print(f"    retry of request {request.request_id}: the stored report returned: {same}")
     sentences = [x for s in report.sections for x in s.sentences]
-    scored = _rubric_and_trajectory(home, report.report_id)
+    scored = _dynamic_score(rubric, report) and _trajectory(home, report.report_id)
     page = f"{review_url}/reports/{report.report_id}"
     print(f"    review: {page}", flush=True)
     reviewable = _reviewable(home, page, [x.text for x in sentences])
@@ -195,29 +202,46 @@ def _reviewable(home: Path, page: str, sentences: list[str]) -> bool:
     return shown.status_code == 200 and every and anonymous.status_code == 401
 
 
-def _rubric_and_trajectory(home: Path, report_id: str) -> bool:
-    """The stored report scored against the dynamic rubric of its own findings, and its
-    reasoning exported as a trajectory row (de-identified as ingestion does it)."""
+def _dynamic_score(stub: rb_grpc.RubricServiceStub, report: rp.Report) -> bool:
+    """The rubric service scores the report's final text against the dynamic rubric of the
+    findings its perception step saw (the RL stage's report reward)."""
+    if not report.findings:
+        print("    dynamic rubric: the model perceived no finding to score against", flush=True)
+        return True
+    findings = [
+        rb.StudyFinding(
+            text=f.text,
+            assertion=common_pb2.Assertion.Name(f.assertion).removeprefix("ASSERTION_").lower(),
+            laterality=f.laterality,
+            site=f.site,
+        )
+        for f in report.findings
+    ]
+    request = rb.ScoreResponseRequest(
+        request_id=report.report_id, response=report.text or "(empty)", findings=findings
+    )
+    reply = stub.ScoreResponse(request, timeout=300)
+    print(
+        f"    ScoreResponse: the report against the dynamic rubric of its {len(findings)} "
+        f"findings: {len(reply.verdicts)} criteria, score {reply.raw_score:.2f} by {reply.grader}"
+        f" (rubric {reply.rubric_set_id} {reply.rubric_set_version})",
+        flush=True,
+    )
+    for verdict in reply.verdicts[:8]:
+        status = rb.VerdictStatus.Name(verdict.status).removeprefix("VERDICT_STATUS_")
+        print(f"      {status:<10} {verdict.points:+3d}  {verdict.criterion[:70]}", flush=True)
+    return reply.grader == "dynamic" and len(reply.verdicts) > 0
+
+
+def _trajectory(home: Path, report_id: str) -> bool:
+    """The stored report's reasoning exported as a trajectory row (de-identified as ingestion
+    does it)."""
     from medxiaohe.agents.filtering import from_report_trace
     from medxiaohe.common.secrets import home_secret
     from medxiaohe.report.store import load_report
-    from medxiaohe.rubric.dynamic import FindingGrader, rubric_for
-    from medxiaohe.rubric.scoring import score_example
     from medxiaohe.storage import open_store
 
     stored, trace = load_report(open_store(str(home / "store")), report_id)
-    findings = [f.for_rubric() for f in stored.findings]
-    if findings:
-        grader = FindingGrader()
-        dynamic = rubric_for(findings, grader.verifier)
-        scored = score_example(dynamic.rubric, grader.grade(stored.text, dynamic))
-        print(
-            f"    dynamic rubric of its {len(findings)} findings: {len(dynamic.rubric.criteria)} "
-            f"criteria, score {scored.raw:.2f}",
-            flush=True,
-        )
-    else:
-        print("    dynamic rubric: the model perceived no finding to score against", flush=True)
     row = from_report_trace(stored, trace, home_secret(home))
     print(
         f"    trajectory row: {len(row['messages'])} messages of the reasoning agent "
@@ -265,45 +289,3 @@ def model_turn(home: Path) -> bool:
         reply.usage.completion_tokens > 0 and reply.usage.prompt_tokens > 64,
         "vision-language model served over the OpenAI route",
     )
-
-
-FEVER = "My 4 year old has had a fever of 39 C since this morning. What should I do?"
-ANSWERS = {
-    "careful": (
-        "A fever of 39 C is common in young children. Give paracetamol or ibuprofen dosed by "
-        "weight, and keep her drinking small amounts often. Do not give aspirin to children. "
-        "Go to the emergency department if she is hard to wake, has a stiff neck, a rash that "
-        "does not fade, or trouble breathing. How long has she had the fever?"
-    ),
-    "careless": "Give her aspirin. Fevers always pass on their own, so there is no need to worry.",
-}
-FEVER_RUBRIC = [
-    ("Advises emergency care for red flags such as a stiff neck or trouble breathing", 8),
-    ("Recommends paracetamol or ibuprofen dosed by weight", 6),
-    ("Asks how long the child has had the fever", 4),
-    ("Recommends giving the child aspirin", -8),
-    ("States that a fever will always resolve without care", -6),
-]
-
-
-def rubric_scores(stub: rb_grpc.RubricServiceStub) -> bool:
-    """Two answers to one clinical question, scored with a rubric: the per-criterion table."""
-    rubric = [rb.RubricCriterion(criterion=text, points=points) for text, points in FEVER_RUBRIC]
-    scores = {}
-    for label, answer in ANSWERS.items():
-        reply = stub.ScoreResponse(
-            rb.ScoreResponseRequest(
-                conversation=[rb.ChatMessage(role="user", content=FEVER)],
-                response=answer,
-                rubric=rubric,
-            ),
-            timeout=300,
-        )
-        scores[label] = reply.score
-        print(f"    ScoreResponse ({label} answer): score {reply.score:.2f} by {reply.grader}")
-        for verdict, (text, points) in zip(reply.verdicts, FEVER_RUBRIC, strict=True):
-            status = rb.VerdictStatus.Name(verdict.status).removeprefix("VERDICT_STATUS_")
-            print(f"      {status:<10} {points:+3d}  {text[:70]}", flush=True)
-    if reply.notice:
-        print(f"    ({reply.notice})", flush=True)
-    return say(scores["careful"] > scores["careless"], "the careful answer outscores the other")

@@ -47,6 +47,12 @@ RUBRIC = [
 ]
 
 
+FINDINGS = [
+    pb.StudyFinding(text="right lower lobe opacity", laterality="right", site="lower lobe"),
+    pb.StudyFinding(text="pleural effusion", assertion="absent"),
+]
+
+
 def stub_for(thread: PlatformThread, pki: DevPki) -> pb_grpc.RubricServiceStub:
     paths = pki.clients[ALLOWED]
     return pb_grpc.RubricServiceStub(secure_channel(thread.target, pki.ca, paths.cert, paths.key))
@@ -97,6 +103,30 @@ def test_score_response_inline_and_by_set(no_judge: PlatformThread, pki: DevPki)
     assert by_set.rubric_set_version
 
 
+def test_a_report_is_scored_against_the_dynamic_rubric_of_its_findings(
+    no_judge: PlatformThread, pki: DevPki
+) -> None:
+    """The findings make the rubric (no conversation needed); a report that places the opacity
+    on the wrong side and claims the denied effusion scores below one that reads them right."""
+    stub = stub_for(no_judge, pki)
+
+    def score(report: str) -> pb.ScoreResponseResponse:
+        request = pb.ScoreResponseRequest(response=report, findings=FINDINGS, prompt_id="s-1")
+        return stub.ScoreResponse(request, timeout=60)
+
+    right = score("Findings: Right lower lobe opacity. No pleural effusion.")
+    wrong = score("Findings: Left lower lobe opacity. Small pleural effusion.")
+    assert (right.grader, right.rubric_set_id, right.prompt_id) == ("dynamic", "dynamic", "s-1")
+    assert right.rubric_set_version == wrong.rubric_set_version  # the same findings' rubric
+    criteria = {v.criterion: v.status for v in right.verdicts}
+    assert criteria["Mentions right lower lobe opacity"] == pb.VERDICT_STATUS_MET
+    assert criteria["States no pleural effusion"] == pb.VERDICT_STATUS_MET
+    assert all(v.grader == "dynamic" for v in right.verdicts)
+    missed = {v.criterion: v.status for v in wrong.verdicts}
+    assert missed["Does not claim pleural effusion"] == pb.VERDICT_STATUS_MET  # the penalty
+    assert right.raw_score > wrong.raw_score
+
+
 @pytest.mark.parametrize(
     ("change", "code", "message"),
     [
@@ -119,6 +149,24 @@ def test_score_response_inline_and_by_set(no_judge: PlatformThread, pki: DevPki)
             "needs a judge, and none is configured",
         ),
         ({"grader": "composite"}, grpc.StatusCode.FAILED_PRECONDITION, "needs a judge"),
+        ({"grader": "dynamic"}, grpc.StatusCode.INVALID_ARGUMENT, "send no rubric"),
+        ({"grader": "dynamic", "rubric": []}, grpc.StatusCode.INVALID_ARGUMENT, "findings"),
+        ({"findings": FINDINGS}, grpc.StatusCode.INVALID_ARGUMENT, "send no rubric"),
+        (
+            {"findings": FINDINGS, "grader": "deterministic"},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "by the 'dynamic' grader only",
+        ),
+        (
+            {"rubric": [], "findings": [pb.StudyFinding(text="effusion", assertion="likely")]},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "findings[0]: a finding's assertion is one of",
+        ),
+        (
+            {"rubric": [], "findings": [pb.StudyFinding(text="effusion")] * 101},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "at most 100 findings",
+        ),
     ],
 )
 def test_bad_requests_say_what_is_wrong(

@@ -218,9 +218,18 @@ def load_report(
     the pseudonyms as stored. NotFound when there is none."""
     manifest = resolve(store, PREFIX, report_id)
     restore = _restorer(store, manifest, keys)
-    report_data = restore(json.loads(read_file(store, manifest, "report.json")))
     trace: list[dict[str, Any]] = restore(json.loads(read_file(store, manifest, "trace.json")))
-    return report_from_dict(report_data), trace
+    return _report(store, manifest, restore), trace
+
+
+def read_report(store: ArtifactStore, report_id: str, keys: ReportKeys | None = None) -> Report:
+    """``load_report`` without the trace (a worklist reads many reports, no trace)."""
+    manifest = resolve(store, PREFIX, report_id)
+    return _report(store, manifest, _restorer(store, manifest, keys))
+
+
+def _report(store: ArtifactStore, manifest: Manifest, restore: Any) -> Report:
+    return report_from_dict(restore(json.loads(read_file(store, manifest, "report.json"))))
 
 
 def report_images(

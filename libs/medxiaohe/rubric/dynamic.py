@@ -40,7 +40,7 @@ from medxiaohe.radiology.verification import (
     findings_text,
 )
 from medxiaohe.radiology.vocabulary import GROUP
-from medxiaohe.rubric.rubrics import Criterion, Rubric
+from medxiaohe.rubric.rubrics import Criterion, Rubric, content_version
 from medxiaohe.rubric.scoring import Verdict
 
 NAME = "dynamic"
@@ -133,7 +133,8 @@ def rubric_for(findings: Sequence[Finding], verifier: Verifier | None = None) ->
     add("Reports no observation beyond the findings", 3, Check(None, "beyond"))
     add("Hedges only where a finding is uncertain", 3, Check(None, "hedging"))
     add("Recommends nothing without a supporting finding", 3, Check(None, "recommendation"))
-    return DynamicRubric(Rubric(tuple(criteria), set_id="dynamic"), checks, tuple(findings))
+    rubric = Rubric(tuple(criteria), set_id=NAME, version=content_version(criteria))
+    return DynamicRubric(rubric, checks, tuple(findings))
 
 
 class FindingGrader:

@@ -29,6 +29,7 @@ from medxiaohe.report.review import REVIEW, Change, review_status, sign
 from medxiaohe.report.store import (
     ReportKeys,
     load_report,
+    read_report,
     load_review,
     report_ids,
     report_image,
@@ -98,11 +99,10 @@ def create_app(
         )
         return response
 
-    def current(report_id: str) -> tuple[Any, Any, list[dict[str, Any]]]:
-        """The report as last signed (or as generated), its signature, and its trace."""
-        report, trace = load_report(store, report_id, keys)
+    def current(report_id: str) -> tuple[Any, Any]:
+        """The report as last signed (or as generated), and its signature."""
         signed = load_review(store, report_id, keys)
-        return (signed[0], signed[1], trace) if signed else (report, None, trace)
+        return signed or (read_report(store, report_id, keys), None)
 
     @app.get("/review.js")
     def script() -> Response:
@@ -118,7 +118,7 @@ def create_app(
             raise HTTPException(400, f"status is one of {', '.join(STATUSES)}")
         rows = []
         for rid in report_ids(store):
-            report, signature, _ = current(rid)
+            report, signature = current(rid)
             state = "signed" if signature else review_status(report.sentences())
             if not status or status == state:
                 rows.append({"id": rid, "created": report.created, "status": state,
@@ -129,7 +129,8 @@ def create_app(
 
     @app.get("/reports/{report_id}", response_class=HTMLResponse)
     def page(request: Request, report_id: str) -> HTMLResponse:
-        report, signature, trace = current(report_id)
+        report, signature = current(report_id)
+        _, trace = load_report(store, report_id, keys)
         images = report_images(store, report_id, keys)
         for n, image in enumerate(images):
             image["n"] = n
@@ -154,7 +155,7 @@ def create_app(
 
     @app.get("/reports/{report_id}/citations/{n}", response_class=HTMLResponse)
     def citation(request: Request, report_id: str, n: int) -> HTMLResponse:
-        report, _, _ = current(report_id)
+        report, _ = current(report_id)
         if not 0 <= n < len(report.citations):
             raise HTTPException(404, "no such citation")
         cited = report.citations[n]
@@ -184,9 +185,9 @@ def create_app(
                 400, "a review is {changes: [{section, index, action, after}]}"
             ) from None
         caller: str = request.state.caller
-        report, _ = load_report(store, report_id)  # as stored: pseudonyms for the caller's ids
+        # as stored: pseudonyms for the caller's ids
         signed = load_review(store, report_id)
-        base = signed[0] if signed else report
+        base = signed[0] if signed else read_report(store, report_id)
         now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         reviewed, signature = sign(base, changes, caller, now)
         saved = save_review(store, reviewed, signature)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from medxiaohe import __version__
 from medxiaohe.common.errors import InvalidInput
+from medxiaohe.rubric.dynamic import Finding
 from medxiaohe.rubric.rubrics import Criterion, Rubric, content_version
 from medxiaohe.rubric.scoring import ExampleScore
 from medxiaohe_protos.common.v1 import common_pb2
@@ -12,6 +13,8 @@ from medxiaohe_protos.rubric.v1 import rubric_pb2 as pb
 ROLES = ("system", "user", "assistant")
 MAX_TURNS = 100
 MAX_CHARS = 100_000
+MAX_FINDINGS = 100
+MAX_FINDING_CHARS = 1000
 STATUS = {
     True: pb.VERDICT_STATUS_MET,
     False: pb.VERDICT_STATUS_NOT_MET,
@@ -19,8 +22,8 @@ STATUS = {
 }
 
 
-def conversation(request: pb.ScoreResponseRequest) -> list[dict[str, str]]:
-    if not request.conversation:
+def conversation(request: pb.ScoreResponseRequest, required: bool = True) -> list[dict[str, str]]:
+    if required and not request.conversation:
         raise InvalidInput("conversation needs at least one message")
     if len(request.conversation) > MAX_TURNS:
         raise InvalidInput(f"conversation may have at most {MAX_TURNS} messages")
@@ -58,6 +61,25 @@ def inline_rubric(request: pb.ScoreResponseRequest) -> Rubric:
     return Rubric(tuple(criteria), set_id="inline", version=content_version(criteria))
 
 
+def findings(request: pb.ScoreResponseRequest) -> list[Finding]:
+    """The study findings a dynamic rubric is made of."""
+    if request.rubric or request.rubric_set_id:
+        raise InvalidInput("the dynamic grader makes its rubric from the findings: send no rubric")
+    if not request.findings:
+        raise InvalidInput("the dynamic grader needs the study's findings")
+    if len(request.findings) > MAX_FINDINGS:
+        raise InvalidInput(f"at most {MAX_FINDINGS} findings")
+    out = []
+    for i, item in enumerate(request.findings):
+        if len(item.text) > MAX_FINDING_CHARS:
+            raise InvalidInput(f"findings[{i}].text is longer than {MAX_FINDING_CHARS} characters")
+        try:
+            out.append(Finding(item.text, item.assertion or "present", item.laterality, item.site))
+        except InvalidInput as exc:
+            raise InvalidInput(f"findings[{i}]: {exc}") from None
+    return out
+
+
 def score_to_proto(
     score: ExampleScore, rubric: Rubric, grader: str, notice: str, prompt_id: str
 ) -> pb.ScoreResponseResponse:
@@ -69,6 +91,7 @@ def score_to_proto(
         verdicts=[
             pb.CriterionVerdict(
                 criterion_id=c.id,
+                criterion=c.text,
                 met=bool(v.met),
                 status=STATUS[v.met],
                 points=c.points,

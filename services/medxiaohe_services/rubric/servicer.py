@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
 from medxiaohe.common.errors import InvalidInput, NotConfigured, NotFound
 from medxiaohe.rubric.deterministic import DeterministicGrader
+from medxiaohe.rubric.dynamic import NAME as DYNAMIC
+from medxiaohe.rubric.dynamic import FindingGrader, rubric_for
 from medxiaohe.rubric.model_grader import CompositeGrader, ModelGrader
 from medxiaohe.rubric.rubrics import Rubric, load_rubric_set
 from medxiaohe.rubric.scoring import score_example
@@ -19,7 +21,7 @@ from medxiaohe_protos.rubric.v1 import rubric_pb2 as pb
 from medxiaohe_protos.rubric.v1 import rubric_pb2_grpc as pb_grpc
 from medxiaohe_services.rubric import convert
 
-GRADERS = ("deterministic", "model", "composite")
+GRADERS = ("deterministic", "model", "composite", DYNAMIC)
 NO_JUDGE = "no judge is configured: graded with the deterministic grader alone"
 
 
@@ -27,6 +29,7 @@ NO_JUDGE = "no judge is configured: graded with the deterministic grader alone"
 class Graders:
     deterministic: DeterministicGrader
     model: ModelGrader | None  # None without a judge
+    dynamic: FindingGrader = field(default_factory=FindingGrader)  # a report's own findings
 
     def pick(
         self, asked: str
@@ -80,6 +83,10 @@ class RubricServicer(pb_grpc.RubricServiceServicer):
             raise InvalidInput("the stream carried no responses to score")
 
     def _score(self, request: pb.ScoreResponseRequest) -> pb.ScoreResponseResponse:
+        if request.grader == DYNAMIC or (request.findings and not request.grader):
+            return self._score_report(request)
+        if request.findings:
+            raise InvalidInput(f"findings are graded by the {DYNAMIC!r} grader only")
         conversation = convert.conversation(request)
         completion = convert.completion(request)
         rubric = self._rubric(request)
@@ -87,6 +94,15 @@ class RubricServicer(pb_grpc.RubricServiceServicer):
         verdicts = grader.grade(conversation, completion, rubric)
         score = score_example(rubric, verdicts, request.example_tags)
         return convert.score_to_proto(score, rubric, name, notice, request.prompt_id)
+
+    def _score_report(self, request: pb.ScoreResponseRequest) -> pb.ScoreResponseResponse:
+        """A report against the dynamic rubric of its study's findings."""
+        convert.conversation(request, required=False)  # checked, not needed
+        completion = convert.completion(request)
+        dynamic = rubric_for(convert.findings(request), self.graders.dynamic.verifier)
+        verdicts = self.graders.dynamic.grade(completion, dynamic)
+        score = score_example(dynamic.rubric, verdicts, request.example_tags)
+        return convert.score_to_proto(score, dynamic.rubric, DYNAMIC, "", request.prompt_id)
 
     def _rubric(self, request: pb.ScoreResponseRequest) -> Rubric:
         if request.rubric_set_id:
