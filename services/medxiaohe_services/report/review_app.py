@@ -29,8 +29,8 @@ from medxiaohe.report.review import REVIEW, Change, review_status, sign
 from medxiaohe.report.store import (
     ReportKeys,
     load_report,
-    read_report,
     load_review,
+    read_report,
     report_ids,
     report_image,
     report_images,

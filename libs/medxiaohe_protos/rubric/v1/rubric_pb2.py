@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from medxiaohe_protos.common.v1 import common_pb2 as medxiaohe_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n medxiaohe/rubric/v1/rubric.proto\x12\x13medxiaohe.rubric.v1\x1a medxiaohe/common/v1/common.proto\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"X\n\x0fRubricCriterion\x12\x14\n\x0c\x63riterion_id\x18\x01 \x01(\t\x12\x11\n\tcriterion\x18\x02 \x01(\t\x12\x0e\n\x06points\x18\x03 \x01(\x05\x12\x0c\n\x04tags\x18\x04 \x03(\t\"\x96\x02\n\x14ScoreResponseRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x36\n\x0c\x63onversation\x18\x02 \x03(\x0b\x32 .medxiaohe.rubric.v1.ChatMessage\x12\x10\n\x08response\x18\x03 \x01(\t\x12\x34\n\x06rubric\x18\x04 \x03(\x0b\x32$.medxiaohe.rubric.v1.RubricCriterion\x12\x0e\n\x06grader\x18\x05 \x01(\t\x12\x15\n\rrubric_set_id\x18\x06 \x01(\t\x12\x1a\n\x12rubric_set_version\x18\x07 \x01(\t\x12\x14\n\x0c\x65xample_tags\x18\x08 \x03(\t\x12\x11\n\tprompt_id\x18\t \x01(\t\"\x9e\x01\n\x10\x43riterionVerdict\x12\x14\n\x0c\x63riterion_id\x18\x01 \x01(\t\x12\x0b\n\x03met\x18\x02 \x01(\x08\x12\x0e\n\x06points\x18\x03 \x01(\x05\x12\x13\n\x0b\x65xplanation\x18\x04 \x01(\t\x12\x32\n\x06status\x18\x05 \x01(\x0e\x32\".medxiaohe.rubric.v1.VerdictStatus\x12\x0e\n\x06grader\x18\x06 \x01(\t\"\xf8\x03\n\x15ScoreResponseResponse\x12\r\n\x05score\x18\x01 \x01(\x01\x12\x17\n\x0f\x61\x63hieved_points\x18\x02 \x01(\x05\x12\x17\n\x0fpossible_points\x18\x03 \x01(\x05\x12\x37\n\x08verdicts\x18\x04 \x03(\x0b\x32%.medxiaohe.rubric.v1.CriterionVerdict\x12\x33\n\nprovenance\x18\x05 \x01(\x0b\x32\x1f.medxiaohe.common.v1.Provenance\x12\x11\n\traw_score\x18\x06 \x01(\x01\x12M\n\ntag_scores\x18\x07 \x03(\x0b\x32\x39.medxiaohe.rubric.v1.ScoreResponseResponse.TagScoresEntry\x12\x15\n\rrubric_set_id\x18\x08 \x01(\t\x12\x1a\n\x12rubric_set_version\x18\t \x01(\t\x12\x0e\n\x06grader\x18\n \x01(\t\x12\x10\n\x08\x63overage\x18\x0b \x01(\x01\x12\x0e\n\x06notice\x18\x0c \x01(\t\x12\x11\n\tprompt_id\x18\r \x01(\t\x12\x11\n\tscore_min\x18\x0e \x01(\x01\x12\x11\n\tscore_max\x18\x0f \x01(\x01\x1a\x30\n\x0eTagScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"b\n\x1a\x42\x61tchScoreResponsesRequest\x12\x37\n\x04item\x18\x02 \x01(\x0b\x32).medxiaohe.rubric.v1.ScoreResponseRequestJ\x04\x08\x01\x10\x02R\x05items\"\xa8\x01\n\x1b\x42\x61tchScoreResponsesResponse\x12\r\n\x05index\x18\x01 \x01(\x05\x12<\n\x06result\x18\x02 \x01(\x0b\x32*.medxiaohe.rubric.v1.ScoreResponseResponseH\x00\x12\x31\n\x05\x65rror\x18\x03 \x01(\x0b\x32 .medxiaohe.common.v1.RecordErrorH\x00\x42\t\n\x07outcome*\x81\x01\n\rVerdictStatus\x12\x1e\n\x1aVERDICT_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12VERDICT_STATUS_MET\x10\x01\x12\x1a\n\x16VERDICT_STATUS_NOT_MET\x10\x02\x12\x1c\n\x18VERDICT_STATUS_ABSTAINED\x10\x03\x32\xf5\x01\n\rRubricService\x12\x66\n\rScoreResponse\x12).medxiaohe.rubric.v1.ScoreResponseRequest\x1a*.medxiaohe.rubric.v1.ScoreResponseResponse\x12|\n\x13\x42\x61tchScoreResponses\x12/.medxiaohe.rubric.v1.BatchScoreResponsesRequest\x1a\x30.medxiaohe.rubric.v1.BatchScoreResponsesResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n medxiaohe/rubric/v1/rubric.proto\x12\x13medxiaohe.rubric.v1\x1a medxiaohe/common/v1/common.proto\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"X\n\x0fRubricCriterion\x12\x14\n\x0c\x63riterion_id\x18\x01 \x01(\t\x12\x11\n\tcriterion\x18\x02 \x01(\t\x12\x0e\n\x06points\x18\x03 \x01(\x05\x12\x0c\n\x04tags\x18\x04 \x03(\t\"Q\n\x0cStudyFinding\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\tassertion\x18\x02 \x01(\t\x12\x12\n\nlaterality\x18\x03 \x01(\t\x12\x0c\n\x04site\x18\x04 \x01(\t\"\xcb\x02\n\x14ScoreResponseRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x36\n\x0c\x63onversation\x18\x02 \x03(\x0b\x32 .medxiaohe.rubric.v1.ChatMessage\x12\x10\n\x08response\x18\x03 \x01(\t\x12\x34\n\x06rubric\x18\x04 \x03(\x0b\x32$.medxiaohe.rubric.v1.RubricCriterion\x12\x0e\n\x06grader\x18\x05 \x01(\t\x12\x15\n\rrubric_set_id\x18\x06 \x01(\t\x12\x1a\n\x12rubric_set_version\x18\x07 \x01(\t\x12\x14\n\x0c\x65xample_tags\x18\x08 \x03(\t\x12\x11\n\tprompt_id\x18\t \x01(\t\x12\x33\n\x08\x66indings\x18\n \x03(\x0b\x32!.medxiaohe.rubric.v1.StudyFinding\"\xb1\x01\n\x10\x43riterionVerdict\x12\x14\n\x0c\x63riterion_id\x18\x01 \x01(\t\x12\x0b\n\x03met\x18\x02 \x01(\x08\x12\x0e\n\x06points\x18\x03 \x01(\x05\x12\x13\n\x0b\x65xplanation\x18\x04 \x01(\t\x12\x32\n\x06status\x18\x05 \x01(\x0e\x32\".medxiaohe.rubric.v1.VerdictStatus\x12\x0e\n\x06grader\x18\x06 \x01(\t\x12\x11\n\tcriterion\x18\x07 \x01(\t\"\xf8\x03\n\x15ScoreResponseResponse\x12\r\n\x05score\x18\x01 \x01(\x01\x12\x17\n\x0f\x61\x63hieved_points\x18\x02 \x01(\x05\x12\x17\n\x0fpossible_points\x18\x03 \x01(\x05\x12\x37\n\x08verdicts\x18\x04 \x03(\x0b\x32%.medxiaohe.rubric.v1.CriterionVerdict\x12\x33\n\nprovenance\x18\x05 \x01(\x0b\x32\x1f.medxiaohe.common.v1.Provenance\x12\x11\n\traw_score\x18\x06 \x01(\x01\x12M\n\ntag_scores\x18\x07 \x03(\x0b\x32\x39.medxiaohe.rubric.v1.ScoreResponseResponse.TagScoresEntry\x12\x15\n\rrubric_set_id\x18\x08 \x01(\t\x12\x1a\n\x12rubric_set_version\x18\t \x01(\t\x12\x0e\n\x06grader\x18\n \x01(\t\x12\x10\n\x08\x63overage\x18\x0b \x01(\x01\x12\x0e\n\x06notice\x18\x0c \x01(\t\x12\x11\n\tprompt_id\x18\r \x01(\t\x12\x11\n\tscore_min\x18\x0e \x01(\x01\x12\x11\n\tscore_max\x18\x0f \x01(\x01\x1a\x30\n\x0eTagScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"b\n\x1a\x42\x61tchScoreResponsesRequest\x12\x37\n\x04item\x18\x02 \x01(\x0b\x32).medxiaohe.rubric.v1.ScoreResponseRequestJ\x04\x08\x01\x10\x02R\x05items\"\xa8\x01\n\x1b\x42\x61tchScoreResponsesResponse\x12\r\n\x05index\x18\x01 \x01(\x05\x12<\n\x06result\x18\x02 \x01(\x0b\x32*.medxiaohe.rubric.v1.ScoreResponseResponseH\x00\x12\x31\n\x05\x65rror\x18\x03 \x01(\x0b\x32 .medxiaohe.common.v1.RecordErrorH\x00\x42\t\n\x07outcome*\x81\x01\n\rVerdictStatus\x12\x1e\n\x1aVERDICT_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12VERDICT_STATUS_MET\x10\x01\x12\x1a\n\x16VERDICT_STATUS_NOT_MET\x10\x02\x12\x1c\n\x18VERDICT_STATUS_ABSTAINED\x10\x03\x32\xf5\x01\n\rRubricService\x12\x66\n\rScoreResponse\x12).medxiaohe.rubric.v1.ScoreResponseRequest\x1a*.medxiaohe.rubric.v1.ScoreResponseResponse\x12|\n\x13\x42\x61tchScoreResponses\x12/.medxiaohe.rubric.v1.BatchScoreResponsesRequest\x1a\x30.medxiaohe.rubric.v1.BatchScoreResponsesResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,24 +34,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SCORERESPONSERESPONSE_TAGSCORESENTRY']._loaded_options = None
   _globals['_SCORERESPONSERESPONSE_TAGSCORESENTRY']._serialized_options = b'8\001'
-  _globals['_VERDICTSTATUS']._serialized_start=1448
-  _globals['_VERDICTSTATUS']._serialized_end=1577
+  _globals['_VERDICTSTATUS']._serialized_start=1603
+  _globals['_VERDICTSTATUS']._serialized_end=1732
   _globals['_CHATMESSAGE']._serialized_start=91
   _globals['_CHATMESSAGE']._serialized_end=135
   _globals['_RUBRICCRITERION']._serialized_start=137
   _globals['_RUBRICCRITERION']._serialized_end=225
-  _globals['_SCORERESPONSEREQUEST']._serialized_start=228
-  _globals['_SCORERESPONSEREQUEST']._serialized_end=506
-  _globals['_CRITERIONVERDICT']._serialized_start=509
-  _globals['_CRITERIONVERDICT']._serialized_end=667
-  _globals['_SCORERESPONSERESPONSE']._serialized_start=670
-  _globals['_SCORERESPONSERESPONSE']._serialized_end=1174
-  _globals['_SCORERESPONSERESPONSE_TAGSCORESENTRY']._serialized_start=1126
-  _globals['_SCORERESPONSERESPONSE_TAGSCORESENTRY']._serialized_end=1174
-  _globals['_BATCHSCORERESPONSESREQUEST']._serialized_start=1176
-  _globals['_BATCHSCORERESPONSESREQUEST']._serialized_end=1274
-  _globals['_BATCHSCORERESPONSESRESPONSE']._serialized_start=1277
-  _globals['_BATCHSCORERESPONSESRESPONSE']._serialized_end=1445
-  _globals['_RUBRICSERVICE']._serialized_start=1580
-  _globals['_RUBRICSERVICE']._serialized_end=1825
+  _globals['_STUDYFINDING']._serialized_start=227
+  _globals['_STUDYFINDING']._serialized_end=308
+  _globals['_SCORERESPONSEREQUEST']._serialized_start=311
+  _globals['_SCORERESPONSEREQUEST']._serialized_end=642
+  _globals['_CRITERIONVERDICT']._serialized_start=645
+  _globals['_CRITERIONVERDICT']._serialized_end=822
+  _globals['_SCORERESPONSERESPONSE']._serialized_start=825
+  _globals['_SCORERESPONSERESPONSE']._serialized_end=1329
+  _globals['_SCORERESPONSERESPONSE_TAGSCORESENTRY']._serialized_start=1281
+  _globals['_SCORERESPONSERESPONSE_TAGSCORESENTRY']._serialized_end=1329
+  _globals['_BATCHSCORERESPONSESREQUEST']._serialized_start=1331
+  _globals['_BATCHSCORERESPONSESREQUEST']._serialized_end=1429
+  _globals['_BATCHSCORERESPONSESRESPONSE']._serialized_start=1432
+  _globals['_BATCHSCORERESPONSESRESPONSE']._serialized_end=1600
+  _globals['_RUBRICSERVICE']._serialized_start=1735
+  _globals['_RUBRICSERVICE']._serialized_end=1980
 # @@protoc_insertion_point(module_scope)

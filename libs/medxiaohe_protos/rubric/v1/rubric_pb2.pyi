@@ -97,6 +97,40 @@ class RubricCriterion(_message.Message):
 Global___RubricCriterion: _TypeAlias = RubricCriterion  # noqa: Y015
 
 @_typing.final
+class StudyFinding(_message.Message):
+    """What a study's perception saw about one observation: a dynamic rubric is made of these."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    ASSERTION_FIELD_NUMBER: _builtins.int
+    LATERALITY_FIELD_NUMBER: _builtins.int
+    SITE_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """e.g. "small left lower lobe opacity"."""
+    assertion: _builtins.str
+    """"present", "absent" or "uncertain"; empty: present."""
+    laterality: _builtins.str
+    """"left", "right", "bilateral" or empty."""
+    site: _builtins.str
+    """Anatomical site, e.g. "lower lobe"."""
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        assertion: _builtins.str = ...,
+        laterality: _builtins.str = ...,
+        site: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assertion", b"assertion", "laterality", b"laterality", "site", b"site", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StudyFinding: _TypeAlias = StudyFinding  # noqa: Y015
+
+@_typing.final
 class ScoreResponseRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -109,10 +143,13 @@ class ScoreResponseRequest(_message.Message):
     RUBRIC_SET_VERSION_FIELD_NUMBER: _builtins.int
     EXAMPLE_TAGS_FIELD_NUMBER: _builtins.int
     PROMPT_ID_FIELD_NUMBER: _builtins.int
+    FINDINGS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     response: _builtins.str
     grader: _builtins.str
-    """"deterministic", "model" or "composite"; empty: composite with a judge, else deterministic."""
+    """"deterministic", "model", "composite" or "dynamic"; empty: "dynamic" when findings are
+    sent, else composite with a judge, else deterministic.
+    """
     rubric_set_id: _builtins.str
     """A rubric set published in the store, and its version (the latest when empty)."""
     rubric_set_version: _builtins.str
@@ -120,7 +157,9 @@ class ScoreResponseRequest(_message.Message):
     """The example's id (HealthBench prompt_id), echoed back."""
     @_builtins.property
     def conversation(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
-        """The conversation that the response answers."""
+        """The conversation that the response answers (may be empty with the dynamic grader: the
+        findings are the question).
+        """
 
     @_builtins.property
     def rubric(self) -> _containers.RepeatedCompositeFieldContainer[Global___RubricCriterion]:
@@ -129,6 +168,14 @@ class ScoreResponseRequest(_message.Message):
     @_builtins.property
     def example_tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Example-level tags (e.g. "theme:emergency_referrals"): each takes the example's score."""
+
+    @_builtins.property
+    def findings(self) -> _containers.RepeatedCompositeFieldContainer[Global___StudyFinding]:
+        """A report's study findings, for the dynamic grader (at most 100): the rubric is generated
+        from them (mentions each present finding with its side, location and severity, denies each
+        absent one, adds nothing beyond them) and graded with the verifier's reading of the
+        response. No rubric or rubric set with them.
+        """
 
     def __init__(
         self,
@@ -142,10 +189,11 @@ class ScoreResponseRequest(_message.Message):
         rubric_set_version: _builtins.str = ...,
         example_tags: _abc.Iterable[_builtins.str] | None = ...,
         prompt_id: _builtins.str = ...,
+        findings: _abc.Iterable[Global___StudyFinding] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation", b"conversation", "example_tags", b"example_tags", "grader", b"grader", "prompt_id", b"prompt_id", "request_id", b"request_id", "response", b"response", "rubric", b"rubric", "rubric_set_id", b"rubric_set_id", "rubric_set_version", b"rubric_set_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation", b"conversation", "example_tags", b"example_tags", "findings", b"findings", "grader", b"grader", "prompt_id", b"prompt_id", "request_id", b"request_id", "response", b"response", "rubric", b"rubric", "rubric_set_id", b"rubric_set_id", "rubric_set_version", b"rubric_set_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -161,6 +209,7 @@ class CriterionVerdict(_message.Message):
     EXPLANATION_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     GRADER_FIELD_NUMBER: _builtins.int
+    CRITERION_FIELD_NUMBER: _builtins.int
     criterion_id: _builtins.str
     met: _builtins.bool
     """True when status is MET."""
@@ -168,7 +217,9 @@ class CriterionVerdict(_message.Message):
     explanation: _builtins.str
     status: Global___VerdictStatus.ValueType
     grader: _builtins.str
-    """The grader that decided: "deterministic" or "model"."""
+    """The grader that decided: "deterministic", "model" or "dynamic"."""
+    criterion: _builtins.str
+    """The criterion's text (what a rubric set or the dynamic grader made is otherwise unseen)."""
     def __init__(
         self,
         *,
@@ -178,10 +229,11 @@ class CriterionVerdict(_message.Message):
         explanation: _builtins.str = ...,
         status: Global___VerdictStatus.ValueType = ...,
         grader: _builtins.str = ...,
+        criterion: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["criterion_id", b"criterion_id", "explanation", b"explanation", "grader", b"grader", "met", b"met", "points", b"points", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["criterion", b"criterion", "criterion_id", b"criterion_id", "explanation", b"explanation", "grader", b"grader", "met", b"met", "points", b"points", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -240,7 +292,7 @@ class ScoreResponseResponse(_message.Message):
     """
     rubric_set_version: _builtins.str
     grader: _builtins.str
-    """The grading used: "deterministic", "model" or "composite"."""
+    """The grading used: "deterministic", "model", "composite" or "dynamic"."""
     coverage: _builtins.float
     """Share of criteria decided rather than abstained."""
     notice: _builtins.str
