@@ -310,8 +310,11 @@ def run_demo(home: Path) -> int:
             )
         results.append(say(len(tagged.mentions) >= 3, "entities tagged against the MET"))
         results.append(_ingest_samples(stub))
-        study = stub.UploadArtifact(iter([ing.UploadArtifactRequest(
-            key="studies/cxr-1.dcm", chunk=samples.dicom_bytes())]), timeout=300)  # fmt: skip
+        film = samples.dicom_bytes()  # named by its content: a run again uploads nothing new
+        key = f"studies/cxr-1-{hashlib.sha256(film).hexdigest()[:12]}.dcm"
+        study = stub.UploadArtifact(
+            iter([ing.UploadArtifactRequest(key=key, chunk=film)]), timeout=300
+        )
         results.append(say(bool(study.key), f"study cxr-1 uploaded as {study.key}"))
         results.append(loop.mixture_and_synthesis(home))
         results.append(_evidence(ev_grpc.EvidenceServiceStub(channel), home))

@@ -97,13 +97,15 @@ def fhir_bundle() -> dict[str, object]:
 
 
 def dicom_bytes() -> bytes:
+    """A small chest film with PHI in its header; the same bytes every call (its instance UID
+    is derived, not random), so uploading it again is idempotent (a second `make demo`)."""
     import numpy as np
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=["medxiaohe sample chest film"])
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset("sample.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID = meta.MediaStorageSOPClassUID
