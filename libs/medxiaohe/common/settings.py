@@ -184,9 +184,10 @@ class Settings(BaseSettings):
     evidence_query_bf16: bool | None = Field(
         None,
         description=(
-            "Encode RetrieveEvidence queries with bfloat16 matrix products (vectors within a "
-            "cosine of 0.999 of float32's); unset: where the CPU multiplies bfloat16 in hardware "
-            "(AVX512-BF16 or AMX), where it takes under half the time."
+            "Encode RetrieveEvidence queries on the CPU with bfloat16 matrix products (vectors "
+            "within a cosine of 0.999 of float32's); unset: where the CPU multiplies bfloat16 in "
+            "hardware (AVX512-BF16 or AMX), where it takes under half the time. A GPU encoder "
+            "runs as loaded."
         ),
     )
     report_max_concurrent: int = Field(
