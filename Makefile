@@ -138,8 +138,9 @@ gpu-check: venv ## On a GPU machine (at most 8 min): CPT ZeRO-3 on ~1B (tokens/s
 bench-serving: venv ## Predictor over HTTP vs raw model.generate, and at concurrency 8 (~30 s)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/medxiaohe bench serving
 
+# RELIABILITY_ARGS="--work DIR" keeps the servers' data and logs (a crash's traceback is there)
 bench-reliability: venv ## Faults, fuzz, load and concurrency against real servers on 127.0.0.1 (~20 min)
-	HF_HUB_OFFLINE=1 MEDXIAOHE_LOG_LEVEL=ERROR timeout 1800 $(VENV)/bin/medxiaohe bench reliability
+	HF_HUB_OFFLINE=1 MEDXIAOHE_LOG_LEVEL=ERROR timeout 1800 $(VENV)/bin/medxiaohe bench reliability $(RELIABILITY_ARGS)
 
 clean: ## Remove the venv and local state
 	rm -rf $(VENV) .venv-medspacy .venv-datatrove .medxiaohe .mypy_cache .ruff_cache .pytest_cache

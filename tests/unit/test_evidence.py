@@ -110,7 +110,9 @@ def test_queries_are_encoded_in_batches_and_repeated_ones_from_the_cache() -> No
 
     from medxiaohe.evidence.retrievers import QueryBatcher, embed
 
-    batcher = QueryBatcher(threads=2, cache_size=2, bf16=False)
+    # one thread: batches finish in the order they were sent, so the cache keeps the last two
+    # (with two, a batch holding the first query could finish last and evict the third)
+    batcher = QueryBatcher(threads=1, cache_size=2, bf16=False)
     queries = ["fever and cough", "aortic root dilatation", "lens luxation"]
     futures = [batcher.submit(q) for q in queries]
     wait(futures, timeout=120)

@@ -78,7 +78,8 @@ class LexicalIndex:
 
         with tempfile.TemporaryDirectory() as tmp:
             zipfile.ZipFile(io.BytesIO(data)).extractall(tmp)
-            return cls(_bm25s().BM25.load(tmp, show_progress=False))
+            with npy.headers():  # bm25s reads its arrays with np.load
+                return cls(_bm25s().BM25.load(tmp, show_progress=False))
 
 
 @cache
