@@ -54,12 +54,9 @@ class Stack:
         self.services: dict[str, Service] = {}
         self.ports: dict[str, tuple[int, int]] = {}
         allow = json.dumps({CLIENT: ["*"]})
-        for name in services:
-            port, health = free_ports(2)
-            env = {
+        self._envs = {
+            name: {
                 "MEDXIAOHE_GRPC_HOST": "127.0.0.1",
-                "MEDXIAOHE_GRPC_PORT": str(port),
-                "MEDXIAOHE_HEALTH_PORT": str(health),
                 "MEDXIAOHE_STORE_URI": self.store.uri,
                 "MEDXIAOHE_TLS_CERT": str(self.pki.server.cert),
                 "MEDXIAOHE_TLS_KEY": str(self.pki.server.key),
@@ -72,18 +69,36 @@ class Stack:
                 **({"MEDXIAOHE_MAX_CONCURRENT_RPCS": "256"} if name == "evidence" else {}),
                 **{f"MEDXIAOHE_{k.upper()}": str(v) for k, v in settings.items()},
             }
-            self.ports[name] = (port, health)
-            ready: Callable[[], bool] = functools.partial(serving, health)
-            self.services[name] = Service(name, clean_env(**env), work / f"{name}.log", ready)
+            for name in services
+        }
 
     def __enter__(self) -> Stack:
         try:
-            for service in self.services.values():
-                service.start(timeout=180)
+            for name in self._envs:
+                self._start(name)
         except BaseException:
             self.__exit__()
             raise
         return self
+
+    def _start(self, name: str, attempts: int = 3) -> None:
+        """Start a service on ports found free just before; again on others when one was taken
+        meanwhile (an outgoing connection's ephemeral port can land on it)."""
+        for attempt in range(attempts):
+            port, health = free_ports(2)
+            env = {"MEDXIAOHE_GRPC_PORT": str(port), "MEDXIAOHE_HEALTH_PORT": str(health)}
+            ready: Callable[[], bool] = functools.partial(serving, health)
+            service = Service(
+                name, clean_env(**self._envs[name], **env), self.work / f"{name}.log", ready
+            )
+            self.services[name], self.ports[name] = service, (port, health)
+            try:
+                service.start(timeout=180)
+                return
+            except RuntimeError as exc:
+                service.stop()
+                if "bind" not in str(exc) or attempt == attempts - 1:
+                    raise
 
     def __exit__(self, *exc: object) -> None:
         for service in self.services.values():
