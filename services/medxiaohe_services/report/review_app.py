@@ -129,8 +129,8 @@ def create_app(
 
     @app.get("/reports/{report_id}", response_class=HTMLResponse)
     def page(request: Request, report_id: str) -> HTMLResponse:
-        report, signature = current(report_id)
-        _, trace = load_report(store, report_id, keys)
+        generated, trace = load_report(store, report_id, keys)
+        report, signature = load_review(store, report_id, keys) or (generated, None)
         images = report_images(store, report_id, keys)
         for n, image in enumerate(images):
             image["n"] = n
