@@ -221,11 +221,22 @@ class Faults:
             at = time.monotonic() - self.started
             server.kill()
             time.sleep(pause)
-            server.start()
-            self.events.append(
-                {"killed": name, "at_s": round(at, 1), "down_s": round(pause, 1),
-                 "shards_done": self.done}
-            )  # fmt: skip
+            event = {"killed": name, "at_s": round(at, 1), "down_s": round(pause, 1),
+                     "shards_done": self.done}  # fmt: skip
+            self.events.append(event | self._restart(server))
+
+    @staticmethod
+    def _restart(server: Server, attempts: int = 3) -> dict[str, Any]:
+        """Start ``server`` again; a server that will not start is reported (the run then
+        cannot finish), not left to a dead thread."""
+        for attempt in range(1, attempts + 1):
+            try:
+                server.start()
+                return {"restart_attempts": attempt} if attempt > 1 else {}
+            except Exception as exc:  # reported in the figures
+                error = f"{type(exc).__name__}: {str(exc)[-300:]}"
+                time.sleep(1)
+        return {"restart_error": error}
 
     def stop(self) -> None:
         self._stop.set()

@@ -16,16 +16,18 @@ from tests.conftest import small_records
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.timeout(480)  # past the run's own limit, so that a stalled run reports itself
 def test_bulk_ingest_under_faults_loses_duplicates_and_half_writes_nothing(
     tmp_path: Path,
 ) -> None:
     """Two workers, a worker, Valkey and weed each killed once mid-run and started again: the
-    run finishes by itself with every planted document once, as a single process keeps them."""
+    run finishes by itself with every planted document once, as a single process keeps them.
+    (Before: a Redis restart left the dedup lock held for its 60 s lease, and the run stalled.)"""
     tree = build_tree(small_records())
     got = faults.run(tmp_path, tree, documents=240, per_shard=10, timeout_s=300,
                      task_time_limit_s=5)  # fmt: skip
-    assert sorted(k["killed"] for k in got["kills"]) == ["valkey", "weed", "worker"]
-    assert got["finished"], got.get("error")
+    assert sorted(k["killed"] for k in got["kills"]) == ["valkey", "weed", "worker"], got
+    assert got["finished"], (got.get("error"), got["kills"])
     assert (got["lost"], got["duplicated"], got["half_written"]) == (0, 0, 0)
     assert min(got["planted"]["exact"], got["planted"]["near"]) > 0
     assert got["dropped"] == sum(got["planted"].values())  # the duplicates, nothing else

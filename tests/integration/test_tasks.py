@@ -144,12 +144,15 @@ def test_a_task_that_keeps_killing_its_worker_goes_to_the_dead_letter_queue(
     worker = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         app = make_app(Settings(broker_url=broker_url, deid_secret=SECRET))  # type: ignore[arg-type]
-        app.send_task("tests.crash")
+        sent = app.send_task("tests.crash")
         client = redis.Redis.from_url(broker_url)
         deadline = time.monotonic() + 120
         while client.llen(DEAD_LETTER) == 0 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert client.llen(DEAD_LETTER) == 1  # after two deliveries killed their worker
+        # whoever waits for its result stops waiting (before: PENDING forever)
+        assert sent.state == "FAILURE"
+        assert "dead-letter" in str(sent.result)
         assert worker.poll() is None  # the worker itself lives on
         time.sleep(2)
         assert client.llen("celery") == 0  # nothing left to kill the next worker
@@ -165,6 +168,12 @@ def test_worker_limits_and_visibility_timeout_come_from_settings() -> None:
     assert app.conf.task_time_limit == 600
     assert app.conf.worker_max_memory_per_child == 8192 * 1024
     assert app.conf.broker_transport_options["visibility_timeout"] > 600
+    # a retry's wait stays under the visibility timeout (else a second worker gets it too)
+    short = make_app(
+        Settings(broker_url="redis://127.0.0.1:1/0", deid_secret=SECRET, task_time_limit_s=5)  # type: ignore[arg-type]
+    )
+    visibility = short.conf.broker_transport_options["visibility_timeout"]
+    assert short.tasks["medxiaohe.ingest_shard"].retry_backoff_max < visibility
 
 
 def _notes(n: int) -> list[str]:

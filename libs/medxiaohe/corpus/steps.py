@@ -253,17 +253,19 @@ class Dedup:
             if record.dropped or not record.text.strip():
                 yield record
                 continue
+            # the signature is computed before the lock: the lock covers the index's reads
+            # and writes only, so a lock whose holder died mid-way held little
+            minhash = minhash_of(record.text, self.num_perm, self.shingle)
             with self._index.exclusive():  # released before the record moves on
-                record.dropped = self._keep_or_why(record)
+                record.dropped = self._keep_or_why(record, minhash)
             yield record
 
-    def _keep_or_why(self, record: Record) -> str:
+    def _keep_or_why(self, record: Record, minhash: Any) -> str:
         """Why the record is a duplicate; empty once it is added to the index as kept."""
         digest = record.content_hash
         key = record_key(self.shard, record.source, record.id, digest)
         if self._index.exact(digest, key) is not None:
             return "exact duplicate"
-        minhash = minhash_of(record.text, self.num_perm, self.shingle)
         near = sorted(
             other
             for other, signature in self._index.similar(minhash, key)

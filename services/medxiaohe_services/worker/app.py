@@ -6,7 +6,8 @@ for its own finished output before doing work (idempotent on its inputs).
 
 A task that keeps killing its worker (out of memory, a crash in a parser) would be redelivered
 forever: each delivery is counted in the broker, and past ``task_max_deliveries`` the task is
-moved to the dead-letter queue, which no worker consumes, for an operator to look at. Each task
+moved to the dead-letter queue, which no worker consumes, for an operator to look at, and its
+result is a failure (``DeadLettered``). Each task
 has a hard time limit and each pool process a memory ceiling; the broker's visibility timeout is
 longer than the time limit, so a running shard is never handed to a second worker.
 """
@@ -32,6 +33,10 @@ DEAD_LETTER = "medxiaohe.dead-letter"
 DELIVERIES = "medxiaohe:deliveries:"
 
 
+class DeadLettered(Exception):
+    """The result of a task moved to the dead-letter queue."""
+
+
 class CountedTask(Task):  # type: ignore[misc]
     """Counts its deliveries in the broker; past the limit it goes to the dead-letter queue."""
 
@@ -44,6 +49,10 @@ class CountedTask(Task):  # type: ignore[misc]
             app.counter.expire(key, 7 * 24 * 3600)
             if deliveries > app.settings.task_max_deliveries:
                 self.apply_async(args, kwargs, task_id=request.id, queue=DEAD_LETTER)
+                # its result says so: whoever waits for it stops waiting (a dispatcher may
+                # send the work again, as a new task with its own count)
+                dead = DeadLettered(f"delivered {deliveries - 1} times; moved to {DEAD_LETTER}")
+                self.backend.mark_as_failure(request.id, dead, request=request)
                 raise Ignore()
         return super().__call__(*args, **kwargs)
 

@@ -24,7 +24,10 @@ from medxiaohe.common.secrets import pseudonym
 from medxiaohe.corpus.steps import NUM_PERM, THRESHOLD, lsh_threshold
 
 PREFIX = "medxiaohe:dedup:"
-LOCK_TIMEOUT_S = 60  # a lock whose worker died is free again after this long
+# A lock whose holder died (a worker killed, or Redis restarted before it was released) is
+# free again after this long. It is held over one record's few index reads and writes (the
+# signature is computed before), milliseconds: at 60 s every restart of Redis stalled the run.
+LOCK_TIMEOUT_S = 10
 SEED_TIMEOUT_S = 1800  # rebuilding the index from the finished shards of a large dataset
 
 
