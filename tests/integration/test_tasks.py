@@ -275,3 +275,36 @@ def test_bulk_ingest_drops_duplicates_across_shards(
     # names: their records, already stored, drop too; the dataset still holds three notes
     shards = list_shards(open_store(worker), "across")
     assert sum(m.metadata["kept"] for m in shards) == 3
+
+
+def test_the_dispatcher_resends_shards_failed_by_outages_but_not_forever_its_own() -> None:
+    """A shard whose task failed because the broker or Redis was away (its retry could not be
+    sent: Celery's Reject) is sent again however often; one failing of itself, ``rounds``
+    times. (Before: three outage failures of one shard ended a bulk ingest.) The broker's
+    side is a stand-in here: the faults benchmark exercises the real one."""
+    from medxiaohe.common.errors import Unavailable
+    from medxiaohe_services.worker.dispatch import run_shards
+
+    class Reject(Exception):  # as a failed task's result comes back: its class by name
+        pass
+
+    class Sent:
+        def __init__(self, value: object) -> None:
+            self.result = value
+            self.state = "FAILURE" if isinstance(value, Exception) else "SUCCESS"
+
+    class App:
+        def __init__(self, outcomes: dict[str, list[object]]) -> None:
+            self.outcomes, self.sent = outcomes, 0
+
+        def send_task(self, name: str, args: list[object]) -> Sent:
+            self.sent += 1
+            return Sent(self.outcomes[args[1]["shard_id"]].pop(0))
+
+    flaky = App({"a": [Reject()] * 5 + [{"shard_id": "a"}], "b": [{"shard_id": "b"}]})
+    specs = [{"shard_id": "a"}, {"shard_id": "b"}]
+    assert run_shards(flaky, "d", specs, rounds=3) == [{"shard_id": "a"}, {"shard_id": "b"}]
+    assert flaky.sent == 7
+    broken = App({"a": [ValueError()] * 3 + [{"shard_id": "a"}]})
+    with pytest.raises(Unavailable, match="failed 3 times"):
+        run_shards(broken, "d", specs[:1], rounds=3)

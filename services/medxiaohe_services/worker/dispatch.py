@@ -1,10 +1,12 @@
 """Sending shards to the workers and waiting for all of them, through broker outages.
 
 Every shard task is idempotent (a finished shard is skipped), so the dispatcher may send one
-again: a task that failed (its retries ran out while the store or Redis was down) is sent once
-more, up to ``rounds`` times. A task whose worker died is redelivered by the broker after its
-visibility timeout. While the broker is unreachable, sending and polling wait and try again; the
-wait as a whole is bounded by ``timeout_s``."""
+again. A task that failed because something it needs was away (its retries ran out while the
+store or Redis was down, its retry could not be sent to a broker that was down, its result could
+not be stored) is sent again however often; a task that failed of itself is sent again up to
+``rounds`` times. A task whose worker died is redelivered by the broker after its visibility
+timeout. While the broker is unreachable, sending and polling wait and try again; the wait as a
+whole is bounded by ``timeout_s``."""
 
 from __future__ import annotations
 
@@ -21,6 +23,9 @@ from medxiaohe_services.worker.app import MedxCelery
 log = logging.getLogger("medxiaohe.dispatch")
 TASK = "medxiaohe.ingest_shard"
 POLL_S = 0.25
+# how a task's failure reads when an outage caused it: Unavailable (the platform's), Reject
+# (Celery: the retry could not be published), BackendStoreError (the result could not be stored)
+OUTAGES = frozenset({"Unavailable", "Reject", "BackendStoreError"})
 
 
 def run_shards(
@@ -32,7 +37,7 @@ def run_shards(
     rounds: int = 3,
 ) -> list[dict[str, Any]]:
     """Each shard's result, in the order of ``specs``; Unavailable when the broker stays away
-    past ``timeout_s`` or a shard failed ``rounds`` times."""
+    past ``timeout_s`` or a shard failed ``rounds`` times of itself."""
     deadline = time.monotonic() + timeout_s
     results: dict[int, dict[str, Any]] = {}
     sent: dict[int, AsyncResult] = {}
@@ -58,9 +63,10 @@ def run_shards(
                 del sent[i]
                 on_done(value)
             elif state == "FAILURE":
-                failures[i] += 1
+                error = type(value).__name__
+                failures[i] += error not in OUTAGES
                 del sent[i]  # sent again on the next pass: a finished shard is skipped
-                log.warning("a shard failed", extra={"error": type(value).__name__})
+                log.warning("a shard failed", extra={"error": error})
                 if failures[i] >= rounds:
                     raise Unavailable(f"a shard failed {rounds} times; the workers' logs say why")
         time.sleep(POLL_S)
