@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from functools import cached_property
 
 import numpy as np
 
@@ -135,8 +136,8 @@ class HybridTagger:
     def tree(self) -> EntityTree:
         return self.dictionary.tree
 
-    @property
-    def types(self) -> set[str]:
+    @cached_property
+    def types(self) -> frozenset[str]:
         """Entity types its mentions can have."""
         return self.dictionary.types | {label.lower() for label in self.ner.types}
 

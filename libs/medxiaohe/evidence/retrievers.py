@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -26,7 +27,10 @@ ANN_THRESHOLD = 50_000
 HNSW_EF = 128
 
 
+@functools.cache
 def _bm25s() -> Any:
+    """bm25s, its logger quieted once (setLevel clears every logger's cache: per query, it
+    showed in RetrieveEvidence's profile)."""
     import bm25s
 
     logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every build at DEBUG
