@@ -7,9 +7,9 @@ for its own finished output before doing work (idempotent on its inputs).
 A task that keeps killing its worker (out of memory, a crash in a parser) would be redelivered
 forever: each delivery is counted in the broker, and past ``task_max_deliveries`` the task is
 moved to the dead-letter queue, which no worker consumes, for an operator to look at, and its
-result is a failure (``DeadLettered``). Each task
-has a hard time limit and each pool process a memory ceiling; the broker's visibility timeout is
-longer than the time limit, so a running shard is never handed to a second worker.
+result is a failure (``DeadLettered``). Each task has a hard time limit and each pool process a
+memory ceiling; the broker's visibility timeout is longer than the time limit, so a running
+shard is never handed to a second worker.
 """
 
 from __future__ import annotations
