@@ -31,7 +31,7 @@ from medxiaohe.corpus.shards import list_shards, read_records, shards_prefix
 from medxiaohe.entities.tagger import DictionaryTagger
 from medxiaohe.entities.tree import EntityTree
 from medxiaohe.storage import ArtifactStore, open_store
-from medxiaohe.storage.artifacts import LATEST, MANIFEST
+from medxiaohe.storage.artifacts import CLAIM, LATEST, MANIFEST
 
 DATASET = "faults"
 VOCABULARY = (
@@ -157,7 +157,7 @@ def half_written(store: ArtifactStore, prefix: str = "") -> tuple[int, int]:
         k
         for k in objects
         if k not in named
-        and not k.endswith(("/" + MANIFEST, "/" + LATEST))
+        and not k.endswith(("/" + MANIFEST, "/" + LATEST, "/" + CLAIM))
         and (k.rsplit("/", 2)[0] + "/" in folders or "/.partial/" in k)
     ]
     return broken, len(leftovers)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -180,3 +181,41 @@ def test_a_failing_generation_answers_500_without_its_message(
     line = json.loads(JsonFormatter().format(record))
     assert line["exc_type"] == "RuntimeError"
     assert PHI not in json.dumps(line)
+
+
+def test_two_writers_of_other_content_under_one_version_never_mix(tmp_path: Path) -> None:
+    """Writers racing on one version with different files: one wins whole, the others get
+    Conflict; the version's files always match its manifest. (Before: both saw no manifest,
+    both wrote, and the manifest named the other writer's file: half-written.)"""
+    import hashlib
+    import json
+    import threading
+
+    from medxiaohe.common.errors import Conflict
+    from medxiaohe.storage import open_store
+    from medxiaohe.storage.artifacts import MANIFEST, publish
+
+    store = open_store(str(tmp_path / "store"))
+    outcomes: list[str] = []
+    start = threading.Barrier(8)
+
+    def write(n: int) -> None:
+        start.wait()
+        try:
+            publish(store, "reports", {"report.json": f"report {n}".encode() * 1000},
+                    version="r-1", move_latest=False)  # fmt: skip
+            outcomes.append("ok")
+        except Conflict:
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(outcomes) == ["conflict"] * 7 + ["ok"]
+    manifest = json.loads(store.get_bytes(f"reports/r-1/{MANIFEST}"))
+    data = store.get_bytes("reports/r-1/report.json")
+    assert hashlib.sha256(data).hexdigest() == manifest["files"]["report.json"]["sha256"]
+    # the same content again is a no-op, not a conflict (a retry)
+    publish(store, "reports", {"report.json": data}, version="r-1", move_latest=False)

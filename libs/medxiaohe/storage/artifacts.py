@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "_MANIFEST.json"
 LATEST = "_LATEST"
+CLAIM = "_CLAIM"  # the content a version is being written with (see publish)
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ def publish(
             raise Conflict(f"{prefix} version {version} exists with other content")
         manifest = existing
     else:
+        _claim(store, prefix, version, content_id)
         for name, source in files.items():
             key = f"{prefix}/{version}/{name}"
             sha = entries[name]["sha256"]
@@ -115,6 +117,21 @@ def publish(
             before = _pointer(expected_latest) if expected_latest else None
             store.swap(f"{prefix}/{LATEST}", pointer, before)
     return manifest
+
+
+def _claim(store: ArtifactStore, prefix: str, version: str, content_id: str) -> None:
+    """Claim ``version`` for this content before a byte of it is written (a create-only write):
+    two writers of other content under one version (a retry racing its first attempt) would
+    otherwise interleave their files under one manifest. The same content goes on (a retry,
+    or two equal writes racing); other content is a Conflict."""
+    key = f"{prefix}/{version}/{CLAIM}"
+    try:
+        store.swap(key, content_id.encode(), None)
+    except Conflict:
+        if store.get_bytes(key) != content_id.encode():
+            raise Conflict(
+                f"{prefix} version {version} is being written with other content"
+            ) from None
 
 
 def _pointer(version: str) -> bytes:
