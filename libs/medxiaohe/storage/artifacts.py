@@ -92,6 +92,7 @@ def publish(
         size, sha = digest_of([source] if isinstance(source, bytes) else file_chunks(source))
         entries[name] = {"size": size, "sha256": sha}
     content_id = hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()[:16]
+    named = version is not None  # else the version is the content's own name
     version = version or f"c{content_id}"
     check_key(version)
 
@@ -101,7 +102,8 @@ def publish(
             raise Conflict(f"{prefix} version {version} exists with other content")
         manifest = existing
     else:
-        _claim(store, prefix, version, content_id)
+        if named:  # other content can only meet this one under a version given by name
+            _claim(store, prefix, version, content_id)
         for name, source in files.items():
             key = f"{prefix}/{version}/{name}"
             sha = entries[name]["sha256"]
