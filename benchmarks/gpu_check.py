@@ -130,7 +130,7 @@ def main() -> None:
     }
 
     def served() -> dict[str, Any]:
-        return serving(requests=24, max_tokens=128, hidden_size=1024, layers=12)
+        return serving(requests=24, max_tokens=128, hidden_size=1024, layers=12, pairs=2)
 
     for name, check in (("cpt_zero3", cpt_zero3), ("grpo", grpo), ("serving", served)):
         started = time.perf_counter()

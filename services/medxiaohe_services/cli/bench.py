@@ -123,17 +123,21 @@ def retrieval_scale(
 
 @app.command()
 def serving(
-    requests: Annotated[int, typer.Option(min=3, help="Requests per side.")] = 60,
+    requests: Annotated[int, typer.Option(min=3, help="Requests per side, all pairs.")] = 80,
     max_tokens: Annotated[int, typer.Option(min=1, help="Tokens generated per request.")] = 64,
     hidden_size: Annotated[int, typer.Option(min=16, help="Width of the tiny model.")] = 256,
     layers: Annotated[int, typer.Option(min=1, help="Layers of the tiny model.")] = 4,
+    pairs: Annotated[
+        int, typer.Option(min=1, help="Pairs of processes (predictor, raw generate).")
+    ] = 4,
 ) -> None:
-    """The predictor over HTTP vs raw model.generate in-process, on the same tiny model."""
+    """The predictor over HTTP vs raw model.generate, each in a process of its own, on the
+    same tiny model."""
     checkout()
     from benchmarks.serving import run
 
     setup_logging("WARNING")
-    typer.echo(json.dumps(run(requests, max_tokens, hidden_size, layers)))
+    typer.echo(json.dumps(run(requests, max_tokens, hidden_size, layers, pairs=pairs)))
 
 
 @app.command()
