@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -164,8 +165,8 @@ def _timed(client: HttpModelClient, params: ChatParams) -> tuple[float, int]:
 
 
 class _Anchor:
-    """Raw ``generate`` in a process of its own (this file run as a script): one request per
-    line; the seconds are timed inside that process, around ``generate`` alone."""
+    """Raw ``generate`` in a process of its own (``python -m benchmarks.serving``): one
+    request per line; the seconds are timed inside that process, around ``generate`` alone."""
 
     def __init__(self, process: subprocess.Popen[str]) -> None:
         self.process = process
@@ -191,8 +192,11 @@ class _Anchor:
 
 @contextlib.contextmanager
 def _anchor(folder: Path) -> Iterator[_Anchor]:
-    command = [sys.executable, __file__, str(folder)]
-    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as p:
+    command = [sys.executable, "-m", "benchmarks.serving", str(folder)]
+    checkout = Path(__file__).resolve().parents[1]  # where ``benchmarks`` imports from
+    with subprocess.Popen(
+        command, cwd=checkout, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as p:
         try:
             yield _Anchor(p)
         finally:
@@ -202,12 +206,17 @@ def _anchor(folder: Path) -> Iterator[_Anchor]:
 def _anchor_main(folder: Path) -> None:
     import torch
 
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # whatever else prints goes to stderr, not between the answers
     vlm = load_vlm(folder)
     prompt = vlm.processor.apply_chat_template(QUESTION, add_generation_prompt=True, tokenize=False)
     inputs = inputs_on(vlm.model, vlm.processor(text=[prompt], return_tensors="pt"))
     prompt_tokens = int(inputs["input_ids"].shape[1])
-    print(json.dumps({"placement": vlm.placement.report(), "prompt_tokens": prompt_tokens}))
-    sys.stdout.flush()
+    print(
+        json.dumps({"placement": vlm.placement.report(), "prompt_tokens": prompt_tokens}),
+        file=answers,
+    )
+    answers.flush()
     for line in sys.stdin:
         began = time.perf_counter()
         with torch.inference_mode():
@@ -215,8 +224,11 @@ def _anchor_main(folder: Path) -> None:
                 **inputs, max_new_tokens=json.loads(line)["max_tokens"], do_sample=False
             )
         seconds = time.perf_counter() - began
-        print(json.dumps({"seconds": seconds, "tokens": int(out.shape[1]) - prompt_tokens}))
-        sys.stdout.flush()
+        print(
+            json.dumps({"seconds": seconds, "tokens": int(out.shape[1]) - prompt_tokens}),
+            file=answers,
+        )
+        answers.flush()
 
 
 def _interleaved(sides: dict[str, Side], rounds: int) -> dict[str, tuple[list[float], int]]:
