@@ -116,13 +116,26 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple
 def engine_batches_streams_and_cancels(folder: Path, vision: bool) -> None:
     """The in-process engine on this family: requests batched together answer as they do
     alone (left padding, the family's position ids), a stream joins up to the whole answer,
-    a request whose client is gone stops at its first token."""
+    a request whose client is gone stops at its first token. A text prompt skips a vision
+    model's processor and gets the tensors the processor would have made."""
     import threading
 
+    import torch
+
     from medxiaohe.models.chat import ChatModel, ChatParams
+    from medxiaohe.models.prompts import PromptEncoder
     from medxiaohe.models.vlm import load_vlm
 
-    model = ChatModel(load_vlm(folder))
+    vlm = load_vlm(folder)
+    encode = PromptEncoder(vlm.processor, vlm.tokenizer)
+    assert encode.fast == vision  # a text model's processor is its tokenizer already
+    prompt = vlm.processor.apply_chat_template(
+        question(False), add_generation_prompt=True, tokenize=False
+    )
+    mine, theirs = encode(prompt), vlm.processor(text=[prompt], return_tensors="pt")
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+    model = ChatModel(vlm)
     params = ChatParams(max_tokens=6)
     asks = [[{"role": "user", "content": f"Question {'x' * i}?"}] for i in range(6)]
     asks[2] = question(vision)

@@ -161,6 +161,27 @@ def test_chat_with_openai_shapes_counts_usage_and_streams(tiny: Path) -> None:
         assert cut.finish_reason == "stop"
 
 
+def test_text_prompts_skip_the_processor_and_still_get_its_tensors(tiny: Path) -> None:
+    import torch
+
+    from medxiaohe.models.prompts import PromptEncoder
+
+    vlm = load_vlm(tiny)
+    encode = PromptEncoder(vlm.processor, vlm.tokenizer)
+    assert encode.fast
+    assert encode.zero_keys == ("mm_token_type_ids",)
+    question = [{"role": "user", "content": "Describe the findings."}]
+    plain = vlm.processor.apply_chat_template(question, add_generation_prompt=True, tokenize=False)
+    typed = plain.replace("Describe", "<|image_pad|> Describe")  # a placeholder typed as text
+    mine = encode(plain)
+    theirs = dict(vlm.processor(text=[plain], return_tensors="pt"))
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+    # the tokenizer alone would take it; the processor does not, and the caller is told why
+    with pytest.raises(InvalidInput, match="image placeholders"):
+        encode(typed)
+
+
 @pytest.mark.parametrize(
     ("messages", "params", "message"),
     [

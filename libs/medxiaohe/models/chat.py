@@ -17,6 +17,7 @@ from typing import Any
 from medxiaohe.common.errors import InvalidInput
 from medxiaohe.common.messages import content_text
 from medxiaohe.models.devices import inputs_on
+from medxiaohe.models.prompts import PromptEncoder
 from medxiaohe.models.structured import Constraints
 from medxiaohe.models.vlm import Vlm
 
@@ -174,6 +175,7 @@ class ChatModel:
         self.max_batch = max_batch
         self.limits = limits
         self.max_context = vlm.max_context
+        self._encode = PromptEncoder(vlm.processor, vlm.tokenizer)
         self._constraints: Constraints | None = None
         self._lock = threading.Lock()
         self._queue: queue.Queue[_Job | None] = queue.Queue()  # None: stop batching
@@ -195,10 +197,7 @@ class ChatModel:
         prompt = self.vlm.processor.apply_chat_template(
             template, add_generation_prompt=True, tokenize=False
         )
-        pictures = {"images": images} if images else {}
-        inputs = inputs_on(
-            self.vlm.model, self.vlm.processor(text=[prompt], return_tensors="pt", **pictures)
-        )
+        inputs = inputs_on(self.vlm.model, self._encode(prompt, images))
         prompt_tokens = int(inputs["input_ids"].shape[1])
         if prompt_tokens + params.max_tokens > self.max_context:
             raise InvalidInput(
