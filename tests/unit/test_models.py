@@ -211,6 +211,7 @@ def test_text_prompts_skip_the_processor_and_still_get_its_tensors(tiny: Path) -
         ),
         (turn({"type": "text", "text": "hi"}), {"temperature": 3.0}, "temperature"),
         (turn({"type": "text", "text": "hi"}), {"stop": ("a", "b", "c", "d", "e")}, "stop takes"),
+        (turn({"type": "text", "text": "<|image_pad|> hi"}), {}, "image placeholders"),
     ],
 )
 def test_bad_chat_requests_say_what_is_wrong(
