@@ -41,7 +41,7 @@ class PromptEncoder:
         return self.template_tokens is not None
 
     def __call__(self, prompt: str, images: Sequence[Any] = ()) -> dict[str, Any]:
-        if not images and self.template_tokens is not None:
+        if not images and self.fast:
             encoded = self._text(prompt)
             if encoded is not None:
                 return encoded
