@@ -137,14 +137,25 @@ def add_routes(app: FastAPI, predictor: VlmPredictor) -> None:
 async def _unless_disconnected(
     request: Request, cancel: threading.Event, work: Awaitable[ChatResult]
 ) -> ChatResult:
-    """The work's result; while it runs, a client that disconnects sets ``cancel``."""
+    """The work's result; a client that disconnects meanwhile sets ``cancel``. The server
+    tells of the disconnect (no polling: a wake-up of this loop takes the GIL from the
+    generation)."""
     task = asyncio.ensure_future(work)
-    while not task.done():
-        await asyncio.wait({task}, timeout=0.2)
-        if not task.done() and not cancel.is_set() and await request.is_disconnected():
+    gone = asyncio.ensure_future(_disconnect(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if gone.done() and not task.done():
             cancel.set()
             CANCELLED.labels("false").inc()
-    return task.result()
+        return await task
+    finally:
+        gone.cancel()
+
+
+async def _disconnect(request: Request) -> None:
+    """Returns once the client has gone (the body has been read: what is left is that)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _error(message: str) -> JSONResponse:
