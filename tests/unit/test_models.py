@@ -186,6 +186,8 @@ def test_text_prompts_skip_the_processor_and_still_get_its_tensors(tiny: Path) -
     ("messages", "params", "message"),
     [
         ([], {}, "messages must not be empty"),
+        ({"role": "user", "content": "hi"}, {}, "messages must be a list"),
+        (["hi"], {}, r"messages\[0\] must be an object"),
         ([{"role": "robot", "content": "hi"}], {}, "role must be one of"),
         (turn({"type": "audio"}), {}, "not text or image_url"),
         (
@@ -222,6 +224,24 @@ def test_bad_chat_requests_say_what_is_wrong(
     model = ChatModel(load_vlm(tiny))
     with pytest.raises(InvalidInput, match=message):
         model.chat(messages, ChatParams(**params))  # type: ignore[arg-type]
+
+
+def test_a_request_cancelled_while_it_waits_is_never_generated(tiny: Path) -> None:
+    """What an event loop gives up on (its awaiting task cancelled, so the future) is dropped
+    before its generation; a sampled request runs on the model's thread too, alone."""
+    from medxiaohe.models.chat import ChatModel, ChatParams
+
+    model = ChatModel(load_vlm(tiny))
+    question = [{"role": "user", "content": "Findings?"}]
+    with model._lock:  # a generation runs: what is submitted now waits
+        sampled = model.submit(question, ChatParams(max_tokens=3, temperature=0.7, seed=1))
+        greedy = model.submit(question, ChatParams(max_tokens=3))
+        given_up = model.submit(question, ChatParams(max_tokens=3))
+        assert given_up.cancel()
+    assert sampled.result(timeout=60).extra["batch"] == 1
+    assert greedy.result(timeout=60).extra["batch"] == 1  # its twin never joined it
+    assert given_up.cancelled()
+    model.stop()
 
 
 def test_the_in_process_client_answers_like_the_engine(tiny: Path) -> None:

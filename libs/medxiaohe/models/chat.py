@@ -11,6 +11,7 @@ import io
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,11 +113,15 @@ def to_template(
 ) -> tuple[list[dict[str, Any]], list[Any]]:
     """OpenAI messages -> chat-template messages, each image part replaced by an
     ``{"type": "image"}`` marker, and the images in the order they appear."""
+    if not isinstance(messages, list | tuple):
+        raise InvalidInput("messages must be a list")
     if not messages:
         raise InvalidInput("messages must not be empty")
     converted: list[dict[str, Any]] = []
     images: list[Any] = []
     for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise InvalidInput(f"messages[{i}] must be an object")
         role = message.get("role")
         if role not in ROLES:
             raise InvalidInput(f"messages[{i}].role must be one of {ROLES}")
@@ -149,19 +154,19 @@ class _Job:
     params: ChatParams
     images: int
     cancel: threading.Event
-    done: threading.Event = field(default_factory=threading.Event)
-    result: ChatResult | None = None
-    error: BaseException | None = None
+    alone: bool  # generated in a batch of its own
+    future: Future[ChatResult] = field(default_factory=Future)
 
 
 class ChatModel:
-    """One loaded model, safe to call from several threads; one generation runs at a time.
+    """One loaded model, safe to call from several threads; one generation runs at a time, on
+    the model's own thread (one OpenMP team, kept warm), streams aside.
 
     Batching: greedy ``chat`` calls with equal parameters that arrive while a generation runs
     are generated together in the next one (left-padded, up to ``max_batch``). Nothing waits
     for a batch to fill, so a lone request pays no extra latency. Sampled requests (a seed
-    must reproduce) and streams run alone. The batching thread starts with the first batched
-    call; ``stop`` ends it (calls after that run one at a time)."""
+    must reproduce) and streams run alone. The model's thread starts with the first call;
+    ``stop`` ends it (calls after that run on the caller's thread, one at a time)."""
 
     def __init__(
         self,
@@ -251,17 +256,24 @@ class ChatModel:
     ) -> ChatResult:
         """The completion; setting ``cancel`` (the client went away) stops the generation at
         its next token, unless other requests batched with it still want theirs."""
-        inputs, images = self._inputs(messages, params)  # bad requests fail here, alone
-        job = _Job(inputs, params, images, cancel or threading.Event())
+        return self.submit(messages, params, cancel).result()
+
+    def submit(
+        self,
+        messages: Sequence[dict[str, Any]],
+        params: ChatParams,
+        cancel: threading.Event | None = None,
+    ) -> Future[ChatResult]:
+        """``chat`` without the wait: the prompt is prepared on the calling thread (a bad
+        request raises here), the completion comes on the future. An event loop awaits it
+        (``asyncio.wrap_future``) with no thread of its own blocked."""
+        inputs, images = self._inputs(messages, params)
         alone = params.temperature > 0 or self.max_batch < 2 or not self._batchable(images)
-        if alone or not self._enqueue(job):
+        job = _Job(inputs, params, images, cancel or threading.Event(), alone)
+        if not self._enqueue(job):
             with self._lock:
                 self._generate([job])
-        job.done.wait()
-        if job.error is not None:
-            raise job.error
-        assert job.result is not None
-        return job.result
+        return job.future
 
     def _batchable(self, images: int) -> bool:
         """Text batches in every family; images where the processor's image tensors join
@@ -269,7 +281,7 @@ class ChatModel:
         return images == 0 or self.vlm.family in FLAT_PATCHES
 
     def _enqueue(self, job: _Job) -> bool:
-        """Hand ``job`` to the batching thread (started on first use); False once stopped."""
+        """Hand ``job`` to the model's thread (started on first use); False once stopped."""
         with self._batching:
             if self._stopped:
                 return False
@@ -283,11 +295,11 @@ class ChatModel:
 
     @property
     def batching(self) -> bool:
-        """Whether the batching thread runs."""
+        """Whether the model's thread runs."""
         return self._batcher is not None and self._batcher.is_alive()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """End the batching thread once the jobs already queued are done."""
+        """End the model's thread once the jobs already queued are done."""
         with self._batching:
             self._stopped = True
             batcher = self._batcher
@@ -296,8 +308,9 @@ class ChatModel:
             batcher.join(timeout)
 
     def _batches(self) -> None:
-        """Until stopped: the oldest waiting job and every waiting job with its parameters (up
-        to max_batch) go into one generation; the others wait for the next."""
+        """Until stopped: the oldest waiting job, and unless it runs alone every waiting job
+        with its parameters that may be batched (up to max_batch), go into one generation; the
+        others wait for the next."""
         stopping = False
         while not (stopping and not self._backlog):
             arrived: list[_Job | None] = [*self._backlog] or [self._queue.get()]
@@ -310,15 +323,22 @@ class ChatModel:
             waiting = [j for j in arrived if j is not None]
             if not waiting:
                 continue
-            batch = [j for j in waiting if j.params == waiting[0].params][: self.max_batch]
+            first, batch = waiting[0], waiting[:1]
+            if not first.alone:
+                alike = [j for j in waiting if not j.alone and j.params == first.params]
+                batch = alike[: self.max_batch]
             self._backlog = [j for j in waiting if j not in batch]
             with self._lock:
                 self._generate(batch)
 
     def _generate(self, jobs: list[_Job]) -> None:
-        """One generate call for jobs with equal parameters; results or the error on each."""
+        """One generate call for jobs with equal parameters; results or the error on each
+        job's future (a future cancelled while it waited drops its job)."""
         import torch
 
+        jobs = [j for j in jobs if j.future.set_running_or_notify_cancel()]
+        if not jobs:
+            return
         try:
             merged, lengths = _collate([j.inputs for j in jobs], self.vlm.tokenizer.pad_token_id)
             params = jobs[0].params
@@ -326,23 +346,26 @@ class ChatModel:
                 kwargs = self._generate_kwargs(params, [j.cancel for j in jobs])
                 output = self.vlm.model.generate(**merged, **kwargs)
             width = int(merged["input_ids"].shape[1])
+            results = []
             for i, job in enumerate(jobs):
                 new = _until_eos(output[i, width:].tolist(), self._eos_ids())
                 text = self.vlm.tokenizer.decode(new, skip_special_tokens=True)
                 text, stopped = _cut_at_stop(text, params.stop)
-                job.result = ChatResult(
-                    text=text,
-                    finish_reason=self._finish_reason(new, params, stopped),
-                    usage=Usage(lengths[i], len(new)),
-                    images=job.images,
-                    extra={"batch": len(jobs)},
+                results.append(
+                    ChatResult(
+                        text=text,
+                        finish_reason=self._finish_reason(new, params, stopped),
+                        usage=Usage(lengths[i], len(new)),
+                        images=job.images,
+                        extra={"batch": len(jobs)},
+                    )
                 )
         except Exception as exc:  # every caller of the batch sees it
             for job in jobs:
-                job.error = exc
-        finally:
-            for job in jobs:
-                job.done.set()
+                job.future.set_exception(exc)
+        else:
+            for job, result in zip(jobs, results, strict=True):
+                job.future.set_result(result)
 
     def _eos_ids(self) -> set[int]:
         eos = self.vlm.model.generation_config.eos_token_id

@@ -104,7 +104,7 @@ def add_routes(app: FastAPI, predictor: VlmPredictor) -> None:
                 return JSONResponse({"error": {"message": "model not loaded"}}, status_code=503)
             cancel = threading.Event()  # set when the client goes away: generation stops
             if choice != "none":  # a call is parsed whole: generate, then answer
-                work = asyncio.to_thread(predictor.model.chat, messages, params, cancel)
+                work = predictor.complete(messages, params, cancel)
                 result = await _unless_disconnected(request, cancel, work)
                 content, calls = parse_output(result.text, choice)
                 if body.get("stream"):
@@ -117,9 +117,8 @@ def add_routes(app: FastAPI, predictor: VlmPredictor) -> None:
                 first = await asyncio.to_thread(next, stream)
                 events = _events(predictor.name, first, stream, cancel)
                 return StreamingResponse(events, media_type="text/event-stream")
-            result = await _unless_disconnected(
-                request, cancel, asyncio.to_thread(predictor.model.chat, messages, params, cancel)
-            )
+            work = predictor.complete(messages, params, cancel)
+            result = await _unless_disconnected(request, cancel, work)
         except InvalidInput as exc:
             return _error(str(exc))
         return JSONResponse(_completion(predictor.name, result))
