@@ -164,11 +164,10 @@ def test_a_failing_generation_answers_500_without_its_message(
 
     from medxiaohe_services.model.openai import ROUTE, add_routes
 
-    def chat(*args: object) -> None:
+    async def complete(*args: object) -> None:
         raise RuntimeError(PHI)
 
-    model = SimpleNamespace(chat=chat)
-    predictor = SimpleNamespace(name="m", ready=True, model=model, placement={})
+    predictor = SimpleNamespace(name="m", ready=True, complete=complete, placement={})
     app = FastAPI()
     add_routes(app, predictor)  # type: ignore[arg-type]
     client = TestClient(app)
