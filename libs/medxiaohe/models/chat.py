@@ -154,7 +154,6 @@ class _Job:
     params: ChatParams
     images: int
     cancel: threading.Event
-    alone: bool  # generated in a batch of its own
     future: Future[ChatResult] = field(default_factory=Future)
 
 
@@ -268,12 +267,16 @@ class ChatModel:
         request raises here), the completion comes on the future. An event loop awaits it
         (``asyncio.wrap_future``) with no thread of its own blocked."""
         inputs, images = self._inputs(messages, params)
-        alone = params.temperature > 0 or self.max_batch < 2 or not self._batchable(images)
-        job = _Job(inputs, params, images, cancel or threading.Event(), alone)
+        job = _Job(inputs, params, images, cancel or threading.Event())
         if not self._enqueue(job):
             with self._lock:
                 self._generate([job])
         return job.future
+
+    def _alone(self, job: _Job) -> bool:
+        """Whether ``job`` is generated in a batch of its own: sampled (a seed must
+        reproduce), or with images whose tensors do not join across requests."""
+        return job.params.temperature > 0 or self.max_batch < 2 or not self._batchable(job.images)
 
     def _batchable(self, images: int) -> bool:
         """Text batches in every family; images where the processor's image tensors join
@@ -324,8 +327,8 @@ class ChatModel:
             if not waiting:
                 continue
             first, batch = waiting[0], waiting[:1]
-            if not first.alone:
-                alike = [j for j in waiting if not j.alone and j.params == first.params]
+            if not self._alone(first):
+                alike = [j for j in waiting if j.params == first.params and not self._alone(j)]
                 batch = alike[: self.max_batch]
             self._backlog = [j for j in waiting if j not in batch]
             with self._lock:

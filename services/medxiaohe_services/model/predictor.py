@@ -141,9 +141,9 @@ class VlmPredictor(kserve.Model):  # type: ignore[misc]
         cancel: threading.Event | None = None,
     ) -> ChatResult:
         """The completion, awaited with no thread blocked on it. A short text prompt is
-        prepared here on the event loop (a fraction of a millisecond, and no thread to wake:
-        each wake-up takes a core from the running generation), other prompts on a worker
-        thread; the generation runs on the model's own thread."""
+        prepared here on the event loop (``INLINE_PROMPT_CHARS`` bounds that work, and no thread
+        is woken: each wake-up takes a core from the running generation), other prompts on a
+        worker thread; the generation runs on the model's own thread."""
         short = (
             params.json_schema is None
             and isinstance(messages, list)
