@@ -135,7 +135,7 @@ bench-mixture: venv ## Balanced mixture vs uniform on the shared corpus, sampler
 gpu-check: venv ## On a GPU machine (at most 8 min): CPT ZeRO-3 on ~1B (tokens/s, MFU), GRPO on ~0.5B, predictor vs raw generate
 	HF_HUB_OFFLINE=1 MEDXIAOHE_LOG_LEVEL=WARNING timeout 480 $(PY) -m benchmarks.gpu_check
 
-bench-serving: venv ## Predictor over HTTP vs raw model.generate, and at concurrency 8 (~2 min)
+bench-serving: venv ## Predictor over HTTP vs raw model.generate, and at concurrency 8 (~3 min)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/medxiaohe bench serving
 
 # RELIABILITY_ARGS="--work DIR" keeps the servers' data and logs (a crash's traceback is there)

@@ -2,13 +2,16 @@
 against raw ``model.generate``, on the same model folder, prompt and greedy decoding, one
 request of each side after the other. Also the per-request fixed cost (one token on each
 side), the same requests constrained to a JSON schema (``response_format``) against free ones,
-and the predictor under 8 concurrent clients.
+the predictor under 8 concurrent clients, and a null comparison: raw ``generate`` against
+itself in a second process, measured the same way, which would read 1.0 on a quiet machine;
+how far it lands from 1.0 is the noise the ratio carries in the same run.
 
 Each side runs in a process of its own, started the same way and loading the same folder, and
 the comparison is repeated over several such pairs of processes: on a shared machine, two
 processes running the same ``generate`` on the same model can differ in speed by several
 percent, and keep that difference for their lives. An anchor in the benchmark's own process
-drew that lot once for the whole run.
+drew that lot once for the whole run. The null comparison's second raw process is started
+with each pair.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ COMPARISONS = {
     "generate": ("raw", "served"),
     "overhead": ("raw_1", "served_1"),
     "json_schema": ("served", "structured"),
+    "null": ("raw", "raw_twin"),
 }
 
 
@@ -79,15 +83,19 @@ def run(
     rounds = max(1, requests // pairs)
     latencies: dict[tuple[str, str], list[float]] = {}
     tokens: dict[tuple[str, str], int] = {}
-    per_pair: list[float] = []
+    per_pair: dict[str, list[float]] = {"generate": [], "null": []}
     with tempfile.TemporaryDirectory(prefix="medxiaohe-bench-") as tmp:
         folder = _never_stopping(family, Path(tmp), hidden_size, layers, vocab_size)
         for pair in range(pairs):
-            with _anchor(folder) as anchor, model_server(folder, "bench") as server:
+            with (
+                _anchor(folder) as anchor,
+                _anchor(folder) as twin,
+                model_server(folder, "bench") as server,
+            ):
                 client = HttpModelClient(
                     f"{server.url}/openai/v1", "bench", api_key=server.token, timeout_s=300
                 )
-                sides = _sides(anchor, client, max_tokens)
+                sides = _sides(anchor, twin, client, max_tokens)
                 for side in sides.values():
                     side()  # warm-up (the structured one compiles the schema once)
                 for comparison, names in COMPARISONS.items():
@@ -95,8 +103,9 @@ def run(
                     for name, (seconds, generated) in runs.items():
                         latencies.setdefault((comparison, name), []).extend(seconds)
                         tokens[comparison, name] = tokens.get((comparison, name), 0) + generated
-                this_pair = [latencies["generate", n][-rounds:] for n in ("served", "raw")]
-                per_pair.append(_ratio(*this_pair))
+                    if comparison in per_pair:
+                        anchor_s, side_s = (runs[name][0] for name in names)
+                        per_pair[comparison].append(_ratio(side_s, anchor_s))
                 if pair == pairs - 1:
                     concurrent = _concurrent(sides["served"], requests, 8)
 
@@ -117,7 +126,11 @@ def run(
         # the median over request pairs of raw generate's latency over the predictor's (the
         # two generate the same tokens, and ran back to back), over every pair of processes
         "ratio": _ratio(latencies["generate", "served"], latencies["generate", "raw"]),
-        "ratio_per_process_pair": per_pair,
+        "ratio_per_process_pair": per_pair["generate"],
+        # raw generate in a second process over the first, the same way: 1.0 but for this
+        # machine's noise (the speed each process draws, drift), which the ratio carries too
+        "null_ratio": _ratio(latencies["null", "raw_twin"], latencies["null", "raw"]),
+        "null_ratio_per_process_pair": per_pair["null"],
         # what a request costs beyond its generation: the median difference of one-token
         # requests (HTTP, authentication, the chat template, tokenizing, decoding)
         "overhead_ms": round(statistics.median(s - r for s, r in one) * 1000, 2),
@@ -144,7 +157,9 @@ def _never_stopping(family: str, tmp: Path, hidden_size: int, layers: int, vocab
     return folder
 
 
-def _sides(anchor: _Anchor, client: HttpModelClient, max_tokens: int) -> dict[str, Side]:
+def _sides(
+    anchor: _Anchor, twin: _Anchor, client: HttpModelClient, max_tokens: int
+) -> dict[str, Side]:
     free = ChatParams(max_tokens=max_tokens)
     # the same budget, constrained; after the object closes only the end token is allowed, so
     # both sides still generate exactly max_tokens
@@ -152,6 +167,7 @@ def _sides(anchor: _Anchor, client: HttpModelClient, max_tokens: int) -> dict[st
     constrained = ChatParams(max_tokens=max_tokens, json_schema=schema)
     return {
         "raw": functools.partial(anchor.generate, max_tokens),
+        "raw_twin": functools.partial(twin.generate, max_tokens),
         "served": functools.partial(_timed, client, free),
         "structured": functools.partial(_timed, client, constrained),
         "raw_1": functools.partial(anchor.generate, 1),
