@@ -22,9 +22,10 @@ S3_KEY, S3_SECRET = "medxiaohe-test", "medxiaohe-test-secret"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def free_ports(count: int) -> list[int]:
-    """Free ports whose +10000 is free too (weed mini puts gRPC there), below 45000."""
-    return ports.free_ports(count, below=45000, spaced=10000)
+def free_ports(count: int, beside: tuple[int, ...] = ()) -> list[int]:
+    """Free ports below 45000 as `weed mini` needs them: each one's +10000 (its gRPC port) free
+    too, and none of them, nor their +10000, another's or ``beside``'s."""
+    return ports.free_ports(count, below=45000, spaced=10000, beside=beside)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -103,7 +104,8 @@ class Weed(Server):
 
     def __init__(self, data_dir: Path, s3_port: int | None = None, s3_config: Path | None = None):
         binary = shutil.which("weed") or str(ROOT / ".venv/bin/weed")
-        master, volume, filer, admin, iceberg, lance, *rest = free_ports(7)
+        given = (s3_port,) if s3_port else ()
+        master, volume, filer, admin, iceberg, lance, *rest = free_ports(7 - len(given), given)
         s3 = s3_port or rest[0]
         data_dir.mkdir(parents=True, exist_ok=True)
         cmd = [

@@ -4,6 +4,7 @@ and the tests use."""
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterable
 
 
 def _bindable(port: int) -> bool:
@@ -15,16 +16,26 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def free_ports(count: int = 1, below: int = 55535, spaced: int = 0) -> list[int]:
-    """``count`` distinct ports free now, each below ``below``; with ``spaced``, each port plus
-    ``spaced`` is free too (SeaweedFS puts a server's gRPC port 10000 above its HTTP port)."""
+def free_ports(
+    count: int = 1, below: int = 55535, spaced: int = 0, beside: Iterable[int] = ()
+) -> list[int]:
+    """``count`` distinct ports free now, each below ``below``.
+
+    With ``spaced``, each port plus ``spaced`` is free too, and no port or port plus ``spaced``
+    is another's, ``beside``'s included: SeaweedFS puts a server's gRPC port 10000 above its
+    HTTP port and refuses to start when one of its ports is another's gRPC port."""
     ports: list[int] = []
+    beside = list(beside)
     while len(ports) < count:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port: int = sock.getsockname()[1]
-        if port >= below or port in ports or (spaced and not _bindable(port + spaced)):
+        if port >= below or port in ports or port in beside:
             continue
+        if spaced:
+            taken = {p + d for p in [*ports, *beside] for d in (0, spaced)}
+            if taken & {port, port + spaced} or not _bindable(port + spaced):
+                continue
         ports.append(port)
     return ports
 
