@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -342,21 +342,33 @@ def test_not_serving_until_the_model_answers(pki: DevPki, tmp_path: Path) -> Non
         assert not serving(thread, timeout=3)
 
 
-def web(thread: PlatformThread, pki: DevPki, caller: str = "", token: str = "") -> Any:
-    """An HTTPS client of the review app: the caller's certificate, a bearer token, or neither."""
+@pytest.fixture
+def web(service: PlatformThread, pki: DevPki) -> Iterator[Callable[..., Any]]:
+    """HTTPS clients of the review app (the caller's certificate, a bearer token, or neither),
+    closed after the test: an open idle one never answers the server's TLS close, so the
+    service's drain waited its whole grace for it."""
     import ssl
 
     import httpx
 
-    context = ssl.create_default_context(cafile=str(pki.ca))
-    if caller:
-        context.load_cert_chain(pki.clients[caller].cert, pki.clients[caller].key)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=thread.platform.review_url, verify=context, headers=headers)
+    clients: list[httpx.Client] = []
+
+    def client(caller: str = "", token: str = "") -> httpx.Client:
+        context = ssl.create_default_context(cafile=str(pki.ca))
+        if caller:
+            context.load_cert_chain(pki.clients[caller].cert, pki.clients[caller].key)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        base = service.platform.review_url
+        clients.append(httpx.Client(base_url=base, verify=context, headers=headers))
+        return clients[-1]
+
+    yield client
+    for each in clients:
+        each.close()
 
 
 def test_a_clinician_reviews_and_signs_a_report_in_the_web_app(
-    service: PlatformThread, pki: DevPki
+    service: PlatformThread, pki: DevPki, web: Callable[..., Any]
 ) -> None:
     """The worklist and the report page (images, every sentence with its verdict, the trace)
     for a reviewer only; signing stores a version with the change, and the export turns final
@@ -367,12 +379,12 @@ def test_a_clinician_reviews_and_signs_a_report_in_the_web_app(
     _, report = generate(stub, request(request_id="review-1"))
     rid = report.report_id
     for path in ("/reports", f"/reports/{rid}", f"/reports/{rid}/images/0", "/nothing"):
-        nobody = web(service, pki).get(path)
+        nobody = web().get(path)
         assert nobody.status_code == 401  # before anything else: no page, no report id
         assert rid not in nobody.text
-    assert web(service, pki, token="wrong").get("/reports").status_code == 401
-    assert web(service, pki, ALLOWED).get("/reports").status_code == 403  # "*" is no reviewer
-    reviewer = web(service, pki, AUDITOR)
+    assert web(token="wrong").get("/reports").status_code == 401
+    assert web(ALLOWED).get("/reports").status_code == 403  # "*" is no reviewer
+    reviewer = web(AUDITOR)
     listing = reviewer.get("/reports")
     assert listing.status_code == 200
     assert f"reports/{rid}" in listing.text
@@ -404,7 +416,7 @@ def test_a_clinician_reviews_and_signs_a_report_in_the_web_app(
     provenance = fhir["entry"][-1]["resource"]
     assert {"display": AUDITOR} in [a["who"] for a in provenance["agent"]]
     assert provenance["signature"][0]["who"] == {"display": AUDITOR}
-    proxied = web(service, pki, token=PROXY_TOKEN).get(f"/reports/{rid}")
+    proxied = web(token=PROXY_TOKEN).get(f"/reports/{rid}")
     assert proxied.status_code == 200
     assert "Signed by <strong>audit-office</strong>" in proxied.text
 
