@@ -24,19 +24,18 @@ def free_ports(
     With ``spaced``, each port plus ``spaced`` is free too, and no port or port plus ``spaced``
     is another's, ``beside``'s included: SeaweedFS puts a server's gRPC port 10000 above its
     HTTP port and refuses to start when one of its ports is another's gRPC port."""
+    offsets = (0, spaced) if spaced else (0,)
+    taken = {p + d for p in beside for d in offsets}  # the ports and gRPC ports claimed so far
     ports: list[int] = []
-    beside = list(beside)
     while len(ports) < count:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port: int = sock.getsockname()[1]
-        if port >= below or port in ports or port in beside:
+        claims = {port + d for d in offsets}
+        if port >= below or claims & taken or (spaced and not _bindable(port + spaced)):
             continue
-        if spaced:
-            taken = {p + d for p in [*ports, *beside] for d in (0, spaced)}
-            if taken & {port, port + spaced} or not _bindable(port + spaced):
-                continue
         ports.append(port)
+        taken |= claims
     return ports
 
 
